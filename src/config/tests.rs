@@ -1,0 +1,166 @@
+// figment::Jail closures return figment::Error, which is large; not ours to shrink.
+#![allow(clippy::result_large_err)]
+
+use super::*;
+use figment::Jail;
+
+fn load_in(jail: &mut Jail, toml: &str) -> Result<Config, ConfigError> {
+    jail.create_file("c.toml", toml).unwrap();
+    Config::load(&Sources {
+        file: Some("c.toml".into()),
+        flags: Default::default(),
+    })
+}
+
+#[test]
+fn embedded_defaults_listen_on_loopback_and_validate() {
+    let c = Config::default();
+    assert_eq!(c.bind, vec!["127.0.0.1:8080"]);
+    assert!(c.bind_addrs().iter().all(|a| a.is_local()));
+    c.validate().unwrap();
+}
+
+#[test]
+fn file_then_env_then_flags() {
+    Jail::expect_with(|jail| {
+        jail.set_env("AWSWHITELIST_WORKERS", "3");
+        jail.set_env("AWSWHITELIST_LOG__LEVEL", "debug");
+        let c = load_in(
+            jail,
+            "workers = 2\nmax_requests = 10\n[log]\nlevel = \"warn\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.workers, c.max_requests, c.log.level.as_str()),
+            (3, 10, "debug")
+        );
+        let mut flags = serde_json::Map::new();
+        flags.insert("workers".into(), serde_json::json!(5));
+        let c = Config::load(&Sources {
+            file: Some("c.toml".into()),
+            flags,
+        })
+        .unwrap();
+        assert_eq!(c.workers, 5);
+        Ok(())
+    });
+}
+
+#[test]
+fn bind_accepts_a_string_a_list_or_a_comma_list() {
+    Jail::expect_with(|jail| {
+        assert_eq!(
+            load_in(jail, "bind = \"127.0.0.1:1\"").unwrap().bind,
+            vec!["127.0.0.1:1"]
+        );
+        assert_eq!(
+            load_in(jail, "bind = [\"127.0.0.1:1\", \"[::1]:2\"]")
+                .unwrap()
+                .bind
+                .len(),
+            2
+        );
+        jail.set_env("AWSWHITELIST_BIND", "127.0.0.1:3,unix:/tmp/x.sock");
+        assert_eq!(
+            load_in(jail, "").unwrap().bind,
+            vec!["127.0.0.1:3", "unix:/tmp/x.sock"]
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn every_problem_names_key_and_value() {
+    Jail::expect_with(|jail| {
+        let err = load_in(
+            jail,
+            "workers = 0\ntimeout = -1\nbind = [\"nowhere\"]\nbacklog = 0\numask = \"0o1777\"\n[log]\nlevel = \"=[\"\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        for needle in [
+            "workers = 0",
+            "timeout = -1",
+            "bind = \"nowhere\"",
+            "backlog = 0",
+            "umask = 0o1777",
+            "log.level",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+        }
+        assert_eq!(err.0.len(), 6, "{text}");
+        Ok(())
+    });
+}
+
+#[test]
+fn type_errors_and_unknown_keys_name_the_key_and_source() {
+    Jail::expect_with(|jail| {
+        let text = load_in(jail, "workers = \"many\"").unwrap_err().to_string();
+        assert!(
+            text.contains("workers") && text.contains("many") && text.contains("c.toml"),
+            "{text}"
+        );
+        let text = load_in(jail, "wokers = 2").unwrap_err().to_string();
+        assert!(text.contains("wokers"), "{text}");
+        jail.set_env("AWSWHITELIST_MAX_REQUESTS", "lots");
+        let text = load_in(jail, "").unwrap_err().to_string();
+        assert!(
+            text.contains("max_requests") && text.contains("AWSWHITELIST_MAX_REQUESTS"),
+            "{text}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn missing_file_is_an_error_not_the_defaults() {
+    let err = Config::load(&Sources {
+        file: Some("/nonexistent/a.toml".into()),
+        flags: Default::default(),
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/a.toml"));
+}
+
+#[test]
+fn umask_forms_and_round_trip() {
+    Jail::expect_with(|jail| {
+        assert_eq!(load_in(jail, "umask = 0o027").unwrap().umask, Some(0o027));
+        let c = load_in(jail, "umask = \"0o077\"").unwrap();
+        assert_eq!(c.umask, Some(0o077));
+        let printed = c.to_toml();
+        assert!(printed.contains("umask = \"0o077\""), "{printed}");
+        jail.create_file("round.toml", &printed).unwrap();
+        let again = Config::load(&Sources {
+            file: Some("round.toml".into()),
+            flags: Default::default(),
+        })
+        .unwrap();
+        assert_eq!(again, c);
+        Ok(())
+    });
+}
+
+#[test]
+fn unknown_user_is_refused() {
+    let c = Config {
+        user: Some("no-such-user-xyz".into()),
+        ..Config::default()
+    };
+    let text = c.validate().unwrap_err().to_string();
+    assert!(text.contains("user = \"no-such-user-xyz\""), "{text}");
+}
+
+#[test]
+fn jitter_without_max_requests_is_flagged() {
+    let c = Config {
+        max_requests_jitter: 5,
+        ..Config::default()
+    };
+    assert!(c
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("max_requests_jitter = 5"));
+}

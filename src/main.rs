@@ -1,0 +1,141 @@
+//! `awswhitelist`: the command line. A thin layer that wires the configuration to the
+//! supervisor (`serve`) and to the worker program the supervisor starts (`worker`).
+
+mod cli;
+mod config;
+mod logging;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use tracing::{error, info_span};
+
+use crate::cli::{Cli, Command, ConfigArgs};
+use crate::config::Config;
+
+/// Exit code for an unusable configuration (clap uses the same for bad flags).
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(&args),
+        Command::CheckConfig(args) => check_config(&args),
+        Command::Worker => worker_main(),
+    }
+}
+
+fn load(args: &ConfigArgs) -> Result<Config, ExitCode> {
+    Config::load(&args.sources()).map_err(|e| {
+        eprintln!("awswhitelist: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn check_config(args: &ConfigArgs) -> ExitCode {
+    match load(args) {
+        Ok(config) => {
+            println!(
+                "# effective configuration: defaults < file < {}* environment < flags",
+                config::ENV_PREFIX
+            );
+            print!("{}", config.to_toml());
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn serve(args: &ConfigArgs) -> ExitCode {
+    let config = match load(args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let log = match logging::init(&config.log) {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("awswhitelist: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let _span = info_span!("supervisor", pid = std::process::id()).entered();
+    let settings = match config.supervisor_settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("awswhitelist: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let sources = args.sources();
+    let reload = Box::new(move || {
+        let config = Config::load(&sources).map_err(|e| e.to_string())?;
+        config.supervisor_settings().map_err(|e| e.to_string())
+    });
+    let supervisor = match supervisor::Supervisor::new(settings, reload) {
+        Ok(s) => s.on_reopen_logs(move || log.reopen()),
+        Err(e) => {
+            error!(event = "start_failed", error = %e, "{e}");
+            eprintln!("awswhitelist: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match supervisor.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(event = "exit", error = %e, "{e}");
+            eprintln!("awswhitelist: {e}");
+            match e {
+                supervisor::Error::BootFailure { .. } => {
+                    ExitCode::from(supervisor::SUPERVISOR_BOOT_FAILURE as u8)
+                }
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+/// The hidden `worker` command: what the supervisor executes for each worker.
+fn worker_main() -> ExitCode {
+    let boot_error = ExitCode::from(supervisor::WORKER_BOOT_ERROR as u8);
+    let inherited = match supervisor::child::Inherited::from_env(Duration::from_secs(10)) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("awswhitelist worker: {e}");
+            return boot_error;
+        }
+    };
+    let config: Config = match serde_json::from_value(inherited.assignment.payload.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("awswhitelist worker: the supervisor sent an unreadable configuration: {e}");
+            return boot_error;
+        }
+    };
+    let log = match logging::init(&config.log) {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!(
+                "awswhitelist worker {}: {e}",
+                inherited.assignment.worker_id
+            );
+            return boot_error;
+        }
+    };
+    let _span = info_span!(
+        "worker",
+        worker = inherited.assignment.worker_id,
+        pid = std::process::id()
+    )
+    .entered();
+    let hooks = worker::Hooks {
+        reopen_logs: Some(Box::new(move || log.reopen())),
+    };
+    match worker::run(inherited, config.worker_settings(), hooks) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(event = "worker_failed", error = %e, "{e}");
+            boot_error
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The private channel between the supervisor and one worker: length-prefixed JSON frames.
+//!
+//! Each frame is a 4-byte big-endian length followed by that many bytes of JSON, one message per
+//! frame. JSON keeps the channel readable in `strace` and lets later features add message kinds
+//! without touching the framing; the length prefix means a reader never has to scan for
+//! delimiters or guess where a message ends. The channel is a `socketpair`, so it has no path
+//! on disk that another local user could connect to.
+
+use serde::{Deserialize, Serialize};
+
+/// Frames larger than this are refused: a peer sending one is broken or hostile, and refusing
+/// keeps a single bad length prefix from making the supervisor allocate gigabytes.
+pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+
+/// What a worker tells its supervisor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WorkerMessage {
+    /// The worker accepts connections now: its predecessor (if any) may be told to drain.
+    Ready,
+    /// Proof of life, sent on a timer from the worker's event loop, so a blocked loop goes silent.
+    Heartbeat {
+        /// Requests answered since the worker started.
+        requests: u64,
+        /// Connections open right now.
+        connections: u64,
+    },
+    /// The worker reached its request budget and asks for a successor; it keeps serving until
+    /// the supervisor tells it to drain.
+    Recycle {
+        /// Requests answered when the budget ran out.
+        requests: u64,
+    },
+}
+
+/// What the supervisor tells a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SupervisorMessage {
+    /// Always the first frame: who the worker is and the settings it runs with.
+    Configure(Assignment),
+}
+
+/// The identity and budget the supervisor gives one worker, plus the application's own payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// Slot number, 1..=workers: stable across replacements, so logs can say "worker 2".
+    pub worker_id: u32,
+    /// Configuration generation this worker runs; bumped by every accepted reload.
+    pub generation: u64,
+    /// Requests after which the worker asks to be recycled (jitter applied); 0 = never.
+    pub max_requests: u64,
+    /// How often the worker must send a heartbeat, in milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// Opaque to the supervisor: the application's settings for this generation.
+    pub payload: serde_json::Value,
+}
+
+/// Errors of the framing layer.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// A length prefix above [`MAX_FRAME`].
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    /// A frame whose JSON does not decode as the expected message type.
+    #[error("undecodable message: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+/// Serializes one message into a frame ready to write.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    // Serializing these plain enums cannot fail: they hold no maps with non-string keys.
+    let body = serde_json::to_vec(msg).unwrap_or_default();
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    frame
+}
+
+/// Decodes the body of one frame (without its length prefix).
+pub fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, FrameError> {
+    Ok(serde_json::from_slice(body)?)
+}
+
+/// Reassembles frames from a byte stream that arrives in arbitrary pieces (non-blocking reads).
+#[derive(Debug, Default)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+}
+
+impl FrameReader {
+    /// Appends bytes just read from the socket.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Takes the next complete frame body, if one has fully arrived.
+    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        if self.buf.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        if len > MAX_FRAME {
+            return Err(FrameError::TooLarge(len));
+        }
+        if self.buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let body = self.buf[4..4 + len].to_vec();
+        self.buf.drain(..4 + len);
+        Ok(Some(body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_survive_arbitrary_splits() {
+        let msgs = vec![
+            WorkerMessage::Ready,
+            WorkerMessage::Heartbeat {
+                requests: 7,
+                connections: 2,
+            },
+            WorkerMessage::Recycle { requests: 51 },
+        ];
+        let stream: Vec<u8> = msgs.iter().flat_map(encode).collect();
+        for chunk in [1, 3, 5, stream.len()] {
+            let mut reader = FrameReader::default();
+            let mut got = Vec::new();
+            for piece in stream.chunks(chunk) {
+                reader.push(piece);
+                while let Some(body) = reader.next_frame().unwrap() {
+                    got.push(decode::<WorkerMessage>(&body).unwrap());
+                }
+            }
+            assert_eq!(got, msgs, "chunk size {chunk}");
+        }
+    }
+
+    #[test]
+    fn oversized_length_prefix_is_refused() {
+        let mut reader = FrameReader::default();
+        reader.push(&u32::MAX.to_be_bytes());
+        assert!(matches!(reader.next_frame(), Err(FrameError::TooLarge(_))));
+    }
+
+    #[test]
+    fn configure_round_trips_with_payload() {
+        let msg = SupervisorMessage::Configure(Assignment {
+            worker_id: 2,
+            generation: 5,
+            max_requests: 63,
+            heartbeat_interval_ms: 500,
+            payload: serde_json::json!({"keepalive": 5.0}),
+        });
+        let frame = encode(&msg);
+        assert_eq!(decode::<SupervisorMessage>(&frame[4..]).unwrap(), msg);
+    }
+}

@@ -1,0 +1,14 @@
+//! What one worker process serves: today `GET /health`; MCP, auth, tools and metrics hang off
+//! the same routes → handlers → domain shape in later modules.
+//!
+//! A worker is started by the supervisor, inherits its listeners ([`supervisor::child`]), runs a
+//! single-threaded tokio runtime built in its own process, reports READY, heartbeats, asks to be
+//! recycled when its request budget is spent, and drains on SIGTERM.
+
+mod channel;
+mod http;
+mod server;
+mod settings;
+
+pub use server::{run, Hooks, RunError};
+pub use settings::Settings;

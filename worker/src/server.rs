@@ -1,0 +1,316 @@
+//! The worker's event loop: accept, serve, heartbeat, recycle, drain.
+//!
+//! Draining never cuts a request: the listeners are dropped (the supervisor still holds the
+//! sockets, so queued connections go to other workers), every response from then on carries
+//! `Connection: close`, and the worker exits when its last connection ends or
+//! `graceful_timeout` runs out. Idle keep-alive connections are not closed under the client's
+//! feet: they end when their keep-alive timeout does, or get `Connection: close` on their next
+//! request — closing them early is the race that makes clients see resets during reloads.
+
+use std::net::TcpListener as StdTcpListener;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixListener as StdUnixListener;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use supervisor::child::Inherited;
+use supervisor::ipc::WorkerMessage;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{watch, Notify, Semaphore};
+use tracing::{debug, error, info, warn};
+
+use crate::channel::{self, Outbox};
+use crate::http;
+use crate::settings::Settings;
+
+/// Callbacks into the binary, for things the worker crate does not own.
+#[derive(Default)]
+pub struct Hooks {
+    /// Reopens log files (USR1, after logrotate moved them).
+    pub reopen_logs: Option<Box<dyn Fn() + Send + Sync>>,
+}
+
+/// Why a worker could not start serving.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The runtime or a listener could not be set up.
+    #[error("worker setup: {0}")]
+    Setup(#[from] std::io::Error),
+}
+
+/// Who this worker is; shown by `/health` and in logs.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Slot number.
+    pub worker_id: u32,
+    /// Configuration generation.
+    pub generation: u64,
+    /// Process id.
+    pub pid: u32,
+}
+
+/// State shared by every connection of the worker.
+pub struct Shared {
+    pub identity: Identity,
+    pub settings: Settings,
+    requests: AtomicU64,
+    connections: AtomicU64,
+    draining: AtomicBool,
+    max_requests: u64,
+    recycle_asked: AtomicBool,
+    outbox: Outbox,
+    idle: Notify,
+}
+
+impl Shared {
+    /// True once the worker stopped accepting: responses must close their connection.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Counts one answered request and asks for recycling when the budget is spent.
+    pub fn request_done(&self) {
+        let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.max_requests > 0
+            && n >= self.max_requests
+            && !self.recycle_asked.swap(true, Ordering::Relaxed)
+        {
+            info!(
+                event = "recycle",
+                requests = n,
+                max_requests = self.max_requests,
+                "request budget spent: asking for a successor"
+            );
+            self.outbox.send(WorkerMessage::Recycle { requests: n });
+        }
+    }
+}
+
+enum AnyListener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// Serves until drained; blocks the calling thread on a single-threaded runtime.
+pub fn run(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result<(), RunError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(inherited, settings, hooks))
+}
+
+async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result<(), RunError> {
+    let Inherited {
+        listeners,
+        ipc,
+        assignment,
+    } = inherited;
+    let mut bound = Vec::with_capacity(listeners.len());
+    for socket in listeners {
+        let is_tcp = socket.local_addr()?.as_socket().is_some();
+        let fd = OwnedFd::from(socket);
+        bound.push(if is_tcp {
+            let std = StdTcpListener::from(fd);
+            std.set_nonblocking(true)?;
+            AnyListener::Tcp(TcpListener::from_std(std)?)
+        } else {
+            let std = StdUnixListener::from(fd);
+            std.set_nonblocking(true)?;
+            AnyListener::Unix(UnixListener::from_std(std)?)
+        });
+    }
+    let (outbox, supervisor_gone) = channel::start(ipc)?;
+    let shared = Arc::new(Shared {
+        identity: Identity {
+            worker_id: assignment.worker_id,
+            generation: assignment.generation,
+            pid: std::process::id(),
+        },
+        settings,
+        requests: AtomicU64::new(0),
+        connections: AtomicU64::new(0),
+        draining: AtomicBool::new(false),
+        max_requests: assignment.max_requests,
+        recycle_asked: AtomicBool::new(false),
+        outbox: outbox.clone(),
+        idle: Notify::new(),
+    });
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut quit = signal(SignalKind::quit())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let limit = Arc::new(Semaphore::new(shared.settings.worker_connections));
+    for listener in bound {
+        tokio::spawn(accept_loop(
+            listener,
+            shared.clone(),
+            limit.clone(),
+            drain_rx.clone(),
+        ));
+    }
+    let heartbeat = Duration::from_millis(assignment.heartbeat_interval_ms.max(10));
+    tokio::spawn(heartbeats(shared.clone(), heartbeat));
+
+    outbox.send(WorkerMessage::Ready);
+    info!(
+        event = "worker_ready",
+        max_requests = assignment.max_requests,
+        "worker serving"
+    );
+
+    let mut supervisor_gone = supervisor_gone;
+    let why = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = &mut supervisor_gone => break "supervisor exited",
+            _ = quit.recv() => fast_exit("SIGQUIT"),
+            _ = int.recv() => fast_exit("SIGINT"),
+            _ = usr1.recv() => {
+                if let Some(reopen) = &hooks.reopen_logs {
+                    reopen();
+                }
+            }
+        }
+    };
+
+    shared.draining.store(true, Ordering::Relaxed);
+    let _ = drain_tx.send(true);
+    let open = shared.connections.load(Ordering::Relaxed);
+    info!(
+        event = "draining",
+        reason = why,
+        connections = open,
+        "draining: stopped accepting"
+    );
+    let grace = shared.settings.graceful_timeout();
+    let drained = tokio::time::timeout(grace, async {
+        loop {
+            let idle = shared.idle.notified();
+            if shared.connections.load(Ordering::Relaxed) == 0 {
+                break;
+            }
+            idle.await;
+        }
+    })
+    .await;
+    match drained {
+        Ok(()) => info!(
+            event = "drained",
+            requests = shared.requests.load(Ordering::Relaxed),
+            "all connections finished"
+        ),
+        Err(_) => warn!(
+            event = "drain_timeout",
+            connections = shared.connections.load(Ordering::Relaxed),
+            "graceful_timeout reached with connections open: closing them"
+        ),
+    }
+    // One last count, so the supervisor's figures include the final requests.
+    outbox.send(WorkerMessage::Heartbeat {
+        requests: shared.requests.load(Ordering::Relaxed),
+        connections: shared.connections.load(Ordering::Relaxed),
+    });
+    tokio::task::yield_now().await;
+    Ok(())
+}
+
+fn fast_exit(signal: &str) -> ! {
+    info!(event = "fast_exit", signal, "exiting immediately");
+    std::process::exit(0)
+}
+
+async fn heartbeats(shared: Arc<Shared>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        shared.outbox.send(WorkerMessage::Heartbeat {
+            requests: shared.requests.load(Ordering::Relaxed),
+            connections: shared.connections.load(Ordering::Relaxed),
+        });
+    }
+}
+
+async fn accept_loop(
+    listener: AnyListener,
+    shared: Arc<Shared>,
+    limit: Arc<Semaphore>,
+    mut drain: watch::Receiver<bool>,
+) {
+    loop {
+        // Waiting for a connection slot before accepting leaves excess connections in the
+        // shared queue, where a less busy worker picks them up.
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = drain.wait_for(|d| *d) => break,
+        };
+        let accepted = tokio::select! {
+            a = accept(&listener) => a,
+            _ = drain.wait_for(|d| *d) => break,
+        };
+        match accepted {
+            Ok(Accepted::Tcp(stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve_connection(stream, Some(peer), shared.clone(), permit));
+            }
+            Ok(Accepted::Unix(stream)) => {
+                tokio::spawn(serve_connection(stream, None, shared.clone(), permit));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning on a full descriptor table.
+                error!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    debug!("listener closed in this worker");
+}
+
+enum Accepted {
+    Tcp(tokio::net::TcpStream, std::net::SocketAddr),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &AnyListener) -> std::io::Result<Accepted> {
+    match listener {
+        AnyListener::Tcp(l) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
+        AnyListener::Unix(l) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+    }
+}
+
+async fn serve_connection<I>(
+    io: I,
+    peer: Option<std::net::SocketAddr>,
+    shared: Arc<Shared>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    shared.connections.fetch_add(1, Ordering::Relaxed);
+    let s = &shared.settings;
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(s.keepalive())
+        .max_headers(s.limit_request_fields)
+        .max_header_size(s.max_head_size());
+    let service_shared = shared.clone();
+    let service =
+        hyper::service::service_fn(move |req| http::handle(req, peer, service_shared.clone()));
+    if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
+        debug!(error = %e, "connection ended with an error");
+    }
+    drop(permit);
+    if shared.connections.fetch_sub(1, Ordering::Relaxed) == 1 {
+        shared.idle.notify_waiters();
+    }
+}

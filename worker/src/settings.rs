@@ -1,0 +1,42 @@
+//! The settings a worker needs, sent to it by the supervisor inside its assignment.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// HTTP limits and timeouts of one worker (the gunicorn-equivalent settings that live here).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Seconds an idle keep-alive connection (or a slow request head) may take.
+    pub keepalive: f64,
+    /// Seconds a draining worker waits for open requests before exiting.
+    pub graceful_timeout: f64,
+    /// Longest request target accepted, in bytes (414 beyond).
+    pub limit_request_line: usize,
+    /// Most header fields accepted (431 beyond).
+    pub limit_request_fields: usize,
+    /// Longest single header field (`name: value`), in bytes (431 beyond).
+    pub limit_request_field_size: usize,
+    /// Most connections open at once in this worker; more wait in the shared accept queue.
+    pub worker_connections: usize,
+}
+
+impl Settings {
+    /// The keep-alive timeout as a duration.
+    pub fn keepalive(&self) -> Duration {
+        Duration::from_secs_f64(self.keepalive)
+    }
+
+    /// The drain deadline as a duration.
+    pub fn graceful_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.graceful_timeout)
+    }
+
+    /// The largest request head the limits allow: every line at its maximum.
+    pub fn max_head_size(&self) -> usize {
+        // Request line: method, target, version and CRLF around the target's limit.
+        let line = self.limit_request_line + 32;
+        let fields = self.limit_request_fields * (self.limit_request_field_size + 2);
+        (line + fields + 2).max(1024)
+    }
+}
