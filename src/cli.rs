@@ -100,15 +100,9 @@ impl ConfigArgs {
         put("graceful_timeout", self.graceful_timeout.map(|v| json!(v)));
         put("keepalive", self.keepalive.map(|v| json!(v)));
         put("max_requests", self.max_requests.map(|v| json!(v)));
-        put(
-            "max_requests_jitter",
-            self.max_requests_jitter.map(|v| json!(v)),
-        );
+        put("max_requests_jitter", self.max_requests_jitter.map(|v| json!(v)));
         put("backlog", self.backlog.map(|v| json!(v)));
-        put(
-            "worker_connections",
-            self.worker_connections.map(|v| json!(v)),
-        );
+        put("worker_connections", self.worker_connections.map(|v| json!(v)));
         put("pidfile", self.pidfile.as_ref().map(|v| json!(v)));
         put("user", self.user.as_ref().map(|v| json!(v)));
         put("group", self.group.as_ref().map(|v| json!(v)));
@@ -126,9 +120,6 @@ impl ConfigArgs {
         if !log.is_empty() {
             flags.insert("log".to_string(), Value::Object(log));
         }
-        Sources {
-            file: self.config.clone(),
-            flags,
-        }
+        Sources { file: self.config.clone(), flags }
     }
 }

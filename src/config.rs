@@ -120,11 +120,7 @@ impl Default for Config {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            level: "info".to_string(),
-            format: LogFormat::Auto,
-            file: None,
-        }
+        LogConfig { level: "info".to_string(), format: LogFormat::Auto, file: None }
     }
 }
 
@@ -183,11 +179,7 @@ impl Config {
             fig = fig.merge(Toml::file_exact(path));
         }
         fig = fig
-            .merge(
-                Env::prefixed(ENV_PREFIX)
-                    .filter(|k| k != "config")
-                    .split("__"),
-            )
+            .merge(Env::prefixed(ENV_PREFIX).filter(|k| k != "config").split("__"))
             .merge(Serialized::defaults(&sources.flags));
         let config: Config = fig.extract().map_err(from_figment)?;
         config.validate()?;
@@ -198,11 +190,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         let mut bad = |key: &str, value: String, reason: &str| {
-            problems.push(Problem {
-                key: key.into(),
-                value,
-                reason: reason.into(),
-            })
+            problems.push(Problem { key: key.into(), value, reason: reason.into() })
         };
         if self.bind.is_empty() {
             bad("bind", "[]".into(), "at least one address is needed");
@@ -213,11 +201,7 @@ impl Config {
             }
         }
         if !(1..=1024).contains(&self.workers) {
-            bad(
-                "workers",
-                self.workers.to_string(),
-                "must be between 1 and 1024",
-            );
+            bad("workers", self.workers.to_string(), "must be between 1 and 1024");
         }
         for (key, v, min) in [
             ("timeout", self.timeout, 0.05),
@@ -225,11 +209,7 @@ impl Config {
             ("keepalive", self.keepalive, 0.01),
         ] {
             if !v.is_finite() || v < min || v > 86_400.0 {
-                bad(
-                    key,
-                    v.to_string(),
-                    &format!("must be a number of seconds between {min} and 86400"),
-                );
+                bad(key, v.to_string(), &format!("must be a number of seconds between {min} and 86400"));
             }
         }
         if self.max_requests_jitter > 0 && self.max_requests == 0 {
@@ -240,20 +220,12 @@ impl Config {
             );
         }
         if !(1..=65_535).contains(&self.backlog) {
-            bad(
-                "backlog",
-                self.backlog.to_string(),
-                "must be between 1 and 65535",
-            );
+            bad("backlog", self.backlog.to_string(), "must be between 1 and 65535");
         }
         for (key, v, max) in [
             ("limit_request_line", self.limit_request_line, 65_535),
             ("limit_request_fields", self.limit_request_fields, 32_768),
-            (
-                "limit_request_field_size",
-                self.limit_request_field_size,
-                65_535,
-            ),
+            ("limit_request_field_size", self.limit_request_field_size, 65_535),
             ("worker_connections", self.worker_connections, 1_000_000),
         ] {
             if v == 0 || v > max {
@@ -275,23 +247,13 @@ impl Config {
             bad(key, format!("{value:?}"), &reason);
         }
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
-            bad(
-                "log.level",
-                format!("{:?}", self.log.level),
-                &format!("not a log filter: {e}"),
-            );
+            bad("log.level", format!("{:?}", self.log.level), &format!("not a log filter: {e}"));
         }
         if let Some(file) = &self.log.file {
-            let dir = file
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(std::path::Path::new("."));
+            let dir =
+                file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
             if !dir.is_dir() {
-                bad(
-                    "log.file",
-                    file.display().to_string(),
-                    "its directory does not exist",
-                );
+                bad("log.file", file.display().to_string(), "its directory does not exist");
             }
         }
         if problems.is_empty() {
@@ -336,9 +298,7 @@ impl Config {
         let uid = user.map_or(Uid::current().as_raw(), |(uid, _)| uid);
         let changes = uid != Uid::effective().as_raw() || gid != Gid::effective().as_raw();
         if changes && !Uid::effective().is_root() {
-            return Err(
-                "user: switching user or group needs the supervisor to start as root".into(),
-            );
+            return Err("user: switching user or group needs the supervisor to start as root".into());
         }
         Ok(Some(RunAs { uid, gid }))
     }
@@ -363,18 +323,10 @@ impl Config {
     /// The supervisor's view of this configuration; workers receive the whole config.
     pub fn supervisor_settings(&self) -> Result<supervisor::Settings, ConfigError> {
         let run_as = self.run_as().map_err(|reason| {
-            ConfigError(vec![Problem {
-                key: "user".into(),
-                value: String::new(),
-                reason,
-            }])
+            ConfigError(vec![Problem { key: "user".into(), value: String::new(), reason }])
         })?;
         let payload = serde_json::to_value(self).map_err(|e| {
-            ConfigError(vec![Problem {
-                key: "(all)".into(),
-                value: String::new(),
-                reason: e.to_string(),
-            }])
+            ConfigError(vec![Problem { key: "(all)".into(), value: String::new(), reason: e.to_string() }])
         })?;
         Ok(supervisor::Settings {
             binds: self.bind_addrs(),
@@ -407,11 +359,7 @@ fn from_figment(err: figment::Error) -> ConfigError {
     ConfigError(
         err.into_iter()
             .map(|e| {
-                let key = if e.path.is_empty() {
-                    "(top level)".to_string()
-                } else {
-                    e.path.join(".")
-                };
+                let key = if e.path.is_empty() { "(top level)".to_string() } else { e.path.join(".") };
                 let source = e.metadata.as_ref().map(|m| match &m.source {
                     Some(src) => format!(" (from {src})"),
                     None if m.name.contains("environment") => {
@@ -438,11 +386,7 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
     }
     Ok(match OneOrMany::deserialize(d)? {
         // A comma-separated string, so `AWSWHITELIST_BIND=a,b` works from the environment.
-        OneOrMany::One(s) => s
-            .split(',')
-            .map(|p| p.trim().to_string())
-            .filter(|p| !p.is_empty())
-            .collect(),
+        OneOrMany::One(s) => s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect(),
         OneOrMany::Many(v) => v,
     })
 }
@@ -465,9 +409,9 @@ fn de_umask<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
         Mask::Num(n) => Ok(Some(n)),
         Mask::Text(t) => {
             let digits = t.trim().trim_start_matches("0o");
-            u32::from_str_radix(digits, 8).map(Some).map_err(|_| {
-                serde::de::Error::custom(format!("{t:?} is not an octal mask like \"0o027\""))
-            })
+            u32::from_str_radix(digits, 8)
+                .map(Some)
+                .map_err(|_| serde::de::Error::custom(format!("{t:?} is not an octal mask like \"0o027\"")))
         }
     }
 }

@@ -35,33 +35,18 @@ pub fn init(cfg: &LogConfig) -> io::Result<LogHandle> {
     let (writer, handle, terminal) = match &cfg.file {
         Some(path) => {
             let file = ReopenableFile::open(path)?;
-            (
-                BoxMakeWriter::new(file.clone()),
-                LogHandle { file: Some(file) },
-                false,
-            )
+            (BoxMakeWriter::new(file.clone()), LogHandle { file: Some(file) }, false)
         }
-        None => (
-            BoxMakeWriter::new(io::stderr),
-            LogHandle::default(),
-            io::stderr().is_terminal(),
-        ),
+        None => (BoxMakeWriter::new(io::stderr), LogHandle::default(), io::stderr().is_terminal()),
     };
     let json = match cfg.format {
         LogFormat::Json => true,
         LogFormat::Text => false,
         LogFormat::Auto => !terminal,
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let result = if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init()
+        builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init()
     } else {
         builder.with_ansi(terminal).try_init()
     };
@@ -79,10 +64,7 @@ struct ReopenableFile {
 
 impl ReopenableFile {
     fn open(path: &Path) -> io::Result<ReopenableFile> {
-        Ok(ReopenableFile {
-            path: path.to_path_buf(),
-            file: Arc::new(Mutex::new(open_append(path)?)),
-        })
+        Ok(ReopenableFile { path: path.to_path_buf(), file: Arc::new(Mutex::new(open_append(path)?)) })
     }
 
     fn reopen(&self) -> io::Result<()> {
@@ -98,12 +80,7 @@ fn open_append(path: &Path) -> io::Result<File> {
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot open log file {}: {e}", path.display()),
-            )
-        })
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot open log file {}: {e}", path.display())))
 }
 
 /// One event's writer: holds the shared file only while writing.

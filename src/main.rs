@@ -68,8 +68,16 @@ fn serve(args: &ConfigArgs) -> ExitCode {
         }
     };
     let sources = args.sources();
+    let running_log = config.log.clone();
     let reload = Box::new(move || {
         let config = Config::load(&sources).map_err(|e| e.to_string())?;
+        if config.log != running_log {
+            // The supervisor's own log output is set up once; new workers do follow the change.
+            tracing::warn!(
+                event = "log_settings_changed",
+                "[log] changed: workers use the new settings, the supervisor keeps its own until restarted"
+            );
+        }
         config.supervisor_settings().map_err(|e| e.to_string())
     });
     let supervisor = match supervisor::Supervisor::new(settings, reload) {
@@ -115,22 +123,13 @@ fn worker_main() -> ExitCode {
     let log = match logging::init(&config.log) {
         Ok(log) => log,
         Err(e) => {
-            eprintln!(
-                "awswhitelist worker {}: {e}",
-                inherited.assignment.worker_id
-            );
+            eprintln!("awswhitelist worker {}: {e}", inherited.assignment.worker_id);
             return boot_error;
         }
     };
-    let _span = info_span!(
-        "worker",
-        worker = inherited.assignment.worker_id,
-        pid = std::process::id()
-    )
-    .entered();
-    let hooks = worker::Hooks {
-        reopen_logs: Some(Box::new(move || log.reopen())),
-    };
+    let _span =
+        info_span!("worker", worker = inherited.assignment.worker_id, pid = std::process::id()).entered();
+    let hooks = worker::Hooks { reopen_logs: Some(Box::new(move || log.reopen())) };
     match worker::run(inherited, config.worker_settings(), hooks) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

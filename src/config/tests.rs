@@ -6,10 +6,7 @@ use figment::Jail;
 
 fn load_in(jail: &mut Jail, toml: &str) -> Result<Config, ConfigError> {
     jail.create_file("c.toml", toml).unwrap();
-    Config::load(&Sources {
-        file: Some("c.toml".into()),
-        flags: Default::default(),
-    })
+    Config::load(&Sources { file: Some("c.toml".into()), flags: Default::default() })
 }
 
 #[test]
@@ -25,22 +22,11 @@ fn file_then_env_then_flags() {
     Jail::expect_with(|jail| {
         jail.set_env("AWSWHITELIST_WORKERS", "3");
         jail.set_env("AWSWHITELIST_LOG__LEVEL", "debug");
-        let c = load_in(
-            jail,
-            "workers = 2\nmax_requests = 10\n[log]\nlevel = \"warn\"\n",
-        )
-        .unwrap();
-        assert_eq!(
-            (c.workers, c.max_requests, c.log.level.as_str()),
-            (3, 10, "debug")
-        );
+        let c = load_in(jail, "workers = 2\nmax_requests = 10\n[log]\nlevel = \"warn\"\n").unwrap();
+        assert_eq!((c.workers, c.max_requests, c.log.level.as_str()), (3, 10, "debug"));
         let mut flags = serde_json::Map::new();
         flags.insert("workers".into(), serde_json::json!(5));
-        let c = Config::load(&Sources {
-            file: Some("c.toml".into()),
-            flags,
-        })
-        .unwrap();
+        let c = Config::load(&Sources { file: Some("c.toml".into()), flags }).unwrap();
         assert_eq!(c.workers, 5);
         Ok(())
     });
@@ -49,22 +35,10 @@ fn file_then_env_then_flags() {
 #[test]
 fn bind_accepts_a_string_a_list_or_a_comma_list() {
     Jail::expect_with(|jail| {
-        assert_eq!(
-            load_in(jail, "bind = \"127.0.0.1:1\"").unwrap().bind,
-            vec!["127.0.0.1:1"]
-        );
-        assert_eq!(
-            load_in(jail, "bind = [\"127.0.0.1:1\", \"[::1]:2\"]")
-                .unwrap()
-                .bind
-                .len(),
-            2
-        );
+        assert_eq!(load_in(jail, "bind = \"127.0.0.1:1\"").unwrap().bind, vec!["127.0.0.1:1"]);
+        assert_eq!(load_in(jail, "bind = [\"127.0.0.1:1\", \"[::1]:2\"]").unwrap().bind.len(), 2);
         jail.set_env("AWSWHITELIST_BIND", "127.0.0.1:3,unix:/tmp/x.sock");
-        assert_eq!(
-            load_in(jail, "").unwrap().bind,
-            vec!["127.0.0.1:3", "unix:/tmp/x.sock"]
-        );
+        assert_eq!(load_in(jail, "").unwrap().bind, vec!["127.0.0.1:3", "unix:/tmp/x.sock"]);
         Ok(())
     });
 }
@@ -97,29 +71,20 @@ fn every_problem_names_key_and_value() {
 fn type_errors_and_unknown_keys_name_the_key_and_source() {
     Jail::expect_with(|jail| {
         let text = load_in(jail, "workers = \"many\"").unwrap_err().to_string();
-        assert!(
-            text.contains("workers") && text.contains("many") && text.contains("c.toml"),
-            "{text}"
-        );
+        assert!(text.contains("workers") && text.contains("many") && text.contains("c.toml"), "{text}");
         let text = load_in(jail, "wokers = 2").unwrap_err().to_string();
         assert!(text.contains("wokers"), "{text}");
         jail.set_env("AWSWHITELIST_MAX_REQUESTS", "lots");
         let text = load_in(jail, "").unwrap_err().to_string();
-        assert!(
-            text.contains("max_requests") && text.contains("AWSWHITELIST_MAX_REQUESTS"),
-            "{text}"
-        );
+        assert!(text.contains("max_requests") && text.contains("AWSWHITELIST_MAX_REQUESTS"), "{text}");
         Ok(())
     });
 }
 
 #[test]
 fn missing_file_is_an_error_not_the_defaults() {
-    let err = Config::load(&Sources {
-        file: Some("/nonexistent/a.toml".into()),
-        flags: Default::default(),
-    })
-    .unwrap_err();
+    let err = Config::load(&Sources { file: Some("/nonexistent/a.toml".into()), flags: Default::default() })
+        .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/a.toml"));
 }
 
@@ -132,11 +97,8 @@ fn umask_forms_and_round_trip() {
         let printed = c.to_toml();
         assert!(printed.contains("umask = \"0o077\""), "{printed}");
         jail.create_file("round.toml", &printed).unwrap();
-        let again = Config::load(&Sources {
-            file: Some("round.toml".into()),
-            flags: Default::default(),
-        })
-        .unwrap();
+        let again =
+            Config::load(&Sources { file: Some("round.toml".into()), flags: Default::default() }).unwrap();
         assert_eq!(again, c);
         Ok(())
     });
@@ -144,23 +106,13 @@ fn umask_forms_and_round_trip() {
 
 #[test]
 fn unknown_user_is_refused() {
-    let c = Config {
-        user: Some("no-such-user-xyz".into()),
-        ..Config::default()
-    };
+    let c = Config { user: Some("no-such-user-xyz".into()), ..Config::default() };
     let text = c.validate().unwrap_err().to_string();
     assert!(text.contains("user = \"no-such-user-xyz\""), "{text}");
 }
 
 #[test]
 fn jitter_without_max_requests_is_flagged() {
-    let c = Config {
-        max_requests_jitter: 5,
-        ..Config::default()
-    };
-    assert!(c
-        .validate()
-        .unwrap_err()
-        .to_string()
-        .contains("max_requests_jitter = 5"));
+    let c = Config { max_requests_jitter: 5, ..Config::default() };
+    assert!(c.validate().unwrap_err().to_string().contains("max_requests_jitter = 5"));
 }

@@ -6,8 +6,10 @@
 //! a successor is started beside the worker it replaces, and only its READY tells the old one to
 //! drain, so the set of accepting workers is never empty while the service runs.
 
+mod lifecycle;
+
 use std::ffi::OsString;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -16,19 +18,16 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use rand::Rng;
 use signal_hook::consts::signal::*;
 use tracing::{debug, error, info, warn};
 
-use crate::ipc::{self, Assignment, WorkerMessage};
 use crate::pidfile::Pidfile;
 use crate::signals::SignalQueue;
 use crate::sock::{self, BindAddr, Listener};
-use crate::spawn::{self, RunAs, SpawnRequest};
-use crate::table::{self, ExitReason, Stop, Table, Worker};
-use crate::{systemd, WORKER_BOOT_ERROR};
+use crate::spawn::RunAs;
+use crate::systemd;
+use crate::table::{ExitReason, Table};
 
 /// Consecutive failed boots after which the supervisor gives up (when nothing is serving).
 const BOOT_FAILURE_LIMIT: u32 = 5;
@@ -152,11 +151,10 @@ impl Supervisor {
     /// Binds (or adopts) the listeners, writes the pidfile and installs signal handlers.
     pub fn new(settings: Settings, reload: ReloadFn) -> Result<Supervisor, Error> {
         apply_umask(settings.umask);
-        let (listeners, socket_activated) =
-            match sock::adopt_systemd_listeners().map_err(Error::Adopt)? {
-                Some(adopted) => (adopted.into_iter().map(Rc::new).collect(), true),
-                None => (bind_all(&settings.binds, &settings, &[])?, false),
-            };
+        let (listeners, socket_activated) = match sock::adopt_systemd_listeners().map_err(Error::Adopt)? {
+            Some(adopted) => (adopted.into_iter().map(Rc::new).collect(), true),
+            None => (bind_all(&settings.binds, &settings, &[])?, false),
+        };
         let pidfile = match &settings.pidfile {
             Some(path) => Some(Pidfile::create(path).map_err(Error::Pidfile)?),
             None => None,
@@ -200,12 +198,7 @@ impl Supervisor {
         for l in &self.listeners {
             info!(event = "listening", addr = %l.local, systemd = self.socket_activated, "listening on {}", l.local);
         }
-        info!(
-            event = "started",
-            pid = std::process::id(),
-            workers = self.target,
-            "supervisor started"
-        );
+        info!(event = "started", pid = std::process::id(), workers = self.target, "supervisor started");
         loop {
             self.reap();
             if let Some(s) = &self.shutdown {
@@ -275,10 +268,7 @@ impl Supervisor {
         };
         let listeners = if self.socket_activated {
             if new.binds != self.settings.binds {
-                warn!(
-                    event = "bind_ignored",
-                    "bind changed, but listeners come from systemd: keeping them"
-                );
+                warn!(event = "bind_ignored", "bind changed, but listeners come from systemd: keeping them");
             }
             self.listeners.clone()
         } else {
@@ -293,10 +283,7 @@ impl Supervisor {
                 Err(e) => return self.reject_reload(&format!("pidfile: {e}")),
             }
         }
-        for l in listeners
-            .iter()
-            .filter(|l| !self.listeners.iter().any(|o| Rc::ptr_eq(o, l)))
-        {
+        for l in listeners.iter().filter(|l| !self.listeners.iter().any(|o| Rc::ptr_eq(o, l))) {
             info!(event = "listening", addr = %l.local, "listening on {}", l.local);
         }
         apply_umask(new.umask);
@@ -334,27 +321,14 @@ impl Supervisor {
             }
         }
         systemd::stopping();
-        let grace = if fast {
-            FAST_STOP_GRACE
-        } else {
-            self.settings.graceful_timeout
-        };
+        let grace = if fast { FAST_STOP_GRACE } else { self.settings.graceful_timeout };
         let deadline = Instant::now() + grace;
-        info!(
-            event = "stopping",
-            graceful = !fast,
-            grace_ms = grace.as_millis() as u64,
-            "stopping"
-        );
+        info!(event = "stopping", graceful = !fast, grace_ms = grace.as_millis() as u64, "stopping");
         // Closing our copies means the sockets close as soon as the workers drop theirs.
         self.listeners.clear();
         self.previous = None;
         self.shutdown = Some(Shutdown { fast, deadline });
-        let signal = if fast {
-            Signal::SIGQUIT
-        } else {
-            Signal::SIGTERM
-        };
+        let signal = if fast { Signal::SIGQUIT } else { Signal::SIGTERM };
         let pids: Vec<Pid> = self.table.workers.keys().copied().collect();
         for pid in pids {
             self.stop_worker(pid, ExitReason::Shutdown, signal, deadline);
@@ -363,27 +337,15 @@ impl Supervisor {
 
     fn handle_ttin(&mut self) {
         self.target += 1;
-        info!(
-            event = "scale",
-            workers = self.target,
-            "TTIN: one worker more"
-        );
+        info!(event = "scale", workers = self.target, "TTIN: one worker more");
     }
 
     fn handle_ttou(&mut self) {
         if self.target > 1 {
             self.target -= 1;
-            info!(
-                event = "scale",
-                workers = self.target,
-                "TTOU: one worker less"
-            );
+            info!(event = "scale", workers = self.target, "TTOU: one worker less");
         } else {
-            info!(
-                event = "scale",
-                workers = self.target,
-                "TTOU ignored: at least one worker stays"
-            );
+            info!(event = "scale", workers = self.target, "TTOU ignored: at least one worker stays");
         }
     }
 
@@ -395,388 +357,6 @@ impl Supervisor {
         }
     }
 
-    // ---- workers -------------------------------------------------------------------------
-
-    /// Collects every exited worker and decides what its exit means.
-    fn reap(&mut self) {
-        loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
-                Err(Errno::EINTR) => continue,
-                Err(e) => {
-                    error!(error = %e, "waitpid failed");
-                    return;
-                }
-                Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
-                    if let Some(pid) = status.pid() {
-                        self.on_exit(pid, status);
-                    }
-                }
-                Ok(_) => continue,
-            }
-        }
-    }
-
-    fn on_exit(&mut self, pid: Pid, status: WaitStatus) {
-        let Some(w) = self.table.workers.remove(&pid) else {
-            return;
-        };
-        let reason = match (&w.stop, w.ready) {
-            (Some(stop), _) => stop.reason,
-            (None, false) => ExitReason::BootFailure,
-            (None, true) => ExitReason::Crash,
-        };
-        let how = table::describe_status(&status);
-        let hint = if table::unexplained_kill(&status, w.stop.as_ref()) {
-            " (out of memory? see the kernel log)"
-        } else {
-            ""
-        };
-        let clean = matches!(status, WaitStatus::Exited(_, 0));
-        let requested = matches!(
-            reason,
-            ExitReason::Recycle | ExitReason::Reload | ExitReason::ScaleDown | ExitReason::Shutdown
-        );
-        if requested && clean {
-            info!(event = "worker_exited", worker = w.slot, pid = pid.as_raw(), reason = reason.as_str(), status = %how, requests = w.requests, "worker {} (pid {pid}) {how}", w.slot);
-        } else {
-            error!(event = "worker_exited", worker = w.slot, pid = pid.as_raw(), reason = reason.as_str(), status = %how, requests = w.requests, "worker {} (pid {pid}) {how}{hint}", w.slot);
-        }
-        // A booting successor whose predecessor died becomes an ordinary worker of the slot.
-        for other in self.table.workers.values_mut() {
-            if other.replaces == Some(pid) {
-                other.replaces = None;
-            }
-        }
-        if !w.ready && !requested {
-            let fatal = matches!(status, WaitStatus::Exited(_, code) if code == WORKER_BOOT_ERROR);
-            self.on_boot_failure(&w, format!("worker {} {how}", w.slot), fatal);
-        }
-    }
-
-    fn on_boot_failure(&mut self, w: &Worker, what: String, fatal: bool) {
-        self.boot_failures += 1;
-        if self.previous.is_some() && w.generation == self.generation {
-            return self.abort_reload(&what);
-        }
-        if self.table.serving() == 0 && (fatal || self.boot_failures >= BOOT_FAILURE_LIMIT) {
-            error!(
-                event = "halt",
-                attempts = self.boot_failures,
-                "workers cannot boot; stopping"
-            );
-            self.halt = Some(Error::BootFailure {
-                attempts: self.boot_failures,
-                last: what,
-            });
-            return self.handle_stop(true);
-        }
-        let delay = Duration::from_millis(100 * (1u64 << (self.boot_failures - 1).min(7)))
-            .min(Duration::from_secs(10));
-        self.respawn_after = Instant::now() + delay;
-        warn!(
-            event = "worker_boot_failed",
-            attempt = self.boot_failures,
-            retry_in_ms = delay.as_millis() as u64,
-            "{what} before it was ready; retrying in {delay:?}"
-        );
-    }
-
-    /// New workers of a reload cannot boot: return to the configuration that worked.
-    fn abort_reload(&mut self, why: &str) {
-        let Some(prev) = self.previous.take() else {
-            return;
-        };
-        error!(event = "reload_failed", reason = %why, generation = self.generation, restored_generation = prev.generation, "reload failed: {why}; keeping the previous configuration");
-        self.settings = prev.settings;
-        self.listeners = prev.listeners;
-        self.generation = prev.generation;
-        self.target = self.settings.workers.max(1);
-        apply_umask(self.settings.umask);
-        systemd::ready(&self.status_line());
-    }
-
-    /// Sends `signal` and records the stop; SIGKILL follows at `deadline`.
-    fn stop_worker(&mut self, pid: Pid, reason: ExitReason, signal: Signal, deadline: Instant) {
-        let Some(w) = self.table.workers.get_mut(&pid) else {
-            return;
-        };
-        let deadline = w.stop.map_or(deadline, |s| s.deadline.min(deadline));
-        let killed = w.stop.is_some_and(|s| s.killed);
-        let reason = if reason == ExitReason::Shutdown {
-            reason
-        } else {
-            w.stop.map_or(reason, |s| s.reason)
-        };
-        w.stop = Some(Stop {
-            reason,
-            deadline,
-            killed,
-        });
-        debug!(
-            event = "worker_stopping",
-            worker = w.slot,
-            pid = pid.as_raw(),
-            reason = reason.as_str(),
-            signal = signal.as_str()
-        );
-        let _ = kill(pid, signal);
-    }
-
-    /// Aborts silent workers and kills those that overstay their stop deadline.
-    fn murder(&mut self) {
-        let now = Instant::now();
-        let timeout = self.settings.timeout;
-        let mut aborts = Vec::new();
-        for w in self.table.workers.values_mut() {
-            match &mut w.stop {
-                Some(stop) if !stop.killed && now >= stop.deadline => {
-                    warn!(
-                        event = "worker_killed",
-                        worker = w.slot,
-                        pid = w.pid.as_raw(),
-                        reason = stop.reason.as_str(),
-                        "worker {} (pid {}) did not exit in time: SIGKILL",
-                        w.slot,
-                        w.pid
-                    );
-                    stop.killed = true;
-                    let _ = kill(w.pid, Signal::SIGKILL);
-                }
-                None if now.duration_since(w.last_seen) > timeout => {
-                    aborts.push((w.pid, w.slot, w.ready))
-                }
-                _ => {}
-            }
-        }
-        for (pid, slot, ready) in aborts {
-            let what = if ready { "no heartbeat" } else { "not ready" };
-            error!(
-                event = "worker_timeout",
-                worker = slot,
-                pid = pid.as_raw(),
-                timeout_ms = timeout.as_millis() as u64,
-                "worker {slot} (pid {pid}): {what} for {timeout:?}: SIGABRT"
-            );
-            self.stop_worker(pid, ExitReason::Timeout, Signal::SIGABRT, now + ABORT_GRACE);
-        }
-    }
-
-    /// Reconciles the workers with what they should be: one per slot, on the current
-    /// generation, recycled when they asked, none beyond the target.
-    fn manage(&mut self) {
-        if self.shutdown.is_some() {
-            return;
-        }
-        let beyond: Vec<Pid> = self
-            .table
-            .workers
-            .values()
-            .filter(|w| w.slot as usize > self.target && w.stop.is_none())
-            .map(|w| w.pid)
-            .collect();
-        let deadline = Instant::now() + self.settings.graceful_timeout;
-        for pid in beyond {
-            self.stop_worker(pid, ExitReason::ScaleDown, Signal::SIGTERM, deadline);
-        }
-        if Instant::now() < self.respawn_after {
-            return;
-        }
-        for slot in 1..=self.target as u32 {
-            if self.table.live_in_slot(slot) == 0 {
-                self.spawn_worker(slot, None);
-                continue;
-            }
-            let Some(inc) = self.table.incumbent(slot) else {
-                continue;
-            };
-            let stale = inc.generation != self.generation;
-            if !(stale || inc.recycle_wanted) || self.table.successor_of(inc.pid).is_some() {
-                continue;
-            }
-            // A reload rolls one slot at a time; recycling is never held back.
-            if stale && !inc.recycle_wanted && self.table.booting_successors() > 0 {
-                continue;
-            }
-            let pid = inc.pid;
-            self.spawn_worker(slot, Some(pid));
-        }
-    }
-
-    fn spawn_worker(&mut self, slot: u32, replaces: Option<Pid>) {
-        let s = &self.settings;
-        let max_requests = match s.max_requests {
-            0 => 0,
-            n => n + rand::rng().random_range(0..=s.max_requests_jitter),
-        };
-        let heartbeat = (s.timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(2));
-        let request = SpawnRequest {
-            program: &s.worker.program,
-            args: &s.worker.args,
-            listen_fds: self.listeners.iter().map(|l| l.raw_fd()).collect(),
-            assignment: Assignment {
-                worker_id: slot,
-                generation: self.generation,
-                max_requests,
-                heartbeat_interval_ms: heartbeat.as_millis() as u64,
-                payload: s.worker.payload.clone(),
-            },
-            run_as: s.run_as,
-        };
-        match spawn::spawn(request) {
-            Ok(spawned) => {
-                let pid = spawned.pid;
-                info!(
-                    event = "worker_spawned",
-                    worker = slot,
-                    pid = pid.as_raw(),
-                    generation = self.generation,
-                    max_requests,
-                    replaces = replaces.map(|p| p.as_raw()),
-                    "spawned worker {slot} (pid {pid})"
-                );
-                let now = Instant::now();
-                self.table.workers.insert(
-                    pid,
-                    Worker {
-                        pid,
-                        slot,
-                        generation: self.generation,
-                        max_requests,
-                        ipc: spawned.ipc,
-                        ipc_open: true,
-                        reader: ipc::FrameReader::default(),
-                        last_seen: now,
-                        ready: false,
-                        requests: 0,
-                        connections: 0,
-                        recycle_wanted: false,
-                        replaces,
-                        stop: None,
-                    },
-                );
-            }
-            Err(e) => {
-                error!(event = "spawn_failed", worker = slot, error = %e, "cannot start worker {slot}: {e}");
-                self.boot_failures += 1;
-                if self.boot_failures >= BOOT_FAILURE_LIMIT && self.table.serving() == 0 {
-                    self.halt = Some(Error::BootFailure {
-                        attempts: self.boot_failures,
-                        last: format!("spawn failed: {e}"),
-                    });
-                    self.handle_stop(true);
-                } else {
-                    self.respawn_after = Instant::now() + Duration::from_secs(1);
-                }
-            }
-        }
-    }
-
-    // ---- messages ------------------------------------------------------------------------
-
-    fn on_message(&mut self, pid: Pid, msg: WorkerMessage) {
-        let Some(w) = self.table.workers.get_mut(&pid) else {
-            return;
-        };
-        w.last_seen = Instant::now();
-        match msg {
-            WorkerMessage::Heartbeat {
-                requests,
-                connections,
-            } => {
-                w.requests = requests;
-                w.connections = connections;
-            }
-            WorkerMessage::Recycle { requests } => {
-                w.requests = requests;
-                if !w.recycle_wanted && w.stop.is_none() {
-                    w.recycle_wanted = true;
-                    info!(
-                        event = "worker_recycle",
-                        worker = w.slot,
-                        pid = pid.as_raw(),
-                        requests,
-                        max_requests = w.max_requests,
-                        "worker {} (pid {pid}) served {requests} requests: recycling",
-                        w.slot
-                    );
-                }
-            }
-            WorkerMessage::Ready => self.on_ready(pid),
-        }
-    }
-
-    fn on_ready(&mut self, pid: Pid) {
-        let Some(w) = self.table.workers.get_mut(&pid) else {
-            return;
-        };
-        if w.ready {
-            return;
-        }
-        w.ready = true;
-        self.boot_failures = 0;
-        info!(
-            event = "worker_ready",
-            worker = w.slot,
-            pid = pid.as_raw(),
-            generation = w.generation,
-            "worker {} (pid {pid}) ready",
-            w.slot
-        );
-        if let Some(old) = w.replaces.take() {
-            let reason = match self.table.workers.get(&old) {
-                Some(o) if o.generation != self.generation => ExitReason::Reload,
-                _ => ExitReason::Recycle,
-            };
-            let deadline = Instant::now() + self.settings.graceful_timeout + Duration::from_secs(1);
-            self.stop_worker(old, reason, Signal::SIGTERM, deadline);
-        }
-    }
-
-    fn read_channel(&mut self, pid: Pid) {
-        let mut messages = Vec::new();
-        let Some(w) = self.table.workers.get_mut(&pid) else {
-            return;
-        };
-        let mut buf = [0u8; 4096];
-        loop {
-            match (&w.ipc).read(&mut buf) {
-                Ok(0) => {
-                    w.ipc_open = false;
-                    break;
-                }
-                Ok(n) => w.reader.push(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    w.ipc_open = false;
-                    break;
-                }
-            }
-        }
-        loop {
-            match w.reader.next_frame() {
-                Ok(Some(body)) => match ipc::decode::<WorkerMessage>(&body) {
-                    Ok(msg) => messages.push(msg),
-                    Err(e) => {
-                        warn!(worker = w.slot, pid = pid.as_raw(), error = %e, "ignoring a message from worker")
-                    }
-                },
-                Ok(None) => break,
-                Err(e) => {
-                    // The stream is out of step and cannot be resynchronised; the worker's
-                    // heartbeats stop reaching us, so the timeout replaces it.
-                    error!(worker = w.slot, pid = pid.as_raw(), error = %e, "closing a corrupt worker channel");
-                    w.ipc_open = false;
-                    break;
-                }
-            }
-        }
-        for msg in messages {
-            self.on_message(pid, msg);
-        }
-    }
-
     // ---- reporting and sleeping ----------------------------------------------------------
 
     /// Tells systemd (and the log) when the service became ready or finished a reload.
@@ -784,19 +364,14 @@ impl Supervisor {
         if self.shutdown.is_some() {
             return;
         }
+        // Recycling successors may be booting at any time under load; they do not make the
+        // service less ready, so only the incumbents count.
         let settled = (1..=self.target as u32).all(|slot| {
-            self.table
-                .incumbent(slot)
-                .is_some_and(|w| w.ready && w.generation == self.generation)
-        }) && self.table.booting_successors() == 0;
+            self.table.incumbent(slot).is_some_and(|w| w.ready && w.generation == self.generation)
+        });
         if settled && self.starting {
             self.starting = false;
-            info!(
-                event = "ready",
-                workers = self.target,
-                generation = self.generation,
-                "all workers ready"
-            );
+            info!(event = "ready", workers = self.target, generation = self.generation, "all workers ready");
             systemd::ready(&self.status_line());
         } else if settled && self.previous.is_some() {
             self.previous = None;
@@ -816,12 +391,7 @@ impl Supervisor {
     }
 
     fn status_line(&self) -> String {
-        format!(
-            "{} of {} workers serving, generation {}",
-            self.table.serving(),
-            self.target,
-            self.generation
-        )
+        format!("{} of {} workers serving, generation {}", self.table.serving(), self.target, self.generation)
     }
 
     /// Sleeps until a signal, a worker message, or the next deadline.
@@ -838,24 +408,12 @@ impl Supervisor {
         if self.respawn_after > now {
             wake = wake.min(self.respawn_after);
         }
-        let ms = wake
-            .saturating_duration_since(now)
-            .as_millis()
-            .clamp(1, MAX_TICK.as_millis()) as u16;
-        let pids: Vec<Pid> = self
-            .table
-            .workers
-            .values()
-            .filter(|w| w.ipc_open)
-            .map(|w| w.pid)
-            .collect();
+        let ms = wake.saturating_duration_since(now).as_millis().clamp(1, MAX_TICK.as_millis()) as u16;
+        let pids: Vec<Pid> = self.table.workers.values().filter(|w| w.ipc_open).map(|w| w.pid).collect();
         let readable: Vec<Pid> = {
             let mut fds = vec![PollFd::new(self.signals.wake_fd(), PollFlags::POLLIN)];
             for pid in &pids {
-                fds.push(PollFd::new(
-                    self.table.workers[pid].ipc.as_fd(),
-                    PollFlags::POLLIN,
-                ));
+                fds.push(PollFd::new(self.table.workers[pid].ipc.as_fd(), PollFlags::POLLIN));
             }
             match poll(&mut fds, PollTimeout::from(ms)) {
                 Ok(_) => {}
@@ -879,31 +437,20 @@ impl Supervisor {
     }
 }
 
-fn bind_all(
-    binds: &[BindAddr],
-    s: &Settings,
-    existing: &[Rc<Listener>],
-) -> Result<Vec<Rc<Listener>>, Error> {
+fn bind_all(binds: &[BindAddr], s: &Settings, existing: &[Rc<Listener>]) -> Result<Vec<Rc<Listener>>, Error> {
     binds
         .iter()
-        .map(
-            |addr| match existing.iter().find(|l| l.configured == *addr) {
-                Some(l) => Ok(l.clone()),
-                None => Listener::bind(addr, s.backlog, s.reuse_port)
-                    .map(Rc::new)
-                    .map_err(|source| Error::Bind {
-                        addr: addr.to_string(),
-                        source,
-                    }),
-            },
-        )
+        .map(|addr| match existing.iter().find(|l| l.configured == *addr) {
+            Some(l) => Ok(l.clone()),
+            None => Listener::bind(addr, s.backlog, s.reuse_port)
+                .map(Rc::new)
+                .map_err(|source| Error::Bind { addr: addr.to_string(), source }),
+        })
         .collect()
 }
 
 fn apply_umask(mask: Option<u32>) {
     if let Some(m) = mask {
-        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
-            m as nix::libc::mode_t,
-        ));
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(m as nix::libc::mode_t));
     }
 }

@@ -61,14 +61,10 @@ impl Inherited {
     /// Takes the inherited descriptors and reads the assignment (waiting at most `wait`).
     pub fn from_env(wait: Duration) -> Result<Inherited, InheritError> {
         let ipc_raw = var(ENV_IPC_FD)?;
-        let ipc_fd =
-            parse_fds(ENV_IPC_FD, &ipc_raw)?
-                .first()
-                .copied()
-                .ok_or(InheritError::BadVariable {
-                    name: ENV_IPC_FD,
-                    value: ipc_raw.clone(),
-                })?;
+        let ipc_fd = parse_fds(ENV_IPC_FD, &ipc_raw)?
+            .first()
+            .copied()
+            .ok_or(InheritError::BadVariable { name: ENV_IPC_FD, value: ipc_raw.clone() })?;
         let listen_raw = var(ENV_LISTEN_FDS)?;
         let listen_fds = parse_fds(ENV_LISTEN_FDS, &listen_raw)?;
         // SAFETY: the variables are cleared right after, so no one else in this process will
@@ -86,21 +82,14 @@ impl Inherited {
                     Ok(true) => Ok(socket),
                     Ok(false) => Err(InheritError::BadDescriptor {
                         fd,
-                        source: io::Error::new(
-                            io::ErrorKind::InvalidInput,
-                            "not a listening socket",
-                        ),
+                        source: io::Error::new(io::ErrorKind::InvalidInput, "not a listening socket"),
                     }),
                     Err(source) => Err(InheritError::BadDescriptor { fd, source }),
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
         let assignment = read_assignment(&ipc, wait)?;
-        Ok(Inherited {
-            listeners,
-            ipc,
-            assignment,
-        })
+        Ok(Inherited { listeners, ipc, assignment })
     }
 }
 
@@ -116,10 +105,7 @@ fn parse_fds(name: &'static str, value: &str) -> Result<Vec<RawFd>, InheritError
         .split(',')
         .map(|s| s.parse::<RawFd>().ok().filter(|fd| *fd > 2))
         .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| InheritError::BadVariable {
-            name,
-            value: value.to_string(),
-        })
+        .ok_or_else(|| InheritError::BadVariable { name, value: value.to_string() })
 }
 
 /// Checks the descriptor is open, marks it close-on-exec and takes ownership.
@@ -127,12 +113,8 @@ fn take(fd: RawFd) -> Result<OwnedFd, InheritError> {
     // SAFETY: only borrowed for the duration of the fcntl call; ownership is taken below only
     // once the descriptor is known to be open.
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    fcntl(borrowed, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|e| {
-        InheritError::BadDescriptor {
-            fd,
-            source: e.into(),
-        }
-    })?;
+    fcntl(borrowed, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
+        .map_err(|e| InheritError::BadDescriptor { fd, source: e.into() })?;
     // SAFETY: the supervisor passed this descriptor to this process for it to own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -144,9 +126,7 @@ fn read_assignment(ipc: &UnixStream, wait: Duration) -> Result<Assignment, Inher
     (&*ipc).read_exact(&mut len).map_err(err)?;
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_FRAME {
-        return Err(InheritError::Assignment(format!(
-            "frame of {len} bytes is too large"
-        )));
+        return Err(InheritError::Assignment(format!("frame of {len} bytes is too large")));
     }
     let mut body = vec![0u8; len];
     (&*ipc).read_exact(&mut body).map_err(err)?;
@@ -180,8 +160,7 @@ mod tests {
             heartbeat_interval_ms: 100,
             payload: serde_json::Value::Null,
         };
-        (&a).write_all(&ipc::encode(&SupervisorMessage::Configure(sent.clone())))
-            .unwrap();
+        (&a).write_all(&ipc::encode(&SupervisorMessage::Configure(sent.clone()))).unwrap();
         assert_eq!(read_assignment(&b, Duration::from_secs(1)).unwrap(), sent);
         drop(a);
         assert!(read_assignment(&b, Duration::from_secs(1)).is_err());

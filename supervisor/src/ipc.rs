@@ -120,10 +120,7 @@ mod tests {
     fn frames_survive_arbitrary_splits() {
         let msgs = vec![
             WorkerMessage::Ready,
-            WorkerMessage::Heartbeat {
-                requests: 7,
-                connections: 2,
-            },
+            WorkerMessage::Heartbeat { requests: 7, connections: 2 },
             WorkerMessage::Recycle { requests: 51 },
         ];
         let stream: Vec<u8> = msgs.iter().flat_map(encode).collect();

@@ -17,10 +17,7 @@ impl Pidfile {
     pub fn create(path: &Path) -> io::Result<Pidfile> {
         if let Ok(text) = std::fs::read_to_string(path) {
             if let Ok(pid) = text.trim().parse::<i32>() {
-                if pid > 0
-                    && pid != std::process::id() as i32
-                    && kill(Pid::from_raw(pid), None).is_ok()
-                {
+                if pid > 0 && pid != std::process::id() as i32 && kill(Pid::from_raw(pid), None).is_ok() {
                     return Err(io::Error::new(
                         io::ErrorKind::AlreadyExists,
                         format!("pidfile {} names running process {pid}", path.display()),
@@ -32,9 +29,7 @@ impl Pidfile {
         let tmp = path.with_extension("pid.tmp");
         std::fs::write(&tmp, format!("{}\n", std::process::id()))?;
         std::fs::rename(&tmp, path)?;
-        Ok(Pidfile {
-            path: path.to_path_buf(),
-        })
+        Ok(Pidfile { path: path.to_path_buf() })
     }
 
     /// Where the pidfile is.
@@ -58,10 +53,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.pid");
         let pf = Pidfile::create(&path).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap().trim(),
-            std::process::id().to_string()
-        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), std::process::id().to_string());
         drop(pf);
         assert!(!path.exists());
     }

@@ -12,9 +12,7 @@ use signal_hook::consts::signal::*;
 use signal_hook::iterator::Signals;
 
 /// Every signal the supervisor acts on.
-pub const HANDLED: [i32; 9] = [
-    SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGCHLD,
-];
+pub const HANDLED: [i32; 9] = [SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGCHLD];
 
 /// Pending signals plus a descriptor that becomes readable when one arrives.
 pub struct SignalQueue {

@@ -46,10 +46,7 @@ impl FromStr for BindAddr {
             Some(port) => format!("127.0.0.1:{port}"),
             None => s.to_string(),
         };
-        literal
-            .parse::<SocketAddr>()
-            .map(BindAddr::Tcp)
-            .map_err(|_| BadBindAddr(s.to_string()))
+        literal.parse::<SocketAddr>().map(BindAddr::Tcp).map_err(|_| BadBindAddr(s.to_string()))
     }
 }
 
@@ -114,11 +111,7 @@ impl Listener {
         };
         socket.listen(backlog)?;
         let local = describe(&socket);
-        Ok(Listener {
-            configured: addr.clone(),
-            local,
-            fd: socket.into(),
-        })
+        Ok(Listener { configured: addr.clone(), local, fd: socket.into() })
     }
 
     /// Wraps a descriptor inherited from systemd (`LISTEN_FDS`).
@@ -135,14 +128,8 @@ impl Listener {
         }
         socket.set_cloexec(true)?;
         let local = describe(&socket);
-        let configured = local
-            .parse()
-            .unwrap_or_else(|_| BindAddr::Unix(PathBuf::from(&local)));
-        Ok(Listener {
-            configured,
-            local,
-            fd: socket.into(),
-        })
+        let configured = local.parse().unwrap_or_else(|_| BindAddr::Unix(PathBuf::from(&local)));
+        Ok(Listener { configured, local, fd: socket.into() })
     }
 
     /// The raw descriptor, for handing to a worker.
@@ -220,30 +207,14 @@ mod tests {
 
     #[test]
     fn parses_the_address_forms() {
-        assert_eq!(
-            "127.0.0.1:80".parse::<BindAddr>().unwrap().to_string(),
-            "127.0.0.1:80"
-        );
-        assert_eq!(
-            "[::1]:8080".parse::<BindAddr>().unwrap().to_string(),
-            "[::1]:8080"
-        );
-        assert_eq!(
-            "localhost:9".parse::<BindAddr>().unwrap().to_string(),
-            "127.0.0.1:9"
-        );
+        assert_eq!("127.0.0.1:80".parse::<BindAddr>().unwrap().to_string(), "127.0.0.1:80");
+        assert_eq!("[::1]:8080".parse::<BindAddr>().unwrap().to_string(), "[::1]:8080");
+        assert_eq!("localhost:9".parse::<BindAddr>().unwrap().to_string(), "127.0.0.1:9");
         assert_eq!(
             "unix:/run/a.sock".parse::<BindAddr>().unwrap(),
             BindAddr::Unix(PathBuf::from("/run/a.sock"))
         );
-        for bad in [
-            "",
-            "8080",
-            "example.com:80",
-            "unix:relative.sock",
-            "1.2.3.4",
-            "[::1]",
-        ] {
+        for bad in ["", "8080", "example.com:80", "unix:relative.sock", "1.2.3.4", "[::1]"] {
             assert!(bad.parse::<BindAddr>().is_err(), "{bad:?} accepted");
         }
     }

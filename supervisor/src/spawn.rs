@@ -106,8 +106,5 @@ pub fn spawn(req: SpawnRequest<'_>) -> io::Result<Spawned> {
 }
 
 fn join(fds: &[RawFd]) -> String {
-    fds.iter()
-        .map(|fd| fd.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
+    fds.iter().map(|fd| fd.to_string()).collect::<Vec<_>>().join(",")
 }

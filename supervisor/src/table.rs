@@ -93,32 +93,22 @@ pub struct Table {
 impl Table {
     /// The worker that holds `slot` (not a successor, not stopping).
     pub fn incumbent(&self, slot: u32) -> Option<&Worker> {
-        self.workers
-            .values()
-            .find(|w| w.slot == slot && w.stop.is_none() && w.replaces.is_none())
+        self.workers.values().find(|w| w.slot == slot && w.stop.is_none() && w.replaces.is_none())
     }
 
     /// A booting successor of `pid`, if one exists.
     pub fn successor_of(&self, pid: Pid) -> Option<&Worker> {
-        self.workers
-            .values()
-            .find(|w| w.replaces == Some(pid) && w.stop.is_none())
+        self.workers.values().find(|w| w.replaces == Some(pid) && w.stop.is_none())
     }
 
     /// Workers of `slot` that are not stopping.
     pub fn live_in_slot(&self, slot: u32) -> usize {
-        self.workers
-            .values()
-            .filter(|w| w.slot == slot && w.stop.is_none())
-            .count()
+        self.workers.values().filter(|w| w.slot == slot && w.stop.is_none()).count()
     }
 
     /// Successors still booting anywhere.
     pub fn booting_successors(&self) -> usize {
-        self.workers
-            .values()
-            .filter(|w| w.replaces.is_some() && w.stop.is_none())
-            .count()
+        self.workers.values().filter(|w| w.replaces.is_some() && w.stop.is_none()).count()
     }
 
     /// Workers serving right now.
@@ -132,11 +122,7 @@ pub fn describe_status(status: &WaitStatus) -> String {
     match status {
         WaitStatus::Exited(_, code) => format!("exited with code {code}"),
         WaitStatus::Signaled(_, sig, core) => {
-            format!(
-                "killed by {}{}",
-                sig.as_str(),
-                if *core { " (core dumped)" } else { "" }
-            )
+            format!("killed by {}{}", sig.as_str(), if *core { " (core dumped)" } else { "" })
         }
         other => format!("{other:?}"),
     }

@@ -21,9 +21,7 @@ impl Outbox {
 
 /// Starts the channel's writer and reader tasks. `on_close` resolves when the supervisor closes
 /// its end (it exited): the worker must not serve on unsupervised.
-pub fn start(
-    stream: StdUnixStream,
-) -> std::io::Result<(Outbox, tokio::sync::oneshot::Receiver<()>)> {
+pub fn start(stream: StdUnixStream) -> std::io::Result<(Outbox, tokio::sync::oneshot::Receiver<()>)> {
     stream.set_nonblocking(true)?;
     let stream = UnixStream::from_std(stream)?;
     let (mut rd, mut wr) = stream.into_split();

@@ -27,8 +27,7 @@ pub async fn handle(
         None => route(&req, &shared),
     };
     if shared.draining() {
-        resp.headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
+        resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
     }
     shared.request_done();
     Ok(resp)
@@ -40,10 +39,7 @@ fn route(req: &Request<Incoming>, shared: &Shared) -> Response<Body> {
             Method::GET | Method::HEAD => health(shared),
             _ => method_not_allowed("GET, HEAD"),
         },
-        _ => json(
-            StatusCode::NOT_FOUND,
-            &json!({"error": "not found", "path": req.uri().path()}),
-        ),
+        _ => json(StatusCode::NOT_FOUND, &json!({"error": "not found", "path": req.uri().path()})),
     }
 }
 
@@ -85,12 +81,9 @@ fn check_limits(req: &Request<Incoming>, shared: &Shared) -> Option<Response<Bod
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut resp = json(
-        StatusCode::METHOD_NOT_ALLOWED,
-        &json!({"error": "method not allowed", "allow": allow}),
-    );
-    resp.headers_mut()
-        .insert(ALLOW, HeaderValue::from_static(allow));
+    let mut resp =
+        json(StatusCode::METHOD_NOT_ALLOWED, &json!({"error": "method not allowed", "allow": allow}));
+    resp.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
     resp
 }
 
@@ -98,7 +91,6 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }

@@ -98,18 +98,12 @@ enum AnyListener {
 
 /// Serves until drained; blocks the calling thread on a single-threaded runtime.
 pub fn run(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result<(), RunError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(serve(inherited, settings, hooks))
 }
 
 async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result<(), RunError> {
-    let Inherited {
-        listeners,
-        ipc,
-        assignment,
-    } = inherited;
+    let Inherited { listeners, ipc, assignment } = inherited;
     let mut bound = Vec::with_capacity(listeners.len());
     for socket in listeners {
         let is_tcp = socket.local_addr()?.as_socket().is_some();
@@ -149,22 +143,13 @@ async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result
     let (drain_tx, drain_rx) = watch::channel(false);
     let limit = Arc::new(Semaphore::new(shared.settings.worker_connections));
     for listener in bound {
-        tokio::spawn(accept_loop(
-            listener,
-            shared.clone(),
-            limit.clone(),
-            drain_rx.clone(),
-        ));
+        tokio::spawn(accept_loop(listener, shared.clone(), limit.clone(), drain_rx.clone()));
     }
     let heartbeat = Duration::from_millis(assignment.heartbeat_interval_ms.max(10));
     tokio::spawn(heartbeats(shared.clone(), heartbeat));
 
     outbox.send(WorkerMessage::Ready);
-    info!(
-        event = "worker_ready",
-        max_requests = assignment.max_requests,
-        "worker serving"
-    );
+    info!(event = "serving", max_requests = assignment.max_requests, "worker serving");
 
     let mut supervisor_gone = supervisor_gone;
     let why = loop {
@@ -184,12 +169,7 @@ async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result
     shared.draining.store(true, Ordering::Relaxed);
     let _ = drain_tx.send(true);
     let open = shared.connections.load(Ordering::Relaxed);
-    info!(
-        event = "draining",
-        reason = why,
-        connections = open,
-        "draining: stopped accepting"
-    );
+    info!(event = "draining", reason = why, connections = open, "draining: stopped accepting");
     let grace = shared.settings.graceful_timeout();
     let drained = tokio::time::timeout(grace, async {
         loop {
@@ -304,8 +284,7 @@ async fn serve_connection<I>(
         .max_headers(s.limit_request_fields)
         .max_header_size(s.max_head_size());
     let service_shared = shared.clone();
-    let service =
-        hyper::service::service_fn(move |req| http::handle(req, peer, service_shared.clone()));
+    let service = hyper::service::service_fn(move |req| http::handle(req, peer, service_shared.clone()));
     if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
         debug!(error = %e, "connection ended with an error");
     }

@@ -1,0 +1,421 @@
+//! The pre-fork supervisor, proved with the real binary, real processes and real signals.
+
+mod common;
+
+use std::collections::{BTreeSet, HashSet};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{event, http, int, sup_event, Load, Service, PATIENCE};
+use nix::sys::signal::{kill, Signal};
+
+#[test]
+fn every_worker_becomes_ready_and_answers_health() {
+    let svc = Service::start("workers = 3\n");
+    let ready: HashSet<i64> =
+        svc.logs.all().iter().filter(|v| sup_event(v, "worker_ready")).map(|v| int(v, "pid")).collect();
+    assert_eq!(ready.len(), 3, "{}", svc.logs.dump());
+    let status =
+        svc.notes.all().iter().filter_map(|v| v.as_str().map(str::to_owned)).collect::<Vec<_>>().join("\n");
+    assert!(status.contains("READY=1") && status.contains("3 of 3 workers serving"), "{status}");
+
+    // The kernel hands queued connections to whichever worker accepts first; concurrent
+    // clients keep several workers busy at once, so every one of them answers soon.
+    let seen = std::sync::Mutex::new(HashSet::new());
+    let deadline = Instant::now() + PATIENCE;
+    std::thread::scope(|s| {
+        for _ in 0..6 {
+            s.spawn(|| {
+                while seen.lock().unwrap().len() < 3 && Instant::now() < deadline {
+                    let h = svc.health();
+                    assert_eq!(h["status"], "ok");
+                    assert_eq!(h["generation"], 1);
+                    seen.lock().unwrap().insert(h["pid"].as_i64().unwrap());
+                }
+            });
+        }
+    });
+    assert_eq!(*seen.lock().unwrap(), ready, "pids answering /health must be the ready workers");
+}
+
+#[test]
+fn recycling_reloads_and_scaling_under_load_fail_no_request() {
+    let config = |keepalive: f64| {
+        format!("workers = 2\nmax_requests = 50\nmax_requests_jitter = 30\ngraceful_timeout = 10\ntimeout = 10\nkeepalive = {keepalive}\n")
+    };
+    let svc = Service::start(&config(2.0));
+    let load = Load::start(&svc.addr, 2, 2);
+
+    for i in 0..10 {
+        load.wait_for(150);
+        // A real change each time, so every reload rolls onto a different configuration.
+        svc.rewrite_config(&config(2.0 + (i + 1) as f64 / 10.0));
+        let from = svc.notes.len();
+        svc.signal(Signal::SIGHUP);
+        let reloading = svc.wait_note(from, "RELOADING=1");
+        svc.wait_note(reloading + 1, "READY=1");
+    }
+    for _ in 0..3 {
+        load.wait_for(150);
+        let from = svc.logs.len();
+        svc.signal(Signal::SIGTTIN);
+        svc.logs.wait(from, "worker 3 ready", |v| sup_event(v, "worker_ready") && int(v, "worker") == 3);
+        let from = svc.logs.len();
+        load.wait_for(150);
+        svc.signal(Signal::SIGTTOU);
+        svc.logs.wait(from, "scale-down exit", |v| {
+            sup_event(v, "worker_exited") && v["reason"] == "scale_down" && int(v, "worker") == 3
+        });
+    }
+    // Keep the load on until recycling has happened often enough to see the jitter, with no
+    // signal around it as well.
+    let mut from = 0;
+    for _ in 0..15 {
+        let (at, _) = svc.logs.wait(from, "a recycle", |v| sup_event(v, "worker_recycle"));
+        from = at + 1;
+    }
+    svc.logs.wait(from, "a recycled worker's exit", |v| {
+        sup_event(v, "worker_exited") && v["reason"] == "recycle"
+    });
+    let result = load.finish();
+
+    assert!(
+        result.failures.is_empty(),
+        "{} failed of {}: {:?}",
+        result.failures.len(),
+        result.ok,
+        &result.failures[..result.failures.len().min(10)]
+    );
+    let logs = svc.logs.all();
+    let budgets: Vec<i64> =
+        logs.iter().filter(|v| sup_event(v, "worker_spawned")).map(|v| int(v, "max_requests")).collect();
+    assert!(budgets.iter().all(|b| (50..=80).contains(b)), "budgets outside 50..=80: {budgets:?}");
+    let recycled_at: Vec<i64> =
+        logs.iter().filter(|v| sup_event(v, "worker_recycle")).map(|v| int(v, "requests")).collect();
+    let distinct: BTreeSet<i64> = recycled_at.iter().copied().collect();
+    // With a jitter of 30, the recycle points must actually spread, not cluster on one value.
+    assert!(recycled_at.len() >= 3, "too few recycles: {recycled_at:?}");
+    assert!(distinct.len() * 2 >= recycled_at.len().min(20), "recycle points do not spread: {recycled_at:?}");
+    assert!(distinct.last().unwrap() - distinct.first().unwrap() >= 10, "spread too narrow: {distinct:?}");
+    assert!(result.ok > 2000, "load too light to prove anything: {}", result.ok);
+    svc.wait_only_generation(11);
+    assert_eq!(svc.health()["generation"], 11);
+    let reloads = logs.iter().filter(|v| sup_event(v, "reload_complete")).count();
+    assert_eq!(reloads, 10);
+    eprintln!("{} requests, 0 failed; {} recycles at {:?}", result.ok, recycled_at.len(), distinct);
+}
+
+#[test]
+fn killed_worker_is_replaced_and_service_keeps_answering() {
+    let svc = Service::start("workers = 2\n");
+    let (slot, victim) = svc.live_workers()[0];
+    let load = Load::start(&svc.addr, 2, 0);
+    std::thread::sleep(Duration::from_millis(300)); // let the load reach the victim
+    let from = svc.logs.len();
+    kill(victim, Signal::SIGKILL).unwrap();
+    let (_, exited) = svc.logs.wait(from, "victim's exit", |v| {
+        sup_event(v, "worker_exited") && int(v, "pid") == victim.as_raw() as i64
+    });
+    assert_eq!(exited["reason"], "crash");
+    assert_eq!(exited["status"], "killed by SIGKILL");
+    assert!(exited["message"].as_str().unwrap().contains("out of memory?"), "{exited}");
+    svc.logs.wait(from, "replacement", |v| sup_event(v, "worker_ready") && int(v, "worker") == slot);
+    let during = load.finish();
+    // Two client threads: at most the two requests in flight on the killed worker may fail.
+    assert!(during.failures.len() <= 2, "{:?}", during.failures);
+    for _ in 0..200 {
+        assert_eq!(svc.health()["status"], "ok");
+    }
+}
+
+#[test]
+fn silent_worker_is_aborted_and_replaced() {
+    let svc = Service::start("workers = 2\ntimeout = 1.5\n");
+    let (slot, victim) = svc.live_workers()[0];
+    let from = svc.logs.len();
+    // A stopped process sends no heartbeat: exactly what a worker stuck in a blocking call is.
+    kill(victim, Signal::SIGSTOP).unwrap();
+    let started = Instant::now();
+    let (_, timeout) = svc.logs.wait(from, "timeout", |v| sup_event(v, "worker_timeout"));
+    assert_eq!(int(&timeout, "pid"), victim.as_raw() as i64);
+    let (_, exited) = svc
+        .logs
+        .wait(from, "exit", |v| sup_event(v, "worker_exited") && int(v, "pid") == victim.as_raw() as i64);
+    assert_eq!(exited["reason"], "timeout");
+    // SIGABRT stays pending on a stopped process, so SIGKILL has to follow.
+    assert_eq!(exited["status"], "killed by SIGKILL");
+    assert!(!exited["message"].as_str().unwrap().contains("out of memory"), "we sent that SIGKILL: {exited}");
+    svc.logs.wait(from, "replacement", |v| sup_event(v, "worker_ready") && int(v, "worker") == slot);
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert_eq!(svc.health()["status"], "ok");
+}
+
+#[test]
+fn bad_config_on_hup_is_rejected_and_the_old_one_keeps_serving() {
+    let mut svc = Service::start("workers = 2\n");
+    let before: BTreeSet<i64> = svc.live_workers().iter().map(|(_, p)| p.as_raw() as i64).collect();
+    for bad in ["workers = 0\n", "wokers = 2\n", "workers = [\n", "bind = \"nowhere\"\n"] {
+        svc.rewrite_config(bad);
+        let (from, notes) = (svc.logs.len(), svc.notes.len());
+        svc.signal(Signal::SIGHUP);
+        let (_, rejected) = svc.logs.wait(from, "reload_rejected", |v| sup_event(v, "reload_rejected"));
+        assert!(!rejected["reason"].as_str().unwrap().is_empty());
+        let reloading = svc.wait_note(notes, "RELOADING=1");
+        svc.wait_note(reloading + 1, "READY=1");
+        let h = svc.health();
+        assert_eq!(h["generation"], 1, "after {bad:?}");
+        assert!(before.contains(&h["pid"].as_i64().unwrap()));
+    }
+    assert!(!svc.logs.all().iter().any(|v| sup_event(v, "worker_exited")), "no worker may have been touched");
+    let text = svc.logs.dump();
+    assert!(text.contains("workers = 0: must be between 1 and 1024"), "the reason must name key and value");
+
+    svc.rewrite_config("workers = 2\n");
+    let from = svc.logs.len();
+    svc.signal(Signal::SIGHUP);
+    svc.logs.wait(from, "reload_complete", |v| sup_event(v, "reload_complete"));
+    svc.wait_only_generation(2);
+    assert_eq!(svc.health()["generation"], 2);
+    svc.signal(Signal::SIGTERM);
+    assert!(svc.wait_exit(PATIENCE).unwrap().success());
+}
+
+#[test]
+fn workers_that_cannot_boot_make_the_supervisor_exit_with_a_clear_message() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root to make workers (running as nobody) unable to open their log file");
+        return;
+    }
+    // The supervisor (root) can open the log file; workers, dropped to `nobody`, cannot: a
+    // config that passes every check and still cannot boot a single worker.
+    let locked = tempfile::tempdir().unwrap();
+    let log = locked.path().join("service.log");
+    let mut svc = Service::start_with(common::Options {
+        config: format!(
+            "workers = 2\nuser = \"nobody\"\n[log]\nformat = \"json\"\nfile = \"{}\"\n",
+            log.display()
+        ),
+        env: vec![],
+        wait_ready: false,
+    });
+    let started = Instant::now();
+    let status = svc.wait_exit(PATIENCE).expect("supervisor must give up, not retry forever");
+    assert_eq!(status.code(), Some(3), "{}", svc.logs.dump());
+    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+    let stderr = svc.logs.dump();
+    assert!(stderr.contains("workers failed to boot"), "{stderr}");
+    assert!(stderr.contains("cannot open log file"), "the worker must say why: {stderr}");
+    let file = std::fs::read_to_string(&log).unwrap();
+    assert!(file.contains("\"event\":\"halt\""), "{file}");
+    let spawned = file.lines().filter(|l| l.contains("\"event\":\"worker_spawned\"")).count();
+    assert!(spawned <= 6, "no fork bomb: {spawned} spawns");
+}
+
+#[test]
+fn reload_whose_workers_cannot_boot_keeps_the_old_workers() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root to drop workers to nobody");
+        return;
+    }
+    let locked = tempfile::tempdir().unwrap();
+    let svc = Service::start("workers = 2\n");
+    let before: BTreeSet<i64> = svc.live_workers().iter().map(|(_, p)| p.as_raw() as i64).collect();
+    // Valid for the supervisor, fatal for every worker: they cannot open the log file as nobody.
+    svc.rewrite_config(&format!(
+        "workers = 2\nuser = \"nobody\"\n[log]\nformat = \"json\"\nfile = \"{}\"\n",
+        locked.path().join("x.log").display()
+    ));
+    let from = svc.logs.len();
+    svc.signal(Signal::SIGHUP);
+    svc.logs
+        .wait(from, "worker complaint", |v| v["raw"].as_str().unwrap_or("").contains("cannot open log file"));
+    let (_, failed) = svc.logs.wait(from, "reload_failed", |v| sup_event(v, "reload_failed"));
+    assert_eq!(int(&failed, "restored_generation"), 1);
+    for _ in 0..20 {
+        let h = svc.health();
+        assert_eq!(h["generation"], 1);
+        assert!(before.contains(&h["pid"].as_i64().unwrap()));
+    }
+}
+
+/// Sends one complete request on `s` and returns the response; the connection stays open.
+fn keepalive_request(s: &mut TcpStream) -> http::Response {
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    http::read_response(s).unwrap()
+}
+
+#[test]
+fn term_lets_requests_in_flight_finish_then_exits_zero() {
+    let mut svc = Service::start("workers = 1\ngraceful_timeout = 8\nkeepalive = 20\n");
+    let mut conn = TcpStream::connect(&svc.addr).unwrap();
+    conn.set_read_timeout(Some(PATIENCE)).unwrap();
+    let first = keepalive_request(&mut conn);
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("connection"), None, "kept alive before the stop");
+    // Half a request: the worker has it, the client is still sending.
+    conn.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n").unwrap();
+    let from = svc.logs.len();
+    let term_at = Instant::now();
+    svc.signal(Signal::SIGTERM);
+    svc.logs.wait(from, "worker draining", |v| event(v) == "draining");
+    assert!(http::get(&svc.addr, "/health").is_err(), "no new connections once stopping");
+    conn.write_all(b"\r\n").unwrap();
+    let second = http::read_response(&mut conn).unwrap();
+    assert_eq!(second.status, 200);
+    assert_eq!(second.header("connection"), Some("close"));
+    assert_eq!(second.json()["status"], "draining");
+    let status = svc.wait_exit(PATIENCE).unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(term_at.elapsed() < Duration::from_secs(8), "exit took {:?}", term_at.elapsed());
+    assert!(svc.notes.dump().contains("STOPPING=1"));
+}
+
+#[test]
+fn int_exits_fast_even_with_requests_in_flight() {
+    let mut svc = Service::start("workers = 2\ngraceful_timeout = 20\nkeepalive = 20\n");
+    let mut conn = TcpStream::connect(&svc.addr).unwrap();
+    conn.set_read_timeout(Some(PATIENCE)).unwrap();
+    assert_eq!(keepalive_request(&mut conn).status, 200);
+    conn.write_all(b"GET /health HTTP/1.1\r\n").unwrap();
+    let int_at = Instant::now();
+    svc.signal(Signal::SIGINT);
+    let status = svc.wait_exit(PATIENCE).unwrap();
+    assert!(int_at.elapsed() < Duration::from_secs(3), "took {:?}", int_at.elapsed());
+    assert!(status.success(), "{status:?}");
+    let mut rest = Vec::new();
+    let _ = conn.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "the unfinished request gets no answer");
+}
+
+#[test]
+fn sd_notify_tells_ready_reloading_and_stopping() {
+    let mut svc = Service::start("workers = 2\n");
+    let ready = svc.wait_note(0, "READY=1");
+    svc.signal(Signal::SIGHUP);
+    let reloading = svc.wait_note(ready + 1, "RELOADING=1");
+    let note = svc.notes.all()[reloading].as_str().unwrap().to_string();
+    let usec: u64 = note
+        .lines()
+        .find_map(|l| l.strip_prefix("MONOTONIC_USEC="))
+        .expect("MONOTONIC_USEC")
+        .parse()
+        .unwrap();
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    let now_usec = now.tv_sec() as u64 * 1_000_000 + now.tv_nsec() as u64 / 1000;
+    assert!(usec <= now_usec && now_usec - usec < 60_000_000, "MONOTONIC_USEC {usec} vs now {now_usec}");
+    let again = svc.wait_note(reloading + 1, "READY=1");
+    assert!(svc.notes.all()[again].as_str().unwrap().contains("generation 2"));
+    svc.signal(Signal::SIGTERM);
+    svc.wait_note(again + 1, "STOPPING=1");
+    assert!(svc.wait_exit(PATIENCE).unwrap().success());
+}
+
+#[test]
+fn queued_connections_survive_a_worker_exit() {
+    let svc = Service::start("workers = 1\ntimeout = 60\n");
+    let (_, only) = svc.live_workers()[0];
+    kill(only, Signal::SIGSTOP).unwrap();
+    // No worker accepts now: the kernel completes the handshake and queues the connection in
+    // the supervisor's listener.
+    let mut queued = TcpStream::connect(&svc.addr).unwrap();
+    queued.set_read_timeout(Some(PATIENCE)).unwrap();
+    queued.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    let from = svc.logs.len();
+    kill(only, Signal::SIGKILL).unwrap();
+    let (_, ready) = svc.logs.wait(from, "replacement", |v| sup_event(v, "worker_ready"));
+    let r = http::read_response(&mut queued).expect("the queued connection is served, not reset");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["pid"].as_i64(), Some(int(&ready, "pid")));
+}
+
+#[test]
+fn ttou_never_goes_below_one_worker() {
+    let svc = Service::start("workers = 1\n");
+    let from = svc.logs.len();
+    svc.signal(Signal::SIGTTOU);
+    svc.logs.wait(from, "ttou ignored", |v| sup_event(v, "scale") && int(v, "workers") == 1);
+    assert_eq!(svc.health()["status"], "ok");
+    assert!(!svc.logs.all()[from..].iter().any(|v| sup_event(v, "worker_exited")));
+}
+
+#[test]
+fn listens_on_ipv6_and_unix_sockets_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("s.sock");
+    let svc = Service::start(&format!("workers = 1\nbind = [\"[::1]:0\", \"unix:{}\"]\n", sock.display()));
+    assert!(svc.addr.starts_with("[::1]:"), "{}", svc.addr);
+    assert_eq!(svc.health()["status"], "ok");
+    let r = http::get_unix(&sock, "/health").unwrap();
+    assert_eq!(r.status, 200);
+    drop(svc);
+}
+
+#[test]
+fn workers_drop_to_the_configured_user() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let svc = Service::start("workers = 1\nuser = \"nobody\"\n");
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap().uid.as_raw();
+    let (_, worker) = svc.live_workers()[0];
+    assert_eq!(common::uid_of(worker), Some(nobody));
+    assert_eq!(common::uid_of(svc.pid()), Some(0), "the supervisor keeps root to bind on reload");
+    assert_eq!(svc.health()["status"], "ok");
+}
+
+#[test]
+fn pidfile_is_written_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("a.pid");
+    let mut svc = Service::start(&format!("workers = 1\npidfile = \"{}\"\n", pidfile.display()));
+    assert_eq!(std::fs::read_to_string(&pidfile).unwrap().trim(), svc.pid().to_string());
+    svc.signal(Signal::SIGTERM);
+    assert!(svc.wait_exit(PATIENCE).unwrap().success());
+    assert!(!pidfile.exists());
+}
+
+#[test]
+fn adopts_sockets_passed_by_systemd() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    // If the supervisor bound this instead of adopting, it would fail: the directory is missing.
+    std::fs::write(&config, common::full_config("workers = 1\nbind = \"unix:/nonexistent/dir/x.sock\"\n"))
+        .unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    let fd = listener.as_raw_fd();
+    let mut cmd = std::process::Command::new("/bin/sh");
+    // LISTEN_PID must be the pid of the process that reads it: the shell's, which exec keeps.
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" serve --config \"$1\"")
+        .arg(common::BIN)
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0);
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would keep close-on-exec; clear it explicitly in that case.
+            let rc =
+                if fd == 3 { nix::libc::fcntl(3, nix::libc::F_SETFD, 0) } else { nix::libc::dup2(fd, 3) };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    drop(listener);
+    let svc = Service::attach(child, dir, config, notify, true);
+    assert_eq!(svc.addr, addr);
+    let listening = svc.logs.all().into_iter().find(|v| sup_event(v, "listening")).unwrap();
+    assert_eq!(listening["systemd"], true);
+    assert_eq!(svc.health()["status"], "ok");
+}
