@@ -419,3 +419,47 @@ fn adopts_sockets_passed_by_systemd() {
     assert_eq!(listening["systemd"], true);
     assert_eq!(svc.health()["status"], "ok");
 }
+
+#[test]
+fn usr1_reopens_log_files_after_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("service.log");
+    let sock = dir.path().join("s.sock");
+    let svc = Service::start_with(common::Options {
+        config: format!(
+            "workers = 2\nbind = \"unix:{}\"\n[log]\nformat = \"json\"\nfile = \"{}\"\n",
+            sock.display(),
+            log.display()
+        ),
+        env: vec![],
+        wait_ready: false,
+    });
+    svc.wait_note(0, "READY=1");
+    let rotated = dir.path().join("service.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    let notes = svc.notes.len();
+    svc.signal(Signal::SIGUSR1);
+    // Three processes reopen: wait for each to say so in the new file.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let reopened = text.lines().filter(|l| l.contains("\"event\":\"logs_reopened\"")).count();
+        if reopened == 3 {
+            assert!(
+                text.contains("\"name\":\"supervisor\"") && text.contains("\"name\":\"worker\""),
+                "{text}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{reopened} of 3 reopened; new file:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old.contains("\"event\":\"ready\""), "lines before the rotation stay in the old file");
+    assert!(!old.contains("logs_reopened"), "nothing after the reopen goes to the old file:\n{old}");
+    assert_eq!(http::get_unix(&sock, "/health").unwrap().status, 200);
+    assert!(
+        !svc.notes.all()[notes..].iter().any(|n| n.as_str().unwrap().contains("RELOADING")),
+        "USR1 is not a reload"
+    );
+}

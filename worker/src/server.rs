@@ -161,6 +161,7 @@ async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result
             _ = usr1.recv() => {
                 if let Some(reopen) = &hooks.reopen_logs {
                     reopen();
+                    info!(event = "logs_reopened", "reopened log files");
                 }
             }
         }
