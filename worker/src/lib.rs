@@ -6,7 +6,9 @@
 //! recycled when its request budget is spent, and drains on SIGTERM.
 
 mod channel;
+pub mod guard;
 mod http;
+pub mod mcp;
 mod server;
 mod settings;
 

@@ -1,0 +1,242 @@
+//! The dispatcher every transport shares: one body (a message or a batch) in, one [`Outcome`]
+//! out. It keeps no state between calls, so any worker can answer any request.
+
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+use tracing::debug;
+
+use super::era::{self, Era};
+use super::info::ServerInfo;
+use super::jsonrpc::{
+    self, error_response, result_response, Message, Request, RequestId, RpcError, INTERNAL_ERROR,
+    METHOD_NOT_FOUND,
+};
+use super::methods::{self, CallInput};
+use super::parse::parse_json;
+use super::registry::Registry;
+use super::transport::{Outcome, TransportMeta};
+use super::version::ProtocolVersion;
+
+/// Most messages accepted in one batch (2025-03-26 and older).
+pub const MAX_BATCH: usize = 100;
+
+/// Routes MCP messages to their handlers; cheap to share behind an `Arc`.
+pub struct Dispatcher {
+    info: Arc<ServerInfo>,
+    registry: Registry,
+}
+
+impl Dispatcher {
+    /// A dispatcher announcing `info` and serving the tools in `registry`.
+    pub fn new(info: ServerInfo, registry: Registry) -> Dispatcher {
+        Dispatcher { info: Arc::new(info), registry }
+    }
+
+    /// The identity this dispatcher announces.
+    pub fn info(&self) -> &ServerInfo {
+        &self.info
+    }
+
+    /// The tools it serves.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Parses raw bytes (UTF-8, bounded nesting) and handles the result; parse failures are
+    /// a 400 with a -32700 error and `id: null`.
+    pub async fn handle_bytes(&self, bytes: &[u8], meta: &TransportMeta) -> Outcome {
+        match parse_json(bytes) {
+            Ok(body) => self.handle(body, meta).await,
+            Err(e) => Outcome::Reject { http_status: 400, body: e.to_response() },
+        }
+    }
+
+    /// Handles one parsed body: a single message, or a batch where the revision allows one.
+    pub async fn handle(&self, body: Value, meta: &TransportMeta) -> Outcome {
+        match body {
+            Value::Array(items) => self.batch(items, meta).await,
+            message => self.single(message, meta).await,
+        }
+    }
+
+    async fn batch(&self, items: Vec<Value>, meta: &TransportMeta) -> Outcome {
+        if let Err(error) = batch_allowed(meta, items.len()) {
+            return reject(400, None, &error);
+        }
+        let mut replies = Vec::new();
+        for item in items {
+            let outcome = match item.get("method").and_then(Value::as_str) {
+                Some("initialize") => initialize_in_batch(&item),
+                _ => self.single(item, meta).await,
+            };
+            replies.extend(outcome.into_body());
+        }
+        if replies.is_empty() {
+            Outcome::Accepted
+        } else {
+            Outcome::Reply(Value::Array(replies))
+        }
+    }
+
+    async fn single(&self, message: Value, meta: &TransportMeta) -> Outcome {
+        match jsonrpc::classify(message) {
+            Message::Invalid { id, error } => reject(400, id.as_ref(), &error),
+            Message::Response { id } => client_response(id.as_ref(), meta),
+            Message::Notification { method, params } => notification(&method, params.as_ref(), meta),
+            Message::Request(request) => self.request(request, meta).await,
+        }
+    }
+
+    async fn request(&self, req: Request, meta: &TransportMeta) -> Outcome {
+        debug!(method = %req.method, id = %req.id, "mcp request");
+        match era::select(meta, req.params.as_ref()) {
+            Err(error) => reject(400, Some(&req.id), &error),
+            Ok(Era::Legacy(version)) => match self.legacy(version, &req, meta).await {
+                Ok(result) => Outcome::Reply(result_response(&req.id, result)),
+                Err(error) => Outcome::Reply(error_response(Some(&req.id), &error)),
+            },
+            Ok(Era::Modern) => match self.modern(&req, meta).await {
+                Ok(result) => Outcome::Reply(result_response(&req.id, result)),
+                Err(e) if e.code == INTERNAL_ERROR => Outcome::Reply(error_response(Some(&req.id), &e)),
+                Err(e) => reject(modern_status(e.code), Some(&req.id), &e),
+            },
+        }
+    }
+
+    /// Handshake-era methods, served statelessly: nothing requires a prior `initialize`.
+    async fn legacy(
+        &self,
+        version: ProtocolVersion,
+        req: &Request,
+        meta: &TransportMeta,
+    ) -> Result<Value, RpcError> {
+        let params = req.params.as_ref();
+        match req.method.as_str() {
+            "initialize" => methods::initialize(&self.info, params),
+            "ping" => Ok(json!({})),
+            "tools/list" => methods::tools_list(&self.registry, &self.info, version, params),
+            "tools/call" => methods::tools_call(self.call_input(version, &req.id, meta), params).await,
+            "server/discover" => Err(discover_under_legacy(version)),
+            other => Err(RpcError::method_not_found(other)),
+        }
+    }
+
+    /// 2026-07-28 methods, after the envelope and header checks.
+    async fn modern(&self, req: &Request, meta: &TransportMeta) -> Result<Value, RpcError> {
+        let params = req.params.as_ref();
+        let envelope = era::check_envelope(meta, &req.method, params)?;
+        let version = envelope.version;
+        let result = match req.method.as_str() {
+            "server/discover" => methods::discover(&self.info),
+            "tools/list" => methods::tools_list(&self.registry, &self.info, version, params)?,
+            "tools/call" => methods::tools_call(self.call_input(version, &req.id, meta), params).await?,
+            "initialize" => return Err(initialize_under_modern()),
+            other => return Err(RpcError::method_not_found(other)),
+        };
+        Ok(methods::decorate_modern(result, &self.info))
+    }
+
+    fn call_input<'a>(
+        &'a self,
+        version: ProtocolVersion,
+        id: &'a RequestId,
+        meta: &'a TransportMeta,
+    ) -> CallInput<'a> {
+        CallInput { info: &self.info, registry: &self.registry, version, id, caller: &meta.caller }
+    }
+}
+
+/// Batches exist up to 2025-03-26 (also assumed when no version header is sent).
+fn batch_allowed(meta: &TransportMeta, len: usize) -> Result<(), RpcError> {
+    if len == 0 {
+        return Err(RpcError::invalid_request("an empty batch is not a valid request"));
+    }
+    let version = match era::select(meta, None)? {
+        Era::Legacy(v) => v,
+        Era::Modern => ProtocolVersion::LATEST,
+    };
+    if !version.allows_batches() {
+        return Err(RpcError::invalid_request(format!(
+            "JSON-RPC batches are not part of protocol version {version} (only 2025-03-26 and \
+             older); send one message per request"
+        )));
+    }
+    if len > MAX_BATCH {
+        return Err(RpcError::invalid_request(format!(
+            "a batch of {len} messages exceeds the limit of {MAX_BATCH}"
+        )));
+    }
+    Ok(())
+}
+
+fn initialize_in_batch(item: &Value) -> Outcome {
+    let id = item.get("id").and_then(RequestId::read);
+    let error = RpcError::invalid_request("initialize must not be part of a JSON-RPC batch");
+    reject(400, id.as_ref(), &error)
+}
+
+/// Client responses answer server requests, which this server never sends; 2026-07-28 forbids
+/// them outright.
+fn client_response(id: Option<&RequestId>, meta: &TransportMeta) -> Outcome {
+    match era::select(meta, None) {
+        Err(error) => reject(400, None, &error),
+        Ok(Era::Modern) => {
+            let error = RpcError::invalid_request("2026-07-28 clients must not send JSON-RPC responses");
+            reject(400, None, &error)
+        }
+        Ok(Era::Legacy(_)) => {
+            debug!(id = ?id.map(ToString::to_string), "client response accepted and ignored");
+            Outcome::Accepted
+        }
+    }
+}
+
+/// Notifications are acknowledged (nothing here needs them), unless the revision is unknown.
+fn notification(method: &str, params: Option<&Map<String, Value>>, meta: &TransportMeta) -> Outcome {
+    match era::select(meta, params) {
+        Err(error) => reject(400, None, &error),
+        Ok(_) => {
+            debug!(method, "mcp notification accepted");
+            Outcome::Accepted
+        }
+    }
+}
+
+fn discover_under_legacy(version: ProtocolVersion) -> RpcError {
+    RpcError::new(
+        METHOD_NOT_FOUND,
+        format!(
+            "Method not found: server/discover is a {} method; this request uses protocol \
+             version {version} (use initialize, or send 2026-07-28 request metadata)",
+            ProtocolVersion::LATEST
+        ),
+    )
+}
+
+fn initialize_under_modern() -> RpcError {
+    let supported = ProtocolVersion::supported_strings();
+    RpcError::new(
+        METHOD_NOT_FOUND,
+        format!(
+            "Method not found: initialize is not part of protocol version {}; use \
+             server/discover, or initialize without 2026-07-28 metadata (supported: {})",
+            ProtocolVersion::LATEST,
+            supported.join(", ")
+        ),
+    )
+    .with_data(json!({ "supported": supported }))
+}
+
+/// HTTP status of a 2026-07-28 error: 404 for an unknown method, 400 for the rest.
+fn modern_status(code: i64) -> u16 {
+    if code == METHOD_NOT_FOUND {
+        404
+    } else {
+        400
+    }
+}
+
+fn reject(http_status: u16, id: Option<&RequestId>, error: &RpcError) -> Outcome {
+    Outcome::Reject { http_status, body: error_response(id, error) }
+}

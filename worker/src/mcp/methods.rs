@@ -1,0 +1,169 @@
+//! The MCP methods this server implements, each building its result for one protocol revision:
+//! `initialize` (legacy), `server/discover` (2026-07-28), `tools/list` and `tools/call` (both).
+
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+use tracing::error;
+
+use super::era::META_SERVER_INFO;
+use super::info::ServerInfo;
+use super::jsonrpc::{RequestId, RpcError};
+use super::registry::Registry;
+use super::schema;
+use super::tool::{CallContext, ToolError, ToolOutput};
+use super::transport::Caller;
+use super::version::ProtocolVersion;
+
+/// What a `tools/call` needs from the dispatcher and the request.
+pub struct CallInput<'a> {
+    /// Server identity (handed to the tool).
+    pub info: &'a Arc<ServerInfo>,
+    /// Where the tool is looked up.
+    pub registry: &'a Registry,
+    /// The request's revision.
+    pub version: ProtocolVersion,
+    /// The request id.
+    pub id: &'a RequestId,
+    /// Who is calling.
+    pub caller: &'a Caller,
+}
+
+/// The capabilities announced by `initialize` and `server/discover`.
+fn capabilities() -> Value {
+    json!({ "tools": { "listChanged": false } })
+}
+
+/// `initialize`: echoes a supported handshake revision, else offers the latest one.
+pub fn initialize(info: &ServerInfo, params: Option<&Map<String, Value>>) -> Result<Value, RpcError> {
+    let requested = params
+        .and_then(|p| p.get("protocolVersion"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| RpcError::invalid_params("initialize needs params.protocolVersion (a string)"))?;
+    let version = ProtocolVersion::negotiate(requested);
+    let mut result = Map::new();
+    result.insert("protocolVersion".into(), json!(version.as_str()));
+    result.insert("capabilities".into(), capabilities());
+    result.insert("serverInfo".into(), info.implementation(version.has_structured_output()));
+    if let Some(text) = &info.instructions {
+        result.insert("instructions".into(), json!(text));
+    }
+    Ok(Value::Object(result))
+}
+
+/// `server/discover`: every served revision, capabilities, and caching hints.
+pub fn discover(info: &ServerInfo) -> Value {
+    let mut result = Map::new();
+    result.insert("supportedVersions".into(), json!(ProtocolVersion::supported_strings()));
+    result.insert("capabilities".into(), capabilities());
+    if let Some(text) = &info.instructions {
+        result.insert("instructions".into(), json!(text));
+    }
+    insert_cache_hint(&mut result, info);
+    Value::Object(result)
+}
+
+/// `tools/list`: one page, the cursor checked (-32602 "Invalid cursor" when it is not ours).
+pub fn tools_list(
+    registry: &Registry,
+    info: &ServerInfo,
+    version: ProtocolVersion,
+    params: Option<&Map<String, Value>>,
+) -> Result<Value, RpcError> {
+    let cursor = match params.and_then(|p| p.get("cursor")) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(c)) => Some(c.as_str()),
+        Some(_) => return Err(RpcError::invalid_params("params.cursor must be a string")),
+    };
+    let page = registry.page(cursor).map_err(|e| RpcError::invalid_params(e.to_string()))?;
+    let tools: Vec<Value> = page.tools.iter().map(|t| t.spec().to_value(version)).collect();
+    let mut result = Map::new();
+    result.insert("tools".into(), Value::Array(tools));
+    if let Some(next) = page.next_cursor {
+        result.insert("nextCursor".into(), json!(next));
+    }
+    if version.is_modern() {
+        insert_cache_hint(&mut result, info);
+    }
+    Ok(Value::Object(result))
+}
+
+/// `tools/call`: unknown tools and malformed params are JSON-RPC errors; argument-schema
+/// failures are -32602 before 2025-11-25 and `isError` results from then on; tool failures
+/// are `isError` results.
+pub async fn tools_call(
+    input: CallInput<'_>,
+    params: Option<&Map<String, Value>>,
+) -> Result<Value, RpcError> {
+    let name = params
+        .and_then(|p| p.get("name"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| RpcError::invalid_params("tools/call needs params.name (a string)"))?;
+    let tool =
+        input.registry.get(name).ok_or_else(|| RpcError::invalid_params(format!("Unknown tool: {name}")))?;
+    let mut args = match params.and_then(|p| p.get("arguments")) {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(Value::Object(a)) => Value::Object(a.clone()),
+        Some(_) => return Err(RpcError::invalid_params("params.arguments must be an object")),
+    };
+    if let Err(violation) = schema::validate(&tool.spec().input_schema, &mut args) {
+        let message = format!("Invalid arguments for tool {name}: {violation}");
+        if input.version.argument_errors_are_results() {
+            return Ok(error_result(&message));
+        }
+        let data = json!({ "tool": name, "argument": violation.path });
+        return Err(RpcError::invalid_params(message).with_data(data));
+    }
+    let Value::Object(args) = args else {
+        return Err(RpcError::internal("validated arguments are not an object"));
+    };
+    let ctx = CallContext {
+        request_id: input.id.clone(),
+        protocol_version: input.version,
+        caller: input.caller.clone(),
+        server: Arc::clone(input.info),
+    };
+    match tool.call(args, &ctx).await {
+        Ok(output) => Ok(success_result(input.version, output)),
+        Err(ToolError::Failed(message)) => Ok(error_result(&message)),
+        Err(ToolError::Internal(detail)) => {
+            error!(tool = name, request = %input.id, %detail, "tool failed unexpectedly");
+            Err(RpcError::internal(format!("Internal error in tool {name}")))
+        }
+    }
+}
+
+fn success_result(version: ProtocolVersion, output: ToolOutput) -> Value {
+    let mut result = Map::new();
+    result.insert("content".into(), json!([{ "type": "text", "text": output.text }]));
+    if let Some(structured) = output.structured {
+        // Before 2026-07-28 structuredContent had to be an object.
+        if version.has_structured_output() && (structured.is_object() || version.is_modern()) {
+            result.insert("structuredContent".into(), structured);
+        }
+    }
+    Value::Object(result)
+}
+
+fn error_result(message: &str) -> Value {
+    json!({ "content": [{ "type": "text", "text": message }], "isError": true })
+}
+
+fn insert_cache_hint(result: &mut Map<String, Value>, info: &ServerInfo) {
+    result.insert("ttlMs".into(), json!(info.cache.ttl_ms));
+    result.insert("cacheScope".into(), json!(info.cache.scope.as_str()));
+}
+
+/// Adds what every 2026-07-28 result carries: `resultType` and the server's identity in `_meta`.
+pub fn decorate_modern(result: Value, info: &ServerInfo) -> Value {
+    let mut obj = match result {
+        Value::Object(obj) => obj,
+        other => return other,
+    };
+    obj.insert("resultType".into(), json!("complete"));
+    let meta = obj.entry("_meta").or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(meta) = meta {
+        meta.insert(META_SERVER_INFO.into(), info.implementation(true));
+    }
+    Value::Object(obj)
+}

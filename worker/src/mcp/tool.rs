@@ -1,0 +1,176 @@
+//! What a tool is: its published description ([`ToolSpec`]) and its behaviour ([`Tool::call`]),
+//! plus what a call gets ([`CallContext`]) and gives back ([`ToolOutput`] / [`ToolError`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+
+use super::info::ServerInfo;
+use super::jsonrpc::RequestId;
+use super::transport::Caller;
+use super::version::ProtocolVersion;
+
+/// Behaviour hints shown to clients; never a security boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ToolAnnotations {
+    /// Does not change anything.
+    pub read_only: bool,
+    /// May remove or overwrite state (meaningful when not read-only).
+    pub destructive: bool,
+    /// Repeating a call with the same arguments changes nothing more.
+    pub idempotent: bool,
+    /// Reaches outside systems (AWS APIs here).
+    pub open_world: bool,
+}
+
+impl ToolAnnotations {
+    /// The wire object (`readOnlyHint`, …); every hint is spelled out.
+    pub fn to_value(self) -> Value {
+        json!({
+            "readOnlyHint": self.read_only,
+            "destructiveHint": self.destructive,
+            "idempotentHint": self.idempotent,
+            "openWorldHint": self.open_world,
+        })
+    }
+}
+
+/// The published description of a tool, as `tools/list` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolSpec {
+    /// Unique name (letters, digits, `_`, `-`, `.`; 1–128 characters).
+    pub name: String,
+    /// Display name (2025-06-18 and later).
+    pub title: Option<String>,
+    /// What the tool does, for the model.
+    pub description: String,
+    /// JSON Schema of the arguments; `type: "object"` at the root.
+    pub input_schema: Value,
+    /// JSON Schema of `structuredContent` (2025-06-18 and later).
+    pub output_schema: Option<Value>,
+    /// Behaviour hints (2025-03-26 and later).
+    pub annotations: ToolAnnotations,
+}
+
+impl ToolSpec {
+    /// The `Tool` object for `tools/list`, with only the fields `version` defines.
+    pub fn to_value(&self, version: ProtocolVersion) -> Value {
+        let mut obj = Map::new();
+        obj.insert("name".into(), json!(self.name));
+        if let (true, Some(title)) = (version.has_structured_output(), &self.title) {
+            obj.insert("title".into(), json!(title));
+        }
+        obj.insert("description".into(), json!(self.description));
+        obj.insert("inputSchema".into(), self.input_schema.clone());
+        if let (true, Some(schema)) = (version.has_structured_output(), &self.output_schema) {
+            obj.insert("outputSchema".into(), schema.clone());
+        }
+        if version.has_tool_annotations() {
+            obj.insert("annotations".into(), self.annotations.to_value());
+        }
+        Value::Object(obj)
+    }
+}
+
+/// Everything a call may need besides its arguments.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    /// The JSON-RPC id of the `tools/call` request.
+    pub request_id: RequestId,
+    /// The revision the request uses.
+    pub protocol_version: ProtocolVersion,
+    /// Who is calling and from where.
+    pub caller: Caller,
+    /// The serving process's identity (worker slot, generation, version).
+    pub server: Arc<ServerInfo>,
+}
+
+/// A successful call: text for every client, and structured content matching `output_schema`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolOutput {
+    /// Shown to clients that read `content` (and to every pre-2025-06-18 client).
+    pub text: String,
+    /// The `structuredContent` value, when the tool declares an output schema.
+    pub structured: Option<Value>,
+}
+
+impl ToolOutput {
+    /// Text only.
+    pub fn text(text: impl Into<String>) -> ToolOutput {
+        ToolOutput { text: text.into(), structured: None }
+    }
+
+    /// Structured content, with its JSON serialization as the text (as the spec recommends
+    /// for backwards compatibility).
+    pub fn structured(value: Value) -> ToolOutput {
+        ToolOutput { text: value.to_string(), structured: Some(value) }
+    }
+}
+
+/// Why a call did not succeed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ToolError {
+    /// The call failed in a way the caller can act on: becomes an `isError: true` result.
+    #[error("{0}")]
+    Failed(String),
+    /// A bug or unexpected state: logged, and answered with JSON-RPC -32603.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The future a tool call returns (boxed so tools can live behind `dyn Tool`; `Send` because
+/// requests run on spawned tasks).
+pub type ToolFuture<'a> = Pin<Box<dyn Future<Output = Result<ToolOutput, ToolError>> + Send + 'a>>;
+
+/// A callable tool.
+pub trait Tool: Send + Sync {
+    /// The published description.
+    fn spec(&self) -> &ToolSpec;
+
+    /// Runs the tool with arguments already validated against `spec().input_schema`.
+    fn call<'a>(&'a self, args: Map<String, Value>, ctx: &'a CallContext) -> ToolFuture<'a>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ToolSpec {
+        ToolSpec {
+            name: "t".into(),
+            title: Some("T".into()),
+            description: "d".into(),
+            input_schema: json!({"type":"object"}),
+            output_schema: Some(json!({"type":"object"})),
+            annotations: ToolAnnotations { read_only: true, ..ToolAnnotations::default() },
+        }
+    }
+
+    #[test]
+    fn listing_has_only_the_fields_each_revision_defines() {
+        let old = spec().to_value(ProtocolVersion::V2024_11_05);
+        assert_eq!(old, json!({"name":"t","description":"d","inputSchema":{"type":"object"}}));
+
+        let v0326 = spec().to_value(ProtocolVersion::V2025_03_26);
+        assert!(v0326.get("annotations").is_some());
+        assert!(v0326.get("title").is_none() && v0326.get("outputSchema").is_none());
+
+        let new = spec().to_value(ProtocolVersion::V2026_07_28);
+        assert_eq!(new["title"], json!("T"));
+        assert_eq!(new["outputSchema"], json!({"type":"object"}));
+        assert_eq!(
+            new["annotations"],
+            json!({"readOnlyHint":true,"destructiveHint":false,"idempotentHint":false,"openWorldHint":false})
+        );
+    }
+
+    #[test]
+    fn structured_output_carries_its_json_as_text() {
+        let out = ToolOutput::structured(json!({"a":1}));
+        assert_eq!(out.text, r#"{"a":1}"#);
+        assert_eq!(out.structured, Some(json!({"a":1})));
+        assert_eq!(ToolOutput::text("hi").structured, None);
+    }
+}

@@ -1,0 +1,320 @@
+//! The boundary between a transport and the dispatcher: what a transport knows about a message
+//! ([`TransportMeta`]) and what it must send back ([`Outcome`]).
+//!
+//! HTTP fills `TransportMeta` from its headers with [`TransportMeta::from_headers`]; stdio uses
+//! [`TransportMeta::stdio`]. Neither needs to understand MCP beyond that.
+
+use std::net::IpAddr;
+
+use serde_json::Value;
+
+use super::version::ProtocolVersion;
+
+/// Header carrying the protocol revision (HTTP, from 2025-06-18).
+pub const HEADER_PROTOCOL_VERSION: &str = "mcp-protocol-version";
+/// Header mirroring the JSON-RPC method (HTTP, 2026-07-28).
+pub const HEADER_METHOD: &str = "mcp-method";
+/// Header mirroring `params.name` / `params.uri` (HTTP, 2026-07-28).
+pub const HEADER_NAME: &str = "mcp-name";
+
+/// Which transport a message came over: header rules apply only to HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// Streamable HTTP (`POST /mcp`).
+    Http,
+    /// One JSON message per line on stdin/stdout.
+    Stdio,
+}
+
+/// Who is calling; handed to tools (audit log, "current" IP, rate limits).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Caller {
+    /// The client's address, after trusted-proxy resolution by the transport.
+    pub client_addr: Option<IpAddr>,
+    /// The authenticated principal (token subject, key name), once auth exists.
+    pub subject: Option<String>,
+    /// The transport's request id, so tool logs join the request's log lines.
+    pub log_id: Option<String>,
+}
+
+/// What the transport knows about one message besides its body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransportMeta {
+    /// HTTP or stdio.
+    pub kind: TransportKind,
+    /// HTTP: the `MCP-Protocol-Version` header. Stdio: the revision the last `initialize` on
+    /// this stream negotiated (see [`Outcome::negotiated_version`]), if the loop tracks it.
+    pub protocol_version: Option<String>,
+    /// The `Mcp-Method` header (HTTP only).
+    pub mcp_method: Option<String>,
+    /// The `Mcp-Name` header, still encoded (HTTP only).
+    pub mcp_name: Option<String>,
+    /// Routing headers that were repeated or not valid header text (lowercase names).
+    pub malformed: Vec<&'static str>,
+    /// Who is calling.
+    pub caller: Caller,
+}
+
+impl TransportMeta {
+    /// Meta for a stdio message (no headers, no address).
+    pub fn stdio() -> TransportMeta {
+        TransportMeta::empty(TransportKind::Stdio)
+    }
+
+    /// Meta for an HTTP request without any MCP headers.
+    pub fn http() -> TransportMeta {
+        TransportMeta::empty(TransportKind::Http)
+    }
+
+    fn empty(kind: TransportKind) -> TransportMeta {
+        TransportMeta {
+            kind,
+            protocol_version: None,
+            mcp_method: None,
+            mcp_name: None,
+            malformed: Vec::new(),
+            caller: Caller::default(),
+        }
+    }
+
+    /// Reads the MCP routing headers from raw `(name, value)` pairs, matching names
+    /// case-insensitively, trimming optional whitespace, and flagging repeats and bad bytes.
+    pub fn from_headers<'a, I>(headers: I) -> TransportMeta
+    where
+        I: IntoIterator<Item = (&'a str, &'a [u8])>,
+    {
+        let mut meta = TransportMeta::http();
+        for (name, raw) in headers {
+            let Some(key) = routing_header(name) else {
+                continue;
+            };
+            let value = header_text(raw);
+            let slot = meta.slot_mut(key);
+            match value {
+                Some(v) if slot.is_none() => *slot = Some(v),
+                _ => {
+                    *slot = Some(String::new());
+                    if !meta.malformed.contains(&key) {
+                        meta.malformed.push(key);
+                    }
+                }
+            }
+        }
+        meta
+    }
+
+    fn slot_mut(&mut self, key: &str) -> &mut Option<String> {
+        match key {
+            HEADER_PROTOCOL_VERSION => &mut self.protocol_version,
+            HEADER_METHOD => &mut self.mcp_method,
+            _ => &mut self.mcp_name,
+        }
+    }
+
+    /// Attaches caller information.
+    pub fn with_caller(mut self, caller: Caller) -> TransportMeta {
+        self.caller = caller;
+        self
+    }
+
+    /// Sets the protocol revision (stdio loops pass the one `initialize` negotiated).
+    pub fn with_protocol_version(mut self, version: impl Into<String>) -> TransportMeta {
+        self.protocol_version = Some(version.into());
+        self
+    }
+
+    /// True when `header` (lowercase) was repeated or unreadable.
+    pub fn is_malformed(&self, header: &str) -> bool {
+        self.malformed.contains(&header)
+    }
+}
+
+/// The canonical (lowercase) name if `name` is one of the MCP routing headers.
+fn routing_header(name: &str) -> Option<&'static str> {
+    [HEADER_PROTOCOL_VERSION, HEADER_METHOD, HEADER_NAME].into_iter().find(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// A header value as text: visible ASCII, space and tab only (RFC 9110), outer whitespace removed.
+fn header_text(raw: &[u8]) -> Option<String> {
+    let ok = raw.iter().all(|&b| b == b'\t' || (0x20..=0x7e).contains(&b));
+    let text = std::str::from_utf8(raw).ok().filter(|_| ok)?;
+    Some(text.trim_matches([' ', '\t']).to_owned())
+}
+
+/// Decodes a header value that may use the `=?base64?…?=` sentinel (2026-07-28 value encoding);
+/// `None` when the sentinel is malformed, so it can never match a body value by accident.
+pub fn decode_header_value(value: &str) -> Option<String> {
+    let Some(payload) = value.strip_prefix("=?base64?").and_then(|rest| rest.strip_suffix("?=")) else {
+        return Some(value.to_owned());
+    };
+    String::from_utf8(base64_decode(payload)?).ok()
+}
+
+/// Strict standard-alphabet base64 with padding; rejects non-canonical trailing bits.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    fn sextet(c: u8) -> Option<u32> {
+        match c {
+            b'A'..=b'Z' => Some(u32::from(c - b'A')),
+            b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
+            b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    }
+    let bytes = s.as_bytes();
+    if bytes.len() % 4 != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+    for (i, chunk) in bytes.chunks(4).enumerate() {
+        let last = i + 1 == bytes.len() / 4;
+        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 || (pad > 0 && !last) {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in &chunk[..4 - pad] {
+            n = (n << 6) | sextet(c)?;
+        }
+        n <<= 6 * pad as u32;
+        let decoded = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        if (pad == 1 && decoded[2] != 0) || (pad == 2 && decoded[1] != 0) {
+            return None;
+        }
+        out.extend_from_slice(&decoded[..3 - pad]);
+    }
+    Some(out)
+}
+
+/// What the transport sends back for one body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// HTTP 200 `application/json`; stdio writes the line.
+    Reply(Value),
+    /// HTTP 202 with no body; stdio writes nothing (notifications and client responses).
+    Accepted,
+    /// A refusal whose HTTP status the spec fixes (400, 404); stdio writes `body` and ignores
+    /// the status.
+    Reject {
+        /// The HTTP status to use.
+        http_status: u16,
+        /// A JSON-RPC error response.
+        body: Value,
+    },
+}
+
+impl Outcome {
+    /// The HTTP status for this outcome.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Outcome::Reply(_) => 200,
+            Outcome::Accepted => 202,
+            Outcome::Reject { http_status, .. } => *http_status,
+        }
+    }
+
+    /// The JSON to send, if any.
+    pub fn body(&self) -> Option<&Value> {
+        match self {
+            Outcome::Reply(body) | Outcome::Reject { body, .. } => Some(body),
+            Outcome::Accepted => None,
+        }
+    }
+
+    /// Consumes the outcome into the JSON to send, if any.
+    pub fn into_body(self) -> Option<Value> {
+        match self {
+            Outcome::Reply(body) | Outcome::Reject { body, .. } => Some(body),
+            Outcome::Accepted => None,
+        }
+    }
+
+    /// The revision an `initialize` reply settled on, so a stdio loop can pass it as
+    /// [`TransportMeta::protocol_version`] for the rest of the stream.
+    pub fn negotiated_version(&self) -> Option<ProtocolVersion> {
+        let Outcome::Reply(body) = self else {
+            return None;
+        };
+        let version = body.get("result")?.get("protocolVersion")?.as_str()?;
+        ProtocolVersion::parse(version)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn headers_match_case_insensitively_and_trim_whitespace() {
+        let meta = TransportMeta::from_headers([
+            ("MCP-Protocol-Version", &b"2026-07-28"[..]),
+            ("mcp-method", b" tools/call\t"),
+            ("MCP-NAME", b"  service_status  "),
+            ("content-type", b"application/json"),
+        ]);
+        assert_eq!(meta.kind, TransportKind::Http);
+        assert_eq!(meta.protocol_version.as_deref(), Some("2026-07-28"));
+        assert_eq!(meta.mcp_method.as_deref(), Some("tools/call"));
+        assert_eq!(meta.mcp_name.as_deref(), Some("service_status"));
+        assert!(meta.malformed.is_empty());
+    }
+
+    #[test]
+    fn repeated_or_binary_routing_headers_are_flagged() {
+        let meta = TransportMeta::from_headers([
+            ("Mcp-Method", &b"tools/list"[..]),
+            ("mcp-method", b"tools/call"),
+            ("mcp-name", b"caf\xc3\xa9"),
+            ("mcp-protocol-version", b"2025-06-18\r\n"),
+        ]);
+        assert!(meta.is_malformed(HEADER_METHOD));
+        assert!(meta.is_malformed(HEADER_NAME));
+        assert!(meta.is_malformed(HEADER_PROTOCOL_VERSION));
+    }
+
+    #[test]
+    fn base64_sentinel_values_decode() {
+        assert_eq!(decode_header_value("plain").as_deref(), Some("plain"));
+        assert_eq!(decode_header_value("=?base64?SGVsbG8sIOS4lueVjA==?=").as_deref(), Some("Hello, 世界"));
+        assert_eq!(decode_header_value("=?base64?IHBhZGRlZCA=?=").as_deref(), Some(" padded "));
+        assert_eq!(decode_header_value("=?base64?YQ==?=").as_deref(), Some("a"));
+        assert_eq!(decode_header_value("=?base64?YWJj?=").as_deref(), Some("abc"));
+        assert_eq!(decode_header_value("=?base64??=").as_deref(), Some(""));
+    }
+
+    #[test]
+    fn malformed_base64_never_matches() {
+        for bad in [
+            "=?base64?YQ=?=",      // wrong length
+            "=?base64?Y===?=",     // too much padding
+            "=?base64?YR==?=",     // non-canonical trailing bits
+            "=?base64?YQ==YQ==?=", // padding in the middle
+            "=?base64?!!!!?=",     // outside the alphabet
+            "=?base64?/w==?=",     // decodes to a byte that is not UTF-8
+        ] {
+            assert_eq!(decode_header_value(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn outcome_statuses_and_bodies() {
+        assert_eq!(Outcome::Reply(json!({})).http_status(), 200);
+        assert_eq!(Outcome::Accepted.http_status(), 202);
+        assert_eq!(Outcome::Accepted.body(), None);
+        let r = Outcome::Reject { http_status: 404, body: json!({"e":1}) };
+        assert_eq!(r.http_status(), 404);
+        assert_eq!(r.into_body(), Some(json!({"e":1})));
+    }
+
+    #[test]
+    fn negotiated_version_is_read_from_initialize_replies_only() {
+        let init = Outcome::Reply(json!({"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18"}}));
+        assert_eq!(init.negotiated_version(), Some(ProtocolVersion::V2025_06_18));
+        let other = Outcome::Reply(json!({"jsonrpc":"2.0","id":1,"result":{"tools":[]}}));
+        assert_eq!(other.negotiated_version(), None);
+        assert_eq!(Outcome::Accepted.negotiated_version(), None);
+    }
+}
