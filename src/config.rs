@@ -64,8 +64,42 @@ pub struct Config {
         skip_serializing_if = "Option::is_none"
     )]
     pub umask: Option<u32>,
+    /// The MCP endpoint.
+    pub mcp: McpConfig,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// The MCP endpoint on every worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpConfig {
+    /// URL path of the endpoint.
+    pub path: String,
+    /// Origins (`scheme://host[:port]`) browsers may call from; requests without Origin pass.
+    pub allowed_origins: Vec<String>,
+    /// Host names accepted in `Host` besides the loopback names. When every listener is
+    /// loopback, Host is always checked (DNS rebinding); otherwise only if this list is set.
+    pub allowed_hosts: Vec<String>,
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
+    /// Seconds a client has to send a request body.
+    pub body_timeout: f64,
+    /// Tools per `tools/list` page.
+    pub page_size: usize,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        McpConfig {
+            path: "/mcp".into(),
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+            body_timeout: 10.0,
+            page_size: 50,
+        }
+    }
 }
 
 /// Where and how logs are written.
@@ -113,6 +147,7 @@ impl Default for Config {
             user: None,
             group: None,
             umask: None,
+            mcp: McpConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -246,6 +281,31 @@ impl Config {
             };
             bad(key, format!("{value:?}"), &reason);
         }
+        let m = &self.mcp;
+        if !m.path.starts_with('/')
+            || m.path == "/"
+            || m.path == "/health"
+            || m.path.contains(['?', '#', ' '])
+        {
+            bad("mcp.path", format!("{:?}", m.path), "must be an absolute path other than / and /health");
+        }
+        for origin in &m.allowed_origins {
+            let ok = origin.split_once("://").is_some_and(|(scheme, rest)| {
+                matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains('/')
+            });
+            if !ok {
+                bad("mcp.allowed_origins", format!("{origin:?}"), "must be scheme://host[:port], no path");
+            }
+        }
+        if !(1..=64 * 1024 * 1024).contains(&m.max_body_bytes) {
+            bad("mcp.max_body_bytes", m.max_body_bytes.to_string(), "must be between 1 and 67108864");
+        }
+        if !m.body_timeout.is_finite() || m.body_timeout <= 0.0 || m.body_timeout > 3600.0 {
+            bad("mcp.body_timeout", m.body_timeout.to_string(), "must be a number of seconds in (0, 3600]");
+        }
+        if !(1..=1000).contains(&m.page_size) {
+            bad("mcp.page_size", m.page_size.to_string(), "must be between 1 and 1000");
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
             bad("log.level", format!("{:?}", self.log.level), &format!("not a log filter: {e}"));
         }
@@ -317,6 +377,33 @@ impl Config {
             limit_request_fields: self.limit_request_fields,
             limit_request_field_size: self.limit_request_field_size,
             worker_connections: self.worker_connections,
+            mcp: worker::McpSettings {
+                policy: self.endpoint_policy(),
+                body_timeout: self.mcp.body_timeout,
+                page_size: self.mcp.page_size,
+            },
+        }
+    }
+
+    /// Host and Origin rules: strict when only this machine can connect (a browser page
+    /// must not reach a loopback server through DNS rebinding), configured otherwise.
+    fn endpoint_policy(&self) -> worker::guard::EndpointPolicy {
+        let local = self.bind_addrs().iter().all(|a| a.is_local());
+        let mut hosts: Vec<String> = self.mcp.allowed_hosts.clone();
+        if local {
+            hosts.extend(["localhost", "127.0.0.1", "[::1]"].map(String::from));
+        }
+        worker::guard::EndpointPolicy {
+            path: self.mcp.path.clone(),
+            allowed_hosts: (!hosts.is_empty()).then_some(hosts),
+            allowed_origins: self
+                .mcp
+                .allowed_origins
+                .iter()
+                .map(|o| o.trim_end_matches('/').to_string())
+                .collect(),
+            allow_loopback_origins: local,
+            max_body_bytes: self.mcp.max_body_bytes,
         }
     }
 

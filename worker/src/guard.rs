@@ -42,6 +42,16 @@ impl Refusal {
         Refusal { status, code, message: message.into(), allow: None }
     }
 
+    /// 400: the body could not be read.
+    pub fn bad_request(message: impl Into<String>) -> Refusal {
+        Refusal::new(StatusCode::BAD_REQUEST, INVALID_REQUEST, message)
+    }
+
+    /// 408: the body did not arrive in time.
+    pub fn timeout(message: impl Into<String>) -> Refusal {
+        Refusal::new(StatusCode::REQUEST_TIMEOUT, INVALID_REQUEST, message)
+    }
+
     /// The JSON-RPC error body.
     pub fn body(&self) -> serde_json::Value {
         serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {"code": self.code, "message": self.message}})

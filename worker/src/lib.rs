@@ -13,4 +13,4 @@ mod server;
 mod settings;
 
 pub use server::{run, Hooks, RunError};
-pub use settings::Settings;
+pub use settings::{McpSettings, Settings};

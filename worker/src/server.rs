@@ -26,6 +26,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::channel::{self, Outbox};
 use crate::http;
+use crate::mcp::{standard_registry, Dispatcher, ServerInfo};
 use crate::settings::Settings;
 
 /// Callbacks into the binary, for things the worker crate does not own.
@@ -41,6 +42,9 @@ pub enum RunError {
     /// The runtime or a listener could not be set up.
     #[error("worker setup: {0}")]
     Setup(#[from] std::io::Error),
+    /// The tool registry refused a tool (a programming error caught at boot).
+    #[error("tool registry: {0}")]
+    Registry(#[from] crate::mcp::RegistryError),
 }
 
 /// Who this worker is; shown by `/health` and in logs.
@@ -58,6 +62,7 @@ pub struct Identity {
 pub struct Shared {
     pub identity: Identity,
     pub settings: Settings,
+    pub dispatcher: Dispatcher,
     requests: AtomicU64,
     connections: AtomicU64,
     draining: AtomicBool,
@@ -119,6 +124,10 @@ async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result
         });
     }
     let (outbox, supervisor_gone) = channel::start(ipc)?;
+    let mut info = ServerInfo::new("awswhitelist", env!("CARGO_PKG_VERSION"));
+    info.worker_id = Some(assignment.worker_id);
+    info.generation = Some(assignment.generation);
+    let dispatcher = Dispatcher::new(info, standard_registry(settings.mcp.page_size)?);
     let shared = Arc::new(Shared {
         identity: Identity {
             worker_id: assignment.worker_id,
@@ -126,6 +135,7 @@ async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result
             pid: std::process::id(),
         },
         settings,
+        dispatcher,
         requests: AtomicU64::new(0),
         connections: AtomicU64::new(0),
         draining: AtomicBool::new(false),

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::guard::EndpointPolicy;
+
 /// HTTP limits and timeouts of one worker (the gunicorn-equivalent settings that live here).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
@@ -19,6 +21,19 @@ pub struct Settings {
     pub limit_request_field_size: usize,
     /// Most connections open at once in this worker; more wait in the shared accept queue.
     pub worker_connections: usize,
+    /// The MCP endpoint.
+    pub mcp: McpSettings,
+}
+
+/// The MCP endpoint: who may call it, how much they may send, how fast.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct McpSettings {
+    /// Host/Origin/size policy applied before a body is read.
+    pub policy: EndpointPolicy,
+    /// Seconds a client has to send the whole request body (slowloris guard).
+    pub body_timeout: f64,
+    /// Tools per `tools/list` page.
+    pub page_size: usize,
 }
 
 impl Settings {
