@@ -7,6 +7,7 @@
 
 mod channel;
 pub mod guard;
+pub mod whitelist;
 mod http;
 pub mod mcp;
 mod server;

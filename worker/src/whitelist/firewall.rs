@@ -1,0 +1,111 @@
+//! The one trait EC2 sits behind, so the domain can be tested without AWS and the SDK types
+//! stay in `crate::aws`.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use super::rules::{ExistingRule, RuleSpec};
+
+/// A boxed future of a firewall call (object-safe, `Send` for tokio tasks).
+pub type FwFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, FirewallError>> + Send + 'a>>;
+
+/// Which AWS identity and region a call runs with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Scope {
+    /// A configured credential profile, or the default chain when `None`.
+    pub profile: Option<String>,
+    /// The region, or the profile's/config's default.
+    pub region: Option<String>,
+    /// Per-call credentials (compatibility with the reference system), if given and allowed.
+    pub keys: Option<Keys>,
+}
+
+/// Per-call AWS keys. `Debug` never prints the secret.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Keys {
+    /// `AKIA…`/`ASIA…`.
+    pub access_key_id: String,
+    /// The secret; never logged, never stored beyond the call.
+    pub secret_access_key: String,
+    /// For temporary credentials.
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys").field("access_key_id", &self.access_key_id).finish_non_exhaustive()
+    }
+}
+
+/// Security group rules in one account and region.
+pub trait Firewall: Send + Sync {
+    /// Every ingress rule of `group`; `GroupNotFound` when the group does not exist.
+    fn list<'a>(&'a self, scope: &'a Scope, group: &'a str) -> FwFuture<'a, Vec<ExistingRule>>;
+    /// Adds one ingress rule; returns its rule id.
+    fn authorize<'a>(
+        &'a self,
+        scope: &'a Scope,
+        spec: &'a RuleSpec,
+        description: &'a str,
+    ) -> FwFuture<'a, String>;
+    /// Removes ingress rules by id.
+    fn revoke<'a>(&'a self, scope: &'a Scope, group: &'a str, rule_ids: &'a [String]) -> FwFuture<'a, ()>;
+}
+
+/// Why a firewall call failed, in terms a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FirewallError {
+    /// The group does not exist in that account/region.
+    #[error("security group {group} was not found (check the id and the region {region})")]
+    GroupNotFound {
+        /// The group.
+        group: String,
+        /// The region asked.
+        region: String,
+    },
+    /// The rule already exists.
+    #[error("the rule already exists")]
+    Duplicate,
+    /// The rule to remove is not there.
+    #[error("the rule was not found")]
+    RuleNotFound,
+    /// The group cannot take more rules.
+    #[error("security group {group} has reached its rule limit; remove unused rules or ask AWS for a higher quota")]
+    RuleLimit {
+        /// The group.
+        group: String,
+    },
+    /// IAM refused.
+    #[error("AWS denied {action}: {detail} (grant the IAM action {action} to this server's role)")]
+    PermissionDenied {
+        /// The IAM action, e.g. `ec2:AuthorizeSecurityGroupIngress`.
+        action: String,
+        /// AWS's message.
+        detail: String,
+    },
+    /// The credentials are wrong or expired.
+    #[error("AWS rejected the credentials: {0}")]
+    BadCredentials(String),
+    /// AWS throttled after retries.
+    #[error("AWS is throttling {action}; try again in a few seconds")]
+    Throttled {
+        /// The API call.
+        action: String,
+    },
+    /// No answer in time.
+    #[error("AWS did not answer {action} in time")]
+    Timeout {
+        /// The API call.
+        action: String,
+    },
+    /// Anything else, with AWS's code and message.
+    #[error("AWS error in {action}: {code}: {message}")]
+    Other {
+        /// The API call.
+        action: String,
+        /// AWS's error code.
+        code: String,
+        /// AWS's message.
+        message: String,
+    },
+}

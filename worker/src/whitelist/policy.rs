@@ -1,0 +1,273 @@
+//! The policy an operator sets on what assistants may open; enforced on every change.
+//!
+//! Every refusal names the setting that refused and what would be allowed, and is decided
+//! before any AWS call, so a refused request changes nothing.
+
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::target::{Ports, Protocol};
+
+/// What may be opened. Empty lists mean "no restriction" for that dimension.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Security group ids or patterns (`sg-0abc*`) that may be touched.
+    pub allowed_security_groups: Vec<String>,
+    /// Port ranges a rule may open; a rule's whole range must fit in one of them.
+    pub allowed_ports: Vec<Ports>,
+    /// Protocols a rule may use.
+    pub allowed_protocols: Vec<Protocol>,
+    /// Networks requested CIDRs must lie inside.
+    pub allowed_ip_ranges: Vec<IpNet>,
+    /// Shortest IPv4 prefix accepted (a /8 opens 16 million addresses).
+    pub min_prefix_v4: u8,
+    /// Shortest IPv6 prefix accepted.
+    pub min_prefix_v6: u8,
+    /// Allow 0.0.0.0/0 and ::/0 (the whole internet); never by default.
+    pub allow_world: bool,
+    /// Longest `duration` a rule may be given; also the expiry imposed when the call gives none,
+    /// if `require_expiry` is set.
+    pub max_rule_duration: Option<Duration>,
+    /// Every rule must expire (rules without `duration` get `max_rule_duration`).
+    pub require_expiry: bool,
+    /// Most rules this service may hold in one group.
+    pub max_rules_per_group: Option<usize>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            allowed_security_groups: Vec::new(),
+            allowed_ports: Vec::new(),
+            allowed_protocols: Vec::new(),
+            allowed_ip_ranges: Vec::new(),
+            min_prefix_v4: 16,
+            min_prefix_v6: 48,
+            allow_world: false,
+            max_rule_duration: None,
+            require_expiry: false,
+            max_rules_per_group: None,
+        }
+    }
+}
+
+/// A policy refusal: which setting, and why in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The config key that refused.
+    pub setting: &'static str,
+    /// What was asked and what is allowed.
+    pub message: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "refused by policy {}: {}", self.setting, self.message)
+    }
+}
+
+fn refuse(setting: &'static str, message: String) -> Result<(), Refusal> {
+    Err(Refusal { setting, message })
+}
+
+impl Policy {
+    /// May this group be touched at all (read or write)?
+    pub fn check_group(&self, group: &str) -> Result<(), Refusal> {
+        if self.allowed_security_groups.is_empty()
+            || self.allowed_security_groups.iter().any(|p| glob(p, group))
+        {
+            return Ok(());
+        }
+        refuse(
+            "allowed_security_groups",
+            format!("{group} is not in the allowed groups ({})", self.allowed_security_groups.join(", ")),
+        )
+    }
+
+    /// May this rule be added?
+    pub fn check_rule(&self, cidr: &IpNet, protocol: Protocol, ports: &Ports) -> Result<(), Refusal> {
+        if !self.allowed_protocols.is_empty() && !self.allowed_protocols.contains(&protocol) {
+            let list: Vec<String> = self.allowed_protocols.iter().map(|p| p.to_string()).collect();
+            return refuse(
+                "allowed_protocols",
+                format!("protocol {protocol} is not allowed (allowed: {})", list.join(", ")),
+            );
+        }
+        if protocol.has_ports()
+            && !self.allowed_ports.is_empty()
+            && !self.allowed_ports.iter().any(|a| a.contains(ports))
+        {
+            let list: Vec<String> = self.allowed_ports.iter().map(|p| p.to_string()).collect();
+            return refuse(
+                "allowed_ports",
+                format!("port {ports} is not allowed (allowed: {})", list.join(", ")),
+            );
+        }
+        if !protocol.has_ports() && !self.allowed_ports.is_empty() {
+            return refuse(
+                "allowed_ports",
+                format!("protocol {protocol} opens every port, but only some ports are allowed"),
+            );
+        }
+        self.check_cidr(cidr)
+    }
+
+    /// May this network be opened?
+    pub fn check_cidr(&self, cidr: &IpNet) -> Result<(), Refusal> {
+        let world = cidr.prefix_len() == 0;
+        if world && !self.allow_world {
+            return refuse(
+                "allow_world",
+                format!("{cidr} opens the group to the whole internet; give the caller's own address or network instead"),
+            );
+        }
+        let (min, family) = match cidr {
+            IpNet::V4(_) => (self.min_prefix_v4, "min_prefix_v4"),
+            IpNet::V6(_) => (self.min_prefix_v6, "min_prefix_v6"),
+        };
+        if !world && cidr.prefix_len() < min {
+            return refuse(
+                family,
+                format!("{cidr} is wider than /{min}, the widest network this server may open"),
+            );
+        }
+        if !self.allowed_ip_ranges.is_empty() && !self.allowed_ip_ranges.iter().any(|r| r.contains(cidr)) {
+            let list: Vec<String> = self.allowed_ip_ranges.iter().map(|r| r.to_string()).collect();
+            return refuse(
+                "allowed_ip_ranges",
+                format!("{cidr} is not inside the allowed ranges ({})", list.join(", ")),
+            );
+        }
+        Ok(())
+    }
+
+    /// The expiry to give a new rule: the requested duration within the cap.
+    pub fn check_duration(&self, requested: Option<Duration>) -> Result<Option<Duration>, Refusal> {
+        match (requested, self.max_rule_duration) {
+            (Some(d), Some(max)) if d > max => refuse(
+                "max_rule_duration_hours",
+                format!(
+                    "duration {} is longer than the allowed {}",
+                    humantime::format_duration(d),
+                    humantime::format_duration(max)
+                ),
+            )
+            .map(|_| None),
+            (None, max) if self.require_expiry => Ok(max),
+            (d, _) => Ok(d),
+        }
+    }
+
+    /// May one more rule of this service go into a group that holds `existing` of them?
+    pub fn check_count(&self, existing: usize) -> Result<(), Refusal> {
+        match self.max_rules_per_group {
+            Some(max) if existing >= max => refuse(
+                "max_rules_per_group",
+                format!("the group already holds {existing} rules added by this service (limit {max}); remove one first"),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Matches `*` (any run) and `?` (one character); anything else literally.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn world_is_refused_by_default_and_names_its_setting() {
+        let p = Policy::default();
+        let r = p.check_cidr(&net("0.0.0.0/0")).unwrap_err();
+        assert_eq!(r.setting, "allow_world");
+        assert_eq!(p.check_cidr(&net("::/0")).unwrap_err().setting, "allow_world");
+        assert_eq!(p.check_cidr(&net("10.0.0.0/8")).unwrap_err().setting, "min_prefix_v4");
+        assert!(p.check_cidr(&net("10.1.0.0/16")).is_ok());
+        assert_eq!(p.check_cidr(&net("2001:db8::/32")).unwrap_err().setting, "min_prefix_v6");
+        let open = Policy { allow_world: true, ..Policy::default() };
+        assert!(open.check_cidr(&net("0.0.0.0/0")).is_ok());
+    }
+
+    #[test]
+    fn ranges_ports_protocols_groups() {
+        let p = Policy {
+            allowed_ip_ranges: vec![net("203.0.113.0/24"), net("2001:db8::/32")],
+            allowed_ports: vec![Ports::single(22), Ports { from: 8000, to: 8100 }],
+            allowed_protocols: vec![Protocol::Tcp],
+            allowed_security_groups: vec!["sg-0abc*".into(), "sg-12345678".into()],
+            ..Policy::default()
+        };
+        assert!(p.check_rule(&net("203.0.113.7/32"), Protocol::Tcp, &Ports::single(22)).is_ok());
+        assert!(p.check_rule(&net("203.0.113.7/32"), Protocol::Tcp, &Ports { from: 8010, to: 8020 }).is_ok());
+        assert_eq!(
+            p.check_rule(&net("198.51.100.7/32"), Protocol::Tcp, &Ports::single(22)).unwrap_err().setting,
+            "allowed_ip_ranges"
+        );
+        assert_eq!(
+            p.check_rule(&net("203.0.113.7/32"), Protocol::Tcp, &Ports::single(23)).unwrap_err().setting,
+            "allowed_ports"
+        );
+        assert_eq!(
+            p.check_rule(&net("203.0.113.7/32"), Protocol::Udp, &Ports::single(22)).unwrap_err().setting,
+            "allowed_protocols"
+        );
+        assert!(p.check_group("sg-0abcdef").is_ok());
+        assert!(p.check_group("sg-12345678").is_ok());
+        assert!(p.check_group("sg-99999999").unwrap_err().message.contains("sg-99999999"));
+    }
+
+    #[test]
+    fn durations_and_counts() {
+        let p = Policy { max_rule_duration: Some(Duration::from_secs(3600)), ..Policy::default() };
+        assert_eq!(p.check_duration(Some(Duration::from_secs(60))).unwrap(), Some(Duration::from_secs(60)));
+        assert_eq!(
+            p.check_duration(Some(Duration::from_secs(7200))).unwrap_err().setting,
+            "max_rule_duration_hours"
+        );
+        assert_eq!(p.check_duration(None).unwrap(), None);
+        let strict = Policy { require_expiry: true, ..p };
+        assert_eq!(strict.check_duration(None).unwrap(), Some(Duration::from_secs(3600)));
+        let capped = Policy { max_rules_per_group: Some(2), ..Policy::default() };
+        assert!(capped.check_count(1).is_ok());
+        assert_eq!(capped.check_count(2).unwrap_err().setting, "max_rules_per_group");
+    }
+
+    #[test]
+    fn glob_matching() {
+        assert!(glob("sg-*", "sg-123"));
+        assert!(glob("*", ""));
+        assert!(glob("sg-??", "sg-ab"));
+        assert!(!glob("sg-??", "sg-abc"));
+        assert!(glob("a*b*c", "axxbyyc"));
+        assert!(!glob("a*b*c", "axxbyy"));
+        assert!(!glob("sg-1", "sg-12"));
+    }
+}

@@ -1,0 +1,119 @@
+//! Rules as the domain sees them: the one a call asks for, and the ones a group holds.
+
+use std::time::SystemTime;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use super::description::{parse_marker, Marker};
+use super::target::{Ports, Protocol};
+
+/// A rule to add or remove, fully resolved (no defaults or names left).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleSpec {
+    /// The security group.
+    pub group_id: String,
+    /// The network allowed in.
+    pub cidr: IpNet,
+    /// The protocol.
+    pub protocol: Protocol,
+    /// The ports (ANY for `all` and ICMP).
+    pub ports: Ports,
+}
+
+/// An ingress rule a group holds, as read from EC2.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExistingRule {
+    /// EC2's rule id (`sgr-…`).
+    pub rule_id: String,
+    /// The group it belongs to.
+    pub group_id: String,
+    /// The source network, if the rule has one (not for group or prefix-list sources).
+    pub cidr: Option<IpNet>,
+    /// The source when it is not a CIDR (`sg-…`, `pl-…`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_source: Option<String>,
+    /// EC2's `IpProtocol` as stored (`tcp`, `-1`, `50`, …).
+    pub protocol: String,
+    /// First port or ICMP type (-1 for all).
+    pub from_port: i32,
+    /// Last port or ICMP code (-1 for all).
+    pub to_port: i32,
+    /// The rule's description.
+    pub description: String,
+}
+
+impl ExistingRule {
+    /// The rule's ports as the domain compares them (protocol `-1` has none: ANY).
+    pub fn ports(&self) -> Ports {
+        match Protocol::from_ec2(&self.protocol) {
+            Some(Protocol::All) => Ports::ANY,
+            _ => Ports { from: self.from_port, to: self.to_port },
+        }
+    }
+
+    /// True when this rule is exactly `spec` (same network, protocol and ports).
+    pub fn matches(&self, spec: &RuleSpec) -> bool {
+        self.group_id == spec.group_id
+            && self.cidr == Some(spec.cidr)
+            && Protocol::from_ec2(&self.protocol) == Some(spec.protocol)
+            && self.ports() == spec.ports
+    }
+
+    /// This service's marker, if the rule is one of its own.
+    pub fn marker(&self) -> Option<Marker> {
+        parse_marker(&self.description)
+    }
+
+    /// True when the rule carries an expiry that is at or before `now`.
+    pub fn expired(&self, now: SystemTime) -> bool {
+        self.marker().and_then(|m| m.expires).is_some_and(|at| at <= now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(protocol: &str, from: i32, to: i32, cidr: &str, description: &str) -> ExistingRule {
+        ExistingRule {
+            rule_id: "sgr-1".into(),
+            group_id: "sg-1".into(),
+            cidr: Some(cidr.parse().unwrap()),
+            other_source: None,
+            protocol: protocol.into(),
+            from_port: from,
+            to_port: to,
+            description: description.into(),
+        }
+    }
+
+    fn spec(protocol: Protocol, ports: Ports, cidr: &str) -> RuleSpec {
+        RuleSpec { group_id: "sg-1".into(), cidr: cidr.parse().unwrap(), protocol, ports }
+    }
+
+    #[test]
+    fn exact_matching() {
+        let r = rule("tcp", 22, 22, "203.0.113.7/32", "");
+        assert!(r.matches(&spec(Protocol::Tcp, Ports::single(22), "203.0.113.7/32")));
+        assert!(!r.matches(&spec(Protocol::Tcp, Ports::single(22), "203.0.113.8/32")));
+        assert!(!r.matches(&spec(Protocol::Udp, Ports::single(22), "203.0.113.7/32")));
+        assert!(!r.matches(&spec(Protocol::Tcp, Ports { from: 22, to: 23 }, "203.0.113.7/32")));
+        let all = rule("-1", 0, 0, "203.0.113.7/32", "");
+        assert!(
+            all.matches(&spec(Protocol::All, Ports::ANY, "203.0.113.7/32")),
+            "ports of -1 rules are ignored"
+        );
+        let icmp6 = rule("icmpv6", -1, -1, "2001:db8::1/128", "");
+        assert!(icmp6.matches(&spec(Protocol::Icmp, Ports::ANY, "2001:db8::1/128")));
+    }
+
+    #[test]
+    fn expiry_from_the_description() {
+        let now = humantime::parse_rfc3339("2026-11-24T12:00:00Z").unwrap();
+        assert!(rule("tcp", 22, 22, "1.2.3.4/32", "x [awswl exp=2026-11-24T11:00:00Z]").expired(now));
+        assert!(!rule("tcp", 22, 22, "1.2.3.4/32", "x [awswl exp=2026-11-24T13:00:00Z]").expired(now));
+        assert!(!rule("tcp", 22, 22, "1.2.3.4/32", "x [awswl]").expired(now));
+        assert!(!rule("tcp", 22, 22, "1.2.3.4/32", "hand-made").expired(now));
+    }
+}
