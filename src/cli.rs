@@ -1,6 +1,8 @@
 //! Command-line flags. Each setting flag mirrors a config key of the same name.
 
+use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Map, Value};
@@ -23,6 +25,12 @@ pub enum Command {
     Serve(ConfigArgs),
     /// Validate the configuration and print the effective result, without starting anything.
     CheckConfig(ConfigArgs),
+    /// Serve MCP locally on stdin/stdout, one JSON message per line (for a client that starts
+    /// the server itself); logs go to stderr.
+    Stdio(ConfigArgs),
+    /// Bridge an MCP client that only speaks stdio to a remote server over HTTP(S): one JSON
+    /// message per line in, each answer as one line out, as soon as it arrives.
+    Proxy(ProxyArgs),
     /// Internal: one worker process, started by `serve`.
     #[command(hide = true)]
     Worker,
@@ -121,5 +129,43 @@ impl ConfigArgs {
             flags.insert("log".to_string(), Value::Object(log));
         }
         Sources { file: self.config.clone(), flags }
+    }
+}
+
+/// Where `proxy` forwards to and how; the token comes from the environment by preference
+/// (a flag is visible to every local user in the process list).
+#[derive(Clone, Args)]
+pub struct ProxyArgs {
+    /// URL of the remote MCP endpoint (http:// or https://).
+    #[arg(long, env = "MCP_REMOTE_URL", default_value = "http://localhost:8080/mcp", value_name = "URL")]
+    pub url: String,
+    /// Bearer token sent as `Authorization: Bearer …`; never logged. Prefer MCP_AUTH_TOKEN.
+    #[arg(long, env = "MCP_AUTH_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Seconds each request may take, connecting included, before it is answered with an error.
+    #[arg(long, default_value = "30", value_parser = parse_timeout, value_name = "SECONDS")]
+    pub timeout: Duration,
+    /// Log filter for stderr (stdout carries nothing but MCP messages).
+    #[arg(long, default_value = "warn", value_name = "FILTER")]
+    pub log_level: String,
+}
+
+impl fmt::Debug for ProxyArgs {
+    /// Redacts the token, so no debug print can leak it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyArgs")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .field("log_level", &self.log_level)
+            .finish()
+    }
+}
+
+/// A positive, finite number of seconds.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!("{text:?} is not a number of seconds between 0 and 86400 (e.g. 30 or 2.5)")),
     }
 }

@@ -1,9 +1,12 @@
 //! `awswhitelist`: the command line. A thin layer that wires the configuration to the
-//! supervisor (`serve`) and to the worker program the supervisor starts (`worker`).
+//! supervisor (`serve`), to the worker program the supervisor starts (`worker`), to the local
+//! MCP loop (`stdio`) and to the stdio-to-HTTP bridge (`proxy`).
 
 mod cli;
 mod config;
 mod logging;
+mod proxy;
+mod stdio;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -11,8 +14,8 @@ use std::time::Duration;
 use clap::Parser;
 use tracing::{error, info_span};
 
-use crate::cli::{Cli, Command, ConfigArgs};
-use crate::config::Config;
+use crate::cli::{Cli, Command, ConfigArgs, ProxyArgs};
+use crate::config::{Config, LogConfig, LogFormat};
 
 /// Exit code for an unusable configuration (clap uses the same for bad flags).
 const EXIT_CONFIG: u8 = 2;
@@ -22,6 +25,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(&args),
         Command::CheckConfig(args) => check_config(&args),
+        Command::Stdio(args) => stdio_main(&args),
+        Command::Proxy(args) => proxy_main(&args),
         Command::Worker => worker_main(),
     }
 }
@@ -99,6 +104,45 @@ fn serve(args: &ConfigArgs) -> ExitCode {
                 }
                 _ => ExitCode::FAILURE,
             }
+        }
+    }
+}
+
+/// `stdio`: the dispatcher on stdin/stdout, configured like `serve` (page size, size limit, logs).
+fn stdio_main(args: &ConfigArgs) -> ExitCode {
+    let config = match load(args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Err(e) = logging::init(&config.log) {
+        eprintln!("awswhitelist: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    match stdio::run(&config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(event = "stdio_failed", error = %e, "{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `proxy`: needs no config file; its few settings are flags and the MCP_* variables.
+fn proxy_main(args: &ProxyArgs) -> ExitCode {
+    let log = LogConfig { level: args.log_level.clone(), format: LogFormat::Text, file: None };
+    if let Err(e) = logging::init(&log) {
+        eprintln!("awswhitelist proxy: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    match proxy::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(proxy::ProxyError::Setup(e)) => {
+            eprintln!("awswhitelist proxy: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            error!(event = "proxy_failed", error = %e, "{e}");
+            ExitCode::FAILURE
         }
     }
 }
