@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod http;
+pub mod moto;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
@@ -278,6 +279,18 @@ impl Service {
         }
     }
 
+    /// Calls an MCP tool over a new connection (legacy revision); returns the whole result.
+    pub fn call_tool(&self, name: &str, args: serde_json::Value) -> Value {
+        let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": args}}).to_string();
+        let req = format!(
+            "POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nMCP-Protocol-Version: 2025-06-18\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let r = http::raw(&self.addr, req.as_bytes()).unwrap_or_else(|e| panic!("tools/call {name}: {e}"));
+        let v = r.json();
+        v.get("result").cloned().unwrap_or(v)
+    }
+
     /// Path inside the service's temp dir.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -304,7 +317,17 @@ pub fn full_config(text: &str) -> String {
     if !text.contains("[log]") {
         out.push_str("\n[log]\nformat = \"json\"\nlevel = \"info\"\n");
     }
+    if !text.contains("[whitelist]") {
+        // Each service its own state (audit log, cache counters, sweeper lock).
+        let state = std::env::temp_dir().join(format!("awswl-state-{}-{}", std::process::id(), next_id()));
+        out.push_str(&format!("\n[whitelist]\nstate_dir = \"{}\"\n", state.display()));
+    }
     out
+}
+
+fn next_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// True when running as root (some tests need to drop privileges).

@@ -5,13 +5,18 @@
 //! single-threaded tokio runtime built in its own process, reports READY, heartbeats, asks to be
 //! recycled when its request budget is spent, and drains on SIGTERM.
 
+pub mod audit;
+pub mod aws;
 mod channel;
 pub mod guard;
-pub mod whitelist;
 mod http;
 pub mod mcp;
 mod server;
 mod settings;
+pub mod sweeper;
+pub mod tools;
+pub mod versions;
+pub mod whitelist;
 
 pub use server::{run, Hooks, RunError};
-pub use settings::{McpSettings, Settings};
+pub use settings::{McpSettings, Settings, WhitelistSettings};

@@ -24,10 +24,15 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{watch, Notify, Semaphore};
 use tracing::{debug, error, info, warn};
 
+use crate::audit::AuditLog;
+use crate::aws::Ec2Firewall;
 use crate::channel::{self, Outbox};
 use crate::http;
-use crate::mcp::{standard_registry, Dispatcher, ServerInfo};
+use crate::mcp::{standard_registry, Dispatcher, Registry, ServerInfo};
 use crate::settings::Settings;
+use crate::versions::SharedVersions;
+use crate::whitelist::{Defaults, Parts, Whitelist};
+use crate::{sweeper, tools};
 
 /// Callbacks into the binary, for things the worker crate does not own.
 #[derive(Default)]
@@ -127,7 +132,21 @@ async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result
     let mut info = ServerInfo::new("awswhitelist", env!("CARGO_PKG_VERSION"));
     info.worker_id = Some(assignment.worker_id);
     info.generation = Some(assignment.generation);
-    let dispatcher = Dispatcher::new(info, standard_registry(settings.mcp.page_size)?);
+    let (registry, service, audit) = whitelist_service(&settings)?;
+    let dispatcher = Dispatcher::new(info, registry);
+    let wl = &settings.whitelist;
+    let sweeper = sweeper::Config {
+        state_dir: wl.state_dir.clone(),
+        interval: Duration::from_secs_f64(wl.sweep_interval),
+        groups: wl
+            .sweep_groups
+            .iter()
+            .chain(&wl.policy.allowed_security_groups)
+            .filter(|g| !g.contains(['*', '?']))
+            .cloned()
+            .collect(),
+    };
+    tokio::spawn(sweeper::run(service, sweeper));
     let shared = Arc::new(Shared {
         identity: Identity {
             worker_id: assignment.worker_id,
@@ -171,8 +190,11 @@ async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result
             _ = usr1.recv() => {
                 if let Some(reopen) = &hooks.reopen_logs {
                     reopen();
-                    info!(event = "logs_reopened", "reopened log files");
                 }
+                if let Err(e) = audit.reopen() {
+                    error!(error = %e, "cannot reopen the audit log; still writing to the old file");
+                }
+                info!(event = "logs_reopened", "reopened log files");
             }
         }
     };
@@ -211,6 +233,35 @@ async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result
     });
     tokio::task::yield_now().await;
     Ok(())
+}
+
+/// The whitelist tools and what they stand on: EC2, the audit log, the host's shared cache
+/// counters. A file that cannot be opened stops the boot with a message naming it.
+fn whitelist_service(settings: &Settings) -> Result<(Registry, Arc<Whitelist>, Arc<AuditLog>), RunError> {
+    let wl = &settings.whitelist;
+    std::fs::create_dir_all(&wl.state_dir).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot create state_dir {}: {e}", wl.state_dir.display()))
+    })?;
+    let audit = Arc::new(AuditLog::open(&wl.audit_log)?);
+    let versions = Arc::new(SharedVersions::open(&wl.state_dir.join("cache-versions"))?);
+    let service = Arc::new(Whitelist::new(Parts {
+        firewall: Arc::new(Ec2Firewall::new(settings.aws.clone())),
+        policy: wl.policy.clone(),
+        defaults: Defaults {
+            port: wl.default_port.clone(),
+            protocol: wl.default_protocol,
+            description_template: wl.description_template.clone(),
+            user: wl.default_user.clone(),
+            reason: wl.default_reason.clone(),
+        },
+        port_mappings: wl.port_mappings.clone(),
+        cache_ttl: Duration::from_secs_f64(wl.cache_ttl),
+        versions,
+        recorder: audit.clone(),
+    }));
+    let mut registry = standard_registry(settings.mcp.page_size)?;
+    tools::register(&mut registry, service.clone(), Some(wl.state_dir.clone()))?;
+    Ok((registry, service, audit))
 }
 
 fn fast_exit(signal: &str) -> ! {

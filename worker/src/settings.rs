@@ -4,7 +4,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use std::path::PathBuf;
+
+use crate::aws::AwsSettings;
 use crate::guard::EndpointPolicy;
+use crate::whitelist::{NamedPort, Policy, Protocol};
 
 /// HTTP limits and timeouts of one worker (the gunicorn-equivalent settings that live here).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,6 +27,39 @@ pub struct Settings {
     pub worker_connections: usize,
     /// The MCP endpoint.
     pub mcp: McpSettings,
+    /// The whitelist tools.
+    pub whitelist: WhitelistSettings,
+    /// AWS access.
+    pub aws: AwsSettings,
+}
+
+/// The whitelist tools: policy, defaults, and where state and audit go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WhitelistSettings {
+    /// What may be opened.
+    pub policy: Policy,
+    /// Port when a call names none.
+    pub default_port: String,
+    /// Protocol when a call names none.
+    pub default_protocol: Protocol,
+    /// Description template when a call gives none.
+    pub description_template: String,
+    /// `{user}` default.
+    pub default_user: String,
+    /// `{reason}` default.
+    pub default_reason: String,
+    /// Extra port names.
+    pub port_mappings: Vec<NamedPort>,
+    /// Seconds a group's rules are cached.
+    pub cache_ttl: f64,
+    /// The audit log file.
+    pub audit_log: PathBuf,
+    /// Directory for the host's shared state (cache counters, sweeper lock, expiry index).
+    pub state_dir: PathBuf,
+    /// Seconds between expiry sweeps.
+    pub sweep_interval: f64,
+    /// Groups the sweeper always looks at, besides those it saw get expiring rules.
+    pub sweep_groups: Vec<String>,
 }
 
 /// The MCP endpoint: who may call it, how much they may send, how fast.

@@ -106,12 +106,12 @@ pub fn parse_marker(description: &str) -> Option<Marker> {
     humantime::parse_rfc3339(at).ok().map(|t| Marker { expires: Some(t) })
 }
 
-/// Parses `duration` (`"8h"`, `"30m"`, `"1h30m"`, `"2d"`); at least one minute.
+/// Parses `duration` (`"8h"`, `"30m"`, `"1h30m"`, `"2d"`); at least one second.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s.trim())
         .map_err(|_| format!("duration {s:?} is not like \"30m\", \"8h\" or \"2d\""))?;
-    if d < Duration::from_secs(60) {
-        return Err(format!("duration {s:?} is shorter than a minute"));
+    if d < Duration::from_secs(1) {
+        return Err(format!("duration {s:?} is shorter than a second"));
     }
     Ok(d)
 }
@@ -175,7 +175,7 @@ mod tests {
         assert_eq!(parse_duration("8h").unwrap(), Duration::from_secs(8 * 3600));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(2 * 86400));
-        for bad in ["", "8", "soon", "10s", "-1h"] {
+        for bad in ["", "8", "soon", "500ms", "-1h"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -1,13 +1,17 @@
 //! The whitelist domain: what a rule is, what policy allows, how descriptions carry expiry,
 //! and the trait EC2 sits behind. No HTTP and no AWS SDK types here.
 
+pub mod audit;
+pub mod cache;
 pub mod description;
 pub mod firewall;
 pub mod policy;
 pub mod rules;
+pub mod service;
 pub mod target;
 
 pub use firewall::{Firewall, FirewallError, FwFuture, Keys, Scope};
 pub use policy::{Policy, Refusal};
 pub use rules::{ExistingRule, RuleSpec};
+pub use service::{AddArgs, Defaults, Error, Parts, RuleArgs, RuleView, Whitelist, Who};
 pub use target::{NamedPort, Ports, Protocol};

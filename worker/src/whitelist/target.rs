@@ -130,7 +130,7 @@ impl TryFrom<String> for Ports {
 }
 
 /// A service name that stands for a port (`ssh` → 22), from the built-ins or `port_mappings`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NamedPort {
     /// Lower-case name.
     pub name: String,

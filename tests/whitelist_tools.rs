@@ -1,0 +1,345 @@
+//! The four whitelist tools end to end: a real `serve` with workers, a real moto for EC2/STS,
+//! requests over new connections so they land on different workers.
+
+mod common;
+
+use common::moto::Moto;
+use common::{event, Options, Service};
+use nix::sys::signal::{kill, Signal};
+use serde_json::{json, Value};
+
+struct Env {
+    moto: Moto,
+    state: tempfile::TempDir,
+}
+
+fn env() -> Option<Env> {
+    Some(Env { moto: Moto::start()?, state: tempfile::tempdir().unwrap() })
+}
+
+impl Env {
+    /// Starts serve against this moto; `top` goes before the tables, `tables` after.
+    fn serve(&self, top: &str, whitelist: &str, tables: &str) -> Service {
+        let config = format!(
+            "{top}\n[aws]\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\noperation_timeout = 20.0\n{}\n[whitelist]\nstate_dir = \"{}\"\n{whitelist}\n{tables}\n",
+            self.moto.url(),
+            "",
+            self.state.path().display()
+        );
+        Service::start_with(Options {
+            config,
+            env: vec![
+                // moto accepts any keys; these are made up here, not anyone's.
+                ("AWS_ACCESS_KEY_ID".into(), generated_key_id()),
+                ("AWS_SECRET_ACCESS_KEY".into(), generated_secret()),
+                ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+            ],
+            wait_ready: true,
+        })
+    }
+
+    fn audit(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.state.path().join("audit.log")).unwrap_or_default();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+}
+
+fn generated_key_id() -> String {
+    format!("AKIA{:016}", std::process::id() as u64 * 7919)
+}
+
+fn generated_secret() -> String {
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{:040x}", seed).chars().take(40).collect()
+}
+
+fn ok(r: &Value) -> &Value {
+    assert!(!r["isError"].as_bool().unwrap_or(false), "tool failed: {r}");
+    &r["structuredContent"]
+}
+
+fn failed(r: &Value) -> String {
+    let text = r["content"][0]["text"].as_str().map(str::to_string);
+    match (r["isError"].as_bool(), r.pointer("/error/message").and_then(Value::as_str)) {
+        (Some(true), _) => text.unwrap_or_default(),
+        (_, Some(m)) => m.to_string(),
+        _ => panic!("expected a failure, got {r}"),
+    }
+}
+
+#[test]
+fn every_tool_end_to_end_across_workers() {
+    let Some(e) = env() else { return };
+    let g = e.moto.create_group("roundtrip");
+    let svc = e.serve("workers = 2\n", "", "");
+    let add = |args: Value| svc.call_tool("whitelist_add", args);
+
+    let r = add(
+        json!({"security_group_id": g, "ip_address": "203.0.113.7", "port": 22, "user": "alice", "reason": "deploy"}),
+    );
+    let s = ok(&r);
+    assert_eq!(s["changed"], true);
+    assert_eq!(s["rule"]["cidr_ip"], "203.0.113.7/32");
+    assert!(s["rule"]["description"].as_str().unwrap().contains("for alice"));
+    let again = add(json!({"security_group_id": g, "ip_address": "203.0.113.7/32", "port": "ssh"}));
+    assert_eq!(ok(&again)["changed"], false, "adding an existing rule is not an error");
+
+    ok(&add(json!({"security_group_id": g, "ip_address": "2001:db8::7", "port": "https"})));
+    ok(&add(
+        json!({"security_group_id": g, "ip_address": "198.51.100.0/24", "port": "8000-8100", "protocol": "udp"}),
+    ));
+    ok(&add(json!({"security_group_id": g, "ip_address": "198.51.100.9", "protocol": "icmp"})));
+    ok(&add(json!({"security_group_id": g, "ip_address": "2001:db8::9", "protocol": "all"})));
+    let rules = e.moto.ingress(&g);
+    assert_eq!(rules.len(), 5, "{rules:?}");
+    let v6 = rules.iter().find(|r| r[1] == "2001:db8::7/128").expect("IPv6 lands in Ipv6Ranges");
+    assert_eq!((v6[2].as_str(), v6[3].as_str()), ("tcp", "443"));
+    assert!(rules
+        .iter()
+        .any(|r| r[1] == "198.51.100.0/24" && r[2] == "udp" && r[3] == "8000" && r[4] == "8100"));
+    assert!(rules.iter().any(|r| r[1] == "2001:db8::9/128" && r[2] == "-1"));
+
+    let listed = svc.call_tool("whitelist_list", json!({"security_group_id": g}));
+    assert_eq!(ok(&listed)["count"], 5);
+    let checked = svc.call_tool("whitelist_check", json!({"security_group_id": g, "ip_address": "198.51.100.0/24", "port": "8000-8100", "protocol": "udp"}));
+    assert_eq!(ok(&checked)["exists"], true);
+    assert!(ok(&checked)["rule"]["rule_id"].as_str().unwrap().starts_with("sgr-"));
+    let absent = svc.call_tool(
+        "whitelist_check",
+        json!({"security_group_id": g, "ip_address": "203.0.113.7", "port": 23}),
+    );
+    assert_eq!(ok(&absent)["exists"], false);
+
+    for args in [
+        json!({"security_group_id": g, "ip_address": "203.0.113.7", "port": 22}),
+        json!({"security_group_id": g, "ip_address": "2001:db8::7", "port": 443}),
+        json!({"security_group_id": g, "ip_address": "198.51.100.0/24", "port": "8000-8100", "protocol": "udp"}),
+        json!({"security_group_id": g, "ip_address": "198.51.100.9", "protocol": "icmp"}),
+        json!({"security_group_id": g, "ip_address": "2001:db8::9", "protocol": "-1"}),
+    ] {
+        assert_eq!(ok(&svc.call_tool("whitelist_remove", args.clone()))["changed"], true, "{args}");
+    }
+    assert!(e.moto.ingress(&g).is_empty());
+    let gone = svc.call_tool(
+        "whitelist_remove",
+        json!({"security_group_id": g, "ip_address": "203.0.113.7", "port": 22}),
+    );
+    assert_eq!(ok(&gone)["changed"], false);
+    assert!(ok(&gone)["message"].as_str().unwrap().contains("was not allowed"));
+
+    // List after change, over new connections that land on either worker: never stale.
+    for i in 1..=12 {
+        let ip = format!("192.0.2.{i}");
+        ok(&add(json!({"security_group_id": g, "ip_address": ip})));
+        let l = svc.call_tool("whitelist_list", json!({"security_group_id": g}));
+        assert!(
+            ok(&l)["rules"].as_array().unwrap().iter().any(|r| r["cidr_ip"] == format!("{ip}/32")),
+            "stale list after add #{i}"
+        );
+        ok(&svc.call_tool("whitelist_remove", json!({"security_group_id": g, "ip_address": ip})));
+        let l = svc.call_tool("whitelist_list", json!({"security_group_id": g}));
+        assert_eq!(ok(&l)["count"], 0, "stale list after remove #{i}");
+    }
+    let audit = e.audit();
+    assert_eq!(audit.iter().filter(|a| a["action"] == "add" && a["result"] == "added").count(), 5 + 12);
+    assert_eq!(audit.iter().filter(|a| a["action"] == "remove" && a["result"] == "removed").count(), 5 + 12);
+    assert!(audit
+        .iter()
+        .all(|a| a["source"] == "127.0.0.1" && a["request_id"].is_string() && a["group_id"] == g));
+}
+
+#[test]
+fn bad_input_is_refused_clearly_and_changes_nothing() {
+    let Some(e) = env() else { return };
+    let g = e.moto.create_group("bad");
+    let other = e.moto.create_group("other");
+    let svc = e.serve(
+        "workers = 2\n",
+        "",
+        &format!("[policy]\nallowed_security_groups = [\"{g}\"]\nmax_rule_duration_hours = 8.0\n"),
+    );
+    let base = json!({"security_group_id": g, "ip_address": "203.0.113.7"});
+    let with = |k: &str, v: Value| {
+        let mut a = base.clone();
+        a[k] = v;
+        a
+    };
+    let without = |k: &str| {
+        let mut a = base.clone();
+        a.as_object_mut().unwrap().remove(k);
+        a
+    };
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("whitelist_add", with("ip_address", json!("999.1.1.1")), "ip_address"),
+        ("whitelist_add", with("ip_address", json!("0.0.0.0/0")), "allow_world"),
+        ("whitelist_add", with("ip_address", json!("::/0")), "allow_world"),
+        ("whitelist_add", with("ip_address", json!("10.0.0.0/8")), "min_prefix_v4"),
+        ("whitelist_add", with("ip_address", json!("10.0.0.1/24")), "host bits"),
+        ("whitelist_add", with("ip_address", json!("")), "ip_address"),
+        ("whitelist_add", with("ip_address", json!(12)), "ip_address"),
+        ("whitelist_add", with("port", json!(0)), "port"),
+        ("whitelist_add", with("port", json!(70000)), "port"),
+        ("whitelist_add", with("port", json!("8100-8000")), "port"),
+        ("whitelist_add", with("port", json!("sshh")), "port"),
+        ("whitelist_add", with("port", json!(true)), "port"),
+        ("whitelist_add", with("protocol", json!("bogus")), "protocol"),
+        ("whitelist_add", with("security_group_id", json!("sg-xyz")), "security_group_id"),
+        ("whitelist_add", with("security_group_id", json!(other)), "allowed_security_groups"),
+        ("whitelist_add", with("description", json!("hello <world>")), "'<'"),
+        ("whitelist_add", with("user", json!("bob\"; drop")), "user"),
+        ("whitelist_add", with("reason", json!("ünïcode")), "reason"),
+        ("whitelist_add", with("description", json!("{date} {nope}")), "{nope}"),
+        ("whitelist_add", with("description", json!("x".repeat(250))), "255"),
+        ("whitelist_add", with("duration", json!("9h")), "max_rule_duration_hours"),
+        ("whitelist_add", with("duration", json!("soon")), "duration"),
+        (
+            "whitelist_add",
+            with("protocol", json!("all"))
+                .as_object()
+                .map(|o| {
+                    let mut o = o.clone();
+                    o.insert("port".into(), json!(22));
+                    Value::Object(o)
+                })
+                .unwrap(),
+            "does not apply",
+        ),
+        ("whitelist_add", without("security_group_id"), "security_group_id"),
+        ("whitelist_add", without("ip_address"), "ip_address"),
+        (
+            "whitelist_add",
+            with("credentials", json!({"access_key_id": "nope", "secret_access_key": "x"})),
+            "access_key_id",
+        ),
+        ("whitelist_add", with("credentials", json!("keys")), "credentials"),
+        ("whitelist_add", with("region", json!("Mars")), "region"),
+        ("whitelist_add", with("unexpected", json!(1)), "unexpected"),
+        ("whitelist_remove", with("ip_address", json!("not-an-ip")), "ip_address"),
+        ("whitelist_check", with("port", json!(-5)), "port"),
+        ("whitelist_list", json!({"security_group_id": 5}), "security_group_id"),
+        ("whitelist_list", json!({"security_group_id": "sg-12345678"}), "allowed_security_groups"),
+    ];
+    assert!(cases.len() >= 30);
+    let mut wrong = Vec::new();
+    for (tool, args, needle) in &cases {
+        let r = svc.call_tool(tool, args.clone());
+        let message = failed(&r);
+        if !message.contains(needle) {
+            wrong.push(format!("{tool} {args}: {message:?} does not mention {needle:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(e.moto.ingress(&g).is_empty() && e.moto.ingress(&other).is_empty(), "moto must show no change");
+    assert!(e.audit().is_empty(), "nothing was changed, so nothing is audited");
+}
+
+#[test]
+fn expiring_rules_are_removed_once_and_also_at_startup() {
+    let Some(e) = env() else { return };
+    let g = e.moto.create_group("expiry");
+    let stale = e.moto.create_group("stale");
+    // Expired while the service was down: found and removed at start.
+    e.moto.authorize(&stale, "192.0.2.50/32", 22, "old [awswl exp=2020-01-01T00:00:00Z]");
+    e.moto.authorize(&stale, "192.0.2.51/32", 22, "hand-made, no marker");
+    let svc = e.serve("workers = 3\n", &format!("sweep_interval = 1.0\nsweep_groups = [\"{stale}\"]\n"), "");
+    svc.logs.wait(0, "startup sweep", |v| event(v) == "rules_expired" && v["group"] == stale.as_str());
+    let left = e.moto.ingress(&stale);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0][1], "192.0.2.51/32", "rules without the marker are never touched");
+
+    let r = svc.call_tool(
+        "whitelist_add",
+        json!({"security_group_id": g, "ip_address": "203.0.113.80", "duration": "2s"}),
+    );
+    let rule_id = ok(&r)["rule"]["rule_id"].as_str().unwrap().to_string();
+    assert!(ok(&r)["rule"]["expires_at"].is_string());
+    let (_, swept) =
+        svc.logs.wait(0, "expiry sweep", |v| event(v) == "rules_expired" && v["group"] == g.as_str());
+    assert!(swept.to_string().contains(&rule_id), "{swept}");
+    assert!(e.moto.ingress(&g).is_empty());
+    // More sweeps run on three workers (proved by a second rule expiring later): the first
+    // rule must still have been removed exactly once.
+    let from = svc.logs.len();
+    let r = svc.call_tool(
+        "whitelist_add",
+        json!({"security_group_id": g, "ip_address": "203.0.113.81", "duration": "2s"}),
+    );
+    let second = ok(&r)["rule"]["rule_id"].as_str().unwrap().to_string();
+    svc.logs.wait(from, "second expiry", |v| event(v) == "rules_expired" && v.to_string().contains(&second));
+    let expirations: Vec<Value> = e.audit().into_iter().filter(|a| a["action"] == "expire").collect();
+    for id in [&rule_id, &second] {
+        assert_eq!(
+            expirations.iter().filter(|a| a["rule"]["rule_id"] == id.as_str()).count(),
+            1,
+            "{expirations:?}"
+        );
+    }
+    assert_eq!(
+        svc.logs.all().iter().filter(|v| event(v) == "sweeper_lock").count(),
+        1,
+        "one sweeper for the host"
+    );
+}
+
+#[test]
+fn an_answered_change_is_in_the_audit_log_even_if_the_worker_dies_at_once() {
+    let Some(e) = env() else { return };
+    let g = e.moto.create_group("audit");
+    let svc = e.serve("workers = 1\n", "", "");
+    for i in 1..=3 {
+        let (_, worker) = svc.live_workers()[0];
+        let r = svc.call_tool(
+            "whitelist_add",
+            json!({"security_group_id": g, "ip_address": format!("203.0.113.{i}"), "user": "carol"}),
+        );
+        let rule_id = ok(&r)["rule"]["rule_id"].as_str().unwrap().to_string();
+        let from = svc.logs.len();
+        kill(worker, Signal::SIGKILL).unwrap();
+        let entry = e
+            .audit()
+            .into_iter()
+            .find(|a| a["rule"]["rule_id"] == rule_id.as_str())
+            .expect("entry written before the answer");
+        assert_eq!(entry["result"], "added");
+        assert_eq!(entry["source"], "127.0.0.1");
+        svc.logs.wait(from, "replacement", |v| common::sup_event(v, "worker_ready"));
+    }
+    assert_eq!(e.audit().len(), 3);
+}
+
+#[test]
+fn per_call_credentials_and_assume_role_profiles_work_and_can_be_switched_off() {
+    let Some(e) = env() else { return };
+    let g = e.moto.create_group("creds");
+    let svc = e.serve(
+        "workers = 2\n",
+        "",
+        "[[aws.profiles]]\nname = \"ops\"\nrole_arn = \"arn:aws:iam::123456789012:role/whitelist\"\n",
+    );
+    let keys = json!({"access_key_id": generated_key_id(), "secret_access_key": generated_secret(), "region": "us-east-1"});
+    let r = svc.call_tool(
+        "whitelist_add",
+        json!({"security_group_id": g, "ip_address": "203.0.113.9", "credentials": keys}),
+    );
+    ok(&r);
+    let l = svc.call_tool("whitelist_list", json!({"security_group_id": g, "profile": "ops"}));
+    assert_eq!(ok(&l)["count"], 1, "the AssumeRole profile reads the same group");
+    let unknown = svc.call_tool("whitelist_list", json!({"security_group_id": g, "profile": "nope"}));
+    assert!(failed(&unknown).contains("nope"));
+    let logs = svc.logs.dump();
+    assert!(!logs.contains(keys["secret_access_key"].as_str().unwrap()), "a secret reached the log");
+    drop(svc);
+
+    let strict = Service::start_with(Options {
+        config: format!(
+            "workers = 1\n[aws]\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\nallow_per_call_credentials = false\n[whitelist]\nstate_dir = \"{}\"\n",
+            e.moto.url(),
+            e.state.path().display()
+        ),
+        env: vec![("AWS_EC2_METADATA_DISABLED".into(), "true".into())],
+        wait_ready: true,
+    });
+    let r = strict.call_tool("whitelist_list", json!({"security_group_id": g, "credentials": keys}));
+    let m = failed(&r);
+    assert!(m.contains("disabled") || m.contains("not allowed"), "{m}");
+}

@@ -1,0 +1,240 @@
+//! [`Firewall`] on EC2: security group ingress rules read with DescribeSecurityGroupRules,
+//! added with AuthorizeSecurityGroupIngress and removed by rule id.
+
+use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Ipv6Range, SecurityGroupRule};
+use ipnet::IpNet;
+
+use super::clients::{Clients, Session};
+use super::settings::AwsSettings;
+use crate::whitelist::{ExistingRule, Firewall, FirewallError, FwFuture, Protocol, RuleSpec, Scope};
+
+/// Most pages of rules read for one group (a guard against an endpoint that never ends).
+const MAX_PAGES: usize = 1000;
+
+/// The EC2 implementation of [`Firewall`], shared by every request of a worker.
+pub struct Ec2Firewall {
+    clients: Clients,
+}
+
+impl Ec2Firewall {
+    /// Cheap: nothing talks to AWS until the first call.
+    pub fn new(settings: AwsSettings) -> Self {
+        Ec2Firewall { clients: Clients::new(settings) }
+    }
+
+    /// The settings it was built with.
+    pub fn settings(&self) -> &AwsSettings {
+        self.clients.settings()
+    }
+
+    /// How many STS GetCallerIdentity checks of per-call keys were made (shows the cache works).
+    pub fn per_call_verifications(&self) -> u64 {
+        self.clients.sts_verifications()
+    }
+
+    async fn list_rules(&self, scope: &Scope, group: &str) -> Result<Vec<ExistingRule>, FirewallError> {
+        let s = self.clients.session(scope, "ec2:DescribeSecurityGroups", group).await?;
+        self.ensure_group(&s, group).await?;
+        read_rules(&s, group).await
+    }
+
+    /// Turns a missing group into `GroupNotFound` (a rule filter on it would just be empty).
+    async fn ensure_group(&self, s: &Session, group: &str) -> Result<(), FirewallError> {
+        let call = s.call("ec2:DescribeSecurityGroups", group);
+        let out =
+            s.ec2.describe_security_groups().group_ids(group).send().await.map_err(|e| s.fail(&call, &e))?;
+        if out.security_groups().iter().any(|g| g.group_id() == Some(group)) {
+            Ok(())
+        } else {
+            Err(FirewallError::GroupNotFound { group: group.to_string(), region: s.region.clone() })
+        }
+    }
+
+    async fn add(&self, scope: &Scope, spec: &RuleSpec, description: &str) -> Result<String, FirewallError> {
+        let action = "ec2:AuthorizeSecurityGroupIngress";
+        let group = spec.group_id.as_str();
+        let s = self.clients.session(scope, action, group).await?;
+        let call = s.call(action, group);
+        let out = s
+            .ec2
+            .authorize_security_group_ingress()
+            .group_id(group)
+            .ip_permissions(permission(spec, description))
+            .send()
+            .await
+            .map_err(|e| s.fail(&call, &e))?;
+        let id = out
+            .security_group_rules()
+            .iter()
+            .filter(|r| r.is_egress() != Some(true))
+            .find_map(|r| r.security_group_rule_id());
+        if let Some(id) = id {
+            tracing::debug!(group, rule_id = id, "ingress rule added");
+            return Ok(id.to_string());
+        }
+        // An endpoint that does not return the new rule: find it by what it is.
+        let rules = read_rules(&s, group).await?;
+        rules.into_iter().find(|r| r.matches(spec)).map(|r| r.rule_id).ok_or_else(|| FirewallError::Other {
+            action: action.to_string(),
+            code: "RuleIdMissing".into(),
+            message: format!("EC2 accepted the rule on {group} but it does not show among the group's rules"),
+        })
+    }
+
+    async fn remove(&self, scope: &Scope, group: &str, rule_ids: &[String]) -> Result<(), FirewallError> {
+        if rule_ids.is_empty() {
+            return Ok(());
+        }
+        let action = "ec2:RevokeSecurityGroupIngress";
+        let s = self.clients.session(scope, action, group).await?;
+        let call = s.call(action, group);
+        let out = s
+            .ec2
+            .revoke_security_group_ingress()
+            .group_id(group)
+            .set_security_group_rule_ids(Some(rule_ids.to_vec()))
+            .send()
+            .await
+            .map_err(|e| s.fail(&call, &e))?;
+        if out.r#return() == Some(false) || !out.unknown_ip_permissions().is_empty() {
+            return Err(FirewallError::RuleNotFound);
+        }
+        tracing::debug!(group, rules = rule_ids.len(), "ingress rules removed");
+        Ok(())
+    }
+}
+
+impl Firewall for Ec2Firewall {
+    fn list<'a>(&'a self, scope: &'a Scope, group: &'a str) -> FwFuture<'a, Vec<ExistingRule>> {
+        Box::pin(self.list_rules(scope, group))
+    }
+
+    fn authorize<'a>(
+        &'a self,
+        scope: &'a Scope,
+        spec: &'a RuleSpec,
+        description: &'a str,
+    ) -> FwFuture<'a, String> {
+        Box::pin(self.add(scope, spec, description))
+    }
+
+    fn revoke<'a>(&'a self, scope: &'a Scope, group: &'a str, rule_ids: &'a [String]) -> FwFuture<'a, ()> {
+        Box::pin(self.remove(scope, group, rule_ids))
+    }
+}
+
+/// Every ingress rule of `group`, following `NextToken`.
+async fn read_rules(s: &Session, group: &str) -> Result<Vec<ExistingRule>, FirewallError> {
+    let call = s.call("ec2:DescribeSecurityGroupRules", group);
+    let filter = Filter::builder().name("group-id").values(group).build();
+    let mut rules = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let out = s
+            .ec2
+            .describe_security_group_rules()
+            .filters(filter.clone())
+            .max_results(1000)
+            .set_next_token(token.take())
+            .send()
+            .await
+            .map_err(|e| s.fail(&call, &e))?;
+        rules
+            .extend(out.security_group_rules().iter().filter(|r| r.is_egress() == Some(false)).map(existing));
+        match out.next_token() {
+            Some(next) if !next.is_empty() => token = Some(next.to_string()),
+            _ => return Ok(rules),
+        }
+    }
+    Err(FirewallError::Other {
+        action: call.action.to_string(),
+        code: "TooManyPages".into(),
+        message: format!("the rules of {group} did not end after {MAX_PAGES} pages"),
+    })
+}
+
+/// The one `IpPermission` that stands for `spec`.
+fn permission(spec: &RuleSpec, description: &str) -> IpPermission {
+    let mut p = IpPermission::builder().ip_protocol(spec.protocol.ec2_name(&spec.cidr));
+    // Ports mean nothing for protocol -1: EC2 ignores them, so none are sent.
+    if spec.protocol != Protocol::All {
+        p = p.from_port(spec.ports.from).to_port(spec.ports.to);
+    }
+    let description = (!description.is_empty()).then(|| description.to_string());
+    match spec.cidr {
+        IpNet::V4(_) => p.ip_ranges(
+            IpRange::builder().cidr_ip(spec.cidr.to_string()).set_description(description).build(),
+        ),
+        IpNet::V6(_) => p.ipv6_ranges(
+            Ipv6Range::builder().cidr_ipv6(spec.cidr.to_string()).set_description(description).build(),
+        ),
+    }
+    .build()
+}
+
+/// One EC2 rule as the domain sees it.
+fn existing(r: &SecurityGroupRule) -> ExistingRule {
+    let raw_cidr = r.cidr_ipv4().or(r.cidr_ipv6());
+    let cidr = raw_cidr.and_then(|c| c.parse::<IpNet>().ok());
+    let other_source = match cidr {
+        Some(_) => None,
+        None => r
+            .referenced_group_info()
+            .and_then(|g| g.group_id())
+            .or(r.prefix_list_id())
+            .or(raw_cidr)
+            .map(str::to_string),
+    };
+    ExistingRule {
+        rule_id: r.security_group_rule_id().unwrap_or_default().to_string(),
+        group_id: r.group_id().unwrap_or_default().to_string(),
+        cidr,
+        other_source,
+        protocol: r.ip_protocol().unwrap_or("-1").to_string(),
+        from_port: r.from_port().unwrap_or(-1),
+        to_port: r.to_port().unwrap_or(-1),
+        description: r.description().unwrap_or_default().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::whitelist::Ports;
+
+    fn spec(protocol: Protocol, ports: Ports, cidr: &str) -> RuleSpec {
+        RuleSpec { group_id: "sg-1".into(), cidr: cidr.parse().unwrap(), protocol, ports }
+    }
+
+    #[test]
+    fn ipv6_goes_to_ipv6_ranges() {
+        let p = permission(&spec(Protocol::Tcp, Ports::single(22), "2001:db8::1/128"), "d");
+        assert!(p.ip_ranges().is_empty());
+        assert_eq!(p.ipv6_ranges()[0].cidr_ipv6(), Some("2001:db8::1/128"));
+        assert_eq!(p.ipv6_ranges()[0].description(), Some("d"));
+        assert_eq!((p.from_port(), p.to_port()), (Some(22), Some(22)));
+        let v4 = permission(&spec(Protocol::Icmp, Ports::ANY, "192.0.2.1/32"), "");
+        assert_eq!(v4.ip_ranges()[0].description(), None);
+        assert_eq!((v4.ip_protocol(), v4.from_port(), v4.to_port()), (Some("icmp"), Some(-1), Some(-1)));
+        let all = permission(&spec(Protocol::All, Ports::ANY, "192.0.2.1/32"), "x");
+        assert_eq!((all.ip_protocol(), all.from_port()), (Some("-1"), None));
+    }
+
+    #[test]
+    fn rules_read_back() {
+        let r = SecurityGroupRule::builder()
+            .security_group_rule_id("sgr-1")
+            .group_id("sg-1")
+            .is_egress(false)
+            .ip_protocol("tcp")
+            .from_port(22)
+            .to_port(22)
+            .cidr_ipv6("2001:db8::/64")
+            .build();
+        let e = existing(&r);
+        assert_eq!(e.cidr, Some("2001:db8::/64".parse().unwrap()));
+        assert_eq!((e.description.as_str(), e.other_source), ("", None));
+        let pl = existing(&SecurityGroupRule::builder().prefix_list_id("pl-1").ip_protocol("-1").build());
+        assert_eq!((pl.cidr, pl.other_source.as_deref(), pl.from_port), (None, Some("pl-1"), -1));
+    }
+}

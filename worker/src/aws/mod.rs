@@ -1,0 +1,17 @@
+//! EC2 behind the domain's [`Firewall`](crate::whitelist::Firewall) trait, on the AWS SDK:
+//! credentials, region and endpoint resolution, timeouts and retries, and AWS errors mapped to
+//! [`FirewallError`](crate::whitelist::FirewallError)s. The only module that names SDK types.
+//!
+//! Credentials for a call ([`Scope`](crate::whitelist::Scope)): per-call keys when given (and
+//! allowed), checked once with STS and remembered only as a hash; else the named profile
+//! (its `source_profile` or the default chain, then its `role_arn` through AssumeRole, cached
+//! until expiry); else the SDK's default chain. Region: the call's, the profile's, the
+//! settings', or whatever the SDK resolves. The endpoint override applies to EC2 and STS alike.
+
+mod clients;
+pub mod ec2;
+pub mod errors;
+pub mod settings;
+
+pub use ec2::Ec2Firewall;
+pub use settings::{AwsSettings, CredentialProfile};

@@ -1,0 +1,543 @@
+//! The four operations — add, remove, list, check — and the expiry sweep, on top of the
+//! `Firewall` trait: input resolved and checked against policy before any AWS call, changes
+//! audited durably before the answer, reads cached with change counters shared by the host.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use super::audit::{AuditEntry, Recorder};
+use super::cache::{GroupCache, Versions};
+use super::description::{self, parse_duration, render, rfc3339, Fill};
+use super::firewall::{Firewall, FirewallError, Scope};
+use super::policy::{Policy, Refusal};
+use super::rules::{ExistingRule, RuleSpec};
+use super::target::{host_net, parse_cidr, parse_ports, NamedPort, Ports, Protocol};
+
+/// What applies when a call leaves something out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Defaults {
+    /// Port (number, range or name); 22 like the reference.
+    pub port: String,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Description template.
+    pub description_template: String,
+    /// `{user}` when the call names none.
+    pub user: String,
+    /// `{reason}` when the call gives none.
+    pub reason: String,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            port: "22".into(),
+            protocol: Protocol::Tcp,
+            description_template: description::DEFAULT_TEMPLATE.into(),
+            user: "MCP".into(),
+            reason: "API access".into(),
+        }
+    }
+}
+
+/// Who is calling, as the transport resolved it.
+#[derive(Debug, Clone, Default)]
+pub struct Who {
+    /// Authenticated identity, if any.
+    pub identity: Option<String>,
+    /// The client's address (after trusted proxies): what `"current"` means.
+    pub addr: Option<IpAddr>,
+    /// The request id, for the audit log.
+    pub request_id: Option<String>,
+}
+
+/// The rule a call names.
+#[derive(Debug, Clone, Default)]
+pub struct RuleArgs {
+    /// `security_group_id`.
+    pub group: String,
+    /// `ip_address`: address, CIDR or `"current"`.
+    pub ip_address: String,
+    /// `port`, if given.
+    pub port: Option<String>,
+    /// `protocol`, if given.
+    pub protocol: Option<String>,
+}
+
+/// Extra inputs of an add.
+#[derive(Debug, Clone, Default)]
+pub struct AddArgs {
+    /// The rule.
+    pub rule: RuleArgs,
+    /// Description template for this rule.
+    pub description: Option<String>,
+    /// `{user}`.
+    pub user: Option<String>,
+    /// `{reason}`.
+    pub reason: Option<String>,
+    /// `duration`, e.g. `"8h"`.
+    pub duration: Option<String>,
+}
+
+/// Why an operation did not happen; each says what to do about it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// An argument is wrong.
+    #[error("invalid {field}: {message}")]
+    Invalid {
+        /// The argument.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Policy refused.
+    #[error("{0}")]
+    Policy(Refusal),
+    /// AWS refused or failed.
+    #[error("{0}")]
+    Aws(FirewallError),
+    /// The change happened but could not be audited.
+    #[error("{0}")]
+    Audit(String),
+}
+
+impl From<Refusal> for Error {
+    fn from(r: Refusal) -> Error {
+        Error::Policy(r)
+    }
+}
+
+impl From<FirewallError> for Error {
+    fn from(e: FirewallError) -> Error {
+        Error::Aws(e)
+    }
+}
+
+fn invalid(field: &'static str) -> impl Fn(String) -> Error {
+    move |message| Error::Invalid { field, message }
+}
+
+/// A rule as the tools show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuleView {
+    /// EC2 rule id.
+    pub rule_id: String,
+    /// Group.
+    pub group_id: String,
+    /// Source network (absent for group or prefix-list sources).
+    pub cidr_ip: Option<String>,
+    /// Non-CIDR source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// `tcp`, `udp`, `icmp`, `all`, or EC2's value for others.
+    pub protocol: String,
+    /// `22`, `8000-8100` or `all`.
+    pub port: String,
+    /// First port (-1: all).
+    pub from_port: i32,
+    /// Last port (-1: all).
+    pub to_port: i32,
+    /// Description.
+    pub description: String,
+    /// Expiry, RFC 3339, when the rule has one.
+    pub expires_at: Option<String>,
+    /// Added by this service.
+    pub managed: bool,
+}
+
+impl RuleView {
+    fn of(r: &ExistingRule) -> RuleView {
+        let marker = r.marker();
+        RuleView {
+            rule_id: r.rule_id.clone(),
+            group_id: r.group_id.clone(),
+            cidr_ip: r.cidr.map(|c| c.to_string()),
+            source: r.other_source.clone(),
+            protocol: Protocol::from_ec2(&r.protocol).map_or(r.protocol.clone(), |p| p.to_string()),
+            port: r.ports().to_string(),
+            from_port: r.from_port,
+            to_port: r.to_port,
+            description: r.description.clone(),
+            expires_at: marker.and_then(|m| m.expires).map(rfc3339),
+            managed: marker.is_some(),
+        }
+    }
+
+    /// "tcp 22 from 203.0.113.7/32", for messages.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} {} from {}",
+            self.protocol,
+            self.port,
+            self.cidr_ip.as_deref().or(self.source.as_deref()).unwrap_or("?")
+        )
+    }
+}
+
+/// Result of an add.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Added {
+    /// False when the rule was already there.
+    pub changed: bool,
+    /// The rule (new or existing).
+    pub rule: RuleView,
+    /// For people.
+    pub message: String,
+}
+
+/// Result of a remove.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Removed {
+    /// False when no such rule existed.
+    pub changed: bool,
+    /// Rules removed.
+    pub removed: Vec<RuleView>,
+    /// For people.
+    pub message: String,
+}
+
+/// Result of a check.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Checked {
+    /// Whether the exact rule exists.
+    pub exists: bool,
+    /// The rule that matched.
+    pub rule: Option<RuleView>,
+    /// For people.
+    pub message: String,
+}
+
+/// The whitelist service of one worker.
+pub struct Whitelist {
+    firewall: Arc<dyn Firewall>,
+    policy: Policy,
+    defaults: Defaults,
+    port_mappings: Vec<NamedPort>,
+    cache: GroupCache,
+    versions: Arc<dyn Versions>,
+    recorder: Arc<dyn Recorder>,
+}
+
+/// Everything a `Whitelist` is built from.
+pub struct Parts {
+    /// EC2 (or a fake).
+    pub firewall: Arc<dyn Firewall>,
+    /// Policy.
+    pub policy: Policy,
+    /// Defaults.
+    pub defaults: Defaults,
+    /// Named ports from config.
+    pub port_mappings: Vec<NamedPort>,
+    /// Read cache lifetime.
+    pub cache_ttl: Duration,
+    /// Shared change counters.
+    pub versions: Arc<dyn Versions>,
+    /// Audit log.
+    pub recorder: Arc<dyn Recorder>,
+}
+
+impl Whitelist {
+    /// Builds the service.
+    pub fn new(p: Parts) -> Whitelist {
+        Whitelist {
+            firewall: p.firewall,
+            policy: p.policy,
+            defaults: p.defaults,
+            port_mappings: p.port_mappings,
+            cache: GroupCache::new(p.cache_ttl),
+            versions: p.versions,
+            recorder: p.recorder,
+        }
+    }
+
+    /// Adds a rule, or reports the identical one already there (`changed: false`).
+    pub async fn add(&self, scope: &Scope, args: &AddArgs, who: &Who) -> Result<Added, Error> {
+        let spec = self.resolve(&args.rule, who)?;
+        self.policy.check_rule(&spec.cidr, spec.protocol, &spec.ports)?;
+        let requested =
+            args.duration.as_deref().map(parse_duration).transpose().map_err(invalid("duration"))?;
+        let now = SystemTime::now();
+        let expires = self.policy.check_duration(requested)?.map(|d| now + d);
+        let template = args.description.as_deref().unwrap_or(&self.defaults.description_template);
+        let fill = Fill {
+            user: args.user.as_deref().unwrap_or(&self.defaults.user),
+            reason: args.reason.as_deref().unwrap_or(&self.defaults.reason),
+            now,
+            expires,
+        };
+        let description = render(template, &fill).map_err(invalid("description"))?;
+        let rules = self.fresh(scope, &spec.group_id).await?;
+        if let Some(existing) = rules.iter().find(|r| r.matches(&spec)) {
+            let rule = RuleView::of(existing);
+            let message = format!(
+                "{} is already allowed in {} (rule {}); nothing changed",
+                rule.summary(),
+                spec.group_id,
+                rule.rule_id
+            );
+            return Ok(Added { changed: false, rule, message });
+        }
+        self.policy.check_count(rules.iter().filter(|r| r.marker().is_some()).count())?;
+        let rule_id = match self.firewall.authorize(scope, &spec, &description).await {
+            Ok(id) => id,
+            Err(FirewallError::Duplicate) => {
+                // Another request added the same rule between our read and our write.
+                let rules = self.fresh(scope, &spec.group_id).await?;
+                if let Some(existing) = rules.iter().find(|r| r.matches(&spec)) {
+                    let rule = RuleView::of(existing);
+                    let message = format!(
+                        "{} is already allowed in {} (rule {}); nothing changed",
+                        rule.summary(),
+                        spec.group_id,
+                        rule.rule_id
+                    );
+                    return Ok(Added { changed: false, rule, message });
+                }
+                return Err(Error::Aws(FirewallError::Duplicate));
+            }
+            Err(e) => {
+                self.audit("add", who, scope, &spec, None, &description, "failed", Some(e.to_string()))
+                    .await?;
+                return Err(e.into());
+            }
+        };
+        self.versions.bump(&spec.group_id);
+        self.audit("add", who, scope, &spec, Some(&rule_id), &description, "added", None).await?;
+        let rule = RuleView {
+            rule_id: rule_id.clone(),
+            group_id: spec.group_id.clone(),
+            cidr_ip: Some(spec.cidr.to_string()),
+            source: None,
+            protocol: spec.protocol.to_string(),
+            port: spec.ports.to_string(),
+            from_port: spec.ports.from,
+            to_port: spec.ports.to,
+            description: description.clone(),
+            expires_at: expires.map(rfc3339),
+            managed: true,
+        };
+        let until = rule.expires_at.as_ref().map_or(String::new(), |at| format!(" until {at}"));
+        let message = format!("allowed {} in {} (rule {rule_id}){until}", rule.summary(), spec.group_id);
+        Ok(Added { changed: true, rule, message })
+    }
+
+    /// Removes the exact rule, or reports that it was not there (`changed: false`).
+    pub async fn remove(&self, scope: &Scope, args: &RuleArgs, who: &Who) -> Result<Removed, Error> {
+        let spec = self.resolve(args, who)?;
+        let rules = self.fresh(scope, &spec.group_id).await?;
+        let matching: Vec<&ExistingRule> = rules.iter().filter(|r| r.matches(&spec)).collect();
+        let wanted = format!("{} {} from {}", spec.protocol, spec.ports, spec.cidr);
+        if matching.is_empty() {
+            let message = format!("{wanted} was not allowed in {}; nothing removed", spec.group_id);
+            return Ok(Removed { changed: false, removed: Vec::new(), message });
+        }
+        let ids: Vec<String> = matching.iter().map(|r| r.rule_id.clone()).collect();
+        match self.firewall.revoke(scope, &spec.group_id, &ids).await {
+            Ok(()) => {}
+            Err(FirewallError::RuleNotFound) => {
+                self.versions.bump(&spec.group_id);
+                let message = format!("{wanted} was already removed from {} by someone else", spec.group_id);
+                return Ok(Removed { changed: false, removed: Vec::new(), message });
+            }
+            Err(e) => {
+                for r in &matching {
+                    self.audit(
+                        "remove",
+                        who,
+                        scope,
+                        &spec,
+                        Some(&r.rule_id),
+                        &r.description,
+                        "failed",
+                        Some(e.to_string()),
+                    )
+                    .await?;
+                }
+                return Err(e.into());
+            }
+        }
+        self.versions.bump(&spec.group_id);
+        for r in &matching {
+            self.audit("remove", who, scope, &spec, Some(&r.rule_id), &r.description, "removed", None)
+                .await?;
+        }
+        let removed: Vec<RuleView> = matching.into_iter().map(RuleView::of).collect();
+        let message = format!("removed {wanted} from {} (rule {})", spec.group_id, ids.join(", "));
+        Ok(Removed { changed: true, removed, message })
+    }
+
+    /// Every ingress rule of a group.
+    pub async fn list(&self, scope: &Scope, group: &str) -> Result<Vec<RuleView>, Error> {
+        let group = check_group_id(group)?;
+        self.policy.check_group(&group)?;
+        Ok(self.cached(scope, &group).await?.iter().map(RuleView::of).collect())
+    }
+
+    /// Whether the exact rule exists, and which one matched.
+    pub async fn check(&self, scope: &Scope, args: &RuleArgs, who: &Who) -> Result<Checked, Error> {
+        let spec = self.resolve(args, who)?;
+        let rules = self.cached(scope, &spec.group_id).await?;
+        let wanted = format!("{} {} from {}", spec.protocol, spec.ports, spec.cidr);
+        Ok(match rules.iter().find(|r| r.matches(&spec)) {
+            Some(r) => Checked {
+                exists: true,
+                message: format!("{wanted} is allowed in {} by rule {}", spec.group_id, r.rule_id),
+                rule: Some(RuleView::of(r)),
+            },
+            None => Checked {
+                exists: false,
+                rule: None,
+                message: format!("{wanted} is not allowed in {}", spec.group_id),
+            },
+        })
+    }
+
+    /// Removes the group's rules whose expiry has passed; returns what was removed.
+    pub async fn sweep(&self, scope: &Scope, group: &str, now: SystemTime) -> Result<Vec<RuleView>, Error> {
+        let rules = self.fresh(scope, group).await?;
+        let mut removed = Vec::new();
+        for r in rules.iter().filter(|r| r.expired(now)) {
+            match self.firewall.revoke(scope, group, std::slice::from_ref(&r.rule_id)).await {
+                Ok(()) => {}
+                Err(FirewallError::RuleNotFound) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            self.versions.bump(group);
+            let spec = RuleSpec {
+                group_id: group.to_string(),
+                cidr: r.cidr.unwrap_or_else(|| host_net(IpAddr::from([0, 0, 0, 0]))),
+                protocol: Protocol::from_ec2(&r.protocol).unwrap_or(Protocol::All),
+                ports: r.ports(),
+            };
+            let who = Who { identity: Some("expiry-sweeper".into()), ..Who::default() };
+            self.audit("expire", &who, scope, &spec, Some(&r.rule_id), &r.description, "expired", None)
+                .await?;
+            removed.push(RuleView::of(r));
+        }
+        Ok(removed)
+    }
+
+    fn resolve(&self, a: &RuleArgs, who: &Who) -> Result<RuleSpec, Error> {
+        let group_id = check_group_id(&a.group)?;
+        self.policy.check_group(&group_id)?;
+        let cidr = if a.ip_address.trim().eq_ignore_ascii_case("current") {
+            let addr = who.addr.ok_or_else(|| Error::Invalid {
+                field: "ip_address",
+                message: "\"current\" means your address as this server sees it, and this transport has none; give an address".into(),
+            })?;
+            host_net(addr)
+        } else {
+            parse_cidr(&a.ip_address).map_err(invalid("ip_address"))?
+        };
+        let protocol = match &a.protocol {
+            Some(p) => Protocol::parse(p).map_err(invalid("protocol"))?,
+            None => self.defaults.protocol,
+        };
+        let ports = if protocol.has_ports() {
+            parse_ports(a.port.as_deref().unwrap_or(&self.defaults.port), &self.port_mappings)
+                .map_err(invalid("port"))?
+        } else {
+            match a.port.as_deref().map(str::trim) {
+                None | Some("") | Some("all") | Some("-1") => Ports::ANY,
+                Some(p) => {
+                    return Err(Error::Invalid {
+                        field: "port",
+                        message: format!("port {p:?} does not apply to protocol {protocol}, which opens every port; leave port out"),
+                    })
+                }
+            }
+        };
+        Ok(RuleSpec { group_id, cidr, protocol, ports })
+    }
+
+    async fn fresh(&self, scope: &Scope, group: &str) -> Result<Vec<ExistingRule>, Error> {
+        let version = self.versions.get(group);
+        let rules = self.firewall.list(scope, group).await?;
+        self.cache.put(&cache_key(scope, group), version, rules.clone());
+        Ok(rules)
+    }
+
+    async fn cached(&self, scope: &Scope, group: &str) -> Result<Vec<ExistingRule>, Error> {
+        match self.cache.get(&cache_key(scope, group), self.versions.get(group)) {
+            Some(rules) => Ok(rules),
+            None => self.fresh(scope, group).await,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn audit(
+        &self,
+        action: &'static str,
+        who: &Who,
+        scope: &Scope,
+        spec: &RuleSpec,
+        rule_id: Option<&str>,
+        description: &str,
+        result: &'static str,
+        error: Option<String>,
+    ) -> Result<(), Error> {
+        let entry = AuditEntry {
+            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            action,
+            identity: who.identity.clone().unwrap_or_else(|| "anonymous".into()),
+            source: who.addr.map(|a| a.to_string()),
+            request_id: who.request_id.clone(),
+            group_id: spec.group_id.clone(),
+            region: scope.region.clone(),
+            rule: serde_json::json!({
+                "rule_id": rule_id,
+                "cidr_ip": spec.cidr.to_string(),
+                "protocol": spec.protocol.to_string(),
+                "port": spec.ports.to_string(),
+                "description": description,
+            }),
+            result,
+            error,
+        };
+        let recorder = self.recorder.clone();
+        let outcome = tokio::task::spawn_blocking(move || recorder.record(&entry)).await;
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::Audit(format!(
+                "the change to {} was made ({result}) but could not be written to the audit log: {e}",
+                spec.group_id
+            ))),
+            Err(e) => Err(Error::Audit(format!("audit writer failed: {e}"))),
+        }
+    }
+}
+
+/// EC2 security group ids: `sg-` and 8 or 17 hex digits.
+pub fn check_group_id(group: &str) -> Result<String, Error> {
+    let g = group.trim();
+    let ok = g.strip_prefix("sg-").is_some_and(|hex| {
+        (hex.len() == 8 || hex.len() == 17)
+            && hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    });
+    if ok {
+        Ok(g.to_string())
+    } else {
+        Err(Error::Invalid {
+            field: "security_group_id",
+            message: format!(
+                "{group:?} is not a security group id (sg- followed by 8 or 17 lower-case hex digits)"
+            ),
+        })
+    }
+}
+
+/// Cache entries are per account scope (a secret never enters the key, only its hash).
+fn cache_key(scope: &Scope, group: &str) -> String {
+    let mut h = DefaultHasher::new();
+    scope.hash(&mut h);
+    format!("{group}/{:x}", h.finish())
+}
+
+#[cfg(test)]
+#[path = "service_tests.rs"]
+mod tests;

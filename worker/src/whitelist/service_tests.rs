@@ -1,0 +1,303 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use super::*;
+use crate::whitelist::cache::LocalVersions;
+use crate::whitelist::firewall::FwFuture;
+
+/// An in-memory EC2 that behaves like moto for the calls the service makes.
+#[derive(Default)]
+struct FakeEc2 {
+    rules: Mutex<Vec<ExistingRule>>,
+    calls: AtomicUsize,
+    next: AtomicUsize,
+    fail: Mutex<Option<FirewallError>>,
+}
+
+impl FakeEc2 {
+    fn fail_with(&self, e: FirewallError) {
+        *self.fail.lock().unwrap() = Some(e);
+    }
+    fn failure(&self) -> Option<FirewallError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.fail.lock().unwrap().clone()
+    }
+}
+
+impl Firewall for FakeEc2 {
+    fn list<'a>(&'a self, _: &'a Scope, group: &'a str) -> FwFuture<'a, Vec<ExistingRule>> {
+        Box::pin(async move {
+            if let Some(e) = self.failure() {
+                return Err(e);
+            }
+            if group == "sg-00000000" {
+                return Err(FirewallError::GroupNotFound { group: group.into(), region: "r".into() });
+            }
+            Ok(self.rules.lock().unwrap().iter().filter(|r| r.group_id == group).cloned().collect())
+        })
+    }
+    fn authorize<'a>(
+        &'a self,
+        _: &'a Scope,
+        spec: &'a RuleSpec,
+        description: &'a str,
+    ) -> FwFuture<'a, String> {
+        Box::pin(async move {
+            if let Some(e) = self.failure() {
+                return Err(e);
+            }
+            let mut rules = self.rules.lock().unwrap();
+            let id = format!("sgr-{:017x}", self.next.fetch_add(1, Ordering::SeqCst));
+            rules.push(ExistingRule {
+                rule_id: id.clone(),
+                group_id: spec.group_id.clone(),
+                cidr: Some(spec.cidr),
+                other_source: None,
+                protocol: spec.protocol.ec2_name(&spec.cidr).into(),
+                from_port: spec.ports.from,
+                to_port: spec.ports.to,
+                description: description.into(),
+            });
+            Ok(id)
+        })
+    }
+    fn revoke<'a>(&'a self, _: &'a Scope, _: &'a str, ids: &'a [String]) -> FwFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some(e) = self.failure() {
+                return Err(e);
+            }
+            let mut rules = self.rules.lock().unwrap();
+            if !ids.iter().all(|id| rules.iter().any(|r| &r.rule_id == id)) {
+                return Err(FirewallError::RuleNotFound);
+            }
+            rules.retain(|r| !ids.contains(&r.rule_id));
+            Ok(())
+        })
+    }
+}
+
+#[derive(Default)]
+struct Journal {
+    entries: Mutex<Vec<AuditEntry>>,
+    broken: std::sync::atomic::AtomicBool,
+}
+
+impl Recorder for Journal {
+    fn record(&self, e: &AuditEntry) -> Result<(), String> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err("disk full".into());
+        }
+        self.entries.lock().unwrap().push(e.clone());
+        Ok(())
+    }
+}
+
+const G: &str = "sg-0123456789abcdef0";
+
+struct Setup {
+    ec2: Arc<FakeEc2>,
+    journal: Arc<Journal>,
+    versions: Arc<LocalVersions>,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        Setup { ec2: Arc::default(), journal: Arc::default(), versions: Arc::default() }
+    }
+    fn service(&self, policy: Policy) -> Whitelist {
+        Whitelist::new(Parts {
+            firewall: self.ec2.clone(),
+            policy,
+            defaults: Defaults::default(),
+            port_mappings: vec![],
+            cache_ttl: Duration::from_secs(60),
+            versions: self.versions.clone(),
+            recorder: self.journal.clone(),
+        })
+    }
+}
+
+fn rule(ip: &str, port: Option<&str>, protocol: Option<&str>) -> RuleArgs {
+    RuleArgs {
+        group: G.into(),
+        ip_address: ip.into(),
+        port: port.map(Into::into),
+        protocol: protocol.map(Into::into),
+    }
+}
+
+fn add(ip: &str, port: Option<&str>, protocol: Option<&str>) -> AddArgs {
+    AddArgs { rule: rule(ip, port, protocol), ..AddArgs::default() }
+}
+
+fn scope() -> Scope {
+    Scope { profile: None, region: Some("us-east-1".into()), keys: None }
+}
+
+#[tokio::test]
+async fn add_list_check_remove_round_trip() {
+    let s = Setup::new();
+    let w = s.service(Policy::default());
+    let who = Who { identity: Some("alice".into()), addr: None, request_id: Some("r1".into()) };
+    let added = w.add(&scope(), &add("203.0.113.7", None, None), &who).await.unwrap();
+    assert!(added.changed);
+    assert_eq!(
+        (added.rule.cidr_ip.as_deref(), added.rule.port.as_str(), added.rule.protocol.as_str()),
+        (Some("203.0.113.7/32"), "22", "tcp")
+    );
+    assert!(added.rule.description.starts_with("Added by MCP on "), "{}", added.rule.description);
+    let again = w.add(&scope(), &add("203.0.113.7/32", Some("ssh"), Some("TCP")), &who).await.unwrap();
+    assert!(!again.changed, "identical rule: idempotent");
+    assert_eq!(again.rule.rule_id, added.rule.rule_id);
+    let v6 = w.add(&scope(), &add("2001:db8::5", Some("8000-8100"), Some("udp")), &who).await.unwrap();
+    assert_eq!(v6.rule.cidr_ip.as_deref(), Some("2001:db8::5/128"));
+    let listed = w.list(&scope(), G).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(w.check(&scope(), &rule("203.0.113.7", Some("22"), None), &who).await.unwrap().exists);
+    assert!(!w.check(&scope(), &rule("203.0.113.7", Some("23"), None), &who).await.unwrap().exists);
+    let removed = w.remove(&scope(), &rule("203.0.113.7", None, None), &who).await.unwrap();
+    assert!(removed.changed);
+    let missing = w.remove(&scope(), &rule("203.0.113.7", None, None), &who).await.unwrap();
+    assert!(!missing.changed && missing.message.contains("was not allowed"), "{}", missing.message);
+    let journal = s.journal.entries.lock().unwrap();
+    let results: Vec<&str> = journal.iter().map(|e| e.result).collect();
+    assert_eq!(results, ["added", "added", "removed"], "only changes are audited");
+    assert_eq!(journal[0].identity, "alice");
+    assert_eq!(journal[0].request_id.as_deref(), Some("r1"));
+}
+
+#[tokio::test]
+async fn current_means_the_callers_address() {
+    let s = Setup::new();
+    let w = s.service(Policy::default());
+    let who = Who { addr: Some("::ffff:198.51.100.9".parse().unwrap()), ..Who::default() };
+    let added = w.add(&scope(), &add("current", None, None), &who).await.unwrap();
+    assert_eq!(added.rule.cidr_ip.as_deref(), Some("198.51.100.9/32"));
+    let err = w.add(&scope(), &add("current", None, None), &Who::default()).await.unwrap_err();
+    assert!(matches!(err, Error::Invalid { field: "ip_address", .. }));
+}
+
+#[tokio::test]
+async fn refusals_and_bad_input_make_no_aws_call() {
+    let s = Setup::new();
+    let w = s.service(Policy { allowed_security_groups: vec![G.into()], ..Policy::default() });
+    let who = Who::default();
+    let cases: Vec<(AddArgs, &str)> = vec![
+        (add("0.0.0.0/0", None, None), "allow_world"),
+        (add("999.1.1.1", None, None), "ip_address"),
+        (add("10.0.0.0/8", None, None), "min_prefix_v4"),
+        (add("1.2.3.4", Some("0"), None), "port"),
+        (add("1.2.3.4", Some("70000"), None), "port"),
+        (add("1.2.3.4", None, Some("bogus")), "protocol"),
+        (add("1.2.3.4", Some("22"), Some("all")), "port"),
+        (
+            AddArgs {
+                rule: RuleArgs { group: "sg-xyz".into(), ..rule("1.2.3.4", None, None) },
+                ..AddArgs::default()
+            },
+            "security_group_id",
+        ),
+        (
+            AddArgs {
+                rule: RuleArgs { group: "sg-12345678".into(), ..rule("1.2.3.4", None, None) },
+                ..AddArgs::default()
+            },
+            "allowed_security_groups",
+        ),
+        (AddArgs { description: Some("<script>".into()), ..add("1.2.3.4", None, None) }, "description"),
+        (AddArgs { duration: Some("soon".into()), ..add("1.2.3.4", None, None) }, "duration"),
+    ];
+    for (args, what) in cases {
+        let err = w.add(&scope(), &args, &who).await.unwrap_err();
+        let named = match &err {
+            Error::Invalid { field, .. } => *field,
+            Error::Policy(r) => r.setting,
+            other => panic!("{what}: {other}"),
+        };
+        assert_eq!(named, what, "{err}");
+    }
+    assert_eq!(s.ec2.calls.load(Ordering::SeqCst), 0, "nothing reached AWS");
+}
+
+#[tokio::test]
+async fn expiry_is_capped_recorded_and_swept() {
+    let s = Setup::new();
+    let w = s.service(Policy { max_rule_duration: Some(Duration::from_secs(8 * 3600)), ..Policy::default() });
+    let who = Who::default();
+    let err = w
+        .add(&scope(), &AddArgs { duration: Some("9h".into()), ..add("1.2.3.4", None, None) }, &who)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Policy(ref r) if r.setting == "max_rule_duration_hours"), "{err}");
+    let added = w
+        .add(&scope(), &AddArgs { duration: Some("1h".into()), ..add("1.2.3.4", None, None) }, &who)
+        .await
+        .unwrap();
+    assert!(added.rule.expires_at.is_some());
+    w.add(&scope(), &add("1.2.3.5", None, None), &who).await.unwrap();
+    let now = SystemTime::now();
+    assert!(w.sweep(&scope(), G, now).await.unwrap().is_empty(), "nothing expired yet");
+    let later = now + Duration::from_secs(2 * 3600);
+    let swept = w.sweep(&scope(), G, later).await.unwrap();
+    assert_eq!(swept.len(), 1);
+    assert_eq!(swept[0].cidr_ip.as_deref(), Some("1.2.3.4/32"));
+    assert!(w.sweep(&scope(), G, later).await.unwrap().is_empty(), "removed exactly once");
+    assert_eq!(w.list(&scope(), G).await.unwrap().len(), 1, "the permanent rule stays");
+    assert_eq!(s.journal.entries.lock().unwrap().last().unwrap().action, "expire");
+}
+
+#[tokio::test]
+async fn a_change_by_one_worker_is_seen_by_another_at_once() {
+    let s = Setup::new();
+    let (a, b) = (s.service(Policy::default()), s.service(Policy::default()));
+    let who = Who::default();
+    assert!(b.list(&scope(), G).await.unwrap().is_empty());
+    a.add(&scope(), &add("1.2.3.4", None, None), &who).await.unwrap();
+    assert_eq!(b.list(&scope(), G).await.unwrap().len(), 1, "b's cached empty list must not be served");
+    let calls = s.ec2.calls.load(Ordering::SeqCst);
+    b.list(&scope(), G).await.unwrap();
+    assert_eq!(s.ec2.calls.load(Ordering::SeqCst), calls, "unchanged groups are served from cache");
+}
+
+#[tokio::test]
+async fn aws_errors_are_errors_never_a_silent_false() {
+    let s = Setup::new();
+    let w = s.service(Policy::default());
+    s.ec2.fail_with(FirewallError::Throttled { action: "ec2:DescribeSecurityGroupRules".into() });
+    let err = w.check(&scope(), &rule("1.2.3.4", None, None), &Who::default()).await.unwrap_err();
+    assert!(matches!(err, Error::Aws(FirewallError::Throttled { .. })));
+    *s.ec2.fail.lock().unwrap() = None;
+    let missing = RuleArgs { group: "sg-00000000".into(), ..rule("1.2.3.4", None, None) };
+    assert!(matches!(
+        w.check(&scope(), &missing, &Who::default()).await.unwrap_err(),
+        Error::Aws(FirewallError::GroupNotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_change_that_cannot_be_audited_is_reported() {
+    let s = Setup::new();
+    let w = s.service(Policy::default());
+    s.journal.broken.store(true, Ordering::SeqCst);
+    let err = w.add(&scope(), &add("1.2.3.4", None, None), &Who::default()).await.unwrap_err();
+    assert!(matches!(err, Error::Audit(ref m) if m.contains("was made")), "{err}");
+}
+
+#[tokio::test]
+async fn the_per_group_cap_counts_only_this_services_rules() {
+    let s = Setup::new();
+    let w = s.service(Policy { max_rules_per_group: Some(1), ..Policy::default() });
+    s.ec2.rules.lock().unwrap().push(ExistingRule {
+        rule_id: "sgr-hand".into(),
+        group_id: G.into(),
+        cidr: Some("192.0.2.0/24".parse().unwrap()),
+        other_source: None,
+        protocol: "tcp".into(),
+        from_port: 443,
+        to_port: 443,
+        description: "office".into(),
+    });
+    w.add(&scope(), &add("1.2.3.4", None, None), &Who::default()).await.unwrap();
+    let err = w.add(&scope(), &add("1.2.3.5", None, None), &Who::default()).await.unwrap_err();
+    assert!(matches!(err, Error::Policy(ref r) if r.setting == "max_rules_per_group"), "{err}");
+}

@@ -1,0 +1,389 @@
+//! `Ec2Firewall` against a real `moto_server` (PyPI `moto[server]`): list, authorize (IPv4,
+//! IPv6, ranges, ICMP, all), duplicates, revoke, missing groups, and the three credential paths
+//! (default chain, per-call keys checked once with STS, a profile that assumes a role).
+//!
+//! moto comes from `AWSWL_MOTO_SERVER` (exported by `scripts/test`) or `moto_server` on PATH;
+//! without either the tests print a note and pass, unless `CI=true`.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_ec2::config::Credentials;
+use worker::aws::{AwsSettings, CredentialProfile, Ec2Firewall};
+use worker::whitelist::{Firewall, FirewallError, Keys, Ports, Protocol, RuleSpec, Scope};
+
+const REGION: &str = "us-east-1";
+
+/// A moto server on an ephemeral port, killed when dropped.
+struct Moto {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Static test credentials for the default chain, and no IMDS or host `~/.aws` in the way.
+/// Every test sets the same values, once, before anything reads them.
+fn test_env() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+        std::env::remove_var("AWS_SESSION_TOKEN");
+        std::env::remove_var("AWS_PROFILE");
+        std::env::remove_var("AWS_ENDPOINT_URL");
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+        // A shared config of our own: one profile, `base`, for `source_profile`.
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("awswl-aws-moto");
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let credentials = dir.join("credentials");
+        std::fs::write(
+            &credentials,
+            "[base]\naws_access_key_id = AKIABASEEXAMPLE0\naws_secret_access_key = base\n",
+        )
+        .expect("write credentials");
+        std::env::set_var("AWS_CONFIG_FILE", dir.join("config"));
+        std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", credentials);
+    });
+}
+
+fn start_moto() -> Option<Moto> {
+    test_env();
+    let program = std::env::var("AWSWL_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let child = match Command::new(&program)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true but moto_server cannot start ({program}: {e}); run scripts/test")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: moto_server not available ({program}: {e}); run scripts/test --install-only");
+            return None;
+        }
+    };
+    let mut moto = Moto { child, url: format!("http://127.0.0.1:{port}") };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Some(status)) = moto.child.try_wait() {
+            panic!("moto_server exited at start: {status}");
+        }
+        if answers_http(port) {
+            return Some(moto);
+        }
+        assert!(Instant::now() < deadline, "moto_server did not answer on port {port} within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn answers_http(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: localhost\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 5];
+    s.read_exact(&mut head).is_ok() && &head == b"HTTP/"
+}
+
+/// moto's own view of its state (`/moto-api/data.json`).
+fn moto_state(moto: &Moto) -> serde_json::Value {
+    let addr = moto.url.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).expect("connect to moto");
+    s.write_all(b"GET /moto-api/data.json HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("ask moto");
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).expect("read moto's state");
+    let body = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).expect("moto's state is JSON")
+}
+
+/// The AssumeRole sessions moto handed out, as (role ARN, session name, external id).
+fn assumed_roles(moto: &Moto) -> Vec<(String, String, String)> {
+    let state = moto_state(moto);
+    let roles = state["sts"]["AssumedRole"].as_array().cloned().unwrap_or_default();
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    roles.iter().map(|r| (text(&r["role_arn"]), text(&r["session_name"]), text(&r["external_id"]))).collect()
+}
+
+/// An EC2 client of our own, to set up what the firewall works on.
+async fn ec2(moto: &Moto) -> aws_sdk_ec2::Client {
+    let conf = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(&moto.url)
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .load()
+        .await;
+    aws_sdk_ec2::Client::new(&conf)
+}
+
+async fn create_group(ec2: &aws_sdk_ec2::Client, name: &str) -> String {
+    let vpc = ec2.create_vpc().cidr_block("10.0.0.0/16").send().await.expect("create VPC");
+    let vpc_id = vpc.vpc().and_then(|v| v.vpc_id()).expect("VPC id").to_string();
+    let sg = ec2
+        .create_security_group()
+        .group_name(name)
+        .description("awswhitelist test")
+        .vpc_id(vpc_id)
+        .send()
+        .await
+        .expect("create security group");
+    sg.group_id().expect("group id").to_string()
+}
+
+fn settings(moto: &Moto) -> AwsSettings {
+    AwsSettings {
+        region: Some(REGION.into()),
+        endpoint_url: Some(moto.url.clone()),
+        operation_timeout: 20.0,
+        ..AwsSettings::default()
+    }
+}
+
+fn spec(group: &str, cidr: &str, protocol: Protocol, ports: Ports) -> RuleSpec {
+    RuleSpec { group_id: group.into(), cidr: cidr.parse().expect("cidr"), protocol, ports }
+}
+
+fn default_chain() -> Scope {
+    Scope { profile: None, region: None, keys: None }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn rules_end_to_end() {
+    let Some(moto) = start_moto() else { return };
+    let group = create_group(&ec2(&moto).await, "e2e").await;
+    let fw = Ec2Firewall::new(settings(&moto));
+    let scope = default_chain();
+
+    assert_eq!(fw.list(&scope, &group).await.expect("list"), vec![], "a new group has no ingress rules");
+
+    let ssh = spec(&group, "203.0.113.7/32", Protocol::Tcp, Ports::single(22));
+    let id = fw.authorize(&scope, &ssh, "office ssh").await.expect("authorize");
+    assert!(id.starts_with("sgr-"), "{id}");
+    let rules = fw.list(&scope, &group).await.expect("list");
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    let r = &rules[0];
+    assert_eq!(
+        (r.rule_id.as_str(), r.group_id.as_str(), r.protocol.as_str(), r.from_port, r.to_port),
+        (id.as_str(), group.as_str(), "tcp", 22, 22)
+    );
+    assert_eq!((r.cidr, r.description.as_str()), (Some(ssh.cidr), "office ssh"));
+    assert!(r.matches(&ssh));
+
+    let again = fw.authorize(&scope, &ssh, "another description").await;
+    assert_eq!(again, Err(FirewallError::Duplicate));
+
+    let v6 = spec(&group, "2001:db8::7/128", Protocol::Tcp, Ports::single(22));
+    let v6_id = fw.authorize(&scope, &v6, "v6").await.expect("authorize IPv6");
+    let raw = ec2(&moto)
+        .await
+        .describe_security_group_rules()
+        .security_group_rule_ids(&v6_id)
+        .send()
+        .await
+        .expect("describe the IPv6 rule");
+    let raw = &raw.security_group_rules()[0];
+    assert_eq!((raw.cidr_ipv6(), raw.cidr_ipv4()), (Some("2001:db8::7/128"), None), "IPv6 lands in CidrIpv6");
+
+    let udp = spec(&group, "198.51.100.0/24", Protocol::Udp, Ports { from: 8000, to: 8100 });
+    let icmp = spec(&group, "198.51.100.9/32", Protocol::Icmp, Ports::ANY);
+    let icmp6 = spec(&group, "2001:db8::9/128", Protocol::Icmp, Ports::ANY);
+    let all = spec(&group, "192.0.2.1/32", Protocol::All, Ports::ANY);
+    for s in [&udp, &icmp, &icmp6, &all] {
+        fw.authorize(&scope, s, "").await.unwrap_or_else(|e| panic!("authorize {s:?}: {e}"));
+    }
+    let rules = fw.list(&scope, &group).await.expect("list");
+    assert_eq!(rules.len(), 6, "{rules:#?}");
+    for s in [&ssh, &v6, &udp, &icmp, &icmp6, &all] {
+        let found = rules.iter().find(|r| r.matches(s)).unwrap_or_else(|| panic!("{s:?} not in {rules:#?}"));
+        assert!(found.rule_id.starts_with("sgr-"));
+    }
+    let stored = |s: &RuleSpec| {
+        rules.iter().find(|r| r.matches(s)).map(|r| (r.protocol.clone(), r.from_port, r.to_port))
+    };
+    assert_eq!(stored(&udp), Some(("udp".into(), 8000, 8100)));
+    assert_eq!(stored(&icmp), Some(("icmp".into(), -1, -1)));
+    assert_eq!(stored(&icmp6), Some(("icmpv6".into(), -1, -1)));
+    assert_eq!(stored(&all).map(|s| s.0), Some("-1".into()));
+    assert_eq!(
+        fw.authorize(&scope, &all, "").await,
+        Err(FirewallError::Duplicate),
+        "all is matched without ports"
+    );
+
+    fw.revoke(&scope, &group, std::slice::from_ref(&id)).await.expect("revoke");
+    let rules = fw.list(&scope, &group).await.expect("list");
+    assert!(!rules.iter().any(|r| r.rule_id == id), "revoked rule still listed");
+    assert_eq!(rules.len(), 5);
+    assert_eq!(fw.revoke(&scope, &group, std::slice::from_ref(&id)).await, Err(FirewallError::RuleNotFound));
+    fw.revoke(&scope, &group, &[]).await.expect("revoking nothing is a no-op");
+
+    let missing = "sg-0123456789abcdef0";
+    let nf = FirewallError::GroupNotFound { group: missing.into(), region: REGION.into() };
+    assert_eq!(fw.list(&scope, missing).await, Err(nf.clone()));
+    let on_missing = spec(missing, "203.0.113.7/32", Protocol::Tcp, Ports::single(22));
+    assert_eq!(fw.authorize(&scope, &on_missing, "").await, Err(nf));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn per_call_keys_are_verified_once() {
+    let Some(moto) = start_moto() else { return };
+    let group = create_group(&ec2(&moto).await, "keys").await;
+    let keys = Keys {
+        access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
+        secret_access_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
+        session_token: None,
+    };
+    let scope = Scope { profile: None, region: Some(REGION.into()), keys: Some(keys.clone()) };
+
+    let fw = Ec2Firewall::new(AwsSettings { region: None, ..settings(&moto) });
+    assert_eq!(fw.per_call_verifications(), 0);
+    fw.list(&scope, &group).await.expect("list with per-call keys");
+    assert_eq!(fw.per_call_verifications(), 1, "first use checks the keys with STS");
+    let ssh = spec(&group, "203.0.113.7/32", Protocol::Tcp, Ports::single(22));
+    fw.authorize(&scope, &ssh, "").await.expect("authorize with per-call keys");
+    fw.list(&scope, &group).await.expect("list again");
+    assert_eq!(fw.per_call_verifications(), 1, "verified keys are remembered");
+
+    let other = Keys { secret_access_key: "another-secret".into(), ..keys.clone() };
+    let other_scope = Scope { keys: Some(other), ..scope.clone() };
+    fw.list(&other_scope, &group).await.expect("list with other keys");
+    assert_eq!(fw.per_call_verifications(), 2, "different keys are checked on their own");
+
+    let expiring = Ec2Firewall::new(AwsSettings { per_call_cache_ttl: 0.0, ..settings(&moto) });
+    expiring.list(&scope, &group).await.expect("list");
+    expiring.list(&scope, &group).await.expect("list");
+    assert_eq!(expiring.per_call_verifications(), 2, "a zero TTL checks every time");
+
+    let closed = Ec2Firewall::new(AwsSettings { allow_per_call_credentials: false, ..settings(&moto) });
+    match closed.list(&scope, &group).await {
+        Err(e @ FirewallError::Other { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("per-call credentials are disabled"), "{text}");
+            assert!(!text.contains(&keys.secret_access_key) && !text.contains(&keys.access_key_id));
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(closed.per_call_verifications(), 0);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn profiles_assume_roles() {
+    let Some(moto) = start_moto() else { return };
+    let group = create_group(&ec2(&moto).await, "roles").await;
+    let profile = |name: &str, account: &str| CredentialProfile {
+        name: name.into(),
+        region: Some(REGION.into()),
+        role_arn: Some(format!("arn:aws:iam::{account}:role/test")),
+        external_id: Some("ext-1".into()),
+        session_name: Some("awswhitelist-test".into()),
+        source_profile: None,
+    };
+    let s = AwsSettings {
+        region: None,
+        profiles: vec![profile("same", "123456789012"), profile("elsewhere", "111111111111")],
+        ..settings(&moto)
+    };
+    let fw = Ec2Firewall::new(s);
+    let scope = |name: &str| Scope { profile: Some(name.into()), region: None, keys: None };
+
+    // The role in the group's own account sees it and can change it.
+    let ssh = spec(&group, "203.0.113.7/32", Protocol::Tcp, Ports::single(22));
+    fw.authorize(&scope("same"), &ssh, "via role").await.expect("authorize through AssumeRole");
+    let rules = fw.list(&scope("same"), &group).await.expect("list through AssumeRole");
+    assert_eq!(rules.len(), 1);
+    // moto puts assumed-role credentials in the role's account: a role elsewhere does not see
+    // the group, which proves the calls ran with the assumed credentials.
+    assert_eq!(
+        fw.list(&scope("elsewhere"), &group).await,
+        Err(FirewallError::GroupNotFound { group: group.clone(), region: REGION.into() })
+    );
+
+    // The assumed credentials are cached: one AssumeRole per profile, however many calls.
+    fw.list(&scope("same"), &group).await.expect("list again");
+    let mut sessions = assumed_roles(&moto);
+    sessions.sort();
+    let session = |account: &str| {
+        (format!("arn:aws:iam::{account}:role/test"), "awswhitelist-test".to_string(), "ext-1".to_string())
+    };
+    assert_eq!(sessions, vec![session("111111111111"), session("123456789012")]);
+
+    match fw.list(&scope("nope"), &group).await {
+        Err(FirewallError::Other { code, message, .. }) => {
+            assert_eq!(code, "UnknownProfile");
+            assert!(message.contains("\"nope\"") && message.contains("same, elsewhere"), "{message}");
+        }
+        other => panic!("expected an unknown-profile error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn source_profiles_give_the_base_credentials() {
+    let Some(moto) = start_moto() else { return };
+    let group = create_group(&ec2(&moto).await, "source").await;
+    let profile = |name: &str, source: &str, role: Option<&str>| CredentialProfile {
+        name: name.into(),
+        region: None,
+        role_arn: role.map(str::to_string),
+        external_id: None,
+        session_name: None,
+        source_profile: Some(source.into()),
+    };
+    let fw = Ec2Firewall::new(AwsSettings {
+        profiles: vec![
+            profile("plain", "base", None),
+            profile("chained", "base", Some("arn:aws:iam::222222222222:role/chained")),
+            profile("broken", "missing", None),
+        ],
+        ..settings(&moto)
+    });
+    let scope = |name: &str| Scope { profile: Some(name.into()), region: None, keys: None };
+
+    assert_eq!(fw.list(&scope("plain"), &group).await, Ok(vec![]));
+    // The chained role lives in another account (moto switches accounts on AssumeRole).
+    assert_eq!(
+        fw.list(&scope("chained"), &group).await,
+        Err(FirewallError::GroupNotFound { group: group.clone(), region: REGION.into() })
+    );
+    let roles = assumed_roles(&moto);
+    assert_eq!(roles.len(), 1, "{roles:?}");
+    assert_eq!(roles[0].0, "arn:aws:iam::222222222222:role/chained");
+    // A source profile that does not exist fails, although env keys would have worked.
+    match fw.list(&scope("broken"), &group).await {
+        Err(FirewallError::BadCredentials(m)) => assert!(m.contains("missing"), "{m}"),
+        other => panic!("expected a credentials error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn unreachable_endpoint_is_named() {
+    test_env();
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let url = format!("http://127.0.0.1:{port}");
+    let fw = Ec2Firewall::new(AwsSettings {
+        region: Some(REGION.into()),
+        endpoint_url: Some(url.clone()),
+        max_attempts: 1,
+        ..AwsSettings::default()
+    });
+    match fw.list(&default_chain(), "sg-0123456789abcdef0").await {
+        Err(FirewallError::Other { code, message, .. }) => {
+            assert_eq!(code, "EndpointUnreachable");
+            assert!(message.contains("cannot reach the EC2 endpoint") && message.contains(&url), "{message}");
+        }
+        other => panic!("expected an unreachable endpoint, got {other:?}"),
+    }
+}
