@@ -103,13 +103,9 @@ impl Clients {
         self.sts_verifications.load(Ordering::Relaxed)
     }
 
-    /// The client for `scope`, for a call doing `action` on `group` (both only for messages).
-    pub async fn session(&self, scope: &Scope, action: &str, group: &str) -> Result<Session, FirewallError> {
-        let refuse = |code: &str, message: String| FirewallError::Other {
-            action: action.to_string(),
-            code: code.to_string(),
-            message,
-        };
+    /// The client for `scope`, for a call on `group` (named in messages only).
+    pub async fn session(&self, scope: &Scope, group: &str) -> Result<Session, FirewallError> {
+        let refuse = |code: &str, message: String| FirewallError::Refused { code: code.to_string(), message };
         let profile = match scope.profile.as_deref() {
             None => None,
             Some(name) => Some(self.settings.profile(name).ok_or_else(|| {
@@ -332,23 +328,23 @@ mod tests {
             region: Some("eu-west-1".into()),
             keys: k,
         };
-        let unknown = clients.session(&scope(Some("prod"), None), "ec2:X", "sg-1").await.err();
+        let unknown = clients.session(&scope(Some("prod"), None), "sg-1").await.err();
         assert!(
-            matches!(&unknown, Some(FirewallError::Other { code, message, .. })
+            matches!(&unknown, Some(FirewallError::Refused { code, message })
                 if code == "UnknownProfile" && message.contains("\"prod\"") && message.contains("none")),
             "{unknown:?}"
         );
         let k = keys("AKIAEXAMPLE", "s3cr3t", None);
-        let disabled = clients.session(&scope(None, Some(k)), "ec2:X", "sg-1").await.err();
+        let disabled = clients.session(&scope(None, Some(k)), "sg-1").await.err();
         match disabled {
-            Some(FirewallError::Other { code, message, .. }) => {
+            Some(FirewallError::Refused { code, message }) => {
                 assert_eq!(code, "PerCallCredentialsDisabled");
                 assert!(!message.contains("s3cr3t") && !message.contains("AKIAEXAMPLE"));
             }
             e => panic!("{e:?}"),
         }
         let bad_region = Scope { region: Some("Mars".into()), ..scope(None, None) };
-        assert!(clients.session(&bad_region, "ec2:X", "sg-1").await.is_err());
+        assert!(clients.session(&bad_region, "sg-1").await.is_err());
         assert_eq!(clients.sts_verifications(), 0);
     }
 }

@@ -33,7 +33,7 @@ impl Ec2Firewall {
     }
 
     async fn list_rules(&self, scope: &Scope, group: &str) -> Result<Vec<ExistingRule>, FirewallError> {
-        let s = self.clients.session(scope, "ec2:DescribeSecurityGroups", group).await?;
+        let s = self.clients.session(scope, group).await?;
         self.ensure_group(&s, group).await?;
         read_rules(&s, group).await
     }
@@ -53,7 +53,7 @@ impl Ec2Firewall {
     async fn add(&self, scope: &Scope, spec: &RuleSpec, description: &str) -> Result<String, FirewallError> {
         let action = "ec2:AuthorizeSecurityGroupIngress";
         let group = spec.group_id.as_str();
-        let s = self.clients.session(scope, action, group).await?;
+        let s = self.clients.session(scope, group).await?;
         let call = s.call(action, group);
         let out = s
             .ec2
@@ -86,7 +86,7 @@ impl Ec2Firewall {
             return Ok(());
         }
         let action = "ec2:RevokeSecurityGroupIngress";
-        let s = self.clients.session(scope, action, group).await?;
+        let s = self.clients.session(scope, group).await?;
         let call = s.call(action, group);
         let out = s
             .ec2

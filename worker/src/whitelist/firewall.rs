@@ -98,6 +98,15 @@ pub enum FirewallError {
         /// The API call.
         action: String,
     },
+    /// The call cannot be made as asked (unknown profile, per-call keys switched off, no
+    /// region): nothing was sent to AWS.
+    #[error("{message}")]
+    Refused {
+        /// A stable name for the reason, e.g. `UnknownProfile`.
+        code: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
     /// Anything else, with AWS's code and message.
     #[error("AWS error in {action}: {code}: {message}")]
     Other {
