@@ -14,11 +14,9 @@
 #   service w=1     awswhitelist serve --workers 1: same single thread, plus supervisor and limits
 #   service w=N     awswhitelist serve --workers $(nproc): the default shape
 # wrk runs on the same machine and competes for the same cores; with w=N the workers and wrk
-# share them, so w=N is not N times w=1 here. Only loopback addresses are used.
+# share them, so w=N is not N times w=1 here. Only loopback addresses are used. Any socket error or
+# non-2xx answer makes the script exit 1 after the table. MCP endpoints: bench/mcp.sh.
 set -euo pipefail
-
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
 
 DURATION=${BENCH_DURATION:-10s}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
@@ -41,135 +39,26 @@ while (($#)); do
     shift
 done
 
-CORES=$(nproc)
-OUT=$(mktemp -d "${TMPDIR:-/tmp}/awswhitelist-bench.XXXXXX")
-RUNNING=  # the server under test, stopped on any exit
-cleanup() {
-    if [[ -n $RUNNING ]]; then
-        kill -TERM "$RUNNING" 2>/dev/null || true
-        wait "$RUNNING" 2>/dev/null || true
-    fi
-}
-trap cleanup EXIT
-
-# wrk: Debian's package.
-if ! command -v wrk >/dev/null; then
-    echo "installing wrk (apt)…" >&2
-    if ((EUID == 0)); then
-        apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; }
-    else
-        sudo -n apt-get install -y -qq wrk
-    fi
-fi
-
-if ((BUILD)); then
-    echo "building release binaries (cargo build --release)…" >&2
-    cargo build --release --quiet -p awswhitelist --bin awswhitelist
-    cargo build --release --quiet -p worker --example bare_hyper
-fi
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-SERVICE=$TARGET_DIR/release/awswhitelist
-BARE=$TARGET_DIR/release/examples/bare_hyper
-for b in "$SERVICE" "$BARE"; do
-    [[ -x $b ]] || { echo "missing $b (run without --no-build)" >&2; exit 1; }
-done
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_ready() { # URL PID
-    local i
-    for i in $(seq 1 200); do
-        if curl -fsS -o /dev/null --max-time 1 "$1"; then return 0; fi
-        kill -0 "$2" 2>/dev/null || { echo "server $2 exited before it was ready" >&2; return 1; }
-        sleep 0.05
-    done
-    echo "server $2 not ready after 10 s" >&2
-    return 1
-}
-
-# RSS of a process and all its descendants, in MiB.
-rss_tree_mib() {
-    local pids=("$1") i=0 kb=0 p
-    while ((i < ${#pids[@]})); do
-        for p in $(ps -o pid= --ppid "${pids[i]}"); do pids+=("$p"); done
-        i=$((i + 1))
-    done
-    for p in "${pids[@]}"; do
-        kb=$((kb + $(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
-    done
-    awk -v kb="$kb" -v n="${#pids[@]}" 'BEGIN { printf "%.1f (%d proc)", kb / 1024, n }'
-}
-
-# wrk latency figure ("1.23ms", "850.00us", "1.02s") → milliseconds.
-to_ms() {
-    awk -v v="$1" 'BEGIN {
-        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000
-        printf "%.3f", n
-    }'
-}
-
-ROWS=()
-run_target() { # NAME URL PID
-    local name=$1 url=$2 pid=$3 log="$OUT/wrk-${1// /_}.txt"
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" "$url" >/dev/null
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url" >"$log"
-    local rps p50 p90 p99 sock non2xx errors rss
-    rps=$(awk '/^Requests\/sec:/ {print $2}' "$log")
-    p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$log")")
-    p90=$(to_ms "$(awk '$1 == "90%" {print $2}' "$log")")
-    p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$log")")
-    sock=$(awk -F'[ ,]+' '/Socket errors:/ {print $4 + $6 + $8 + $10}' "$log")
-    non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$log")
-    errors=$((${sock:-0} + ${non2xx:-0}))
-    rss=$(rss_tree_mib "$pid")
-    ROWS+=("$(printf '%-16s %12s %10s %10s %10s %8s  %s' "$name" "$rps" "$p50" "$p90" "$p99" "$errors" "$rss")")
-}
-
-stop() { # PID
-    kill -TERM "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-    RUNNING=
-}
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_init bench/health.sh
 
 echo "GET /health on loopback: wrk -t$THREADS -c$CONNECTIONS -d$DURATION (after a $WARMUP warm-up), $CORES cores" >&2
 
 # 1. bare hyper
 port=$(free_port)
-"$BARE" "127.0.0.1:$port" >"$OUT/bare_hyper.log" 2>&1 &
-pid=$!
-RUNNING=$pid
-wait_ready "http://127.0.0.1:$port/health" "$pid"
-run_target "bare-hyper" "http://127.0.0.1:$port/health" "$pid"
-stop "$pid"
+start_bare "$port"
+run_target "bare-hyper" "http://127.0.0.1:$port/health" "$PID"
+stop "$PID"
 
 # 2. and 3. the service, one worker, then one per core
 for w in 1 "$CORES"; do
     port=$(free_port)
-    # Only the flags configure it: no AWSWHITELIST_* variable from the caller's environment.
-    unset_config=()
-    while IFS= read -r name; do unset_config+=(-u "$name"); done < <(compgen -e | grep '^AWSWHITELIST_' || true)
-    env "${unset_config[@]}" \
-        "$SERVICE" serve --bind "127.0.0.1:$port" --workers "$w" --graceful-timeout 5 \
-        --log-format json >"$OUT/service-w$w.log" 2>&1 &
-    pid=$!
-    RUNNING=$pid
-    wait_ready "http://127.0.0.1:$port/health" "$pid"
-    # Until every worker answers, a run would measure fewer workers than asked for.
-    sleep 0.5
-    run_target "service w=$w" "http://127.0.0.1:$port/health" "$pid"
-    stop "$pid"
+    start_service "$port" "$w"
+    run_target "service w=$w" "http://127.0.0.1:$port/health" "$PID"
+    stop "$PID"
 done
 
-echo
-echo "GET /health, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, loopback, $CORES cores (wrk shares them)"
-printf '%-16s %12s %10s %10s %10s %8s  %s\n' target req/s p50_ms p90_ms p99_ms errors rss_MiB
-for row in "${ROWS[@]}"; do
-    echo "$row"
-done
-echo "bare-hyper: 1 process, 1 thread; service w=1: supervisor + 1 single-threaded worker;"
-echo "service w=$CORES: supervisor + $CORES workers. errors = socket errors + non-2xx answers."
-echo "rss = VmRSS summed over the process and its children after the run. wrk output: $OUT"
+bench_finish "GET /health, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, loopback, $CORES cores (wrk shares them)" \
+    "bare-hyper: 1 process, 1 thread; service w=1: supervisor + 1 single-threaded worker;" \
+    "service w=$CORES: supervisor + $CORES workers."

@@ -31,6 +31,10 @@ pub enum Command {
     /// Bridge an MCP client that only speaks stdio to a remote server over HTTP(S): one JSON
     /// message per line in, each answer as one line out, as soon as it arrives.
     Proxy(ProxyArgs),
+    /// Issue an HS256 token signed with the configured shared secret; prints only the token.
+    Token(crate::keys::TokenArgs),
+    /// Make an API key: prints the key once and the config entry holding its hash.
+    Keygen(crate::keys::KeygenArgs),
     /// Internal: one worker process, started by `serve`.
     #[command(hide = true)]
     Worker,

@@ -57,6 +57,9 @@ pub struct Config {
     /// Group the workers run as (name or number); defaults to the user's group.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Proxies (addresses, CIDRs, `unix`) whose X-Forwarded-For / X-Real-IP / Forwarded headers
+    /// are believed; from anyone else the TCP peer is the client.
+    pub forwarded_allow_ips: Vec<String>,
     /// File mode creation mask, octal (`"0o027"` or `0o027`).
     #[serde(
         serialize_with = "ser_umask",
@@ -72,6 +75,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// How the service reaches AWS.
     pub aws: worker::aws::AwsSettings,
+    /// Who may call: JWT bearer tokens, API keys, scopes.
+    pub auth: worker::auth::AuthSettings,
     /// Logging.
     pub log: LogConfig,
 }
@@ -267,6 +272,7 @@ impl Default for Config {
             limit_request_field_size: 8190,
             worker_connections: 1000,
             pidfile: None,
+            forwarded_allow_ips: Vec::new(),
             user: None,
             group: None,
             umask: None,
@@ -274,6 +280,7 @@ impl Default for Config {
             whitelist: WhitelistConfig::default(),
             policy: PolicyConfig::default(),
             aws: worker::aws::AwsSettings::default(),
+            auth: worker::auth::AuthSettings::default(),
             log: LogConfig::default(),
         }
     }
@@ -407,6 +414,9 @@ impl Config {
             };
             bad(key, format!("{value:?}"), &reason);
         }
+        if let Err(e) = worker::forwarded::TrustedProxies::parse(&self.forwarded_allow_ips) {
+            bad("forwarded_allow_ips", format!("{:?}", e.0), "not an IP address, CIDR, \"*\" or \"unix\"");
+        }
         let m = &self.mcp;
         if !m.path.starts_with('/')
             || m.path == "/"
@@ -434,6 +444,20 @@ impl Config {
         }
         if let Err(e) = self.aws.validate() {
             bad("aws", String::new(), &e);
+        }
+        if let Err(found) = self.auth.validate() {
+            for p in found {
+                bad(&p.key, p.value, &p.reason);
+            }
+        }
+        if !self.auth.enabled {
+            if let Some(open) = self.bind_addrs().iter().find(|a| !a.is_local()) {
+                bad(
+                    "auth.enabled",
+                    "false".into(),
+                    &format!("{open} is reachable from other machines: without authentication anyone there could open your firewall; set [auth] enabled = true with a secret, keys or a JWKS issuer (see deploy/awswhitelist.example.toml), or bind to loopback"),
+                );
+            }
         }
         let whitelist_problems = self.whitelist_settings().err().unwrap_or_default();
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
@@ -508,6 +532,7 @@ impl Config {
             limit_request_fields: self.limit_request_fields,
             limit_request_field_size: self.limit_request_field_size,
             worker_connections: self.worker_connections,
+            forwarded_allow_ips: self.forwarded_allow_ips.clone(),
             mcp: worker::McpSettings {
                 policy: self.endpoint_policy(),
                 body_timeout: self.mcp.body_timeout,
@@ -529,6 +554,7 @@ impl Config {
                 sweep_groups: Vec::new(),
             }),
             aws: self.aws.clone(),
+            auth: self.auth.clone(),
         }
     }
 

@@ -4,6 +4,7 @@
 
 mod cli;
 mod config;
+mod keys;
 mod logging;
 mod proxy;
 mod stdio;
@@ -27,6 +28,8 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => check_config(&args),
         Command::Stdio(args) => stdio_main(&args),
         Command::Proxy(args) => proxy_main(&args),
+        Command::Token(args) => keys::token_main(&args),
+        Command::Keygen(args) => keys::keygen_main(&args),
         Command::Worker => worker_main(),
     }
 }

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet, LocalSet};
-use worker::mcp::{parse_json, standard_registry, Dispatcher, Outcome, ServerInfo, TransportMeta};
+use worker::mcp::{parse_json, Dispatcher, Outcome, ServerInfo, TransportMeta};
 
 use crate::config::Config;
 
@@ -122,13 +122,23 @@ async fn write_lines<W: AsyncWrite + Unpin>(
 
 /// Serves MCP on stdin/stdout until stdin ends and every started request has been answered.
 pub fn run(config: &Config) -> io::Result<()> {
-    let registry = standard_registry(config.mcp.page_size).map_err(io::Error::other)?;
+    let settings = config.worker_settings();
     let info = ServerInfo::new("awswhitelist", env!("CARGO_PKG_VERSION"));
-    let dispatcher = Rc::new(Dispatcher::new(info, registry));
     let max = config.mcp.max_body_bytes;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let result =
-        LocalSet::new().block_on(&runtime, serve(dispatcher, tokio::io::stdin(), tokio::io::stdout(), max));
+    // The same tools as `serve`, built inside the runtime (the sweeper is a task of it).
+    let result = LocalSet::new().block_on(&runtime, async move {
+        let (registry, service, _audit) = worker::whitelist_service(&settings).map_err(io::Error::other)?;
+        let wl = &settings.whitelist;
+        let sweeper = worker::sweeper::Config {
+            state_dir: wl.state_dir.clone(),
+            interval: std::time::Duration::from_secs_f64(wl.sweep_interval),
+            groups: wl.sweep_groups.clone(),
+        };
+        tokio::spawn(worker::sweeper::run(service, sweeper));
+        let dispatcher = Rc::new(Dispatcher::new(info, registry));
+        serve(dispatcher, tokio::io::stdin(), tokio::io::stdout(), max).await
+    });
     // A read of stdin cannot be cancelled; do not wait for one still blocked (stdout closed first).
     runtime.shutdown_background();
     result
@@ -231,8 +241,10 @@ mod tests {
 
     #[tokio::test]
     async fn the_loop_answers_each_line_and_skips_blank_ones() {
-        let dispatcher =
-            Rc::new(Dispatcher::new(ServerInfo::new("t", "0"), standard_registry(10).expect("registry")));
+        let dispatcher = Rc::new(Dispatcher::new(
+            ServerInfo::new("t", "0"),
+            worker::mcp::standard_registry(10).expect("registry"),
+        ));
         let input = [
             r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#,
             r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,

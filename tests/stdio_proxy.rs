@@ -26,8 +26,11 @@ struct Peer {
 
 impl Peer {
     fn start(args: &[&str], env: &[(&str, &str)]) -> Peer {
+        // `stdio` keeps state (audit log, cache counters); never in the real home directory.
+        let state = std::env::temp_dir().join(format!("awswl-stdio-{}", std::process::id()));
         let mut child = Command::new(common::BIN)
             .args(args)
+            .env("XDG_STATE_HOME", &state)
             .env_remove("AWSWHITELIST_CONFIG")
             .env_remove("MCP_REMOTE_URL")
             .env_remove("MCP_AUTH_TOKEN")

@@ -44,8 +44,8 @@ WORKERS = 2
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 # How many service_status calls at most to see more than one worker answer. Each call is on a new
-# connection whose local port the kernel picks; SO_REUSEPORT hashes it onto one of the two
-# workers, so N calls all landing on one worker has probability 2^(1-N): negligible at 40.
+# connection, accepted by whichever of the two workers gets to the shared socket first; N calls
+# all landing on one worker is vanishingly unlikely at 40.
 MAX_CALLS_FOR_TWO_WORKERS = 40
 
 

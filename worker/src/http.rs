@@ -7,12 +7,16 @@ use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_TYPE, HOST, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
+use crate::auth::Denial;
 use crate::guard::{self, Refusal};
-use crate::mcp::{Caller, Outcome, TransportMeta};
+use crate::mcp::{parse_json, Caller, Outcome, TransportMeta};
+
+/// Where RFC 9728 puts the protected resource metadata.
+const WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
 use crate::server::Shared;
 
 /// The response body type of every handler.
@@ -36,15 +40,22 @@ pub async fn handle(
     Ok(resp)
 }
 
-/// `POST /mcp`: guard, read the body within its size and time limits, dispatch.
+/// `POST /mcp`: guard, authenticate, read the body within its size and time limits, check
+/// the scope of every tool call in it, dispatch.
 async fn mcp_endpoint(req: Request<Incoming>, peer: Option<SocketAddr>, shared: &Shared) -> Response<Body> {
     let mcp = &shared.settings.mcp;
     if let Err(refusal) = guard::check(&mcp.policy, req.method(), req.headers()) {
         return refused(&refusal);
     }
+    let authorization = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let principal = match shared.auth.authenticate(authorization).await {
+        Ok(p) => p,
+        Err(denial) => return denied(&req, &denial, shared),
+    };
+    let client_addr = client_addr(&req, peer, shared);
     let headers = req.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
-    let meta = TransportMeta::from_headers(headers)
-        .with_caller(Caller { client_addr: peer.map(|p| p.ip()), ..Caller::default() });
+    let mut meta = TransportMeta::from_headers(headers);
+    let metadata_url = metadata_url(&req, shared);
     let body = Limited::new(req.into_body(), mcp.policy.max_body_bytes);
     let timeout = std::time::Duration::from_secs_f64(mcp.body_timeout);
     let bytes = match tokio::time::timeout(timeout, body.collect()).await {
@@ -62,7 +73,28 @@ async fn mcp_endpoint(req: Request<Incoming>, peer: Option<SocketAddr>, shared: 
             return refused(&r);
         }
     };
-    match shared.dispatcher.handle_bytes(&bytes, &meta).await {
+    let message = match parse_json(&bytes) {
+        Ok(v) => v,
+        Err(e) => return json(StatusCode::BAD_REQUEST, &e.to_response()),
+    };
+    if shared.auth.enabled() {
+        for name in called_tools(&message) {
+            if let Err(denial) = principal.authorize_tool(name) {
+                return denial_response(&denial, &shared.auth.www_authenticate(&denial, &metadata_url));
+            }
+        }
+    }
+    meta.caller = Caller {
+        client_addr,
+        subject: shared.auth.enabled().then(|| principal.identity()),
+        log_id: None,
+        allowed_tools: shared.auth.enabled().then(|| {
+            let tools = shared.dispatcher.registry().tools();
+            tools.iter().map(|t| t.spec().name.clone()).filter(|n| principal.may_call(n)).collect()
+        }),
+        security_groups: principal.security_groups.clone(),
+    };
+    match shared.dispatcher.handle(message, &meta).await {
         Outcome::Reply(body) => json(StatusCode::OK, &body),
         Outcome::Accepted => {
             let mut resp = Response::new(Full::new(Bytes::new()));
@@ -75,6 +107,76 @@ async fn mcp_endpoint(req: Request<Incoming>, peer: Option<SocketAddr>, shared: 
     }
 }
 
+/// Names of the tools a message (or batch) calls.
+fn called_tools(message: &serde_json::Value) -> Vec<&str> {
+    match message {
+        serde_json::Value::Array(batch) => batch.iter().filter_map(called_tool).collect(),
+        m => called_tool(m).into_iter().collect(),
+    }
+}
+
+fn called_tool(m: &serde_json::Value) -> Option<&str> {
+    if m.get("method")?.as_str()? != "tools/call" {
+        return None;
+    }
+    m.pointer("/params/name")?.as_str()
+}
+
+/// The canonical URI of this MCP endpoint, as clients reach it (through trusted proxies).
+fn resource_uri(req: &Request<Incoming>, shared: &Shared) -> String {
+    let host = req.headers().get(HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
+    let proto = req
+        .headers()
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .filter(|p| matches!(*p, "http" | "https") && !shared.proxies.is_empty())
+        .unwrap_or("http");
+    format!("{proto}://{host}{}", shared.settings.mcp.policy.path)
+}
+
+fn metadata_url(req: &Request<Incoming>, shared: &Shared) -> String {
+    shared
+        .auth
+        .resource_metadata_url()
+        .unwrap_or_else(|| crate::auth::metadata_url_for(&resource_uri(req, shared)).unwrap_or_default())
+}
+
+fn denied(req: &Request<Incoming>, denial: &Denial, shared: &Shared) -> Response<Body> {
+    let challenge = shared.auth.www_authenticate(denial, &metadata_url(req, shared));
+    denial_response(denial, &challenge)
+}
+
+fn denial_response(denial: &Denial, challenge: &str) -> Response<Body> {
+    let status = StatusCode::from_u16(denial.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32001, "message": denial.to_string()}});
+    let mut resp = json(status, &body);
+    if let Ok(v) = HeaderValue::from_str(challenge) {
+        resp.headers_mut().insert(WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+/// RFC 9728 protected resource metadata, at the well-known path and at it + the MCP path.
+fn resource_metadata(req: &Request<Incoming>, shared: &Shared) -> Response<Body> {
+    if !shared.auth.enabled() {
+        return json(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "authentication is not enabled on this server"}),
+        );
+    }
+    let resource = shared.auth.audience_or(&resource_uri(req, shared));
+    json(StatusCode::OK, &shared.auth.protected_resource_metadata(&resource))
+}
+
+/// The client as the request tells it: through trusted proxies only, else the TCP peer.
+fn client_addr(
+    req: &Request<Incoming>,
+    peer: Option<SocketAddr>,
+    shared: &Shared,
+) -> Option<std::net::IpAddr> {
+    shared.proxies.client_addr(peer.map(|p| p.ip()), req.headers())
+}
+
 fn refused(refusal: &Refusal) -> Response<Body> {
     let mut resp = json(refusal.status, &refusal.body());
     if let Some(allow) = refusal.allow {
@@ -84,7 +186,14 @@ fn refused(refusal: &Refusal) -> Response<Body> {
 }
 
 fn route(req: &Request<Incoming>, shared: &Shared) -> Response<Body> {
-    match req.uri().path() {
+    let path = req.uri().path();
+    if path == WELL_KNOWN || path.strip_prefix(WELL_KNOWN) == Some(shared.settings.mcp.policy.path.as_str()) {
+        return match *req.method() {
+            Method::GET | Method::HEAD => resource_metadata(req, shared),
+            _ => method_not_allowed("GET, HEAD"),
+        };
+    }
+    match path {
         "/" => match *req.method() {
             Method::GET | Method::HEAD => service_info(shared),
             _ => method_not_allowed("GET, HEAD"),

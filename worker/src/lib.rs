@@ -6,11 +6,14 @@
 //! recycled when its request budget is spent, and drains on SIGTERM.
 
 pub mod audit;
+pub mod auth;
 pub mod aws;
 mod channel;
+pub mod forwarded;
 pub mod guard;
 mod http;
 pub mod mcp;
+pub mod ratelimit;
 mod server;
 mod settings;
 pub mod sweeper;
@@ -18,5 +21,5 @@ pub mod tools;
 pub mod versions;
 pub mod whitelist;
 
-pub use server::{run, Hooks, RunError};
+pub use server::{run, whitelist_service, Hooks, RunError};
 pub use settings::{McpSettings, Settings, WhitelistSettings};

@@ -25,8 +25,10 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tracing::{debug, error, info, warn};
 
 use crate::audit::AuditLog;
+use crate::auth::Authenticator;
 use crate::aws::Ec2Firewall;
 use crate::channel::{self, Outbox};
+use crate::forwarded::TrustedProxies;
 use crate::http;
 use crate::mcp::{standard_registry, Dispatcher, Registry, ServerInfo};
 use crate::settings::Settings;
@@ -68,6 +70,10 @@ pub struct Shared {
     pub identity: Identity,
     pub settings: Settings,
     pub dispatcher: Dispatcher,
+    /// Who may tell us the client's address.
+    pub proxies: TrustedProxies,
+    /// Who may call.
+    pub auth: Arc<Authenticator>,
     requests: AtomicU64,
     connections: AtomicU64,
     draining: AtomicBool,
@@ -134,6 +140,26 @@ async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result
     info.generation = Some(assignment.generation);
     let (registry, service, audit) = whitelist_service(&settings)?;
     let dispatcher = Dispatcher::new(info, registry);
+    let auth =
+        Arc::new(Authenticator::load(&settings.auth).map_err(|e| std::io::Error::other(e.to_string()))?);
+    if auth.enabled() {
+        // Warm the JWKS cache without holding up READY: an issuer that is down must not keep
+        // the worker from serving API keys and HS tokens.
+        let warm = auth.clone();
+        tokio::spawn(async move {
+            if let Err(e) = warm.refresh_jwks().await {
+                warn!(event = "jwks_unavailable", error = %e, "cannot fetch the issuer's keys yet: {e}");
+            }
+        });
+    } else {
+        warn!(event = "auth_disabled", "authentication is OFF: anyone who can reach the listeners may change security groups (allowed only on loopback)");
+    }
+    let proxies = TrustedProxies::parse(&settings.forwarded_allow_ips).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("forwarded_allow_ips entry {:?} is invalid", e.0),
+        )
+    })?;
     let wl = &settings.whitelist;
     let sweeper = sweeper::Config {
         state_dir: wl.state_dir.clone(),
@@ -155,6 +181,8 @@ async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result
         },
         settings,
         dispatcher,
+        proxies,
+        auth,
         requests: AtomicU64::new(0),
         connections: AtomicU64::new(0),
         draining: AtomicBool::new(false),
@@ -236,8 +264,9 @@ async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result
 }
 
 /// The whitelist tools and what they stand on: EC2, the audit log, the host's shared cache
-/// counters. A file that cannot be opened stops the boot with a message naming it.
-fn whitelist_service(settings: &Settings) -> Result<(Registry, Arc<Whitelist>, Arc<AuditLog>), RunError> {
+/// counters. A file that cannot be opened stops the boot with a message naming it. Shared by
+/// the HTTP workers and `stdio`.
+pub fn whitelist_service(settings: &Settings) -> Result<(Registry, Arc<Whitelist>, Arc<AuditLog>), RunError> {
     let wl = &settings.whitelist;
     std::fs::create_dir_all(&wl.state_dir).map_err(|e| {
         std::io::Error::new(e.kind(), format!("cannot create state_dir {}: {e}", wl.state_dir.display()))

@@ -25,12 +25,16 @@ pub struct Settings {
     pub limit_request_field_size: usize,
     /// Most connections open at once in this worker; more wait in the shared accept queue.
     pub worker_connections: usize,
+    /// Proxies whose forwarding headers are believed (`forwarded_allow_ips`).
+    pub forwarded_allow_ips: Vec<String>,
     /// The MCP endpoint.
     pub mcp: McpSettings,
     /// The whitelist tools.
     pub whitelist: WhitelistSettings,
     /// AWS access.
     pub aws: AwsSettings,
+    /// Authentication.
+    pub auth: crate::auth::AuthSettings,
 }
 
 /// The whitelist tools: policy, defaults, and where state and audit go.

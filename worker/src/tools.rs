@@ -53,6 +53,7 @@ impl Tool for WhitelistTool {
                 identity: ctx.caller.subject.clone(),
                 addr: ctx.caller.client_addr,
                 request_id: ctx.caller.log_id.clone().or_else(|| Some(ctx.request_id.to_value().to_string())),
+                allowed_groups: ctx.caller.security_groups.clone(),
             };
             let fail = |e: crate::whitelist::Error| ToolError::Failed(e.to_string());
             let (text, value) = match self.kind {
@@ -79,7 +80,7 @@ impl Tool for WhitelistTool {
                 }
                 Kind::List => {
                     let group = text_arg(&args, "security_group_id").unwrap_or_default();
-                    let rules = self.service.list(&scope, &group).await.map_err(fail)?;
+                    let rules = self.service.list(&scope, &group, &who).await.map_err(fail)?;
                     let lines: Vec<String> = rules
                         .iter()
                         .map(|r| format!("- {} ({}) {}", r.summary(), r.rule_id, r.description))

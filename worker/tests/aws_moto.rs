@@ -270,7 +270,7 @@ async fn per_call_keys_are_verified_once() {
 
     let closed = Ec2Firewall::new(AwsSettings { allow_per_call_credentials: false, ..settings(&moto) });
     match closed.list(&scope, &group).await {
-        Err(e @ FirewallError::Other { .. }) => {
+        Err(e @ FirewallError::Refused { .. }) => {
             let text = e.to_string();
             assert!(text.contains("per-call credentials are disabled"), "{text}");
             assert!(!text.contains(&keys.secret_access_key) && !text.contains(&keys.access_key_id));
@@ -322,7 +322,7 @@ async fn profiles_assume_roles() {
     assert_eq!(sessions, vec![session("111111111111"), session("123456789012")]);
 
     match fw.list(&scope("nope"), &group).await {
-        Err(FirewallError::Other { code, message, .. }) => {
+        Err(FirewallError::Refused { code, message }) => {
             assert_eq!(code, "UnknownProfile");
             assert!(message.contains("\"nope\"") && message.contains("same, elsewhere"), "{message}");
         }

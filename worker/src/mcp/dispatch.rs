@@ -115,7 +115,7 @@ impl Dispatcher {
         match req.method.as_str() {
             "initialize" => methods::initialize(&self.info, params),
             "ping" => Ok(json!({})),
-            "tools/list" => methods::tools_list(&self.registry, &self.info, version, params),
+            "tools/list" => methods::tools_list(&self.registry, &self.info, version, params, &meta.caller),
             "tools/call" => methods::tools_call(self.call_input(version, &req.id, meta), params).await,
             "server/discover" => Err(discover_under_legacy(version)),
             other => Err(RpcError::method_not_found(other)),
@@ -129,7 +129,7 @@ impl Dispatcher {
         let version = envelope.version;
         let result = match req.method.as_str() {
             "server/discover" => methods::discover(&self.info),
-            "tools/list" => methods::tools_list(&self.registry, &self.info, version, params)?,
+            "tools/list" => methods::tools_list(&self.registry, &self.info, version, params, &meta.caller)?,
             "tools/call" => methods::tools_call(self.call_input(version, &req.id, meta), params).await?,
             "initialize" => return Err(initialize_under_modern()),
             other => return Err(RpcError::method_not_found(other)),

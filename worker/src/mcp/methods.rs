@@ -69,6 +69,7 @@ pub fn tools_list(
     info: &ServerInfo,
     version: ProtocolVersion,
     params: Option<&Map<String, Value>>,
+    caller: &Caller,
 ) -> Result<Value, RpcError> {
     let cursor = match params.and_then(|p| p.get("cursor")) {
         None | Some(Value::Null) => None,
@@ -76,7 +77,15 @@ pub fn tools_list(
         Some(_) => return Err(RpcError::invalid_params("params.cursor must be a string")),
     };
     let page = registry.page(cursor).map_err(|e| RpcError::invalid_params(e.to_string()))?;
-    let tools: Vec<Value> = page.tools.iter().map(|t| t.spec().to_value(version)).collect();
+    // A caller sees only the tools it may call (a page may then hold fewer than page_size).
+    let tools: Vec<Value> = page
+        .tools
+        .iter()
+        .filter(|t| {
+            caller.allowed_tools.as_ref().is_none_or(|allowed| allowed.iter().any(|a| *a == t.spec().name))
+        })
+        .map(|t| t.spec().to_value(version))
+        .collect();
     let mut result = Map::new();
     result.insert("tools".into(), Value::Array(tools));
     if let Some(next) = page.next_cursor {

@@ -35,6 +35,11 @@ pub struct Caller {
     pub subject: Option<String>,
     /// The transport's request id, so tool logs join the request's log lines.
     pub log_id: Option<String>,
+    /// Tools this caller may call (its scopes); `None` = all. `tools/list` shows only these.
+    pub allowed_tools: Option<Vec<String>>,
+    /// Security groups this caller may touch (from its token or key); `None` = no restriction
+    /// beyond policy.
+    pub security_groups: Option<Vec<String>>,
 }
 
 /// What the transport knows about one message besides its body.
@@ -163,7 +168,7 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
         }
     }
     let bytes = s.as_bytes();
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(bytes.len() / 4 * 3);

@@ -54,6 +54,8 @@ pub struct Who {
     pub addr: Option<IpAddr>,
     /// The request id, for the audit log.
     pub request_id: Option<String>,
+    /// Groups the caller's token or key limits it to, if any (intersected with policy).
+    pub allowed_groups: Option<Vec<String>>,
 }
 
 /// The rule a call names.
@@ -372,9 +374,10 @@ impl Whitelist {
     }
 
     /// Every ingress rule of a group.
-    pub async fn list(&self, scope: &Scope, group: &str) -> Result<Vec<RuleView>, Error> {
+    pub async fn list(&self, scope: &Scope, group: &str, who: &Who) -> Result<Vec<RuleView>, Error> {
         let group = check_group_id(group)?;
         self.policy.check_group(&group)?;
+        check_caller_group(who, &group)?;
         Ok(self.cached(scope, &group).await?.iter().map(RuleView::of).collect())
     }
 
@@ -425,6 +428,7 @@ impl Whitelist {
     fn resolve(&self, a: &RuleArgs, who: &Who) -> Result<RuleSpec, Error> {
         let group_id = check_group_id(&a.group)?;
         self.policy.check_group(&group_id)?;
+        check_caller_group(who, &group_id)?;
         let cidr = if a.ip_address.trim().eq_ignore_ascii_case("current") {
             let addr = who.addr.ok_or_else(|| Error::Invalid {
                 field: "ip_address",
@@ -509,6 +513,22 @@ impl Whitelist {
             ))),
             Err(e) => Err(Error::Audit(format!("audit writer failed: {e}"))),
         }
+    }
+}
+
+/// The caller's own limit on groups (a token claim or an API key's list).
+fn check_caller_group(who: &Who, group: &str) -> Result<(), Error> {
+    match &who.allowed_groups {
+        Some(allowed) if !allowed.iter().any(|p| super::policy::glob(p, group)) => {
+            Err(Error::Policy(Refusal {
+                setting: "security_groups (your token or key)",
+                message: format!(
+                    "{group} is not among the groups your credentials allow ({})",
+                    allowed.join(", ")
+                ),
+            }))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -138,7 +138,7 @@ fn scope() -> Scope {
 async fn add_list_check_remove_round_trip() {
     let s = Setup::new();
     let w = s.service(Policy::default());
-    let who = Who { identity: Some("alice".into()), addr: None, request_id: Some("r1".into()) };
+    let who = Who { identity: Some("alice".into()), request_id: Some("r1".into()), ..Who::default() };
     let added = w.add(&scope(), &add("203.0.113.7", None, None), &who).await.unwrap();
     assert!(added.changed);
     assert_eq!(
@@ -151,7 +151,7 @@ async fn add_list_check_remove_round_trip() {
     assert_eq!(again.rule.rule_id, added.rule.rule_id);
     let v6 = w.add(&scope(), &add("2001:db8::5", Some("8000-8100"), Some("udp")), &who).await.unwrap();
     assert_eq!(v6.rule.cidr_ip.as_deref(), Some("2001:db8::5/128"));
-    let listed = w.list(&scope(), G).await.unwrap();
+    let listed = w.list(&scope(), G, &Who::default()).await.unwrap();
     assert_eq!(listed.len(), 2);
     assert!(w.check(&scope(), &rule("203.0.113.7", Some("22"), None), &who).await.unwrap().exists);
     assert!(!w.check(&scope(), &rule("203.0.113.7", Some("23"), None), &who).await.unwrap().exists);
@@ -242,7 +242,7 @@ async fn expiry_is_capped_recorded_and_swept() {
     assert_eq!(swept.len(), 1);
     assert_eq!(swept[0].cidr_ip.as_deref(), Some("1.2.3.4/32"));
     assert!(w.sweep(&scope(), G, later).await.unwrap().is_empty(), "removed exactly once");
-    assert_eq!(w.list(&scope(), G).await.unwrap().len(), 1, "the permanent rule stays");
+    assert_eq!(w.list(&scope(), G, &Who::default()).await.unwrap().len(), 1, "the permanent rule stays");
     assert_eq!(s.journal.entries.lock().unwrap().last().unwrap().action, "expire");
 }
 
@@ -251,11 +251,15 @@ async fn a_change_by_one_worker_is_seen_by_another_at_once() {
     let s = Setup::new();
     let (a, b) = (s.service(Policy::default()), s.service(Policy::default()));
     let who = Who::default();
-    assert!(b.list(&scope(), G).await.unwrap().is_empty());
+    assert!(b.list(&scope(), G, &Who::default()).await.unwrap().is_empty());
     a.add(&scope(), &add("1.2.3.4", None, None), &who).await.unwrap();
-    assert_eq!(b.list(&scope(), G).await.unwrap().len(), 1, "b's cached empty list must not be served");
+    assert_eq!(
+        b.list(&scope(), G, &Who::default()).await.unwrap().len(),
+        1,
+        "b's cached empty list must not be served"
+    );
     let calls = s.ec2.calls.load(Ordering::SeqCst);
-    b.list(&scope(), G).await.unwrap();
+    b.list(&scope(), G, &Who::default()).await.unwrap();
     assert_eq!(s.ec2.calls.load(Ordering::SeqCst), calls, "unchanged groups are served from cache");
 }
 
@@ -300,4 +304,19 @@ async fn the_per_group_cap_counts_only_this_services_rules() {
     w.add(&scope(), &add("1.2.3.4", None, None), &Who::default()).await.unwrap();
     let err = w.add(&scope(), &add("1.2.3.5", None, None), &Who::default()).await.unwrap_err();
     assert!(matches!(err, Error::Policy(ref r) if r.setting == "max_rules_per_group"), "{err}");
+}
+
+#[tokio::test]
+async fn a_token_limited_to_some_groups_cannot_touch_others() {
+    let s = Setup::new();
+    let w = s.service(Policy::default());
+    let who = Who { allowed_groups: Some(vec!["sg-0abc*".into()]), ..Who::default() };
+    let err = w.add(&scope(), &add("1.2.3.4", None, None), &who).await.unwrap_err();
+    assert!(matches!(err, Error::Policy(ref r) if r.setting.starts_with("security_groups")), "{err}");
+    assert!(w.list(&scope(), G, &who).await.is_err());
+    let mine = AddArgs {
+        rule: RuleArgs { group: "sg-0abc1234".into(), ..rule("1.2.3.4", None, None) },
+        ..AddArgs::default()
+    };
+    assert!(w.add(&scope(), &mine, &who).await.is_ok());
 }

@@ -1,0 +1,145 @@
+//! Static API keys for machine clients: `awsk_<id>_<43 base64url characters>` (32 random
+//! bytes). The configuration holds only `sha256:<hex>` of the whole key: the keys are
+//! high-entropy, so a fast hash is enough (nothing to brute-force), and it binds the id to the
+//! secret. Comparison is constant-time.
+
+use std::collections::BTreeSet;
+
+use aws_lc_rs::{constant_time, digest, rand};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+use super::settings::ApiKeyConfig;
+use super::{Denial, InvalidToken, Principal, PrincipalKind};
+
+/// What every API key starts with (and how a bearer value is told from a JWT).
+pub const PREFIX: &str = "awsk_";
+/// Random bytes in a key.
+const SECRET_BYTES: usize = 32;
+/// Their base64url length, unpadded.
+const SECRET_CHARS: usize = 43;
+
+/// A freshly made key: show `key` once, store `hash`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GeneratedKey {
+    /// The key's id (also inside `key`).
+    pub id: String,
+    /// The whole key, for the client.
+    pub key: String,
+    /// `sha256:<hex>`, for the server's configuration.
+    pub hash: String,
+}
+
+impl std::fmt::Debug for GeneratedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeneratedKey").field("id", &self.id).field("key", &"<redacted>").finish()
+    }
+}
+
+/// Is this usable as a key id (1–64 of `A-Za-z0-9.-`; no `_`, which separates the parts)?
+pub fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+}
+
+/// A random id (`key-` and 8 hex digits) for `keygen` without `--id`.
+pub fn random_id() -> Result<String, String> {
+    let mut bytes = [0u8; 4];
+    rand::fill(&mut bytes).map_err(|_| "the system random generator failed".to_string())?;
+    Ok(format!("key-{}", hex(&bytes)))
+}
+
+/// Makes a new key with this id.
+pub fn generate(id: &str) -> Result<GeneratedKey, String> {
+    if !valid_id(id) {
+        return Err(format!("the key id {id:?} must be 1 to 64 letters, digits, '.' or '-'"));
+    }
+    let mut secret = [0u8; SECRET_BYTES];
+    rand::fill(&mut secret).map_err(|_| "the system random generator failed".to_string())?;
+    let key = format!("{PREFIX}{id}_{}", URL_SAFE_NO_PAD.encode(secret));
+    let hash = hash(&key);
+    Ok(GeneratedKey { id: id.to_string(), key, hash })
+}
+
+/// The stored form of a key: `sha256:<64 lowercase hex digits>`.
+pub fn hash(key: &str) -> String {
+    format!("sha256:{}", hex(digest::digest(&digest::SHA256, key.as_bytes()).as_ref()))
+}
+
+/// The digest inside a stored hash, if it is well-formed.
+pub fn parse_hash(stored: &str) -> Option<[u8; 32]> {
+    let hex_digits = stored.strip_prefix("sha256:")?;
+    if hex_digits.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in hex_digits.as_bytes().chunks(2).enumerate() {
+        let text = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The id of a well-formed key, without checking the secret.
+fn key_id(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(PREFIX)?;
+    let (id, secret) = rest.split_once('_')?;
+    let well_formed = valid_id(id)
+        && secret.len() == SECRET_CHARS
+        && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    well_formed.then_some(id)
+}
+
+/// The configured keys, ready to check.
+pub(super) struct ApiKeys {
+    entries: Vec<Entry>,
+}
+
+struct Entry {
+    id: String,
+    digest: [u8; 32],
+    scopes: BTreeSet<String>,
+    security_groups: Option<Vec<String>>,
+}
+
+impl ApiKeys {
+    /// From validated settings (entries with a bad hash are skipped; `validate` names them).
+    pub(super) fn new(configs: &[ApiKeyConfig]) -> ApiKeys {
+        let entries = configs
+            .iter()
+            .filter_map(|c| {
+                Some(Entry {
+                    id: c.id.clone(),
+                    digest: parse_hash(&c.hash)?,
+                    scopes: c.scopes.iter().cloned().collect(),
+                    security_groups: (!c.security_groups.is_empty()).then(|| c.security_groups.clone()),
+                })
+            })
+            .collect();
+        ApiKeys { entries }
+    }
+
+    /// Checks a bearer value that starts with [`PREFIX`].
+    pub(super) fn verify(&self, key: &str) -> Result<Principal, Denial> {
+        let Some(id) = key_id(key) else {
+            return Err(Denial::InvalidToken(InvalidToken::Malformed("not a well-formed API key")));
+        };
+        let presented = digest::digest(&digest::SHA256, key.as_bytes());
+        // An unknown id costs the same comparison as a known one.
+        let entry = self.entries.iter().find(|e| e.id == id);
+        let expected = entry.map_or([0u8; 32], |e| e.digest);
+        let same = constant_time::verify_slices_are_equal(presented.as_ref(), &expected).is_ok();
+        match entry {
+            Some(e) if same => Ok(Principal {
+                subject: e.id.clone(),
+                scopes: e.scopes.clone(),
+                security_groups: e.security_groups.clone(),
+                kind: PrincipalKind::ApiKey,
+            }),
+            _ => Err(Denial::InvalidToken(InvalidToken::UnknownApiKey)),
+        }
+    }
+}

@@ -1,0 +1,797 @@
+//! Per-client rate limits with burst, exact across every worker process of a host.
+//!
+//! The buckets live in a memory-mapped file that every worker maps (one file per limiter: the
+//! request limit and the stricter failed-authentication limit are two files). There is no
+//! `limit / N` split: a client has one bucket, whichever worker it reaches.
+//!
+//! # The bucket
+//!
+//! A token bucket of `burst` tokens refilled at `rate_per_minute`, kept as GCRA (the generic cell
+//! rate algorithm): the whole state of a bucket is one number, the *theoretical arrival time*
+//! `tat` — the instant at which the bucket would be full again. With `T = 60 s / rate` (the time
+//! one token takes to come back) and `W = burst · T`, a request at `now` is allowed iff
+//! `max(tat, now) + T ≤ now + W`, and then `tat ← max(tat, now) + T`. The tokens left are
+//! `(now + W − tat) / T`; a refused request may retry after `max(tat, now) + T − (now + W)`.
+//! A bucket with `tat ≤ now` is full, i.e. exactly a fresh bucket: such a slot can be reused by
+//! any other client without changing anybody's limit. Times are nanoseconds of
+//! `CLOCK_MONOTONIC`, one clock for every process of the host.
+//!
+//! # The shared table
+//!
+//! ```text
+//! header (4096 B): magic|layout|stripe count · salt[2] · forced evictions
+//! stripe 0 (1088 B): lock word (own cache line) · 64 slots of { key hash u64, tat u64 }
+//! stripe 1 …
+//! ```
+//!
+//! A client key is hashed with SHA-256 under a random salt kept in the header (so nobody can
+//! aim keys at one stripe), giving a 64-bit key hash (0 means "empty slot"); its low bits pick
+//! the stripe, its top 6 bits where linear probing within the stripe starts. Every check locks
+//! the stripe: a spin lock in shared memory whose word is the holder's PID. With the lock held,
+//! the probe runs from the start slot until the key (full 64-bit comparison), an empty slot, or
+//! the end of the stripe; a missing key takes the first reusable slot seen (empty or full
+//! bucket), and only if there is none the bucket with the smallest `tat` (counted as a forced
+//! eviction: the table is too small for the number of clients active at once, and the evicted
+//! client gets a fresh bucket — a limit can only loosen, never tighten, under pressure).
+//!
+//! Why a lock, not a lock-free compare-exchange on the slot: a bucket is a key and a state, and
+//! a slot changes owner. Lock-free, two workers can each claim a different slot for the same new
+//! key (two buckets, twice the burst), and a worker can charge a slot that was re-keyed between
+//! its key read and its state update. Under the stripe lock a check is a plain read-modify-write
+//! of at most 64 slots, so both races are impossible; the critical section is a few hundred
+//! nanoseconds without system calls, and stripes (1024 by default) keep workers from meeting
+//! except on the same client.
+//!
+//! Memory ordering: the lock is taken with a compare-exchange `0 → pid` (`Acquire`) and freed
+//! with a `Release` store of 0, so everything one holder wrote happens-before what the next
+//! holder reads — across processes too: the mapping is the same physical memory, and 32/64-bit
+//! atomics are lock-free, hence address-free. Slot words are atomics read and written
+//! `Relaxed` inside the critical section.
+//!
+//! A worker killed while holding a lock: a waiter that has waited 10 ms checks whether the PID
+//! in the lock word still exists (`kill(pid, 0)`) and, if not, takes the lock over with a
+//! compare-exchange (so only one waiter does). The critical section writes slots so that any
+//! prefix of it leaves a valid table: a claimed slot first gets `tat = 0` (a fresh bucket) and
+//! then its new key, then the charged `tat`. All processes of one table must share a PID
+//! namespace (they do: they are the children of one supervisor).
+//!
+//! A `tat` beyond `now + W` cannot come from this limiter (a file from an earlier boot, whose
+//! monotonic clock was further along, or a limiter with a bigger burst): it is taken as a fresh
+//! bucket rather than locking the client out.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use memmap2::MmapMut;
+use sha2::{Digest, Sha256};
+
+/// `"AWR"` and the layout version, in the high half of header word 0.
+const MAGIC: u32 = 0x4157_5200 | LAYOUT_VERSION;
+const LAYOUT_VERSION: u32 = 1;
+const HEADER_BYTES: usize = 4096;
+const SLOTS_PER_STRIPE: usize = 64;
+const SLOT_BYTES: usize = 16;
+const LOCK_BYTES: usize = 64;
+const STRIPE_BYTES: usize = LOCK_BYTES + SLOTS_PER_STRIPE * SLOT_BYTES;
+const MAX_STRIPES: usize = 1 << 20;
+/// Default capacity: clients whose bucket is not full, at once.
+pub const DEFAULT_SLOTS: usize = 65_536;
+
+// Header words.
+const H_MAGIC_STRIPES: usize = 0;
+const H_SALT: usize = 1;
+const H_FORCED_EVICTIONS: usize = 3;
+
+const EMPTY: u64 = 0;
+const UNLOCKED: u32 = 0;
+/// The longest `W = burst · T`: far beyond any sensible limit, far from overflowing `now + W`.
+const MAX_WINDOW_NS: u64 = 1 << 62;
+/// How long a waiter waits before it asks whether the lock holder still lives.
+const OWNER_CHECK_AFTER: Duration = Duration::from_millis(10);
+
+/// A limit: `burst` requests at once, refilled at `rate_per_minute`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Tokens returned per minute (> 0; may be fractional).
+    pub rate_per_minute: f64,
+    /// Bucket size: requests allowed at once from a full bucket (≥ 1).
+    pub burst: u32,
+}
+
+/// The answer for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Go ahead; `remaining` more requests would be allowed right now.
+    Allowed { remaining: u32 },
+    /// Refused; one request will be allowed again after `retry_after`.
+    Limited { retry_after: Duration },
+}
+
+impl Decision {
+    /// Whether the request may proceed.
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Decision::Allowed { .. })
+    }
+
+    /// `Retry-After` in whole seconds (rounded up, at least 1); `None` when allowed.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Decision::Allowed { .. } => None,
+            Decision::Limited { retry_after } => {
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                Some(secs.max(1))
+            }
+        }
+    }
+}
+
+/// Where "now" comes from: nanoseconds on a clock every process of the host shares.
+pub trait Clock: Send + Sync {
+    /// Nanoseconds since an origin common to all users of a table.
+    fn now_ns(&self) -> u64;
+}
+
+/// `CLOCK_MONOTONIC`: the same for every process of a boot.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MonotonicClock;
+
+impl Clock for MonotonicClock {
+    fn now_ns(&self) -> u64 {
+        use nix::time::{clock_gettime, ClockId};
+        // CLOCK_MONOTONIC cannot fail on Linux; 0 would only make every bucket look full.
+        clock_gettime(ClockId::CLOCK_MONOTONIC)
+            .map(|ts| (ts.tv_sec() as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec() as u64))
+            .unwrap_or(0)
+    }
+}
+
+/// A clock that moves only when told to (tests).
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    /// A clock showing `start`.
+    pub fn new(start: Duration) -> ManualClock {
+        ManualClock(AtomicU64::new(start.as_nanos() as u64))
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        self.0.fetch_add(by.as_nanos() as u64, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ns(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// How a table is opened besides its limits.
+#[derive(Clone)]
+pub struct Options {
+    /// Capacity in slots when this call creates the table (rounded up to a power-of-two number
+    /// of 64-slot stripes); an existing table keeps its own.
+    pub slots: usize,
+    /// The time source.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { slots: DEFAULT_SLOTS, clock: Arc::new(MonotonicClock) }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options").field("slots", &self.slots).finish_non_exhaustive()
+    }
+}
+
+/// A rate limiter whose buckets are shared with every process that opened the same file.
+pub struct RateLimiter {
+    /// Keeps the mapping alive; all access goes through `base`.
+    _map: MmapMut,
+    base: NonNull<u8>,
+    stripes: usize,
+    salt: [u64; 2],
+    limits: Limits,
+    /// `T`: nanoseconds per token.
+    interval_ns: u64,
+    /// `W = burst · T`.
+    window_ns: u64,
+    clock: Arc<dyn Clock>,
+}
+
+// SAFETY: `base` points into `_map`, which lives as long as the limiter and is only ever accessed
+// through atomics, so sharing or moving the limiter between threads is as safe as sharing atomics.
+unsafe impl Send for RateLimiter {}
+unsafe impl Sync for RateLimiter {}
+
+impl std::fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter").field("stripes", &self.stripes).field("limits", &self.limits).finish()
+    }
+}
+
+impl RateLimiter {
+    /// Opens (creating and initialising if needed) the shared table at `path`, with the default
+    /// capacity and the monotonic clock.
+    pub fn open(path: impl AsRef<Path>, limits: Limits) -> io::Result<RateLimiter> {
+        RateLimiter::open_with(path, limits, Options::default())
+    }
+
+    /// [`open`](Self::open) with a capacity and a clock.
+    pub fn open_with(path: impl AsRef<Path>, limits: Limits, options: Options) -> io::Result<RateLimiter> {
+        let path = path.as_ref();
+        let (interval_ns, window_ns) = timing(limits)?;
+        let context =
+            |e: io::Error| io::Error::new(e.kind(), format!("rate-limit table {}: {e}", path.display()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(context)?;
+        let want = options.slots.div_ceil(SLOTS_PER_STRIPE).clamp(1, MAX_STRIPES).next_power_of_two();
+
+        // Refuse a foreign file before writing anything into it.
+        let len = file.metadata().map_err(context)?.len();
+        if len > 0 {
+            let mut word = [0u8; 8];
+            if len < 8 || file.read_exact_at(&mut word, 0).is_err() {
+                return Err(context(invalid("too short to be a rate-limit table")));
+            }
+            check_magic(u64::from_ne_bytes(word)).map_err(context)?;
+        }
+        if len < table_bytes(want) as u64 {
+            // Only ever grows; zeroes are an empty table, unlocked, with no salt yet.
+            file.set_len(table_bytes(want) as u64).map_err(context)?;
+        }
+        let mut map = map(&file).map_err(context)?;
+
+        // Initialisation without a lock: the first compare-exchange from 0 wins, everyone else
+        // adopts what it wrote. Every opener sized the file before its exchange.
+        let header = |map: &mut MmapMut, word: usize| -> *const AtomicU64 {
+            // SAFETY: the mapping is at least HEADER_BYTES long and page-aligned.
+            unsafe { (map.as_mut_ptr() as *const AtomicU64).add(word) }
+        };
+        let mine = (u64::from(MAGIC) << 32) | want as u64;
+        // SAFETY: see `header`.
+        let word0 = unsafe { &*header(&mut map, H_MAGIC_STRIPES) };
+        let stripes = match word0.compare_exchange(0, mine, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => want,
+            Err(existing) => check_magic(existing).map_err(context)?,
+        };
+        if map.len() < table_bytes(stripes) {
+            // Another opener made a bigger table after we mapped the file.
+            map = map_at_least(&file, table_bytes(stripes)).map_err(context)?;
+        }
+        let mut salt = [0u64; 2];
+        for (i, s) in salt.iter_mut().enumerate() {
+            // SAFETY: see `header`.
+            let word = unsafe { &*header(&mut map, H_SALT + i) };
+            let fresh = random_u64().map_err(context)? | 1;
+            *s = match word.compare_exchange(0, fresh, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => fresh,
+                Err(existing) => existing,
+            };
+        }
+        let base = NonNull::new(map.as_mut_ptr()).ok_or_else(|| invalid("empty mapping"))?;
+        Ok(RateLimiter {
+            _map: map,
+            base,
+            stripes,
+            salt,
+            limits,
+            interval_ns,
+            window_ns,
+            clock: options.clock,
+        })
+    }
+
+    /// The limits this limiter applies.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Slots in the table (its capacity in clients whose bucket is not full).
+    pub fn capacity(&self) -> usize {
+        self.stripes * SLOTS_PER_STRIPE
+    }
+
+    /// How many times, since the table was created, a client's bucket had to be given away
+    /// before it was full because a stripe was full (the table is too small).
+    pub fn forced_evictions(&self) -> u64 {
+        self.header(H_FORCED_EVICTIONS).load(Ordering::Relaxed)
+    }
+
+    /// Takes one token from `key`'s bucket, or says how long until there is one.
+    pub fn check(&self, key: &str) -> Decision {
+        let hash = self.hash(key);
+        let stripe = (hash as usize) & (self.stripes - 1);
+        let _guard = lock(self.lock_word(stripe));
+        let now = self.clock.now_ns();
+        let (key_word, tat_word) = self.find_or_claim(stripe, hash, now);
+        let mut tat = tat_word.load(Ordering::Relaxed);
+        if tat > now.saturating_add(self.window_ns) {
+            tat = 0;
+        }
+        let next = tat.max(now).saturating_add(self.interval_ns);
+        let limit = now.saturating_add(self.window_ns);
+        debug_assert_eq!(key_word.load(Ordering::Relaxed), hash);
+        if next <= limit {
+            tat_word.store(next, Ordering::Relaxed);
+            let remaining = (limit - next) / self.interval_ns;
+            Decision::Allowed { remaining: u32::try_from(remaining).unwrap_or(u32::MAX) }
+        } else {
+            Decision::Limited { retry_after: Duration::from_nanos(next - limit) }
+        }
+    }
+
+    /// With the stripe locked: the slot holding `hash`, claimed for it if it had none.
+    fn find_or_claim(&self, stripe: usize, hash: u64, now: u64) -> (&AtomicU64, &AtomicU64) {
+        let start = (hash >> 58) as usize;
+        let mut reusable = None;
+        let mut oldest: Option<(usize, u64)> = None;
+        for i in 0..SLOTS_PER_STRIPE {
+            let index = (start + i) % SLOTS_PER_STRIPE;
+            let (key, tat) = self.slot(stripe, index);
+            match key.load(Ordering::Relaxed) {
+                k if k == hash => return (key, tat),
+                EMPTY => {
+                    // Keys are only ever placed before the first empty slot of their probe
+                    // sequence and slots are never emptied, so the key is not further on.
+                    reusable.get_or_insert(index);
+                    break;
+                }
+                _ => {
+                    let t = tat.load(Ordering::Relaxed);
+                    if t <= now {
+                        reusable.get_or_insert(index);
+                    }
+                    match oldest {
+                        Some((_, o)) if o <= t => {}
+                        _ => oldest = Some((index, t)),
+                    }
+                }
+            }
+        }
+        let index = match (reusable, oldest) {
+            (Some(index), _) => index,
+            (None, Some((index, _))) => {
+                self.header(H_FORCED_EVICTIONS).fetch_add(1, Ordering::Relaxed);
+                index
+            }
+            (None, None) => unreachable!("a stripe has slots"),
+        };
+        let (key, tat) = self.slot(stripe, index);
+        // In this order, a holder dying halfway leaves either the old key or the new one with a
+        // fresh bucket: a limit loosened by one request at most, never a wrong charge.
+        tat.store(0, Ordering::Relaxed);
+        key.store(hash, Ordering::Relaxed);
+        (key, tat)
+    }
+
+    fn hash(&self, key: &str) -> u64 {
+        let digest = Sha256::new()
+            .chain_update(self.salt[0].to_le_bytes())
+            .chain_update(self.salt[1].to_le_bytes())
+            .chain_update(key.as_bytes())
+            .finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        match u64::from_le_bytes(first) {
+            EMPTY => 1,
+            h => h,
+        }
+    }
+
+    fn header(&self, word: usize) -> &AtomicU64 {
+        debug_assert!(word * 8 < HEADER_BYTES);
+        // SAFETY: the header is HEADER_BYTES long at the page-aligned start of the mapping.
+        unsafe { &*(self.base.as_ptr() as *const AtomicU64).add(word) }
+    }
+
+    fn lock_word(&self, stripe: usize) -> &AtomicU32 {
+        debug_assert!(stripe < self.stripes);
+        // SAFETY: stripe < stripes, the mapping holds table_bytes(stripes), and stripe offsets
+        // are multiples of 64 from a page-aligned base.
+        unsafe { &*(self.base.as_ptr().add(HEADER_BYTES + stripe * STRIPE_BYTES) as *const AtomicU32) }
+    }
+
+    fn slot(&self, stripe: usize, index: usize) -> (&AtomicU64, &AtomicU64) {
+        debug_assert!(stripe < self.stripes && index < SLOTS_PER_STRIPE);
+        let offset = HEADER_BYTES + stripe * STRIPE_BYTES + LOCK_BYTES + index * SLOT_BYTES;
+        // SAFETY: in bounds as in `lock_word`; slot offsets are multiples of 16.
+        unsafe {
+            let p = self.base.as_ptr().add(offset) as *const AtomicU64;
+            (&*p, &*p.add(1))
+        }
+    }
+
+    #[cfg(test)]
+    fn lock_word_of(&self, key: &str) -> &AtomicU32 {
+        self.lock_word((self.hash(key) as usize) & (self.stripes - 1))
+    }
+}
+
+/// `(T, W)` in nanoseconds.
+fn timing(limits: Limits) -> io::Result<(u64, u64)> {
+    let rate = limits.rate_per_minute;
+    if !(rate.is_finite() && rate > 0.0) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "rate_per_minute must be a positive number"));
+    }
+    if limits.burst == 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "burst must be at least 1"));
+    }
+    let burst = u64::from(limits.burst);
+    // Float → int casts saturate; a vanishing rate becomes "one token per MAX_WINDOW / burst".
+    let interval = ((60e9 / rate).round() as u64).clamp(1, MAX_WINDOW_NS / burst);
+    Ok((interval, interval * burst))
+}
+
+fn table_bytes(stripes: usize) -> usize {
+    HEADER_BYTES + stripes * STRIPE_BYTES
+}
+
+fn invalid(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
+}
+
+/// The stripe count recorded in header word 0, if the word is ours (or still 0).
+fn check_magic(word: u64) -> io::Result<usize> {
+    if word == 0 {
+        return Ok(0);
+    }
+    if (word >> 32) as u32 != MAGIC {
+        return Err(invalid("not a rate-limit table of this layout version"));
+    }
+    let stripes = (word as u32) as usize;
+    if stripes == 0 || !stripes.is_power_of_two() || stripes > MAX_STRIPES {
+        return Err(invalid("corrupt rate-limit table header"));
+    }
+    Ok(stripes)
+}
+
+fn map(file: &File) -> io::Result<MmapMut> {
+    // SAFETY: the file is only accessed through mappings as aligned atomics, by processes of
+    // this program; it only ever grows, so the mapped range stays backed.
+    unsafe { MmapMut::map_mut(file) }
+}
+
+fn map_at_least(file: &File, bytes: usize) -> io::Result<MmapMut> {
+    let map = map(file)?;
+    if map.len() < bytes {
+        return Err(invalid("shorter than its header says"));
+    }
+    Ok(map)
+}
+
+fn random_u64() -> io::Result<u64> {
+    let mut bytes = [0u8; 8];
+    File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(u64::from_ne_bytes(bytes))
+}
+
+/// Holds a stripe lock; frees it when dropped.
+struct Guard<'a>(&'a AtomicU32);
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        self.0.store(UNLOCKED, Ordering::Release);
+    }
+}
+
+/// Takes a stripe lock: spin briefly, then yield, then sleep, and after [`OWNER_CHECK_AFTER`]
+/// take it over from a holder that no longer exists.
+fn lock(word: &AtomicU32) -> Guard<'_> {
+    let me = std::process::id();
+    let mut attempts = 0u32;
+    let mut waiting_since = None;
+    loop {
+        let owner = match word.compare_exchange_weak(UNLOCKED, me, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => return Guard(word),
+            Err(owner) => owner,
+        };
+        attempts = attempts.saturating_add(1);
+        if attempts < 64 {
+            std::hint::spin_loop();
+            continue;
+        }
+        if attempts < 128 {
+            std::thread::yield_now();
+            continue;
+        }
+        let since = *waiting_since.get_or_insert_with(Instant::now);
+        if owner != UNLOCKED
+            && since.elapsed() >= OWNER_CHECK_AFTER
+            && !alive(owner)
+            && word.compare_exchange(owner, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        {
+            tracing::warn!(
+                pid = owner,
+                "rate-limit table lock taken over from a process that died holding it"
+            );
+            return Guard(word);
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+}
+
+/// Whether a process exists (a zombie counts until it is reaped).
+fn alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    !matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    fn limiter(
+        dir: &tempfile::TempDir,
+        name: &str,
+        limits: Limits,
+        slots: usize,
+    ) -> (RateLimiter, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(Duration::from_secs(1000)));
+        let options = Options { slots, clock: clock.clone() };
+        (RateLimiter::open_with(dir.path().join(name), limits, options).unwrap(), clock)
+    }
+
+    fn allowed(remaining: u32) -> Decision {
+        Decision::Allowed { remaining }
+    }
+
+    fn limited(ms: u64) -> Decision {
+        Decision::Limited { retry_after: Duration::from_millis(ms) }
+    }
+
+    #[test]
+    fn burst_then_refill() {
+        let dir = tempfile::tempdir().unwrap();
+        // One token a second, three at once.
+        let (rl, clock) = limiter(&dir, "t", Limits { rate_per_minute: 60.0, burst: 3 }, 64);
+        assert_eq!(rl.check("a"), allowed(2));
+        assert_eq!(rl.check("a"), allowed(1));
+        assert_eq!(rl.check("a"), allowed(0));
+        assert_eq!(rl.check("a"), limited(1000));
+        assert_eq!(rl.check("a"), limited(1000), "a refusal costs nothing");
+        clock.advance(Duration::from_millis(400));
+        assert_eq!(rl.check("a"), limited(600));
+        clock.advance(Duration::from_millis(600));
+        assert_eq!(rl.check("a"), allowed(0));
+        assert_eq!(rl.check("a"), limited(1000));
+        clock.advance(Duration::from_millis(2500));
+        assert_eq!(rl.check("a"), allowed(1), "2.5 tokens back, one spent: 1.5 left");
+        clock.advance(MINUTE);
+        assert_eq!(rl.check("a"), allowed(2), "never more than the burst");
+    }
+
+    #[test]
+    fn keys_are_independent() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rl, _clock) = limiter(&dir, "t", Limits { rate_per_minute: 1.0, burst: 2 }, 64);
+        assert!(rl.check("a").is_allowed());
+        assert!(rl.check("a").is_allowed());
+        assert!(!rl.check("a").is_allowed());
+        assert_eq!(rl.check("b"), allowed(1));
+        assert_eq!(rl.check("a"), limited(60_000));
+    }
+
+    #[test]
+    fn fractional_rate_and_exact_count() {
+        let dir = tempfile::tempdir().unwrap();
+        // 0.5 per minute: one token every two minutes.
+        let (rl, clock) = limiter(&dir, "t", Limits { rate_per_minute: 0.5, burst: 10 }, 64);
+        let n = (0..100).filter(|_| rl.check("k").is_allowed()).count();
+        assert_eq!(n, 10);
+        clock.advance(Duration::from_secs(119));
+        assert!(!rl.check("k").is_allowed());
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(rl.check("k"), allowed(0));
+    }
+
+    #[test]
+    fn two_mappings_share_buckets() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(Duration::from_secs(5)));
+        let limits = Limits { rate_per_minute: 1.0, burst: 4 };
+        let open = || {
+            let options = Options { slots: 128, clock: clock.clone() };
+            RateLimiter::open_with(dir.path().join("t"), limits, options).unwrap()
+        };
+        let (a, b) = (open(), open());
+        assert_eq!(a.check("x"), allowed(3));
+        assert_eq!(b.check("x"), allowed(2));
+        assert_eq!(a.check("x"), allowed(1));
+        assert_eq!(b.check("x"), allowed(0));
+        assert!(!a.check("x").is_allowed());
+        assert!(!b.check("x").is_allowed());
+        assert_eq!(a.salt, b.salt);
+        assert_eq!(b.capacity(), 128);
+    }
+
+    #[test]
+    fn threads_sharing_one_limiter_get_exactly_the_burst() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rl, _clock) = limiter(&dir, "t", Limits { rate_per_minute: 1e-9, burst: 500 }, 64);
+        let rl = Arc::new(rl);
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let rl = rl.clone();
+                std::thread::spawn(move || (0..400).filter(|_| rl.check("hot").is_allowed()).count())
+            })
+            .collect();
+        let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(total, 500);
+        assert_eq!(rl.check("cold"), allowed(499));
+    }
+
+    #[test]
+    fn existing_table_keeps_its_capacity() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits { rate_per_minute: 10.0, burst: 1 };
+        let path = dir.path().join("t");
+        let small =
+            RateLimiter::open_with(&path, limits, Options { slots: 64, ..Options::default() }).unwrap();
+        let big =
+            RateLimiter::open_with(&path, limits, Options { slots: 1 << 16, ..Options::default() }).unwrap();
+        assert_eq!(small.capacity(), 64);
+        assert_eq!(big.capacity(), 64);
+        assert!(big.check("k").is_allowed());
+        assert!(!small.check("k").is_allowed());
+        // And the other way round: a smaller request adopts the bigger table.
+        let path2 = dir.path().join("t2");
+        let big =
+            RateLimiter::open_with(&path2, limits, Options { slots: 4096, ..Options::default() }).unwrap();
+        let small =
+            RateLimiter::open_with(&path2, limits, Options { slots: 64, ..Options::default() }).unwrap();
+        assert_eq!((big.capacity(), small.capacity()), (4096, 4096));
+        assert_eq!(RateLimiter::open(dir.path().join("t3"), limits).unwrap().capacity(), DEFAULT_SLOTS);
+    }
+
+    #[test]
+    fn refuses_foreign_files_and_bad_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Limits { rate_per_minute: 1.0, burst: 1 };
+        let foreign = dir.path().join("foreign");
+        std::fs::write(&foreign, b"hello, world, this is not a table").unwrap();
+        let err = RateLimiter::open(&foreign, ok).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(std::fs::read(&foreign).unwrap(), b"hello, world, this is not a table", "left untouched");
+        let short = dir.path().join("short");
+        std::fs::write(&short, b"abc").unwrap();
+        assert_eq!(RateLimiter::open(&short, ok).unwrap_err().kind(), io::ErrorKind::InvalidData);
+        for bad in [
+            Limits { rate_per_minute: 0.0, burst: 1 },
+            Limits { rate_per_minute: -1.0, burst: 1 },
+            Limits { rate_per_minute: f64::NAN, burst: 1 },
+            Limits { rate_per_minute: f64::INFINITY, burst: 1 },
+            Limits { rate_per_minute: 1.0, burst: 0 },
+        ] {
+            let err = RateLimiter::open(dir.path().join("x"), bad).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn full_buckets_are_reused_without_eviction() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rl, clock) = limiter(&dir, "t", Limits { rate_per_minute: 60.0, burst: 2 }, 64);
+        for round in 0..4 {
+            for i in 0..64 {
+                assert_eq!(rl.check(&format!("round{round}-k{i}")), allowed(1));
+            }
+            // 1 s later every bucket is full again: all 64 slots are reusable.
+            clock.advance(Duration::from_secs(1));
+        }
+        assert_eq!(rl.forced_evictions(), 0);
+        // While they are not, a 65th client has to evict one.
+        for i in 0..65 {
+            assert_eq!(rl.check(&format!("last-k{i}")), allowed(1));
+        }
+        assert_eq!(rl.forced_evictions(), 1);
+    }
+
+    #[test]
+    fn a_full_stripe_evicts_the_most_refilled_bucket() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rl, clock) = limiter(&dir, "t", Limits { rate_per_minute: 1.0, burst: 2 }, 64);
+        // 64 clients, each one token down (a minute to refill), each 100 ms after the previous:
+        // "k0" is the most refilled, "k63" the least, none is full.
+        for i in 0..64 {
+            assert_eq!(rl.check(&format!("k{i}")), allowed(1));
+            clock.advance(Duration::from_millis(100));
+        }
+        assert_eq!(rl.forced_evictions(), 0);
+        assert_eq!(rl.check("newcomer"), allowed(1));
+        assert_eq!(rl.forced_evictions(), 1);
+        // "k63" kept its bucket (one token down, a minute to wait after the next one).
+        assert_eq!(rl.check("k63"), allowed(0));
+        assert!(!rl.check("k63").is_allowed());
+        // "k0" was evicted: a fresh bucket, which is more than it had (and evicts "k1").
+        assert_eq!(rl.check("k0"), allowed(1));
+        assert_eq!(rl.forced_evictions(), 2);
+    }
+
+    #[test]
+    fn impossible_state_counts_as_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rl, clock) = limiter(&dir, "t", Limits { rate_per_minute: 60.0, burst: 3 }, 64);
+        assert_eq!(rl.check("k"), allowed(2));
+        // Pretend the file comes from a boot whose clock was far ahead.
+        let stripe = (rl.hash("k") as usize) & (rl.stripes - 1);
+        let (_, tat) = rl.find_or_claim(stripe, rl.hash("k"), clock.now_ns());
+        tat.store(clock.now_ns() + 3_600_000_000_000, Ordering::Relaxed);
+        assert_eq!(rl.check("k"), allowed(2));
+    }
+
+    #[test]
+    fn tiny_rates_do_not_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rl, clock) = limiter(&dir, "t", Limits { rate_per_minute: 1e-300, burst: u32::MAX }, 64);
+        assert_eq!(rl.check("k"), allowed(u32::MAX - 1));
+        clock.advance(Duration::from_secs(u32::MAX as u64));
+        assert!(rl.check("k").is_allowed());
+        let (rl, clock) = limiter(&dir, "u", Limits { rate_per_minute: 1e300, burst: 1 }, 64);
+        assert_eq!((rl.interval_ns, rl.window_ns), (1, 1));
+        assert_eq!(rl.check("k"), allowed(0));
+        assert_eq!(rl.check("k"), Decision::Limited { retry_after: Duration::from_nanos(1) });
+        clock.advance(Duration::from_nanos(1));
+        assert_eq!(rl.check("k"), allowed(0));
+    }
+
+    #[test]
+    fn retry_after_seconds_round_up() {
+        assert_eq!(allowed(3).retry_after_secs(), None);
+        assert_eq!(limited(1).retry_after_secs(), Some(1));
+        assert_eq!(limited(1000).retry_after_secs(), Some(1));
+        assert_eq!(limited(1001).retry_after_secs(), Some(2));
+        assert_eq!(Decision::Limited { retry_after: Duration::ZERO }.retry_after_secs(), Some(1));
+    }
+
+    #[test]
+    fn a_lock_left_by_a_dead_process_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rl, _clock) = limiter(&dir, "t", Limits { rate_per_minute: 60.0, burst: 3 }, 64);
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        rl.lock_word_of("k").store(dead, Ordering::Release);
+        let started = Instant::now();
+        assert_eq!(rl.check("k"), allowed(2));
+        assert!(started.elapsed() >= OWNER_CHECK_AFTER);
+        assert_eq!(rl.lock_word_of("k").load(Ordering::Acquire), UNLOCKED);
+    }
+
+    #[test]
+    fn a_lock_held_by_a_live_process_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rl, _clock) = limiter(&dir, "t", Limits { rate_per_minute: 60.0, burst: 3 }, 64);
+        let rl = Arc::new(rl);
+        // A live "holder": this very process, as another worker would be.
+        rl.lock_word_of("k").store(std::process::id(), Ordering::Release);
+        let waiter = {
+            let rl = rl.clone();
+            std::thread::spawn(move || rl.check("k"))
+        };
+        std::thread::sleep(OWNER_CHECK_AFTER * 5);
+        assert!(!waiter.is_finished(), "a live holder's lock must not be taken over");
+        rl.lock_word_of("k").store(UNLOCKED, Ordering::Release);
+        assert_eq!(waiter.join().unwrap(), allowed(2));
+    }
+}

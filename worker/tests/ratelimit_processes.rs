@@ -1,0 +1,147 @@
+//! The rate limiter across real processes: children of this test binary (re-run with `--exact
+//! hammer_child` and an environment variable naming their role) each map the same table and
+//! hammer the same client key at once; together they get exactly the burst.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use worker::ratelimit::{Decision, Limits, Options, RateLimiter};
+
+const ROLE: &str = "RATELIMIT_TEST_CHILD_TABLE";
+const GO: &str = "RATELIMIT_TEST_CHILD_GO";
+const KEY: &str = "RATELIMIT_TEST_CHILD_KEY";
+const OWN_KEY: &str = "RATELIMIT_TEST_CHILD_OWN_KEY";
+const REQUESTS: &str = "RATELIMIT_TEST_CHILD_REQUESTS";
+const RATE: &str = "RATELIMIT_TEST_CHILD_RATE";
+const BURST: &str = "RATELIMIT_TEST_CHILD_BURST";
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"))
+}
+
+/// The child's role; a no-op in an ordinary test run.
+#[test]
+fn hammer_child() {
+    let Ok(table) = std::env::var(ROLE) else {
+        return;
+    };
+    let limits = Limits { rate_per_minute: env(RATE).parse().unwrap(), burst: env(BURST).parse().unwrap() };
+    let requests: usize = env(REQUESTS).parse().unwrap();
+    let (key, own_key, go) = (env(KEY), env(OWN_KEY), env(GO));
+    let limiter = RateLimiter::open(&table, limits).unwrap();
+    println!("READY");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !Path::new(&go).exists() {
+        assert!(Instant::now() < deadline, "no go signal");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let (mut shared, mut own) = (0, 0);
+    for _ in 0..requests {
+        shared += usize::from(limiter.check(&key).is_allowed());
+        // Interleaved: a key of this child only, living in the same table at the same time.
+        own += usize::from(limiter.check(&own_key).is_allowed());
+    }
+    println!("ALLOWED {shared} {own}");
+}
+
+struct Run {
+    /// Requests allowed on the shared key, per child.
+    shared: Vec<usize>,
+    /// Requests allowed on each child's own key.
+    own: Vec<usize>,
+    /// From the go signal to the last child's exit.
+    elapsed: Duration,
+}
+
+/// Runs `children` children, each sending `requests` on the shared key and as many on its own.
+fn run(table: &Path, limits: Limits, children: usize, requests: usize) -> Run {
+    let go = table.with_extension("go");
+    let exe = std::env::current_exe().unwrap();
+    let mut spawned: Vec<(Child, BufReader<ChildStdout>)> = (0..children)
+        .map(|i| {
+            let mut child = Command::new(&exe)
+                .args(["--exact", "hammer_child", "--nocapture", "--test-threads", "1", "-q"])
+                .env(ROLE, table)
+                .env(GO, &go)
+                .env(KEY, "client-shared")
+                .env(OWN_KEY, format!("client-own-{i}"))
+                .env(REQUESTS, requests.to_string())
+                .env(RATE, limits.rate_per_minute.to_string())
+                .env(BURST, limits.burst.to_string())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let stdout = BufReader::new(child.stdout.take().unwrap());
+            (child, stdout)
+        })
+        .collect();
+    for (_, out) in &mut spawned {
+        wait_for(out, "READY");
+    }
+    let started = Instant::now();
+    std::fs::write(&go, b"").unwrap();
+    let mut shared = Vec::new();
+    let mut own = Vec::new();
+    for (mut child, mut out) in spawned {
+        let line = wait_for(&mut out, "ALLOWED ");
+        let mut counts = line.split_whitespace().skip(1).map(|n| n.parse::<usize>().unwrap());
+        shared.push(counts.next().unwrap());
+        own.push(counts.next().unwrap());
+        assert!(child.wait().unwrap().success());
+    }
+    Run { shared, own, elapsed: started.elapsed() }
+}
+
+/// Reads lines until one starts with `prefix`; returns it.
+fn wait_for(out: &mut BufReader<ChildStdout>, prefix: &str) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "child exited before printing {prefix:?}");
+        if let Some(pos) = line.find(prefix) {
+            return line[pos..].trim().to_string();
+        }
+    }
+}
+
+#[test]
+fn processes_share_exactly_one_burst() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("requests.rl");
+    // Refill during the test: nil (a token every few weeks).
+    let limits = Limits { rate_per_minute: 1e-6, burst: 2000 };
+    // A one-stripe table, so every check of every child and key contends for the same lock.
+    let parent = RateLimiter::open_with(&table, limits, Options { slots: 64, ..Options::default() }).unwrap();
+    let (children, requests) = (4, 1000);
+    let run = run(&table, limits, children, requests);
+    let total: usize = run.shared.iter().sum();
+    eprintln!("allowed per child: {:?} in {:?}", run.shared, run.elapsed);
+    assert_eq!(total, 2000, "per child: {:?}", run.shared);
+    // Each child's own key: a bucket of its own, unaffected by the others.
+    assert_eq!(run.own, vec![1000; children]);
+    assert!(matches!(parent.check("client-shared"), Decision::Limited { .. }));
+    // 1000 of client-own-0's 2000 tokens are spent.
+    assert_eq!(parent.check("client-own-0"), Decision::Allowed { remaining: 999 });
+    assert_eq!(parent.check("client-other"), Decision::Allowed { remaining: 1999 });
+    assert_eq!(parent.forced_evictions(), 0);
+}
+
+#[test]
+fn refill_across_processes_is_bounded_by_the_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("requests.rl");
+    // A token every 50 ms, 20 at once.
+    let limits = Limits { rate_per_minute: 1200.0, burst: 20 };
+    let started = Instant::now();
+    let run = run(&table, limits, 3, 20_000);
+    let window = started.elapsed().max(run.elapsed);
+    let total: usize = run.shared.iter().sum();
+    let refilled = (window.as_millis() / 50) as usize;
+    assert!(total >= 20, "at least the burst: {total}");
+    assert!(
+        total <= 20 + refilled + 1,
+        "{total} allowed in {window:?}: more than burst + {refilled} refilled"
+    );
+}
