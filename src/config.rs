@@ -77,6 +77,8 @@ pub struct Config {
     pub aws: worker::aws::AwsSettings,
     /// Who may call: JWT bearer tokens, API keys, scopes.
     pub auth: worker::auth::AuthSettings,
+    /// Per-client request limits, exact across the host's workers.
+    pub rate_limit: worker::RateLimitSettings,
     /// Logging.
     pub log: LogConfig,
 }
@@ -281,6 +283,7 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             aws: worker::aws::AwsSettings::default(),
             auth: worker::auth::AuthSettings::default(),
+            rate_limit: worker::RateLimitSettings::default(),
             log: LogConfig::default(),
         }
     }
@@ -459,6 +462,17 @@ impl Config {
                 );
             }
         }
+        let r = &self.rate_limit;
+        for (key, v) in [("rate_limit.requests_per_minute", r.requests_per_minute), ("rate_limit.auth_failures_per_minute", r.auth_failures_per_minute)] {
+            if !v.is_finite() || v <= 0.0 || v > 1e9 {
+                bad(key, v.to_string(), "must be a positive number of requests per minute");
+            }
+        }
+        for (key, v) in [("rate_limit.burst", r.burst), ("rate_limit.auth_failures_burst", r.auth_failures_burst)] {
+            if v == 0 {
+                bad(key, "0".into(), "must be at least 1");
+            }
+        }
         let whitelist_problems = self.whitelist_settings().err().unwrap_or_default();
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
             bad("log.level", format!("{:?}", self.log.level), &format!("not a log filter: {e}"));
@@ -555,6 +569,7 @@ impl Config {
             }),
             aws: self.aws.clone(),
             auth: self.auth.clone(),
+            rate_limit: self.rate_limit.clone(),
         }
     }
 

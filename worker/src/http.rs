@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_TYPE, HOST, WWW_AUTHENTICATE};
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_TYPE, HOST, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
@@ -48,11 +48,23 @@ async fn mcp_endpoint(req: Request<Incoming>, peer: Option<SocketAddr>, shared: 
         return refused(&refusal);
     }
     let authorization = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let client_addr = client_addr(&req, peer, shared);
+    let address_key = format!("ip:{}", client_addr.map_or("unix".to_string(), |a| a.to_string()));
     let principal = match shared.auth.authenticate(authorization).await {
         Ok(p) => p,
-        Err(denial) => return denied(&req, &denial, shared),
+        Err(denial) => {
+            if denial.is_failed_credential() {
+                if let Some(limited) = limit(shared.limits.as_ref().map(|l| &l.auth_failures), &address_key) {
+                    return limited;
+                }
+            }
+            return denied(&req, &denial, shared);
+        }
     };
-    let client_addr = client_addr(&req, peer, shared);
+    let client_key = if shared.auth.enabled() { principal.identity() } else { address_key };
+    if let Some(limited) = limit(shared.limits.as_ref().map(|l| &l.requests), &client_key) {
+        return limited;
+    }
     let headers = req.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
     let mut meta = TransportMeta::from_headers(headers);
     let metadata_url = metadata_url(&req, shared);
@@ -105,6 +117,16 @@ async fn mcp_endpoint(req: Request<Incoming>, peer: Option<SocketAddr>, shared: 
             json(StatusCode::from_u16(http_status).unwrap_or(StatusCode::BAD_REQUEST), &body)
         }
     }
+}
+
+/// 429 with Retry-After when `key` is over its limit (counting this request).
+fn limit(limiter: Option<&crate::ratelimit::RateLimiter>, key: &str) -> Option<Response<Body>> {
+    let decision = limiter?.check(key);
+    let secs = decision.retry_after_secs()?;
+    let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32000, "message": format!("rate limit exceeded; retry after {secs} s")}});
+    let mut resp = json(StatusCode::TOO_MANY_REQUESTS, &body);
+    resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+    Some(resp)
 }
 
 /// Names of the tools a message (or batch) calls.

@@ -22,4 +22,4 @@ pub mod versions;
 pub mod whitelist;
 
 pub use server::{run, whitelist_service, Hooks, RunError};
-pub use settings::{McpSettings, Settings, WhitelistSettings};
+pub use settings::{McpSettings, RateLimitSettings, Settings, WhitelistSettings};

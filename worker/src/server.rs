@@ -26,6 +26,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::audit::AuditLog;
 use crate::auth::Authenticator;
+use crate::ratelimit::{Limits, RateLimiter};
 use crate::aws::Ec2Firewall;
 use crate::channel::{self, Outbox};
 use crate::forwarded::TrustedProxies;
@@ -74,6 +75,8 @@ pub struct Shared {
     pub proxies: TrustedProxies,
     /// Who may call.
     pub auth: Arc<Authenticator>,
+    /// Request limits per client, and failed-authentication limits per address.
+    pub limits: Option<Limiters>,
     requests: AtomicU64,
     connections: AtomicU64,
     draining: AtomicBool,
@@ -105,6 +108,14 @@ impl Shared {
             self.outbox.send(WorkerMessage::Recycle { requests: n });
         }
     }
+}
+
+/// The host-wide rate limiters a worker consults.
+pub struct Limiters {
+    /// Per client identity.
+    pub requests: RateLimiter,
+    /// Per address, counting only failed authentications.
+    pub auth_failures: RateLimiter,
 }
 
 enum AnyListener {
@@ -154,6 +165,22 @@ async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result
     } else {
         warn!(event = "auth_disabled", "authentication is OFF: anyone who can reach the listeners may change security groups (allowed only on loopback)");
     }
+    let limits = if settings.rate_limit.enabled {
+        let r = &settings.rate_limit;
+        let dir = &settings.whitelist.state_dir;
+        Some(Limiters {
+            requests: RateLimiter::open(
+                dir.join("ratelimit-requests"),
+                Limits { rate_per_minute: r.requests_per_minute, burst: r.burst },
+            )?,
+            auth_failures: RateLimiter::open(
+                dir.join("ratelimit-auth-failures"),
+                Limits { rate_per_minute: r.auth_failures_per_minute, burst: r.auth_failures_burst },
+            )?,
+        })
+    } else {
+        None
+    };
     let proxies = TrustedProxies::parse(&settings.forwarded_allow_ips).map_err(|e| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -183,6 +210,7 @@ async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result
         dispatcher,
         proxies,
         auth,
+        limits,
         requests: AtomicU64::new(0),
         connections: AtomicU64::new(0),
         draining: AtomicBool::new(false),

@@ -35,6 +35,37 @@ pub struct Settings {
     pub aws: AwsSettings,
     /// Authentication.
     pub auth: crate::auth::AuthSettings,
+    /// Rate limits.
+    pub rate_limit: RateLimitSettings,
+}
+
+/// `[rate_limit]`: per client (token subject, API key, else address), shared exactly by every
+/// worker of the host; failed authentication is limited per address, more strictly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    /// Whether requests to the MCP endpoint are limited at all.
+    pub enabled: bool,
+    /// Sustained requests per minute per client.
+    pub requests_per_minute: f64,
+    /// Requests a client may send at once.
+    pub burst: u32,
+    /// Failed authentications per minute per address.
+    pub auth_failures_per_minute: f64,
+    /// Failed authentications at once per address.
+    pub auth_failures_burst: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        RateLimitSettings {
+            enabled: true,
+            requests_per_minute: 600.0,
+            burst: 200,
+            auth_failures_per_minute: 30.0,
+            auth_failures_burst: 10,
+        }
+    }
 }
 
 /// The whitelist tools: policy, defaults, and where state and audit go.
