@@ -463,12 +463,17 @@ impl Config {
             }
         }
         let r = &self.rate_limit;
-        for (key, v) in [("rate_limit.requests_per_minute", r.requests_per_minute), ("rate_limit.auth_failures_per_minute", r.auth_failures_per_minute)] {
+        for (key, v) in [
+            ("rate_limit.requests_per_minute", r.requests_per_minute),
+            ("rate_limit.auth_failures_per_minute", r.auth_failures_per_minute),
+        ] {
             if !v.is_finite() || v <= 0.0 || v > 1e9 {
                 bad(key, v.to_string(), "must be a positive number of requests per minute");
             }
         }
-        for (key, v) in [("rate_limit.burst", r.burst), ("rate_limit.auth_failures_burst", r.auth_failures_burst)] {
+        for (key, v) in
+            [("rate_limit.burst", r.burst), ("rate_limit.auth_failures_burst", r.auth_failures_burst)]
+        {
             if v == 0 {
                 bad(key, "0".into(), "must be at least 1");
             }

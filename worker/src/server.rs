@@ -26,12 +26,12 @@ use tracing::{debug, error, info, warn};
 
 use crate::audit::AuditLog;
 use crate::auth::Authenticator;
-use crate::ratelimit::{Limits, RateLimiter};
 use crate::aws::Ec2Firewall;
 use crate::channel::{self, Outbox};
 use crate::forwarded::TrustedProxies;
 use crate::http;
 use crate::mcp::{standard_registry, Dispatcher, Registry, ServerInfo};
+use crate::ratelimit::{Limits, RateLimiter};
 use crate::settings::Settings;
 use crate::versions::SharedVersions;
 use crate::whitelist::{Defaults, Parts, Whitelist};
