@@ -51,7 +51,7 @@ pub const MIN_SECRET_BYTES: usize = 32;
 /// mean "no scope needed"; no tool is like that today.
 pub fn required_scope(tool_name: &str) -> Option<&'static str> {
     match tool_name {
-        "whitelist_list" | "whitelist_check" => Some(SCOPE_READ),
+        "whitelist_list" | "whitelist_check" | "service_status" => Some(SCOPE_READ),
         _ => Some(SCOPE_WRITE),
     }
 }

@@ -1,0 +1,211 @@
+//! Rate limits over real HTTP, against `serve` with four workers: one client gets exactly its
+//! burst, whichever workers its requests reach, and 429 with `Retry-After` beyond it; another
+//! client (another source address, or another token subject) is unaffected; failed
+//! authentications are limited per address, separately and more strictly.
+//!
+//! The refill is 1 request per minute, so nothing comes back while a test runs (each sends its
+//! requests within seconds): the counts are exact, not "about".
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::fs::OpenOptionsExt;
+use std::process::{Command, Stdio};
+use std::sync::Barrier;
+use std::time::Duration;
+
+use common::{http, Service, BIN};
+use serde_json::{json, Value};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// The client most requests come from.
+const CLIENT_A: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+/// Another client: a loopback address of its own, so the server sees another peer.
+const CLIENT_B: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9));
+
+const BURST: usize = 20;
+const REQUESTS: usize = 60;
+const THREADS: usize = 6;
+
+const SERVICE_STATUS: &str =
+    r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"service_status","arguments":{}}}"#;
+
+/// POST /mcp from `source` on a new connection (so successive requests spread over the workers
+/// sharing the listener), with this `Authorization` value (if any).
+fn post_from(source: IpAddr, addr: &str, authorization: Option<&str>) -> http::Response {
+    let mut req = String::from("POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n");
+    req.push_str("MCP-Protocol-Version: 2025-06-18\r\n");
+    if let Some(v) = authorization {
+        req.push_str(&format!("Authorization: {v}\r\n"));
+    }
+    req.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n{SERVICE_STATUS}",
+        SERVICE_STATUS.len()
+    ));
+    let attempt = || -> std::io::Result<http::Response> {
+        let target: SocketAddr = addr.parse().expect("a TCP address");
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+        socket.bind(&SocketAddr::new(source, 0).into())?;
+        socket.connect(&target.into())?;
+        let mut stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        stream.write_all(req.as_bytes())?;
+        http::read_response(&mut stream)
+    };
+    attempt().unwrap_or_else(|e| panic!("POST /mcp from {source}: {e}"))
+}
+
+/// The worker slot a successful `service_status` reports.
+fn worker_of(r: &http::Response) -> i64 {
+    let body = r.json();
+    body.pointer("/result/structuredContent/worker")
+        .and_then(Value::as_i64)
+        .unwrap_or_else(|| panic!("{body}"))
+}
+
+/// A 429 as the limiter must send it: `Retry-After` in whole seconds, at least 1 and at most the
+/// time one request takes to come back (60 s at 1 per minute), and a JSON-RPC error.
+fn assert_limited(r: &http::Response, what: &str) {
+    assert_eq!(r.status, 429, "{what}: {r:?}");
+    let retry_after: u64 = r
+        .header("retry-after")
+        .unwrap_or_else(|| panic!("{what}: 429 without Retry-After: {r:?}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{what}: Retry-After is not delta-seconds ({e}): {r:?}"));
+    assert!((1..=60).contains(&retry_after), "{what}: Retry-After {retry_after}");
+    assert_eq!(r.json().pointer("/error/code"), Some(&json!(-32000)), "{what}: {r:?}");
+}
+
+#[test]
+fn one_client_gets_exactly_its_burst_across_four_workers_and_another_is_unaffected() {
+    let svc = Service::start(&format!(
+        "bind = \"127.0.0.1:0\"\nworkers = 4\n\n[rate_limit]\nrequests_per_minute = 1.0\nburst = {BURST}\n"
+    ));
+    // REQUESTS from client A, THREADS at a time, each on a new connection.
+    let barrier = Barrier::new(THREADS);
+    let answers: Vec<http::Response> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..THREADS)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    (0..REQUESTS / THREADS).map(|_| post_from(CLIENT_A, &svc.addr, None)).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+    });
+    let passed: Vec<&http::Response> = answers.iter().filter(|r| r.status == 200).collect();
+    let limited: Vec<&http::Response> = answers.iter().filter(|r| r.status == 429).collect();
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    assert_eq!(passed.len(), BURST, "exactly the burst passes: {statuses:?}");
+    assert_eq!(limited.len(), REQUESTS - BURST, "every other request is refused: {statuses:?}");
+    for r in &limited {
+        assert_limited(r, "client A over its burst");
+    }
+    // The bucket is one for the host, not one per worker: the burst was shared by the workers
+    // that answered.
+    let mut workers: Vec<i64> = passed.iter().map(|r| worker_of(r)).collect();
+    workers.sort_unstable();
+    workers.dedup();
+    assert!(
+        workers.len() >= 2,
+        "the allowed requests all reached worker {workers:?}: nothing shared was tested"
+    );
+
+    // Client B has a bucket of its own, full: its whole burst passes, and then it is limited too.
+    for i in 0..BURST {
+        let r = post_from(CLIENT_B, &svc.addr, None);
+        assert_eq!(r.status, 200, "client B, request {}: {r:?}", i + 1);
+    }
+    assert_limited(&post_from(CLIENT_B, &svc.addr, None), "client B over its burst");
+    // And client A is still refused.
+    assert_limited(&post_from(CLIENT_A, &svc.addr, None), "client A, later");
+}
+
+// ------------------------------------------------------------------------------------------
+// With authentication
+// ------------------------------------------------------------------------------------------
+
+/// A service with auth on (an HS secret made now, in a temp dir of its own) and these
+/// `[rate_limit]` lines.
+struct AuthService {
+    svc: Service,
+    _secret_dir: tempfile::TempDir,
+}
+
+impl AuthService {
+    fn start(rate_limit: &str) -> AuthService {
+        let dir = tempfile::tempdir().unwrap();
+        let mut random = [0u8; 48];
+        std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut random).unwrap();
+        let secret: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let secret_file = dir.path().join("jwt.secret");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&secret_file)
+            .and_then(|mut f| f.write_all(secret.as_bytes()))
+            .unwrap();
+        let svc = Service::start(&format!(
+            "bind = \"127.0.0.1:0\"\nworkers = 4\n\n[auth]\nenabled = true\n\
+             issuer = \"https://issuer.test/\"\naudience = [\"http://localhost/mcp\"]\n\
+             hs_secret_file = \"{}\"\n\n[rate_limit]\n{rate_limit}\n",
+            secret_file.display()
+        ));
+        AuthService { svc, _secret_dir: dir }
+    }
+
+    /// `Bearer <token>` for this subject, from `awswhitelist token`.
+    fn bearer(&self, sub: &str) -> String {
+        let out = Command::new(BIN)
+            .arg("token")
+            .arg("--config")
+            .arg(&self.svc.config)
+            .args(["--sub", sub, "--scope", "whitelist:read whitelist:write", "--ttl", "10m"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "awswhitelist token: {}", String::from_utf8_lossy(&out.stderr));
+        format!("Bearer {}", String::from_utf8(out.stdout).unwrap().trim())
+    }
+}
+
+#[test]
+fn failed_authentication_is_limited_per_address() {
+    let s = AuthService::start("auth_failures_per_minute = 1.0\nauth_failures_burst = 3");
+    let addr = &s.svc.addr;
+    // A token signed with another secret: well-formed, and wrong.
+    let forged = s.bearer("mallory");
+    let forged = format!("{}AAAA", &forged[..forged.len() - 4]);
+    let statuses: Vec<u16> =
+        (0..5).map(|_| post_from(CLIENT_A, addr, Some(&forged))).map(|r| r.status).collect();
+    assert_eq!(statuses, [401, 401, 401, 429, 429], "3 failures allowed, then limited");
+    let r = post_from(CLIENT_A, addr, Some(&forged));
+    assert_limited(&r, "another bad token from the same address");
+
+    // Another address: its failures have their own budget, and a valid token works.
+    assert_eq!(post_from(CLIENT_B, addr, Some(&s.bearer("carol"))).status, 200);
+    let r = post_from(CLIENT_B, addr, Some(&forged));
+    assert_eq!(r.status, 401, "client B's first failure: {r:?}");
+    assert!(r.header("www-authenticate").unwrap_or("").contains("error=\"invalid_token\""), "{r:?}");
+    // The limit counts failed credentials only: a valid token from the limited address passes.
+    assert_eq!(post_from(CLIENT_A, addr, Some(&s.bearer("dave"))).status, 200);
+}
+
+#[test]
+fn authenticated_requests_are_limited_per_subject_not_per_address() {
+    let s = AuthService::start("requests_per_minute = 1.0\nburst = 3");
+    let addr = &s.svc.addr;
+    let alice = s.bearer("alice");
+    let statuses: Vec<u16> = (0..4).map(|_| post_from(CLIENT_A, addr, Some(&alice)).status).collect();
+    assert_eq!(statuses, [200, 200, 200, 429], "alice: her burst, then limited");
+    assert_limited(&post_from(CLIENT_B, addr, Some(&alice)), "alice from another address");
+    // Bob, from the very address alice is limited on, has his own bucket.
+    let bob = s.bearer("bob");
+    for i in 0..3 {
+        assert_eq!(post_from(CLIENT_A, addr, Some(&bob)).status, 200, "bob, request {}", i + 1);
+    }
+    assert_limited(&post_from(CLIENT_A, addr, Some(&bob)), "bob over his burst");
+}
