@@ -82,7 +82,9 @@ start_service() { # PORT WORKERS
     local unset_config=() name state="$OUT/state-w$2"
     while IFS= read -r name; do unset_config+=(-u "$name"); done < <(compgen -e | grep '^AWSWHITELIST_' || true)
     mkdir -p "$state"
-    env "${unset_config[@]}" AWSWHITELIST_WHITELIST__STATE_DIR="$state" AWS_EC2_METADATA_DISABLED=true \
+    # Rate limiting off: one benchmark client sends far more than a client's burst.
+    env "${unset_config[@]}" AWSWHITELIST_WHITELIST__STATE_DIR="$state" AWSWHITELIST_RATE_LIMIT__ENABLED=false \
+        AWS_EC2_METADATA_DISABLED=true \
         "$SERVICE" serve --bind "127.0.0.1:$1" --workers "$2" --graceful-timeout 5 \
         --log-format json >"$OUT/service-w$2.log" 2>&1 &
     PID=$!
