@@ -145,6 +145,7 @@ pub struct Supervisor {
     respawn_after: Instant,
     pidfile: Option<Pidfile>,
     last_status: String,
+    metrics: crate::metrics::Metrics,
 }
 
 impl Supervisor {
@@ -179,6 +180,7 @@ impl Supervisor {
             respawn_after: Instant::now(),
             pidfile,
             last_status: String::new(),
+            metrics: crate::metrics::Metrics::default(),
         })
     }
 
@@ -299,6 +301,7 @@ impl Supervisor {
         }
         self.generation = self.next_generation;
         self.next_generation += 1;
+        self.metrics.own.reloads += 1;
         self.target = self.settings.workers.max(1);
         info!(
             event = "reload_started",
@@ -309,6 +312,7 @@ impl Supervisor {
     }
 
     fn reject_reload(&mut self, reason: &str) {
+        self.metrics.own.reload_failures += 1;
         error!(event = "reload_rejected", reason = %reason, generation = self.generation, "reload rejected: {reason}; the running configuration keeps serving");
         systemd::ready(&self.status_line());
     }
@@ -410,10 +414,15 @@ impl Supervisor {
         }
         let ms = wake.saturating_duration_since(now).as_millis().clamp(1, MAX_TICK.as_millis()) as u16;
         let pids: Vec<Pid> = self.table.workers.values().filter(|w| w.ipc_open).map(|w| w.pid).collect();
-        let readable: Vec<Pid> = {
+        let ready: Vec<(Pid, PollFlags)> = {
             let mut fds = vec![PollFd::new(self.signals.wake_fd(), PollFlags::POLLIN)];
             for pid in &pids {
-                fds.push(PollFd::new(self.table.workers[pid].ipc.as_fd(), PollFlags::POLLIN));
+                let w = &self.table.workers[pid];
+                let mut events = PollFlags::POLLIN;
+                if !w.outbuf.is_empty() {
+                    events |= PollFlags::POLLOUT;
+                }
+                fds.push(PollFd::new(w.ipc.as_fd(), events));
             }
             match poll(&mut fds, PollTimeout::from(ms)) {
                 Ok(_) => {}
@@ -427,12 +436,16 @@ impl Supervisor {
             fds[1..]
                 .iter()
                 .zip(&pids)
-                .filter(|(fd, _)| fd.revents().is_some_and(|r| !r.is_empty()))
-                .map(|(_, pid)| *pid)
+                .filter_map(|(fd, pid)| fd.revents().filter(|r| !r.is_empty()).map(|r| (*pid, r)))
                 .collect()
         };
-        for pid in readable {
-            self.read_channel(pid);
+        for (pid, events) in ready {
+            if events.contains(PollFlags::POLLOUT) {
+                self.flush_channel(pid);
+            }
+            if events.intersects(!PollFlags::POLLOUT) {
+                self.read_channel(pid);
+            }
         }
     }
 }

@@ -133,6 +133,7 @@ fn read_assignment(ipc: &UnixStream, wait: Duration) -> Result<Assignment, Inher
     ipc.set_read_timeout(None).map_err(err)?;
     match ipc::decode::<SupervisorMessage>(&body) {
         Ok(SupervisorMessage::Configure(a)) => Ok(a),
+        Ok(other) => Err(InheritError::Assignment(format!("expected the assignment first, got {other:?}"))),
         Err(e) => Err(InheritError::Assignment(e.to_string())),
     }
 }

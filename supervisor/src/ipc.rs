@@ -31,6 +31,69 @@ pub enum WorkerMessage {
         /// Requests answered when the budget ran out.
         requests: u64,
     },
+    /// A snapshot of the worker's metric families: the whole registry, cumulative since the
+    /// worker started. Sent periodically and once more after a graceful drain; the supervisor
+    /// keeps the last one per worker and merges them without knowing what they measure.
+    Metrics {
+        /// Every family the worker exports.
+        families: Vec<MetricFamily>,
+    },
+    /// A request for the merged metrics of the whole service, answered by
+    /// [`SupervisorMessage::MetricsText`] with the same `id`.
+    MetricsRequest {
+        /// Chosen by the worker to match the answer to its question.
+        id: u64,
+    },
+}
+
+/// One metric family as a worker exports it (the Prometheus data model, minus summaries).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricFamily {
+    /// Metric name, e.g. `http_requests_total`.
+    pub name: String,
+    /// The HELP text.
+    pub help: String,
+    /// How samples merge across workers.
+    pub kind: MetricKind,
+    /// One sample per label set.
+    pub samples: Vec<MetricSample>,
+}
+
+/// The type of a family, which decides how the supervisor merges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricKind {
+    /// Monotonic: summed over live workers plus the retired total of exited ones.
+    Counter,
+    /// A current level: summed over live workers only.
+    Gauge,
+    /// Buckets, sum and count: merged like counters.
+    Histogram,
+}
+
+/// One labelled series of a family.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricSample {
+    /// Label name/value pairs (without `le`).
+    #[serde(default)]
+    pub labels: Vec<(String, String)>,
+    /// Counter or gauge value (finite; ignored for histograms).
+    #[serde(default)]
+    pub value: f64,
+    /// Histograms only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub histogram: Option<HistogramSample>,
+}
+
+/// A histogram's state. The `+Inf` bucket is implied by `count` (JSON has no infinity).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistogramSample {
+    /// `(upper bound, cumulative count)` for every finite bound, ascending.
+    pub buckets: Vec<(f64, u64)>,
+    /// Sum of observations.
+    pub sum: f64,
+    /// Number of observations.
+    pub count: u64,
 }
 
 /// What the supervisor tells a worker.
@@ -39,6 +102,13 @@ pub enum WorkerMessage {
 pub enum SupervisorMessage {
     /// Always the first frame: who the worker is and the settings it runs with.
     Configure(Assignment),
+    /// The answer to [`WorkerMessage::MetricsRequest`]: the merged text exposition.
+    MetricsText {
+        /// The request's `id`.
+        id: u64,
+        /// Prometheus text format, version 0.0.4.
+        text: String,
+    },
 }
 
 /// The identity and budget the supervisor gives one worker, plus the application's own payload.
@@ -122,6 +192,23 @@ mod tests {
             WorkerMessage::Ready,
             WorkerMessage::Heartbeat { requests: 7, connections: 2 },
             WorkerMessage::Recycle { requests: 51 },
+            WorkerMessage::Metrics {
+                families: vec![MetricFamily {
+                    name: "h".into(),
+                    help: "a \"histogram\"\n".into(),
+                    kind: MetricKind::Histogram,
+                    samples: vec![MetricSample {
+                        labels: vec![("method".into(), "tools/call".into())],
+                        value: 0.0,
+                        histogram: Some(HistogramSample {
+                            buckets: vec![(0.5, 1), (1.0, 2)],
+                            sum: 1.25,
+                            count: 3,
+                        }),
+                    }],
+                }],
+            },
+            WorkerMessage::MetricsRequest { id: 9 },
         ];
         let stream: Vec<u8> = msgs.iter().flat_map(encode).collect();
         for chunk in [1, 3, 5, stream.len()] {

@@ -11,6 +11,7 @@
 pub mod arbiter;
 pub mod child;
 pub mod ipc;
+pub mod metrics;
 pub mod pidfile;
 mod signals;
 pub mod sock;

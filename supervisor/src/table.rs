@@ -8,7 +8,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
-use crate::ipc::FrameReader;
+use crate::ipc::{FrameReader, MetricFamily};
 
 /// Why a worker stopped; one name per cause, used in logs (and later in metrics labels).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -75,6 +75,10 @@ pub struct Worker {
     pub replaces: Option<Pid>,
     /// Set once the supervisor told it to go.
     pub stop: Option<Stop>,
+    /// The worker's last metrics snapshot.
+    pub metrics: Vec<MetricFamily>,
+    /// Frames for the worker not yet written (the channel is non-blocking).
+    pub outbuf: Vec<u8>,
 }
 
 impl Worker {

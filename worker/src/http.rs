@@ -33,13 +33,50 @@ pub async fn handle(
     let mut resp = match check_limits(&req, &shared) {
         Some(refused) => refused,
         None if req.uri().path() == shared.settings.mcp.policy.path => mcp_endpoint(req, peer, &shared).await,
+        None if req.uri().path() == "/metrics" => metrics_endpoint(&req, peer, &shared).await,
         None => route(&req, &shared),
     };
     if shared.draining() {
         resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
     }
+    shared.metrics.http_request(resp.status().as_u16());
     shared.request_done();
     Ok(resp)
+}
+
+/// How long `/metrics` waits for the supervisor's merged view.
+const METRICS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `GET /metrics`: the merged view of every worker and the supervisor, asked of the supervisor.
+/// Served only to direct local callers: a loopback TCP peer or a Unix socket peer, and no
+/// forwarding headers (a request relayed by a proxy is not local, whoever the proxy is).
+async fn metrics_endpoint(
+    req: &Request<Incoming>,
+    peer: Option<SocketAddr>,
+    shared: &Shared,
+) -> Response<Body> {
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return method_not_allowed("GET, HEAD");
+    }
+    let forwarded =
+        ["forwarded", "x-forwarded-for", "x-real-ip"].iter().any(|h| req.headers().contains_key(*h));
+    let local = peer.is_none_or(|p| p.ip().is_loopback() || p.ip().to_canonical().is_loopback());
+    if forwarded || !local {
+        return json(StatusCode::FORBIDDEN, &json!({"error": "metrics are served to local callers only"}));
+    }
+    // Our own latest figures first, so the answer includes everything this worker did.
+    shared.outbox.send(supervisor::ipc::WorkerMessage::Metrics { families: shared.metrics.snapshot() });
+    match shared.outbox.metrics_text(METRICS_TIMEOUT).await {
+        Some(text) => {
+            let mut resp = Response::new(Full::new(Bytes::from(text)));
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+            resp
+        }
+        None => {
+            json(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": "the supervisor did not answer in time"}))
+        }
+    }
 }
 
 /// `POST /mcp`: guard, authenticate, read the body within its size and time limits, check
@@ -55,8 +92,10 @@ async fn mcp_endpoint(req: Request<Incoming>, peer: Option<SocketAddr>, shared: 
     let principal = match shared.auth.authenticate(authorization).await {
         Ok(p) => p,
         Err(denial) => {
+            shared.metrics.auth_failures.with_label_values(&[denial_reason(&denial)]).inc();
             if denial.is_failed_credential() {
                 if let Some(limited) = limit(shared.limits.as_ref().map(|l| &l.auth_failures), &address_key) {
+                    shared.metrics.rate_limited.inc();
                     return limited;
                 }
             }
@@ -65,6 +104,7 @@ async fn mcp_endpoint(req: Request<Incoming>, peer: Option<SocketAddr>, shared: 
     };
     let client_key = if shared.auth.enabled() { principal.identity() } else { address_key };
     if let Some(limited) = limit(shared.limits.as_ref().map(|l| &l.requests), &client_key) {
+        shared.metrics.rate_limited.inc();
         return limited;
     }
     let headers = req.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
@@ -94,6 +134,7 @@ async fn mcp_endpoint(req: Request<Incoming>, peer: Option<SocketAddr>, shared: 
     if shared.auth.enabled() {
         for name in called_tools(&message) {
             if let Err(denial) = principal.authorize_tool(name) {
+                shared.metrics.auth_failures.with_label_values(&[denial_reason(&denial)]).inc();
                 return denial_response(&denial, &shared.auth.www_authenticate(&denial, &metadata_url));
             }
         }
@@ -108,7 +149,20 @@ async fn mcp_endpoint(req: Request<Incoming>, peer: Option<SocketAddr>, shared: 
         }),
         security_groups: principal.security_groups.clone(),
     };
-    match shared.dispatcher.handle(message, &meta).await {
+    let method = match &message {
+        serde_json::Value::Array(_) => "batch",
+        m => crate::metrics::Metrics::method_label(m.get("method").and_then(|v| v.as_str()).unwrap_or("")),
+    };
+    let started = std::time::Instant::now();
+    let outcome = shared.dispatcher.handle(message, &meta).await;
+    let ok = match &outcome {
+        Outcome::Reply(serde_json::Value::Array(replies)) => replies.iter().all(|r| r.get("error").is_none()),
+        Outcome::Reply(body) => body.get("error").is_none(),
+        Outcome::Accepted => true,
+        Outcome::Reject { .. } => false,
+    };
+    shared.metrics.mcp_request(method, ok, started.elapsed().as_secs_f64());
+    match outcome {
         Outcome::Reply(body) => json(StatusCode::OK, &body),
         Outcome::Accepted => {
             let mut resp = Response::new(Full::new(Bytes::new()));
@@ -118,6 +172,16 @@ async fn mcp_endpoint(req: Request<Incoming>, peer: Option<SocketAddr>, shared: 
         Outcome::Reject { http_status, body } => {
             json(StatusCode::from_u16(http_status).unwrap_or(StatusCode::BAD_REQUEST), &body)
         }
+    }
+}
+
+/// A bounded label for why authentication or authorization failed.
+fn denial_reason(denial: &Denial) -> &'static str {
+    match denial {
+        Denial::Missing => "missing",
+        Denial::InvalidToken(_) => "invalid_token",
+        Denial::InsufficientScope { .. } => "insufficient_scope",
+        Denial::Unavailable => "unavailable",
     }
 }
 

@@ -13,6 +13,7 @@ pub mod forwarded;
 pub mod guard;
 mod http;
 pub mod mcp;
+pub mod metrics;
 pub mod ratelimit;
 mod server;
 mod settings;

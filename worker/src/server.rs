@@ -31,6 +31,7 @@ use crate::channel::{self, Outbox};
 use crate::forwarded::TrustedProxies;
 use crate::http;
 use crate::mcp::{standard_registry, Dispatcher, Registry, ServerInfo};
+use crate::metrics::Metrics;
 use crate::ratelimit::{Limits, RateLimiter};
 use crate::settings::Settings;
 use crate::versions::SharedVersions;
@@ -77,12 +78,14 @@ pub struct Shared {
     pub auth: Arc<Authenticator>,
     /// Request limits per client, and failed-authentication limits per address.
     pub limits: Option<Limiters>,
+    /// This worker's metrics registry.
+    pub metrics: &'static Metrics,
     requests: AtomicU64,
     connections: AtomicU64,
     draining: AtomicBool,
     max_requests: u64,
     recycle_asked: AtomicBool,
-    outbox: Outbox,
+    pub(crate) outbox: Outbox,
     idle: Notify,
 }
 
@@ -211,6 +214,7 @@ async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result
         proxies,
         auth,
         limits,
+        metrics: crate::metrics::global(),
         requests: AtomicU64::new(0),
         connections: AtomicU64::new(0),
         draining: AtomicBool::new(false),
@@ -282,12 +286,14 @@ async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result
             "graceful_timeout reached with connections open: closing them"
         ),
     }
-    // One last count, so the supervisor's figures include the final requests.
+    // One last count and snapshot, so the supervisor's figures include the final requests;
+    // the merged counters are exact for workers that drain.
     outbox.send(WorkerMessage::Heartbeat {
         requests: shared.requests.load(Ordering::Relaxed),
         connections: shared.connections.load(Ordering::Relaxed),
     });
-    tokio::task::yield_now().await;
+    outbox.send(WorkerMessage::Metrics { families: shared.metrics.snapshot() });
+    outbox.flush(Duration::from_secs(2)).await;
     Ok(())
 }
 
@@ -335,6 +341,7 @@ async fn heartbeats(shared: Arc<Shared>, every: Duration) {
             requests: shared.requests.load(Ordering::Relaxed),
             connections: shared.connections.load(Ordering::Relaxed),
         });
+        shared.outbox.send(WorkerMessage::Metrics { families: shared.metrics.snapshot() });
     }
 }
 
@@ -394,6 +401,7 @@ async fn serve_connection<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     shared.connections.fetch_add(1, Ordering::Relaxed);
+    shared.metrics.active_connections.inc();
     let s = &shared.settings;
     let mut builder = http1::Builder::new();
     builder
@@ -408,6 +416,7 @@ async fn serve_connection<I>(
         debug!(error = %e, "connection ended with an error");
     }
     drop(permit);
+    shared.metrics.active_connections.dec();
     if shared.connections.fetch_sub(1, Ordering::Relaxed) == 1 {
         shared.idle.notify_waiters();
     }

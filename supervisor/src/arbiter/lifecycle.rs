@@ -1,7 +1,7 @@
 //! Worker lifecycle for the arbiter: reaping, spawning, replacing, aborting — the half of the
 //! main loop that acts on processes rather than on signals.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -12,10 +12,13 @@ use rand::Rng;
 use tracing::{debug, error, info, warn};
 
 use super::{apply_umask, Error, Supervisor, ABORT_GRACE, BOOT_FAILURE_LIMIT};
-use crate::ipc::{self, Assignment, WorkerMessage};
+use crate::ipc::{self, Assignment, SupervisorMessage, WorkerMessage};
 use crate::spawn::{self, SpawnRequest};
 use crate::table::{self, ExitReason, Stop, Worker};
 use crate::{systemd, WORKER_BOOT_ERROR};
+
+/// Pending output per worker beyond which further messages are dropped.
+const OUTBUF_LIMIT: usize = 4 * ipc::MAX_FRAME;
 
 impl Supervisor {
     // ---- workers -------------------------------------------------------------------------
@@ -41,9 +44,15 @@ impl Supervisor {
     }
 
     pub(super) fn on_exit(&mut self, pid: Pid, status: WaitStatus) {
+        // Whatever the worker wrote before it exited (its final metrics) is still buffered in
+        // the channel: read it before the worker's state is dropped.
+        if self.table.workers.get(&pid).is_some_and(|w| w.ipc_open) {
+            self.read_channel(pid);
+        }
         let Some(w) = self.table.workers.remove(&pid) else {
             return;
         };
+        self.metrics.retire(&w.metrics);
         let reason = match (&w.stop, w.ready) {
             (Some(stop), _) => stop.reason,
             (None, false) => ExitReason::BootFailure,
@@ -55,6 +64,7 @@ impl Supervisor {
         } else {
             ""
         };
+        *self.metrics.own.worker_exits.entry(reason).or_default() += 1;
         let clean = matches!(status, WaitStatus::Exited(_, 0));
         let requested = matches!(
             reason,
@@ -103,6 +113,7 @@ impl Supervisor {
         let Some(prev) = self.previous.take() else {
             return;
         };
+        self.metrics.own.reload_failures += 1;
         error!(event = "reload_failed", reason = %why, generation = self.generation, restored_generation = prev.generation, "reload failed: {why}; keeping the previous configuration");
         self.settings = prev.settings;
         self.listeners = prev.listeners;
@@ -232,6 +243,7 @@ impl Supervisor {
         };
         match spawn::spawn(request) {
             Ok(spawned) => {
+                self.metrics.own.worker_starts += 1;
                 let pid = spawned.pid;
                 info!(
                     event = "worker_spawned",
@@ -260,6 +272,8 @@ impl Supervisor {
                         recycle_wanted: false,
                         replaces,
                         stop: None,
+                        metrics: Vec::new(),
+                        outbuf: Vec::new(),
                     },
                 );
             }
@@ -307,6 +321,60 @@ impl Supervisor {
                 }
             }
             WorkerMessage::Ready => self.on_ready(pid),
+            WorkerMessage::Metrics { families } => w.metrics = families,
+            WorkerMessage::MetricsRequest { id } => {
+                let text = self.metrics_text();
+                self.send(pid, &SupervisorMessage::MetricsText { id, text });
+            }
+        }
+    }
+
+    /// The merged metrics of the whole service.
+    pub(super) fn metrics_text(&self) -> String {
+        let live = self.table.workers.values().map(|w| w.metrics.as_slice());
+        self.metrics.render(live, self.table.workers.len(), self.generation)
+    }
+
+    /// Queues a message for a worker and writes what the channel takes now; the rest goes out
+    /// when poll says the channel is writable, so a slow worker never blocks the supervisor.
+    pub(super) fn send(&mut self, pid: Pid, msg: &SupervisorMessage) {
+        let Some(w) = self.table.workers.get_mut(&pid) else {
+            return;
+        };
+        if !w.ipc_open {
+            return;
+        }
+        if w.outbuf.len() > OUTBUF_LIMIT {
+            warn!(
+                worker = w.slot,
+                pid = pid.as_raw(),
+                "worker is not reading its channel; dropping a message"
+            );
+            return;
+        }
+        w.outbuf.extend_from_slice(&ipc::encode(msg));
+        self.flush_channel(pid);
+    }
+
+    /// Writes as much of a worker's pending output as the channel accepts without blocking.
+    pub(super) fn flush_channel(&mut self, pid: Pid) {
+        let Some(w) = self.table.workers.get_mut(&pid) else {
+            return;
+        };
+        while !w.outbuf.is_empty() {
+            match (&w.ipc).write(&w.outbuf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    w.outbuf.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    // The worker is gone or closing; reaping will tell why.
+                    w.outbuf.clear();
+                    break;
+                }
+            }
         }
     }
 

@@ -6,6 +6,7 @@ use ipnet::IpNet;
 
 use super::clients::{Clients, Session};
 use super::settings::AwsSettings;
+use crate::metrics::aws_call;
 use crate::whitelist::{ExistingRule, Firewall, FirewallError, FwFuture, Protocol, RuleSpec, Scope};
 
 /// Most pages of rules read for one group (a guard against an endpoint that never ends).
@@ -41,8 +42,11 @@ impl Ec2Firewall {
     /// Turns a missing group into `GroupNotFound` (a rule filter on it would just be empty).
     async fn ensure_group(&self, s: &Session, group: &str) -> Result<(), FirewallError> {
         let call = s.call("ec2:DescribeSecurityGroups", group);
-        let out =
-            s.ec2.describe_security_groups().group_ids(group).send().await.map_err(|e| s.fail(&call, &e))?;
+        let out = aws_call(
+            "ec2:DescribeSecurityGroups",
+            s.ec2.describe_security_groups().group_ids(group).send().await,
+        )
+        .map_err(|e| s.fail(&call, &e))?;
         if out.security_groups().iter().any(|g| g.group_id() == Some(group)) {
             Ok(())
         } else {
@@ -55,14 +59,14 @@ impl Ec2Firewall {
         let group = spec.group_id.as_str();
         let s = self.clients.session(scope, group).await?;
         let call = s.call(action, group);
-        let out = s
+        let sent = s
             .ec2
             .authorize_security_group_ingress()
             .group_id(group)
             .ip_permissions(permission(spec, description))
             .send()
-            .await
-            .map_err(|e| s.fail(&call, &e))?;
+            .await;
+        let out = aws_call("ec2:AuthorizeSecurityGroupIngress", sent).map_err(|e| s.fail(&call, &e))?;
         let id = out
             .security_group_rules()
             .iter()
@@ -88,14 +92,14 @@ impl Ec2Firewall {
         let action = "ec2:RevokeSecurityGroupIngress";
         let s = self.clients.session(scope, group).await?;
         let call = s.call(action, group);
-        let out = s
+        let sent = s
             .ec2
             .revoke_security_group_ingress()
             .group_id(group)
             .set_security_group_rule_ids(Some(rule_ids.to_vec()))
             .send()
-            .await
-            .map_err(|e| s.fail(&call, &e))?;
+            .await;
+        let out = aws_call("ec2:RevokeSecurityGroupIngress", sent).map_err(|e| s.fail(&call, &e))?;
         if out.r#return() == Some(false) || !out.unknown_ip_permissions().is_empty() {
             return Err(FirewallError::RuleNotFound);
         }
@@ -130,15 +134,15 @@ async fn read_rules(s: &Session, group: &str) -> Result<Vec<ExistingRule>, Firew
     let mut rules = Vec::new();
     let mut token: Option<String> = None;
     for _ in 0..MAX_PAGES {
-        let out = s
+        let sent = s
             .ec2
             .describe_security_group_rules()
             .filters(filter.clone())
             .max_results(1000)
             .set_next_token(token.take())
             .send()
-            .await
-            .map_err(|e| s.fail(&call, &e))?;
+            .await;
+        let out = aws_call("ec2:DescribeSecurityGroupRules", sent).map_err(|e| s.fail(&call, &e))?;
         rules
             .extend(out.security_group_rules().iter().filter(|r| r.is_egress() == Some(false)).map(existing));
         match out.next_token() {

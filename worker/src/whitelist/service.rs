@@ -468,8 +468,14 @@ impl Whitelist {
 
     async fn cached(&self, scope: &Scope, group: &str) -> Result<Vec<ExistingRule>, Error> {
         match self.cache.get(&cache_key(scope, group), self.versions.get(group)) {
-            Some(rules) => Ok(rules),
-            None => self.fresh(scope, group).await,
+            Some(rules) => {
+                crate::metrics::global().cache_hits.inc();
+                Ok(rules)
+            }
+            None => {
+                crate::metrics::global().cache_misses.inc();
+                self.fresh(scope, group).await
+            }
         }
     }
 
@@ -485,6 +491,7 @@ impl Whitelist {
         result: &'static str,
         error: Option<String>,
     ) -> Result<(), Error> {
+        crate::metrics::global().whitelist_changes.with_label_values(&[action, result]).inc();
         let entry = AuditEntry {
             time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             action,
