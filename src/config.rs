@@ -79,6 +79,8 @@ pub struct Config {
     pub auth: worker::auth::AuthSettings,
     /// Per-client request limits, exact across the host's workers.
     pub rate_limit: worker::RateLimitSettings,
+    /// Who may read `/metrics`.
+    pub metrics: worker::MetricsSettings,
     /// Logging.
     pub log: LogConfig,
 }
@@ -284,6 +286,7 @@ impl Default for Config {
             aws: worker::aws::AwsSettings::default(),
             auth: worker::auth::AuthSettings::default(),
             rate_limit: worker::RateLimitSettings::default(),
+            metrics: worker::MetricsSettings::default(),
             log: LogConfig::default(),
         }
     }
@@ -478,6 +481,18 @@ impl Config {
                 bad(key, "0".into(), "must be at least 1");
             }
         }
+        if let Err(e) = worker::forwarded::TrustedProxies::parse(&self.metrics.allow_ips) {
+            bad("metrics.allow_ips", format!("{:?}", e.0), "not an IP address, CIDR or \"unix\"");
+        }
+        if let Some(h) = &self.metrics.token_hash {
+            if worker::auth::apikey::parse_hash(h).is_none() {
+                bad(
+                    "metrics.token_hash",
+                    "(hidden)".into(),
+                    "must be sha256:<64 hex digits> (awswhitelist keygen prints one)",
+                );
+            }
+        }
         let whitelist_problems = self.whitelist_settings().err().unwrap_or_default();
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
             bad("log.level", format!("{:?}", self.log.level), &format!("not a log filter: {e}"));
@@ -575,6 +590,7 @@ impl Config {
             aws: self.aws.clone(),
             auth: self.auth.clone(),
             rate_limit: self.rate_limit.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 

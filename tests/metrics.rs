@@ -241,3 +241,25 @@ fn a_reload_keeps_every_count_and_is_counted() {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+#[test]
+fn a_scraper_outside_allow_ips_needs_the_metrics_token() {
+    // The token is made here, at test time; only its hash goes into the config.
+    let out = std::process::Command::new(common::BIN).args(["keygen", "--id", "metrics"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let key = text.split_whitespace().find(|w| w.starts_with("awsk_")).expect("a key").to_string();
+    let hash = text.split('"').find(|w| w.starts_with("sha256:")).expect("a hash").to_string();
+    let svc = Service::start(&format!("workers = 2\n[metrics]\nallow_ips = []\ntoken_hash = \"{hash}\"\n"));
+    let anonymous = http::get(&svc.addr, "/metrics").unwrap();
+    assert_eq!(anonymous.status, 401, "loopback is not enough once allow_ips is empty");
+    assert_eq!(anonymous.header("www-authenticate"), Some("Bearer realm=\"metrics\""));
+    let wrong = http::raw(&svc.addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer awsk_metrics_nope\r\nConnection: close\r\n\r\n").unwrap();
+    assert_eq!(wrong.status, 401);
+    let req = format!(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+    );
+    let ok = http::raw(&svc.addr, req.as_bytes()).unwrap();
+    assert_eq!(ok.status, 200);
+    assert!(String::from_utf8_lossy(&ok.body).contains("awswhitelist_workers"));
+    assert!(!svc.logs.dump().contains(&key), "the token never reaches the log");
+}

@@ -44,6 +44,31 @@ pub async fn handle(
     Ok(resp)
 }
 
+/// A scraper is let in by a direct connection from `metrics.allow_ips` (a request relayed by
+/// a proxy is not direct, whoever the proxy is), or by the metrics bearer token from anywhere.
+fn metrics_allowed(req: &Request<Incoming>, peer: Option<SocketAddr>, shared: &Shared) -> bool {
+    let m = &shared.settings.metrics;
+    if let Some(expected) = m.token_hash.as_deref().and_then(crate::auth::apikey::parse_hash) {
+        let presented = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if let Some(token) =
+            presented.and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        {
+            let got = crate::auth::apikey::parse_hash(&crate::auth::apikey::hash(token.trim()));
+            if got.is_some_and(|g| aws_lc_rs::constant_time::verify_slices_are_equal(&g, &expected).is_ok()) {
+                return true;
+            }
+        }
+    }
+    let forwarded =
+        ["forwarded", "x-forwarded-for", "x-real-ip"].iter().any(|h| req.headers().contains_key(*h));
+    let Ok(allowed) = crate::forwarded::TrustedProxies::parse(&m.allow_ips) else { return false };
+    !forwarded
+        && match peer {
+            Some(p) => allowed.is_trusted(p.ip()),
+            None => allowed.trusts_unix(),
+        }
+}
+
 /// How long `/metrics` waits for the supervisor's merged view.
 const METRICS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -58,11 +83,16 @@ async fn metrics_endpoint(
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         return method_not_allowed("GET, HEAD");
     }
-    let forwarded =
-        ["forwarded", "x-forwarded-for", "x-real-ip"].iter().any(|h| req.headers().contains_key(*h));
-    let local = peer.is_none_or(|p| p.ip().is_loopback() || p.ip().to_canonical().is_loopback());
-    if forwarded || !local {
-        return json(StatusCode::FORBIDDEN, &json!({"error": "metrics are served to local callers only"}));
+    if !metrics_allowed(req, peer, shared) {
+        let mut resp = json(
+            StatusCode::FORBIDDEN,
+            &json!({"error": "metrics are for the configured scrapers: metrics.allow_ips, or the metrics bearer token"}),
+        );
+        if shared.settings.metrics.token_hash.is_some() {
+            *resp.status_mut() = StatusCode::UNAUTHORIZED;
+            resp.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"metrics\""));
+        }
+        return resp;
     }
     // Our own latest figures first, so the answer includes everything this worker did.
     shared.outbox.send(supervisor::ipc::WorkerMessage::Metrics { families: shared.metrics.snapshot() });

@@ -23,4 +23,4 @@ pub mod versions;
 pub mod whitelist;
 
 pub use server::{run, whitelist_service, Hooks, RunError};
-pub use settings::{McpSettings, RateLimitSettings, Settings, WhitelistSettings};
+pub use settings::{McpSettings, MetricsSettings, RateLimitSettings, Settings, WhitelistSettings};

@@ -37,6 +37,26 @@ pub struct Settings {
     pub auth: crate::auth::AuthSettings,
     /// Rate limits.
     pub rate_limit: RateLimitSettings,
+    /// Who may read `/metrics`.
+    pub metrics: MetricsSettings,
+}
+
+/// `[metrics]`: `/metrics` is for Prometheus, not for the public. A scraper is let in by its
+/// address (a direct connection, no forwarding headers) or by a bearer token whose hash is here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Addresses/CIDRs (and `unix`) allowed without a token.
+    pub allow_ips: Vec<String>,
+    /// `sha256:<hex>` of a bearer token that is allowed from anywhere (`awswhitelist keygen`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_hash: Option<String>,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings { allow_ips: vec!["127.0.0.1".into(), "::1".into(), "unix".into()], token_hash: None }
+    }
 }
 
 /// `[rate_limit]`: per client (token subject, API key, else address), shared exactly by every
