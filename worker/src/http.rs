@@ -5,6 +5,8 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
@@ -24,24 +26,95 @@ use crate::server::Shared;
 /// The response body type of every handler.
 pub type Body = Full<Bytes>;
 
-/// Entry point for one request.
+/// Entry point for one request: gives it a request id (the client's `X-Request-Id` when sane),
+/// runs it inside a span carrying that id — so every log line of the request has it — echoes
+/// the id, and writes one access-log line.
 pub async fn handle(
     req: Request<Incoming>,
     peer: Option<SocketAddr>,
     shared: Arc<Shared>,
 ) -> Result<Response<Body>, Infallible> {
-    let mut resp = match check_limits(&req, &shared) {
-        Some(refused) => refused,
-        None if req.uri().path() == shared.settings.mcp.policy.path => mcp_endpoint(req, peer, &shared).await,
-        None if req.uri().path() == "/metrics" => metrics_endpoint(&req, peer, &shared).await,
-        None => route(&req, &shared),
+    let request_id = request_id(&req);
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let started = std::time::Instant::now();
+    let access = Access {
+        method: req.method().to_string(),
+        path: req.uri().path().chars().take(256).collect(),
+        user_agent: header_text(&req, hyper::header::USER_AGENT),
+        referer: header_text(&req, hyper::header::REFERER),
+        client: client_addr(&req, peer, &shared),
     };
+    let mut resp = async {
+        match check_limits(&req, &shared) {
+            Some(refused) => refused,
+            None if req.uri().path() == shared.settings.mcp.policy.path => {
+                mcp_endpoint(req, peer, &shared, &request_id).await
+            }
+            None if req.uri().path() == "/metrics" => metrics_endpoint(&req, peer, &shared).await,
+            None => route(&req, &shared),
+        }
+    }
+    .instrument(span.clone())
+    .await;
     if shared.draining() {
         resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
     }
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    let bytes = hyper::body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+    span.in_scope(|| {
+        tracing::info!(
+            target: "access",
+            event = "access",
+            client = %access.client.map_or("unix".to_string(), |a| a.to_string()),
+            method = %access.method,
+            path = %access.path,
+            status = resp.status().as_u16(),
+            bytes,
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            user_agent = %access.user_agent,
+            referer = %access.referer,
+            "{} {} {}", access.method, access.path, resp.status().as_u16()
+        )
+    });
     shared.metrics.http_request(resp.status().as_u16());
     shared.request_done();
     Ok(resp)
+}
+
+/// What the access-log line says about the request (read before the request is consumed).
+struct Access {
+    method: String,
+    path: String,
+    user_agent: String,
+    referer: String,
+    client: Option<std::net::IpAddr>,
+}
+
+fn header_text(req: &Request<Incoming>, name: hyper::header::HeaderName) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map_or(String::new(), |v| v.chars().take(256).collect())
+}
+
+/// The client's `X-Request-Id` if it is short and plain (it ends up in logs), else a new one.
+fn request_id(req: &Request<Incoming>) -> String {
+    let given = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let sane = (1..=128).contains(&given.len())
+        && given.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if sane {
+        return given.to_string();
+    }
+    let mut bytes = [0u8; 12];
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        // Unreachable in practice; a time-based id still keeps log lines joinable.
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        return format!("{nanos:x}");
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A scraper is let in by a direct connection from `metrics.allow_ips` (a request relayed by
@@ -111,7 +184,12 @@ async fn metrics_endpoint(
 
 /// `POST /mcp`: guard, authenticate, read the body within its size and time limits, check
 /// the scope of every tool call in it, dispatch.
-async fn mcp_endpoint(req: Request<Incoming>, peer: Option<SocketAddr>, shared: &Shared) -> Response<Body> {
+async fn mcp_endpoint(
+    req: Request<Incoming>,
+    peer: Option<SocketAddr>,
+    shared: &Shared,
+    request_id: &str,
+) -> Response<Body> {
     let mcp = &shared.settings.mcp;
     if let Err(refusal) = guard::check(&mcp.policy, req.method(), req.headers()) {
         return refused(&refusal);
@@ -172,7 +250,7 @@ async fn mcp_endpoint(req: Request<Incoming>, peer: Option<SocketAddr>, shared: 
     meta.caller = Caller {
         client_addr,
         subject: shared.auth.enabled().then(|| principal.identity()),
-        log_id: None,
+        log_id: Some(request_id.to_string()),
         allowed_tools: shared.auth.enabled().then(|| {
             let tools = shared.dispatcher.registry().tools();
             tools.iter().map(|t| t.spec().name.clone()).filter(|n| principal.may_call(n)).collect()
