@@ -245,6 +245,9 @@ pub struct LogConfig {
     /// Append to this file instead of stderr; reopened on USR1.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
+    /// Access-log lines (one per request) to this file instead of the main log; reopened on USR1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_file: Option<PathBuf>,
 }
 
 /// Log line format.
@@ -294,7 +297,7 @@ impl Default for Config {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".to_string(), format: LogFormat::Auto, file: None }
+        LogConfig { level: "info".to_string(), format: LogFormat::Auto, file: None, access_file: None }
     }
 }
 
@@ -497,11 +500,13 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
             bad("log.level", format!("{:?}", self.log.level), &format!("not a log filter: {e}"));
         }
-        if let Some(file) = &self.log.file {
-            let dir =
-                file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-            if !dir.is_dir() {
-                bad("log.file", file.display().to_string(), "its directory does not exist");
+        for (key, file) in [("log.file", &self.log.file), ("log.access_file", &self.log.access_file)] {
+            if let Some(file) = file {
+                let dir =
+                    file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+                if !dir.is_dir() {
+                    bad(key, file.display().to_string(), "its directory does not exist");
+                }
             }
         }
         problems.extend(whitelist_problems);

@@ -12,16 +12,17 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
-/// Keeps what is needed to reopen the log file later.
+/// Keeps what is needed to reopen the log files later.
 #[derive(Clone, Default)]
 pub struct LogHandle {
     file: Option<ReopenableFile>,
+    access: Option<ReopenableFile>,
 }
 
 impl LogHandle {
-    /// Reopens the log file at its path; lines keep going to the old file if that fails.
+    /// Reopens the log files at their paths; lines keep going to the old file if that fails.
     pub fn reopen(&self) {
-        if let Some(f) = &self.file {
+        for f in self.file.iter().chain(&self.access) {
             if let Err(e) = f.reopen() {
                 tracing::error!(path = %f.path.display(), error = %e, "cannot reopen log file; still writing to the old one");
             }
@@ -29,30 +30,53 @@ impl LogHandle {
     }
 }
 
-/// Installs the global subscriber. Fails only when the log file cannot be opened.
+/// Installs the global subscriber. Fails only when a log file cannot be opened. Access-log
+/// lines (target `access`) go to `access_file` when one is set, else with everything else.
 pub fn init(cfg: &LogConfig) -> io::Result<LogHandle> {
+    use tracing_subscriber::filter::{filter_fn, FilterExt};
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::Layer;
+
     let filter = EnvFilter::builder().parse_lossy(&cfg.level);
-    let (writer, handle, terminal) = match &cfg.file {
+    let (writer, file, terminal) = match &cfg.file {
         Some(path) => {
             let file = ReopenableFile::open(path)?;
-            (BoxMakeWriter::new(file.clone()), LogHandle { file: Some(file) }, false)
+            (BoxMakeWriter::new(file.clone()), Some(file), false)
         }
-        None => (BoxMakeWriter::new(io::stderr), LogHandle::default(), io::stderr().is_terminal()),
+        None => (BoxMakeWriter::new(io::stderr), None, io::stderr().is_terminal()),
     };
+    let access = cfg.access_file.as_deref().map(ReopenableFile::open).transpose()?;
     let json = match cfg.format {
         LogFormat::Json => true,
         LogFormat::Text => false,
         LogFormat::Auto => !terminal,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
-    let result = if json {
-        builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init()
+    let split = access.is_some();
+    let main = if json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(writer)
+            .boxed()
     } else {
-        builder.with_ansi(terminal).try_init()
+        tracing_subscriber::fmt::layer().with_ansi(terminal).with_writer(writer).boxed()
     };
+    let main = main.with_filter(filter.and(filter_fn(move |m| !(split && m.target() == "access"))));
+    let access_layer = access.clone().map(|f| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(f)
+            // Spans pass too, so the request span (and its request_id) is known to this layer.
+            .with_filter(filter_fn(|m| m.is_span() || m.target() == "access"))
+    });
     // A second init in one process (tests) keeps the first subscriber; nothing to report.
-    drop(result);
-    Ok(handle)
+    drop(tracing_subscriber::registry().with(main).with(access_layer).try_init());
+    Ok(LogHandle { file, access })
 }
 
 /// A log file shared by every write, swapped for a fresh handle on reopen.

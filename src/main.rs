@@ -132,7 +132,8 @@ fn stdio_main(args: &ConfigArgs) -> ExitCode {
 
 /// `proxy`: needs no config file; its few settings are flags and the MCP_* variables.
 fn proxy_main(args: &ProxyArgs) -> ExitCode {
-    let log = LogConfig { level: args.log_level.clone(), format: LogFormat::Text, file: None };
+    let log =
+        LogConfig { level: args.log_level.clone(), format: LogFormat::Text, file: None, access_file: None };
     if let Err(e) = logging::init(&log) {
         eprintln!("awswhitelist proxy: {e}");
         return ExitCode::from(EXIT_CONFIG);

@@ -49,3 +49,46 @@ fn request_ids_are_echoed_and_on_every_line_of_the_request() {
         assert!(v.pointer("/span/request_id").is_some(), "{v}");
     }
 }
+
+#[test]
+fn access_lines_can_go_to_their_own_file_which_usr1_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let access = dir.path().join("access.log");
+    let svc = Service::start(&format!(
+        "workers = 2\n[log]\nformat = \"json\"\naccess_file = \"{}\"\n",
+        access.display()
+    ));
+    for i in 0..5 {
+        let req =
+            format!("GET /health HTTP/1.1\r\nHost: x\r\nX-Request-Id: a{i}\r\nConnection: close\r\n\r\n");
+        assert_eq!(http::raw(&svc.addr, req.as_bytes()).unwrap().status, 200);
+    }
+    let wait_for = |path: &std::path::Path, id: &str| {
+        let deadline = std::time::Instant::now() + common::PATIENCE;
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if text.contains(&format!("\"request_id\":\"{id}\"")) {
+                return text;
+            }
+            assert!(std::time::Instant::now() < deadline, "{id} not in {}:\n{text}", path.display());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let text = wait_for(&access, "a4");
+    assert_eq!(text.lines().filter(|l| l.contains("\"event\":\"access\"")).count(), 5, "{text}");
+    assert!(!svc.logs.all().iter().any(|v| event(v) == "access"), "access lines left the main log");
+
+    std::fs::rename(&access, dir.path().join("access.log.1")).unwrap();
+    let from = svc.logs.len();
+    svc.signal(nix::sys::signal::Signal::SIGUSR1);
+    for _ in 0..2 {
+        svc.logs.wait(from, "workers reopened", |v| {
+            event(v) == "logs_reopened" && v.pointer("/span/name").and_then(|n| n.as_str()) == Some("worker")
+        });
+    }
+    let req = "GET /health HTTP/1.1\r\nHost: x\r\nX-Request-Id: after\r\nConnection: close\r\n\r\n";
+    assert_eq!(http::raw(&svc.addr, req.as_bytes()).unwrap().status, 200);
+    wait_for(&access, "after");
+    let old = std::fs::read_to_string(dir.path().join("access.log.1")).unwrap();
+    assert!(!old.contains("\"request_id\":\"after\""));
+}
