@@ -20,8 +20,9 @@ bench_init() { # SCRIPT_NAME
     ensure_wrk
     if ((BUILD)); then
         echo "$1: building release binaries (cargo build --release)…" >&2
-        cargo build --release --quiet -p awswhitelist --bin awswhitelist
-        cargo build --release --quiet -p worker --example bare_hyper
+        # One invocation, so both see the same unified features: built apart, the example gets
+        # its own feature set and its own (slow, AWS SDK-sized) copy of the dependencies.
+        cargo build --release --quiet -p awswhitelist -p worker --bin awswhitelist --example bare_hyper
     fi
     local target_dir
     target_dir=$(cargo metadata --format-version 1 --no-deps |
@@ -126,7 +127,11 @@ probe() { # NAME URL [WRK_SCRIPT]
     fi
     status=$(curl -sS --max-time 5 -o "$file" -w '%{http_code}' "${args[@]}" "$url") || status=000
     if [[ $status != 200 ]] || { [[ -n $script ]] && ! grep -q '"result"' "$file"; }; then
-        echo "FAILED: $name: $url answered HTTP $status, not a 200 with a JSON-RPC result:" >&2
+        if [[ $status != 200 ]]; then
+            echo "FAILED: $name: $url answered HTTP $status, not 200:" >&2
+        else
+            echo "FAILED: $name: $url answered HTTP 200 without a JSON-RPC result:" >&2
+        fi
         head -c 600 "$file" >&2
         echo >&2
         exit 1
