@@ -43,6 +43,17 @@ fn request_ids_are_echoed_and_on_every_line_of_the_request() {
             && v.pointer("/span/request_id").and_then(|r| r.as_str()) == Some("mcp-7")
             && v["status"] == 400
     });
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let req = format!(
+        "POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nX-Request-Id: mcp-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{ping}",
+        ping.len()
+    );
+    assert_eq!(http::raw(&svc.addr, req.as_bytes()).unwrap().status, 200);
+    svc.logs.wait(0, "access line with the MCP method", |v| {
+        event(v) == "access"
+            && v.pointer("/span/request_id").and_then(|r| r.as_str()) == Some("mcp-8")
+            && v.pointer("/span/mcp_method").and_then(|m| m.as_str()) == Some("ping")
+    });
     for v in
         svc.logs.all().iter().filter(|v| v.pointer("/span/name").and_then(|n| n.as_str()) == Some("request"))
     {
@@ -81,10 +92,15 @@ fn access_lines_can_go_to_their_own_file_which_usr1_reopens() {
     std::fs::rename(&access, dir.path().join("access.log.1")).unwrap();
     let from = svc.logs.len();
     svc.signal(nix::sys::signal::Signal::SIGUSR1);
-    for _ in 0..2 {
-        svc.logs.wait(from, "workers reopened", |v| {
+    // Both workers must have reopened before the next request, whichever worker takes it.
+    let mut reopened = std::collections::HashSet::new();
+    let mut at = from;
+    while reopened.len() < 2 {
+        let (i, v) = svc.logs.wait(at, "a worker reopened", |v| {
             event(v) == "logs_reopened" && v.pointer("/span/name").and_then(|n| n.as_str()) == Some("worker")
         });
+        reopened.insert(v.pointer("/span/pid").and_then(|p| p.as_i64()));
+        at = i + 1;
     }
     let req = "GET /health HTTP/1.1\r\nHost: x\r\nX-Request-Id: after\r\nConnection: close\r\n\r\n";
     assert_eq!(http::raw(&svc.addr, req.as_bytes()).unwrap().status, 200);

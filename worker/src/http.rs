@@ -35,7 +35,7 @@ pub async fn handle(
     shared: Arc<Shared>,
 ) -> Result<Response<Body>, Infallible> {
     let request_id = request_id(&req);
-    let span = tracing::info_span!("request", request_id = %request_id);
+    let span = tracing::info_span!("request", request_id = %request_id, mcp_method = tracing::field::Empty);
     let started = std::time::Instant::now();
     let access = Access {
         method: req.method().to_string(),
@@ -261,6 +261,8 @@ async fn mcp_endpoint(
         serde_json::Value::Array(_) => "batch",
         m => crate::metrics::Metrics::method_label(m.get("method").and_then(|v| v.as_str()).unwrap_or("")),
     };
+    // Bounded like the metric label, so the access line says which MCP method this was.
+    tracing::Span::current().record("mcp_method", method);
     let started = std::time::Instant::now();
     let outcome = shared.dispatcher.handle(message, &meta).await;
     let ok = match &outcome {
