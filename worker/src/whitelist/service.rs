@@ -192,6 +192,20 @@ pub struct Added {
     pub message: String,
 }
 
+impl Added {
+    /// The answer when the identical rule is already there: success, nothing changed.
+    fn unchanged(existing: &ExistingRule) -> Added {
+        let rule = RuleView::of(existing);
+        let message = format!(
+            "{} is already allowed in {} (rule {}); nothing changed",
+            rule.summary(),
+            rule.group_id,
+            rule.rule_id
+        );
+        Added { changed: false, rule, message }
+    }
+}
+
 /// Result of a remove.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Removed {
@@ -275,14 +289,7 @@ impl Whitelist {
         let description = render(template, &fill).map_err(invalid("description"))?;
         let rules = self.fresh(scope, &spec.group_id).await?;
         if let Some(existing) = rules.iter().find(|r| r.matches(&spec)) {
-            let rule = RuleView::of(existing);
-            let message = format!(
-                "{} is already allowed in {} (rule {}); nothing changed",
-                rule.summary(),
-                spec.group_id,
-                rule.rule_id
-            );
-            return Ok(Added { changed: false, rule, message });
+            return Ok(Added::unchanged(existing));
         }
         self.policy.check_count(rules.iter().filter(|r| r.marker().is_some()).count())?;
         let rule_id = match self.firewall.authorize(scope, &spec, &description).await {
@@ -291,14 +298,7 @@ impl Whitelist {
                 // Another request added the same rule between our read and our write.
                 let rules = self.fresh(scope, &spec.group_id).await?;
                 if let Some(existing) = rules.iter().find(|r| r.matches(&spec)) {
-                    let rule = RuleView::of(existing);
-                    let message = format!(
-                        "{} is already allowed in {} (rule {}); nothing changed",
-                        rule.summary(),
-                        spec.group_id,
-                        rule.rule_id
-                    );
-                    return Ok(Added { changed: false, rule, message });
+                    return Ok(Added::unchanged(existing));
                 }
                 return Err(Error::Aws(FirewallError::Duplicate));
             }
