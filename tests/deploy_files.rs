@@ -23,37 +23,6 @@ fn read(rel: &str) -> String {
     fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
-/// `promtool`, or `None` (with a note) when it is missing outside CI. In CI a missing tool is a
-/// failure: scripts/test installs it (apt package prometheus) and exports $AWSWL_PROMTOOL.
-fn promtool() -> Option<PathBuf> {
-    let candidates = std::env::var_os("AWSWL_PROMTOOL")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(
-            std::env::var_os("PATH")
-                .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-                .unwrap_or_default()
-                .into_iter()
-                .map(|dir| dir.join("promtool")),
-        )
-        .chain([PathBuf::from("/usr/bin/promtool")]);
-    for c in candidates {
-        if c.is_file() {
-            return Some(c);
-        }
-    }
-    assert!(!in_ci(), "promtool not found, and CI is set: scripts/test installs it (apt package prometheus)");
-    eprintln!(
-        "SKIPPED: promtool not found (apt-get install prometheus, or run scripts/test); \
-         the Prometheus files were not checked"
-    );
-    None
-}
-
 /// Runs promtool with `args` in the repository root and fails with its output unless it exits 0.
 fn run_promtool(tool: &Path, args: &[&str]) {
     let out = Command::new(tool)
@@ -73,7 +42,7 @@ fn run_promtool(tool: &Path, args: &[&str]) {
 
 #[test]
 fn promtool_accepts_config_and_rules() {
-    let Some(tool) = promtool() else { return };
+    let Some(tool) = common::tool("AWSWL_PROMTOOL", "promtool", "prometheus") else { return };
     // rule_files are resolved relative to the config file, so this also finds alerts.yml.
     run_promtool(&tool, &["check", "config", "deploy/prometheus/prometheus.yml"]);
     run_promtool(&tool, &["check", "rules", "deploy/prometheus/alerts.yml"]);

@@ -5,6 +5,8 @@
 //! "Failed to parse …, ignoring" and goes on), so a unit passes only when the command exits 0
 //! *and* prints nothing at all.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
@@ -17,40 +19,6 @@ const UNITS: [&str; 2] = ["awswhitelist.service", "awswhitelist.socket"];
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
-/// `systemd-analyze`, or `None` (with a note) when it is missing outside CI. In CI a missing
-/// tool is a failure: the test command installs it.
-fn systemd_analyze() -> Option<PathBuf> {
-    let candidates = std::env::var_os("AWSWL_SYSTEMD_ANALYZE")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(
-            std::env::var_os("PATH")
-                .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-                .unwrap_or_default()
-                .into_iter()
-                .map(|dir| dir.join("systemd-analyze")),
-        )
-        .chain([PathBuf::from("/usr/bin/systemd-analyze")]);
-    for c in candidates {
-        if c.is_file() {
-            return Some(c);
-        }
-    }
-    assert!(
-        !in_ci(),
-        "systemd-analyze not found, and CI is set: scripts/test installs it (apt package systemd)"
-    );
-    eprintln!(
-        "SKIPPED: systemd-analyze not found (apt-get install systemd, or run scripts/test); \
-         the unit files were not verified"
-    );
-    None
 }
 
 fn read_unit(name: &str) -> String {
@@ -103,7 +71,7 @@ fn describe(out: &Output) -> String {
 
 #[test]
 fn systemd_analyze_verify_accepts_the_units_silently() {
-    let Some(analyze) = systemd_analyze() else {
+    let Some(analyze) = common::tool("AWSWL_SYSTEMD_ANALYZE", "systemd-analyze", "systemd") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -126,7 +94,7 @@ fn systemd_analyze_verify_accepts_the_units_silently() {
 /// does not know (Type=notify-reload is 253+) must produce output, although the exit code is 0.
 #[test]
 fn systemd_analyze_verify_reports_a_bad_line() {
-    let Some(analyze) = systemd_analyze() else {
+    let Some(analyze) = common::tool("AWSWL_SYSTEMD_ANALYZE", "systemd-analyze", "systemd") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
