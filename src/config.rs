@@ -78,43 +78,11 @@ pub struct Config {
     /// Who may call: JWT bearer tokens, API keys, scopes.
     pub auth: worker::auth::AuthSettings,
     /// Per-client request limits, exact across the host's workers.
-    pub rate_limit: worker::RateLimitSettings,
+    pub rate_limit: RateLimitConfig,
     /// Who may read `/metrics`.
-    pub metrics: worker::MetricsSettings,
+    pub metrics: MetricsConfig,
     /// Logging.
     pub log: LogConfig,
-}
-
-/// The MCP endpoint on every worker.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct McpConfig {
-    /// URL path of the endpoint.
-    pub path: String,
-    /// Origins (`scheme://host[:port]`) browsers may call from; requests without Origin pass.
-    pub allowed_origins: Vec<String>,
-    /// Host names accepted in `Host` besides the loopback names. When every listener is
-    /// loopback, Host is always checked (DNS rebinding); otherwise only if this list is set.
-    pub allowed_hosts: Vec<String>,
-    /// Largest request body in bytes.
-    pub max_body_bytes: usize,
-    /// Seconds a client has to send a request body.
-    pub body_timeout: f64,
-    /// Tools per `tools/list` page.
-    pub page_size: usize,
-}
-
-impl Default for McpConfig {
-    fn default() -> Self {
-        McpConfig {
-            path: "/mcp".into(),
-            allowed_origins: Vec::new(),
-            allowed_hosts: Vec::new(),
-            max_body_bytes: 1024 * 1024,
-            body_timeout: 10.0,
-            page_size: 50,
-        }
-    }
 }
 
 /// Where and how logs are written.
@@ -171,8 +139,8 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             aws: worker::aws::AwsSettings::default(),
             auth: worker::auth::AuthSettings::default(),
-            rate_limit: worker::RateLimitSettings::default(),
-            metrics: worker::MetricsSettings::default(),
+            rate_limit: RateLimitConfig::default(),
+            metrics: MetricsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -193,16 +161,8 @@ pub struct Sources {
     pub flags: serde_json::Map<String, serde_json::Value>,
 }
 
-/// One thing wrong with the configuration.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Problem {
-    /// Dotted key, e.g. `log.level`.
-    pub key: String,
-    /// The offending value as the operator wrote it (or as it was read).
-    pub value: String,
-    /// What is wrong and what would be right.
-    pub reason: String,
-}
+/// One thing wrong with the configuration (the worker's type: its sections report the same).
+pub use worker::Problem;
 
 /// Everything wrong with a configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -263,14 +223,8 @@ impl Config {
         if !(1..=1024).contains(&self.workers) {
             bad("workers", self.workers.to_string(), "must be between 1 and 1024");
         }
-        for (key, v, min) in [
-            ("timeout", self.timeout, 0.05),
-            ("graceful_timeout", self.graceful_timeout, 0.0),
-            ("keepalive", self.keepalive, 0.01),
-        ] {
-            if !v.is_finite() || v < min || v > 86_400.0 {
-                bad(key, v.to_string(), &format!("must be a number of seconds between {min} and 86400"));
-            }
+        if !(self.timeout.is_finite() && (0.05..=86_400.0).contains(&self.timeout)) {
+            bad("timeout", self.timeout.to_string(), "must be a number of seconds between 0.05 and 86400");
         }
         if self.max_requests_jitter > 0 && self.max_requests == 0 {
             bad(
@@ -306,42 +260,6 @@ impl Config {
             };
             bad(key, format!("{value:?}"), &reason);
         }
-        if let Err(e) = worker::forwarded::TrustedProxies::parse(&self.forwarded_allow_ips) {
-            bad("forwarded_allow_ips", format!("{:?}", e.0), "not an IP address, CIDR, \"*\" or \"unix\"");
-        }
-        let m = &self.mcp;
-        if !m.path.starts_with('/')
-            || m.path == "/"
-            || m.path == "/health"
-            || m.path.contains(['?', '#', ' '])
-        {
-            bad("mcp.path", format!("{:?}", m.path), "must be an absolute path other than / and /health");
-        }
-        for origin in &m.allowed_origins {
-            let ok = origin.split_once("://").is_some_and(|(scheme, rest)| {
-                matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains('/')
-            });
-            if !ok {
-                bad("mcp.allowed_origins", format!("{origin:?}"), "must be scheme://host[:port], no path");
-            }
-        }
-        if !(1..=64 * 1024 * 1024).contains(&m.max_body_bytes) {
-            bad("mcp.max_body_bytes", m.max_body_bytes.to_string(), "must be between 1 and 67108864");
-        }
-        if !m.body_timeout.is_finite() || m.body_timeout <= 0.0 || m.body_timeout > 3600.0 {
-            bad("mcp.body_timeout", m.body_timeout.to_string(), "must be a number of seconds in (0, 3600]");
-        }
-        if !(1..=1000).contains(&m.page_size) {
-            bad("mcp.page_size", m.page_size.to_string(), "must be between 1 and 1000");
-        }
-        if let Err(e) = self.aws.validate() {
-            bad("aws", String::new(), &e);
-        }
-        if let Err(found) = self.auth.validate() {
-            for p in found {
-                bad(&p.key, p.value, &p.reason);
-            }
-        }
         if !self.auth.enabled {
             if let Some(open) = self.bind_addrs().iter().find(|a| !a.is_local()) {
                 bad(
@@ -351,35 +269,7 @@ impl Config {
                 );
             }
         }
-        let r = &self.rate_limit;
-        for (key, v) in [
-            ("rate_limit.requests_per_minute", r.requests_per_minute),
-            ("rate_limit.auth_failures_per_minute", r.auth_failures_per_minute),
-        ] {
-            if !v.is_finite() || v <= 0.0 || v > 1e9 {
-                bad(key, v.to_string(), "must be a positive number of requests per minute");
-            }
-        }
-        for (key, v) in
-            [("rate_limit.burst", r.burst), ("rate_limit.auth_failures_burst", r.auth_failures_burst)]
-        {
-            if v == 0 {
-                bad(key, "0".into(), "must be at least 1");
-            }
-        }
-        if let Err(e) = worker::forwarded::TrustedProxies::parse(&self.metrics.allow_ips) {
-            bad("metrics.allow_ips", format!("{:?}", e.0), "not an IP address, CIDR or \"unix\"");
-        }
-        if let Some(h) = &self.metrics.token_hash {
-            if worker::auth::apikey::parse_hash(h).is_none() {
-                bad(
-                    "metrics.token_hash",
-                    "(hidden)".into(),
-                    "must be sha256:<64 hex digits> (awswhitelist keygen prints one)",
-                );
-            }
-        }
-        let whitelist_problems = self.whitelist_settings().err().unwrap_or_default();
+        let worker_problems = self.settings().err().map(|e| e.0).unwrap_or_default();
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
             bad("log.level", format!("{:?}", self.log.level), &format!("not a log filter: {e}"));
         }
@@ -392,7 +282,7 @@ impl Config {
                 }
             }
         }
-        problems.extend(whitelist_problems);
+        problems.extend(worker_problems);
         if problems.is_empty() {
             Ok(())
         } else {
@@ -443,65 +333,6 @@ impl Config {
     /// Bind addresses, parsed (valid after [`Config::validate`]).
     pub fn bind_addrs(&self) -> Vec<BindAddr> {
         self.bind.iter().filter_map(|a| a.parse().ok()).collect()
-    }
-
-    /// The settings a worker process needs.
-    pub fn worker_settings(&self) -> worker::Settings {
-        worker::Settings {
-            keepalive: self.keepalive,
-            graceful_timeout: self.graceful_timeout,
-            limit_request_line: self.limit_request_line,
-            limit_request_fields: self.limit_request_fields,
-            limit_request_field_size: self.limit_request_field_size,
-            worker_connections: self.worker_connections,
-            forwarded_allow_ips: self.forwarded_allow_ips.clone(),
-            mcp: worker::McpSettings {
-                policy: self.endpoint_policy(),
-                body_timeout: self.mcp.body_timeout,
-                page_size: self.mcp.page_size,
-            },
-            // Validated in `validate`; a config that got here converts.
-            whitelist: self.whitelist_settings().unwrap_or_else(|_| worker::WhitelistSettings {
-                policy: worker::whitelist::Policy::default(),
-                default_port: "22".into(),
-                default_protocol: worker::whitelist::Protocol::Tcp,
-                description_template: String::new(),
-                default_user: String::new(),
-                default_reason: String::new(),
-                port_mappings: Vec::new(),
-                cache_ttl: 0.0,
-                audit_log: PathBuf::new(),
-                state_dir: PathBuf::new(),
-                sweep_interval: 60.0,
-                sweep_groups: Vec::new(),
-            }),
-            aws: self.aws.clone(),
-            auth: self.auth.clone(),
-            rate_limit: self.rate_limit.clone(),
-            metrics: self.metrics.clone(),
-        }
-    }
-
-    /// Host and Origin rules: strict when only this machine can connect (a browser page
-    /// must not reach a loopback server through DNS rebinding), configured otherwise.
-    fn endpoint_policy(&self) -> worker::guard::EndpointPolicy {
-        let local = self.bind_addrs().iter().all(|a| a.is_local());
-        let mut hosts: Vec<String> = self.mcp.allowed_hosts.clone();
-        if local {
-            hosts.extend(["localhost", "127.0.0.1", "[::1]"].map(String::from));
-        }
-        worker::guard::EndpointPolicy {
-            path: self.mcp.path.clone(),
-            allowed_hosts: (!hosts.is_empty()).then_some(hosts),
-            allowed_origins: self
-                .mcp
-                .allowed_origins
-                .iter()
-                .map(|o| o.trim_end_matches('/').to_string())
-                .collect(),
-            allow_loopback_origins: local,
-            max_body_bytes: self.mcp.max_body_bytes,
-        }
     }
 
     /// The supervisor's view of this configuration; workers receive the whole config.
@@ -600,8 +431,10 @@ fn de_umask<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     }
 }
 
+mod settings;
 mod whitelist;
 
+pub use settings::{McpConfig, MetricsConfig, RateLimitConfig};
 pub use whitelist::{PolicyConfig, WhitelistConfig};
 
 #[cfg(test)]

@@ -1,18 +1,18 @@
 //! `token` and `keygen`: credentials for the `[auth]` section.
 //!
-//! `token` reads the `[auth]` table of the config file itself for now; once `[auth]` is part
-//! of `Config`, it should take the settings from `Config::load` (environment and flags too).
+//! `token` loads the configuration exactly as `serve` does (file, then `AWSWHITELIST_*`), so it
+//! signs with the secret the server verifies with.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
 use serde::Serialize;
-use worker::auth::{self, apikey, ApiKeyConfig, AuthSettings, TokenRequest};
+use worker::auth::{self, apikey, ApiKeyConfig, TokenRequest};
 
-/// Exit code for an unusable configuration or argument.
-const EXIT_CONFIG: u8 = 2;
+use crate::config::{Config, Sources};
+use crate::EXIT_CONFIG;
 
 /// Issue an HS256 token signed with the configured shared secret.
 #[derive(Debug, Clone, Args)]
@@ -29,7 +29,8 @@ pub struct TokenArgs {
     /// Restrict the token to these security groups (ids or sg-0abc* patterns), comma-separated.
     #[arg(long, value_delimiter = ',', value_name = "SG,...")]
     pub groups: Option<Vec<String>>,
-    /// TOML config file whose [auth] section holds the secret, issuer and audience.
+    /// TOML config file whose [auth] section holds the secret, issuer and audience (read with
+    /// the AWSWHITELIST_* overrides, as `serve` reads it).
     #[arg(short, long, env = "AWSWHITELIST_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
@@ -57,23 +58,11 @@ fn fail(command: &str, message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
-/// The `[auth]` table of a config file (defaults without a file).
-fn auth_settings(file: Option<&Path>) -> Result<AuthSettings, String> {
-    let Some(path) = file else {
-        return Ok(AuthSettings::default());
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let table: toml::Table = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    match table.get("auth") {
-        None => Ok(AuthSettings::default()),
-        Some(value) => value.clone().try_into().map_err(|e| format!("{}: [auth]: {e}", path.display())),
-    }
-}
-
 /// `awswhitelist token`: prints only the token.
 pub fn token_main(args: &TokenArgs) -> ExitCode {
-    let settings = match auth_settings(args.config.as_deref()) {
-        Ok(s) => s,
+    let sources = Sources { file: args.config.clone(), flags: Default::default() };
+    let settings = match Config::load(&sources) {
+        Ok(config) => config.auth,
         Err(e) => return fail("token", e),
     };
     let request = TokenRequest {

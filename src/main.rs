@@ -18,8 +18,8 @@ use tracing::{error, info_span};
 use crate::cli::{Cli, Command, ConfigArgs, ProxyArgs};
 use crate::config::{Config, LogConfig, LogFormat};
 
-/// Exit code for an unusable configuration (clap uses the same for bad flags).
-const EXIT_CONFIG: u8 = 2;
+/// Exit code for an unusable configuration or argument (clap uses the same for bad flags).
+pub(crate) const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -178,7 +178,15 @@ fn worker_main() -> ExitCode {
     let _span =
         info_span!("worker", worker = inherited.assignment.worker_id, pid = std::process::id()).entered();
     let hooks = worker::Hooks { reopen_logs: Some(Box::new(move || log.reopen())) };
-    match worker::run(inherited, config.worker_settings(), hooks) {
+    let settings = match config.settings() {
+        Ok(s) => s,
+        Err(e) => {
+            // `serve` validated this very configuration, so only a bug gets here; say so.
+            error!(event = "worker_failed", error = %e, "the configuration does not convert: {e}");
+            return boot_error;
+        }
+    };
+    match worker::run(inherited, settings, hooks) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(event = "worker_failed", error = %e, "{e}");

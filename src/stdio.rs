@@ -122,21 +122,15 @@ async fn write_lines<W: AsyncWrite + Unpin>(
 
 /// Serves MCP on stdin/stdout until stdin ends and every started request has been answered.
 pub fn run(config: &Config) -> io::Result<()> {
-    let settings = config.worker_settings();
+    let settings = config.settings().map_err(io::Error::other)?;
     let info = ServerInfo::new("awswhitelist", env!("CARGO_PKG_VERSION"));
     let max = config.mcp.max_body_bytes;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // The same tools as `serve`, built inside the runtime (the sweeper is a task of it).
     let result = LocalSet::new().block_on(&runtime, async move {
-        let (registry, service, _audit) = worker::whitelist_service(&settings).map_err(io::Error::other)?;
-        let wl = &settings.whitelist;
-        let sweeper = worker::sweeper::Config {
-            state_dir: wl.state_dir.clone(),
-            interval: std::time::Duration::from_secs_f64(wl.sweep_interval),
-            groups: wl.sweep_groups.clone(),
-        };
-        tokio::spawn(worker::sweeper::run(service, sweeper));
-        let dispatcher = Rc::new(Dispatcher::new(info, registry));
+        let app = worker::App::build(&settings, info).map_err(io::Error::other)?;
+        app.spawn_sweeper();
+        let dispatcher = Rc::new(app.dispatcher);
         serve(dispatcher, tokio::io::stdin(), tokio::io::stdout(), max).await
     });
     // A read of stdin cannot be cancelled; do not wait for one still blocked (stdout closed first).
@@ -243,7 +237,7 @@ mod tests {
     async fn the_loop_answers_each_line_and_skips_blank_ones() {
         let dispatcher = Rc::new(Dispatcher::new(
             ServerInfo::new("t", "0"),
-            worker::mcp::standard_registry(10).expect("registry"),
+            worker::tools::standard_registry(10).expect("registry"),
         ));
         let input = [
             r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#,

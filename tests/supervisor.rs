@@ -400,6 +400,8 @@ fn adopts_sockets_passed_by_systemd() {
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .process_group(0);
+    // SAFETY: the closure runs between fork and exec and makes only async-signal-safe calls
+    // (fcntl, dup2).
     unsafe {
         cmd.pre_exec(move || {
             // dup2 onto itself would keep close-on-exec; clear it explicitly in that case.

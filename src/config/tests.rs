@@ -116,3 +116,48 @@ fn jitter_without_max_requests_is_flagged() {
     let c = Config { max_requests_jitter: 5, ..Config::default() };
     assert!(c.validate().unwrap_err().to_string().contains("max_requests_jitter = 5"));
 }
+
+#[test]
+fn the_file_converts_once_into_typed_settings() {
+    Jail::expect_with(|jail| {
+        let c = load_in(
+            jail,
+            "keepalive = 2.5\nforwarded_allow_ips = [\"10.0.0.0/8\"]\n[mcp]\nbody_timeout = 0.25\n\
+             [whitelist]\ncache_ttl = 7\nstate_dir = \"/tmp/awswl-state\"\n\
+             [rate_limit]\nrequests_per_minute = 60\nburst = 3\n\
+             [metrics]\nallow_ips = [\"192.0.2.1\"]\n\
+             token_hash = \"sha256:0000000000000000000000000000000000000000000000000000000000000001\"\n",
+        )
+        .unwrap();
+        let s = c.settings().unwrap();
+        assert_eq!(s.keepalive, std::time::Duration::from_millis(2500));
+        assert_eq!(s.mcp.body_timeout, std::time::Duration::from_millis(250));
+        assert_eq!(s.whitelist.cache_ttl, std::time::Duration::from_secs(7));
+        assert!(s.forwarded.is_trusted("10.1.2.3".parse().unwrap()));
+        assert!(!s.forwarded.is_trusted("192.0.2.1".parse().unwrap()));
+        assert!(s.metrics.allow.is_trusted("192.0.2.1".parse().unwrap()));
+        assert_eq!(s.metrics.token_digest.map(|d| d[31]), Some(1));
+        let limits = s.rate_limit.unwrap();
+        assert_eq!((limits.requests.rate_per_minute, limits.requests.burst), (60.0, 3));
+        assert_eq!(s.whitelist.audit_log, std::path::Path::new("/tmp/awswl-state/audit.log"));
+
+        let off = load_in(jail, "[rate_limit]\nenabled = false\n").unwrap();
+        assert!(off.settings().unwrap().rate_limit.is_none());
+        Ok(())
+    });
+}
+
+#[test]
+fn a_bad_value_is_named_by_the_conversion_and_never_defaulted() {
+    let mut c = Config::default();
+    c.mcp.body_timeout = f64::NAN;
+    c.whitelist.sweep_interval = 0.5;
+    c.metrics.allow_ips = vec!["nope".into()];
+    let text = c.settings().unwrap_err().to_string();
+    for key in ["mcp.body_timeout", "whitelist.sweep_interval", "metrics.allow_ips"] {
+        assert!(text.contains(key), "{key} missing from: {text}");
+    }
+    // validate reports the same problems (it runs the conversion), once each.
+    let all = c.validate().unwrap_err().to_string();
+    assert_eq!(all.matches("mcp.body_timeout").count(), 1, "{all}");
+}

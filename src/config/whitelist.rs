@@ -132,7 +132,7 @@ impl Config {
         use worker::whitelist::{description, target, NamedPort, Policy, Protocol};
         let mut problems = Vec::new();
         let mut bad = |key: &str, value: &str, reason: String| {
-            problems.push(Problem { key: key.into(), value: format!("{value:?}"), reason })
+            problems.push(Problem::new(key, format!("{value:?}"), reason))
         };
         let w = &self.whitelist;
         let p = &self.policy;
@@ -161,13 +161,14 @@ impl Config {
         if let Err(e) = description::check_template(&w.description_template) {
             bad("whitelist.description_template", &w.description_template, e);
         }
-        for (key, v, min) in
-            [("whitelist.cache_ttl", w.cache_ttl, 0.0), ("whitelist.sweep_interval", w.sweep_interval, 1.0)]
-        {
-            if !v.is_finite() || v < min || v > 86_400.0 {
+        let mut seconds = |key: &str, v: f64, min: f64| {
+            super::settings::seconds(v, min, 86_400.0).unwrap_or_else(|| {
                 bad(key, &v.to_string(), format!("must be a number of seconds between {min} and 86400"));
-            }
-        }
+                Duration::ZERO
+            })
+        };
+        let cache_ttl = seconds("whitelist.cache_ttl", w.cache_ttl, 0.0);
+        let sweep_interval = seconds("whitelist.sweep_interval", w.sweep_interval, 1.0);
         if w.state_dir.as_os_str().is_empty() || !w.state_dir.is_absolute() {
             bad(
                 "whitelist.state_dir",
@@ -249,10 +250,10 @@ impl Config {
             default_user: w.default_user.clone(),
             default_reason: w.default_reason.clone(),
             port_mappings: mappings,
-            cache_ttl: w.cache_ttl,
+            cache_ttl,
             audit_log: w.audit_log.clone().unwrap_or_else(|| w.state_dir.join("audit.log")),
             state_dir: w.state_dir.clone(),
-            sweep_interval: w.sweep_interval,
+            sweep_interval,
             sweep_groups: w.sweep_groups.clone(),
         })
     }

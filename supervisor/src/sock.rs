@@ -119,7 +119,8 @@ impl Listener {
     /// # Safety
     /// `fd` must be an open descriptor that nothing else owns.
     pub unsafe fn adopt(fd: RawFd) -> io::Result<Listener> {
-        let socket = Socket::from_raw_fd(fd);
+        // SAFETY: the caller guarantees `fd` is open and owned by nobody else.
+        let socket = unsafe { Socket::from_raw_fd(fd) };
         if !socket.is_listener()? {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

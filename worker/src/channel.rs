@@ -1,4 +1,9 @@
-//! The worker's end of the supervisor channel, on tokio.
+//! The worker's end of the private channel to the supervisor (a socketpair, length-prefixed
+//! JSON), on tokio: READY, heartbeats, recycling requests, metric snapshots, and the merged
+//! metrics the supervisor answers with.
+//!
+//! May import: nothing of this crate. Imported by: `process` (READY, heartbeats, drain) and
+//! `http` (recycling, `/metrics`).
 
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream as StdUnixStream;

@@ -1,22 +1,59 @@
-//! The settings a worker needs, sent to it by the supervisor inside its assignment.
-
-use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
+//! The settings a worker runs with, as typed, ready-to-use values: durations, parsed networks,
+//! digests, resolved paths. The binary turns the configuration file into these once per process
+//! (`Config::settings`), naming every bad value; nothing in the worker parses a setting again.
+//!
+//! One convention for every section of the file: the binary owns the file's shape (`*Config`
+//! types, strings and numbers as an operator writes them) and converts each section into the
+//! type here. Sections that are already plain data the worker reads at boot (`[aws]` profiles,
+//! `[auth]` key locations) are handed over as the checked section itself.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
+use crate::auth::AuthSettings;
 use crate::aws::AwsSettings;
-use crate::guard::EndpointPolicy;
+use crate::http::forwarded::TrustedProxies;
+use crate::http::guard::EndpointPolicy;
+use crate::ratelimit::gcra::Limits;
 use crate::whitelist::{NamedPort, Policy, Protocol};
 
-/// HTTP limits and timeouts of one worker (the gunicorn-equivalent settings that live here).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One problem in the configuration: the key, the value as written, and what would be right.
+/// Every section's conversion reports these, all at once, so an operator fixes a file in one
+/// pass instead of one error per restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key, e.g. `log.level`.
+    pub key: String,
+    /// The offending value as the operator wrote it (empty when there is none to show).
+    pub value: String,
+    /// What is wrong and what would be right.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.value.is_empty() {
+            write!(f, "{}: {}", self.key, self.reason)
+        } else {
+            write!(f, "{} = {}: {}", self.key, self.value, self.reason)
+        }
+    }
+}
+
+impl Problem {
+    /// A problem with `key`; the value is shown as written.
+    pub fn new(key: impl Into<String>, value: impl Into<String>, reason: impl Into<String>) -> Problem {
+        Problem { key: key.into(), value: value.into(), reason: reason.into() }
+    }
+}
+
+/// Everything one worker process needs, typed.
+#[derive(Debug, Clone)]
 pub struct Settings {
-    /// Seconds an idle keep-alive connection (or a slow request head) may take.
-    pub keepalive: f64,
-    /// Seconds a draining worker waits for open requests before exiting.
-    pub graceful_timeout: f64,
+    /// How long an idle keep-alive connection (or a slow request head) may take.
+    pub keepalive: Duration,
+    /// How long a draining worker waits for open requests before exiting.
+    pub graceful_timeout: Duration,
     /// Longest request target accepted, in bytes (414 beyond).
     pub limit_request_line: usize,
     /// Most header fields accepted (431 beyond).
@@ -26,7 +63,7 @@ pub struct Settings {
     /// Most connections open at once in this worker; more wait in the shared accept queue.
     pub worker_connections: usize,
     /// Proxies whose forwarding headers are believed (`forwarded_allow_ips`).
-    pub forwarded_allow_ips: Vec<String>,
+    pub forwarded: TrustedProxies,
     /// The MCP endpoint.
     pub mcp: McpSettings,
     /// The whitelist tools.
@@ -34,62 +71,45 @@ pub struct Settings {
     /// AWS access.
     pub aws: AwsSettings,
     /// Authentication.
-    pub auth: crate::auth::AuthSettings,
-    /// Rate limits.
-    pub rate_limit: RateLimitSettings,
+    pub auth: AuthSettings,
+    /// Rate limits; `None` when `[rate_limit] enabled = false`.
+    pub rate_limit: Option<RateLimits>,
     /// Who may read `/metrics`.
-    pub metrics: MetricsSettings,
+    pub metrics: MetricsAccess,
 }
 
-/// `[metrics]`: `/metrics` is for Prometheus, not for the public. A scraper is let in by its
-/// address (a direct connection, no forwarding headers) or by a bearer token whose hash is here.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricsSettings {
+impl Settings {
+    /// The largest request head the limits allow: every line at its maximum.
+    pub fn max_head_size(&self) -> usize {
+        // Request line: method, target, version and CRLF around the target's limit.
+        let line = self.limit_request_line + 32;
+        let fields = self.limit_request_fields * (self.limit_request_field_size + 2);
+        (line + fields + 2).max(1024)
+    }
+}
+
+/// `/metrics` is for Prometheus, not for the public: a scraper is let in by its address (a
+/// direct connection, no forwarding headers) or by a bearer token whose SHA-256 is kept here.
+#[derive(Debug, Clone)]
+pub struct MetricsAccess {
     /// Addresses/CIDRs (and `unix`) allowed without a token.
-    pub allow_ips: Vec<String>,
-    /// `sha256:<hex>` of a bearer token that is allowed from anywhere (`awswhitelist keygen`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token_hash: Option<String>,
+    pub allow: TrustedProxies,
+    /// SHA-256 of the bearer token allowed from anywhere.
+    pub token_digest: Option<[u8; 32]>,
 }
 
-impl Default for MetricsSettings {
-    fn default() -> Self {
-        MetricsSettings { allow_ips: vec!["127.0.0.1".into(), "::1".into(), "unix".into()], token_hash: None }
-    }
-}
-
-/// `[rate_limit]`: per client (token subject, API key, else address), shared exactly by every
-/// worker of the host; failed authentication is limited per address, more strictly.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RateLimitSettings {
-    /// Whether requests to the MCP endpoint are limited at all.
-    pub enabled: bool,
-    /// Sustained requests per minute per client.
-    pub requests_per_minute: f64,
-    /// Requests a client may send at once.
-    pub burst: u32,
-    /// Failed authentications per minute per address.
-    pub auth_failures_per_minute: f64,
-    /// Failed authentications at once per address.
-    pub auth_failures_burst: u32,
-}
-
-impl Default for RateLimitSettings {
-    fn default() -> Self {
-        RateLimitSettings {
-            enabled: true,
-            requests_per_minute: 600.0,
-            burst: 200,
-            auth_failures_per_minute: 30.0,
-            auth_failures_burst: 10,
-        }
-    }
+/// Per-client request limits and per-address failed-authentication limits, shared exactly by
+/// every worker of the host.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimits {
+    /// Per client identity (token subject, API key, else address).
+    pub requests: Limits,
+    /// Per address, counting only failed authentications.
+    pub auth_failures: Limits,
 }
 
 /// The whitelist tools: policy, defaults, and where state and audit go.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WhitelistSettings {
     /// What may be opened.
     pub policy: Policy,
@@ -105,45 +125,25 @@ pub struct WhitelistSettings {
     pub default_reason: String,
     /// Extra port names.
     pub port_mappings: Vec<NamedPort>,
-    /// Seconds a group's rules are cached.
-    pub cache_ttl: f64,
+    /// How long a group's rules are cached.
+    pub cache_ttl: Duration,
     /// The audit log file.
     pub audit_log: PathBuf,
     /// Directory for the host's shared state (cache counters, sweeper lock, expiry index).
     pub state_dir: PathBuf,
-    /// Seconds between expiry sweeps.
-    pub sweep_interval: f64,
+    /// Time between expiry sweeps.
+    pub sweep_interval: Duration,
     /// Groups the sweeper always looks at, besides those it saw get expiring rules.
     pub sweep_groups: Vec<String>,
 }
 
 /// The MCP endpoint: who may call it, how much they may send, how fast.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct McpSettings {
     /// Host/Origin/size policy applied before a body is read.
     pub policy: EndpointPolicy,
-    /// Seconds a client has to send the whole request body (slowloris guard).
-    pub body_timeout: f64,
+    /// How long a client has to send the whole request body (slowloris guard).
+    pub body_timeout: Duration,
     /// Tools per `tools/list` page.
     pub page_size: usize,
-}
-
-impl Settings {
-    /// The keep-alive timeout as a duration.
-    pub fn keepalive(&self) -> Duration {
-        Duration::from_secs_f64(self.keepalive)
-    }
-
-    /// The drain deadline as a duration.
-    pub fn graceful_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.graceful_timeout)
-    }
-
-    /// The largest request head the limits allow: every line at its maximum.
-    pub fn max_head_size(&self) -> usize {
-        // Request line: method, target, version and CRLF around the target's limit.
-        let line = self.limit_request_line + 32;
-        let fields = self.limit_request_fields * (self.limit_request_field_size + 2);
-        (line + fields + 2).max(1024)
-    }
 }

@@ -8,9 +8,26 @@ use std::collections::BTreeSet;
 use aws_lc_rs::{constant_time, digest, rand};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use serde::{Deserialize, Serialize};
 
-use super::settings::ApiKeyConfig;
 use super::{Denial, InvalidToken, Principal, PrincipalKind};
+
+/// One API key: its id, the hash of the whole key, and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// The id embedded in the key (`awsk_<id>_…`); the caller's identity.
+    pub id: String,
+    /// `sha256:<64 hex digits>` of the whole key, as `awswhitelist keygen` prints it.
+    pub hash: String,
+    /// Scopes granted (`whitelist:read`, `whitelist:write`).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Security groups (ids or patterns) this key may touch; empty = no restriction beyond
+    /// the policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_groups: Vec<String>,
+}
 
 /// What every API key starts with (and how a bearer value is told from a JWT).
 pub const PREFIX: &str = "awsk_";
@@ -62,7 +79,14 @@ pub fn generate(id: &str) -> Result<GeneratedKey, String> {
 
 /// The stored form of a key: `sha256:<64 lowercase hex digits>`.
 pub fn hash(key: &str) -> String {
-    format!("sha256:{}", hex(digest::digest(&digest::SHA256, key.as_bytes()).as_ref()))
+    format!("sha256:{}", hex(&sha256(key)))
+}
+
+/// The SHA-256 of a presented key or token, to compare with a stored one in constant time.
+pub fn sha256(key: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, key.as_bytes()).as_ref());
+    out
 }
 
 /// The digest inside a stored hash, if it is well-formed.

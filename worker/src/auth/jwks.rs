@@ -18,7 +18,12 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use serde::Deserialize;
 use tracing::{info, warn};
 
-use super::jwt::VerifyKey;
+/// A public key and the algorithms it may verify.
+pub(super) struct VerifyKey {
+    pub(super) kid: Option<String>,
+    pub(super) algorithms: Vec<Algorithm>,
+    pub(super) key: DecodingKey,
+}
 
 /// Largest JWKS document read.
 const MAX_DOCUMENT: usize = 1024 * 1024;

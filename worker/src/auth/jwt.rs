@@ -12,6 +12,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
+pub(super) use super::jwks::VerifyKey;
 use super::jwks::{Jwks, Refresh};
 use super::{Denial, InvalidToken, Principal, PrincipalKind};
 
@@ -19,13 +20,6 @@ use super::{Denial, InvalidToken, Principal, PrincipalKind};
 const MAX_TOKEN: usize = 16 * 1024;
 /// Most keys one token is tried against (tokens without a `kid`).
 const MAX_CANDIDATES: usize = 8;
-
-/// A public key and the algorithms it may verify.
-pub(super) struct VerifyKey {
-    pub(super) kid: Option<String>,
-    pub(super) algorithms: Vec<Algorithm>,
-    pub(super) key: DecodingKey,
-}
 
 /// Everything needed to check a JWT.
 pub(super) struct JwtVerifier {

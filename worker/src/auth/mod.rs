@@ -7,11 +7,11 @@
 //! ```ignore
 //! let auth = Authenticator::load(&settings.auth)?;            // at boot: reads secrets and PEMs
 //! match auth.authenticate(header_value).await {
-//!     Ok(principal) => caller.subject = Some(principal.subject.clone()),
+//!     Ok(principal) => meta.caller = principal.caller(true, client_addr, &request_id),
 //!     Err(denial) => respond(denial.status(), ("WWW-Authenticate",
 //!         auth.www_authenticate(&denial, &metadata_url))),
 //! }
-//! principal.authorize_tool(tool_name)?;                        // 403 insufficient_scope
+//! principal.require(tool.spec().scope)?;                       // 403 insufficient_scope
 //! ```
 
 pub mod apikey;
@@ -25,36 +25,30 @@ mod tests;
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::net::IpAddr;
 use std::path::Path;
 
 use jsonwebtoken::{Algorithm, DecodingKey};
+
+use crate::caller::Caller;
 use serde_json::{json, Value};
 
-pub use settings::{ApiKeyConfig, AuthSettings, PublicKeyConfig, SettingProblem, PUBLIC_KEY_ALGORITHMS};
+pub use apikey::ApiKeyConfig;
+pub use settings::{AuthSettings, PublicKeyConfig, PUBLIC_KEY_ALGORITHMS};
 pub use token::{issue_hs256, parse_ttl, TokenRequest};
 
 use apikey::ApiKeys;
 use jwks::{Jwks, Refresh};
 use jwt::{JwtVerifier, VerifyKey};
 
-/// Scope for `whitelist_list` and `whitelist_check`.
+/// Scope of the tools that only read (each tool declares its own).
 pub const SCOPE_READ: &str = "whitelist:read";
-/// Scope for `whitelist_add` and `whitelist_remove`.
+/// Scope of the tools that change security groups, and of any tool name nobody declared.
 pub const SCOPE_WRITE: &str = "whitelist:write";
 /// Every scope this server knows.
 pub const SCOPES: [&str; 2] = [SCOPE_READ, SCOPE_WRITE];
 /// Shortest HS shared secret accepted, in bytes (as long as an HS256 digest).
 pub const MIN_SECRET_BYTES: usize = 32;
-
-/// The scope a tool needs. Read-only tools need `whitelist:read`; every other tool, including
-/// ones this function has never heard of, needs `whitelist:write` (fail closed). `None` would
-/// mean "no scope needed"; no tool is like that today.
-pub fn required_scope(tool_name: &str) -> Option<&'static str> {
-    match tool_name {
-        "whitelist_list" | "whitelist_check" | "service_status" => Some(SCOPE_READ),
-        _ => Some(SCOPE_WRITE),
-    }
-}
 
 /// How a caller proved who it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,25 +91,25 @@ impl Principal {
         self.scopes.contains(scope)
     }
 
-    /// May this tool be called (so `tools/list` can hide the others)?
-    pub fn may_call(&self, tool_name: &str) -> bool {
-        required_scope(tool_name).is_none_or(|scope| self.may(scope))
-    }
-
-    /// Ok, or the 403 `insufficient_scope` naming the missing scope.
-    pub fn authorize_tool(&self, tool_name: &str) -> Result<(), Denial> {
-        match required_scope(tool_name) {
+    /// Ok, or the 403 `insufficient_scope` naming the missing scope. The scope comes from the
+    /// tool itself (`ToolSpec::scope`); `None` needs nothing.
+    pub fn require(&self, scope: Option<&'static str>) -> Result<(), Denial> {
+        match scope {
             Some(scope) if !self.may(scope) => Err(Denial::InsufficientScope { scope }),
             _ => Ok(()),
         }
     }
 
-    /// May this security group be touched, as far as the credential says? (The policy's
-    /// `allowed_security_groups` is checked separately; both must agree.)
-    pub fn may_touch_group(&self, group_id: &str) -> bool {
-        match &self.security_groups {
-            None => true,
-            Some(patterns) => patterns.iter().any(|p| crate::whitelist::policy::glob(p, group_id)),
+    /// The one conversion from what authentication proved to the caller every later layer sees
+    /// (MCP, tools, the whitelist domain). With authentication off there is no identity and no
+    /// scope restriction.
+    pub fn caller(&self, auth_enabled: bool, addr: Option<IpAddr>, request_id: &str) -> Caller {
+        Caller {
+            addr,
+            identity: auth_enabled.then(|| self.identity()),
+            request_id: Some(request_id.to_string()),
+            scopes: auth_enabled.then(|| self.scopes.iter().cloned().collect()),
+            security_groups: self.security_groups.clone(),
         }
     }
 
@@ -240,7 +234,7 @@ impl fmt::Display for Denial {
 pub enum AuthError {
     /// `validate` found problems.
     #[error("invalid [auth] settings: {}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
-    Settings(Vec<SettingProblem>),
+    Settings(Vec<crate::settings::Problem>),
     /// A secret or key could not be read or used.
     #[error("{}", if value.is_empty() { format!("{key}: {reason}") } else { format!("{key} = {value}: {reason}") })]
     Load {
@@ -259,11 +253,15 @@ impl AuthError {
     }
 
     /// The problems as `(key, value, reason)`, for a config error listing.
-    pub fn problems(&self) -> Vec<SettingProblem> {
+    pub fn problems(&self) -> Vec<crate::settings::Problem> {
         match self {
             AuthError::Settings(p) => p.clone(),
             AuthError::Load { key, value, reason } => {
-                vec![SettingProblem { key: key.clone(), value: value.clone(), reason: reason.clone() }]
+                vec![crate::settings::Problem {
+                    key: key.clone(),
+                    value: value.clone(),
+                    reason: reason.clone(),
+                }]
             }
         }
     }

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{apikey, SCOPES};
+use super::apikey::{self, ApiKeyConfig};
+use super::SCOPES;
+use crate::settings::Problem;
 
 /// Asymmetric algorithms a configured public key may be pinned to.
 pub const PUBLIC_KEY_ALGORITHMS: [&str; 9] =
@@ -69,23 +71,6 @@ pub struct PublicKeyConfig {
     pub pem_file: PathBuf,
 }
 
-/// One API key: its id, the hash of the whole key, and what it may do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiKeyConfig {
-    /// The id embedded in the key (`awsk_<id>_…`); the caller's identity.
-    pub id: String,
-    /// `sha256:<64 hex digits>` of the whole key, as `awswhitelist keygen` prints it.
-    pub hash: String,
-    /// Scopes granted (`whitelist:read`, `whitelist:write`).
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    /// Security groups (ids or patterns) this key may touch; empty = no restriction beyond
-    /// the policy.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub security_groups: Vec<String>,
-}
-
 impl Default for AuthSettings {
     fn default() -> Self {
         AuthSettings {
@@ -108,27 +93,6 @@ impl Default for AuthSettings {
     }
 }
 
-/// One thing wrong with `[auth]`: the dotted key, the value as written, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SettingProblem {
-    /// Dotted key, e.g. `auth.public_keys[0].algorithm`.
-    pub key: String,
-    /// The offending value (quoted), or empty.
-    pub value: String,
-    /// What is wrong and what would be right.
-    pub reason: String,
-}
-
-impl std::fmt::Display for SettingProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.value.is_empty() {
-            write!(f, "{}: {}", self.key, self.reason)
-        } else {
-            write!(f, "{} = {}: {}", self.key, self.value, self.reason)
-        }
-    }
-}
-
 impl AuthSettings {
     /// Whether any JWT key source (shared secret, public key, JWKS) is configured.
     pub fn accepts_jwts(&self) -> bool {
@@ -140,10 +104,10 @@ impl AuthSettings {
 
     /// Checks what serde cannot, without touching files or the environment; returns every
     /// problem found, each naming its key.
-    pub fn validate(&self) -> Result<(), Vec<SettingProblem>> {
+    pub fn validate(&self) -> Result<(), Vec<Problem>> {
         let mut problems = Vec::new();
         let mut bad = |key: &str, value: String, reason: &str| {
-            problems.push(SettingProblem { key: key.to_string(), value, reason: reason.to_string() })
+            problems.push(Problem { key: key.to_string(), value, reason: reason.to_string() })
         };
         if let Some(iss) = &self.issuer {
             if iss.trim().is_empty() {

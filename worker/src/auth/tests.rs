@@ -409,10 +409,8 @@ async fn scopes_and_groups() {
     assert_eq!(p.kind, PrincipalKind::Jwt);
     assert_eq!(p.identity(), "jwt:alice");
     assert!(p.may(SCOPE_READ) && !p.may(SCOPE_WRITE));
-    assert!(p.may_call("whitelist_list") && p.may_call("whitelist_check"));
-    assert!(!p.may_call("whitelist_add") && !p.may_call("some_future_tool"));
-    assert_eq!(p.authorize_tool("whitelist_check"), Ok(()));
-    let denial = p.authorize_tool("whitelist_remove").unwrap_err();
+    assert_eq!(p.require(Some(SCOPE_READ)), Ok(()));
+    let denial = p.require(Some(SCOPE_WRITE)).unwrap_err();
     assert_eq!(denial, Denial::InsufficientScope { scope: SCOPE_WRITE });
     assert_eq!(denial.status(), 403);
     assert_eq!(
@@ -423,8 +421,11 @@ async fn scopes_and_groups() {
         )
     );
     assert_eq!(p.security_groups.as_deref(), Some(&["sg-01".to_string(), "sg-0abc*".to_string()][..]));
-    assert!(p.may_touch_group("sg-01") && p.may_touch_group("sg-0abc123"));
-    assert!(!p.may_touch_group("sg-02"));
+    assert!(
+        p.caller(true, None, "r").may_touch_group("sg-01")
+            && p.caller(true, None, "r").may_touch_group("sg-0abc123")
+    );
+    assert!(!p.caller(true, None, "r").may_touch_group("sg-02"));
 
     let no_scope = sign(
         Algorithm::HS256,
@@ -433,12 +434,15 @@ async fn scopes_and_groups() {
     );
     let p = auth.authenticate(bearer(&no_scope).as_deref()).await.unwrap();
     assert!(p.scopes.is_empty());
-    assert_eq!(p.authorize_tool("whitelist_list"), Err(Denial::InsufficientScope { scope: SCOPE_READ }));
+    assert_eq!(p.require(Some(SCOPE_READ)), Err(Denial::InsufficientScope { scope: SCOPE_READ }));
     assert_eq!(p.security_groups, Some(vec!["sg-1".to_string(), "sg-2".to_string()]));
 
     let key = auth.authenticate(bearer(&api_key()).as_deref()).await.unwrap();
     assert_eq!((key.kind, key.identity().as_str()), (PrincipalKind::ApiKey, "key:ci"));
-    assert!(key.may_touch_group("sg-0abcdef") && !key.may_touch_group("sg-1"));
+    assert!(
+        key.caller(true, None, "r").may_touch_group("sg-0abcdef")
+            && !key.caller(true, None, "r").may_touch_group("sg-1")
+    );
 
     let bad_groups = sign(Algorithm::HS256, None, &with(claims(), json!({"security_groups": {"a": 1}})));
     assert!(matches!(
@@ -448,12 +452,17 @@ async fn scopes_and_groups() {
 }
 
 #[test]
-fn required_scopes() {
-    assert_eq!(required_scope("whitelist_list"), Some(SCOPE_READ));
-    assert_eq!(required_scope("whitelist_check"), Some(SCOPE_READ));
-    assert_eq!(required_scope("whitelist_add"), Some(SCOPE_WRITE));
-    assert_eq!(required_scope("whitelist_remove"), Some(SCOPE_WRITE));
-    assert_eq!(required_scope("anything_else"), Some(SCOPE_WRITE));
+fn a_scope_is_required_only_when_not_granted() {
+    let reader = Principal { scopes: [SCOPE_READ.to_string()].into(), ..Principal::anonymous() };
+    assert_eq!(reader.require(None), Ok(()));
+    assert_eq!(reader.require(Some(SCOPE_READ)), Ok(()));
+    assert_eq!(reader.require(Some(SCOPE_WRITE)), Err(Denial::InsufficientScope { scope: SCOPE_WRITE }));
+    let caller = reader.caller(true, None, "r1");
+    assert!(caller.has_scope(SCOPE_READ) && !caller.has_scope(SCOPE_WRITE));
+    assert_eq!(caller.identity.as_deref(), Some("anonymous"));
+    // With authentication off, nothing is restricted and nobody is named.
+    let open = reader.caller(false, None, "r1");
+    assert!(open.has_scope(SCOPE_WRITE) && open.identity.is_none());
 }
 
 #[tokio::test]
@@ -483,7 +492,7 @@ async fn disabled_means_anonymous() {
     assert!(!auth.enabled());
     let p = auth.authenticate(None).await.unwrap();
     assert_eq!(p.kind, PrincipalKind::Anonymous);
-    assert!(p.may(SCOPE_WRITE) && p.may_touch_group("sg-1"));
+    assert!(p.may(SCOPE_WRITE) && p.caller(true, None, "r").may_touch_group("sg-1"));
 }
 
 #[test]

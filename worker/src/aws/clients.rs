@@ -17,7 +17,6 @@ use aws_config::sts::AssumeRoleProvider;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_ec2::config::{Credentials, SharedCredentialsProvider};
-use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use super::errors::{from_sdk, scrub, Call};
@@ -261,20 +260,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// SHA-256 over the key id, secret and token, each length-prefixed so no two triples collide.
 fn key_hash(keys: &Keys) -> [u8; 32] {
-    let mut h = Sha256::new();
+    let mut h = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     h.update(b"awswhitelist per-call keys v1");
     let token = keys.session_token.as_deref();
     for part in [Some(keys.access_key_id.as_str()), Some(keys.secret_access_key.as_str()), token] {
         match part {
             Some(p) => {
-                h.update([1u8]);
-                h.update((p.len() as u64).to_be_bytes());
+                h.update(&[1u8]);
+                h.update(&(p.len() as u64).to_be_bytes());
                 h.update(p.as_bytes());
             }
-            None => h.update([0u8]),
+            None => h.update(&[0u8]),
         }
     }
-    h.finalize().into()
+    let mut out = [0u8; 32];
+    out.copy_from_slice(h.finish().as_ref());
+    out
 }
 
 /// Refuses region names that cannot be AWS regions (they would each cost a cached config).

@@ -12,8 +12,8 @@ use super::jsonrpc::{RequestId, RpcError};
 use super::registry::Registry;
 use super::schema;
 use super::tool::{CallContext, ToolError, ToolOutput};
-use super::transport::Caller;
 use super::version::ProtocolVersion;
+use crate::caller::Caller;
 
 /// What a `tools/call` needs from the dispatcher and the request.
 pub struct CallInput<'a> {
@@ -81,9 +81,7 @@ pub fn tools_list(
     let tools: Vec<Value> = page
         .tools
         .iter()
-        .filter(|t| {
-            caller.allowed_tools.as_ref().is_none_or(|allowed| allowed.iter().any(|a| *a == t.spec().name))
-        })
+        .filter(|t| t.spec().scope.is_none_or(|scope| caller.has_scope(scope)))
         .map(|t| t.spec().to_value(version))
         .collect();
     let mut result = Map::new();

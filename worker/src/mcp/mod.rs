@@ -58,7 +58,6 @@ mod methods;
 pub mod parse;
 pub mod registry;
 pub mod schema;
-pub mod status;
 pub mod tool;
 pub mod transport;
 pub mod version;
@@ -66,12 +65,12 @@ pub mod version;
 #[cfg(test)]
 mod tests;
 
+pub use crate::caller::Caller;
 pub use dispatch::{Dispatcher, MAX_BATCH};
 pub use info::{CacheHint, CacheScope, ServerInfo};
 pub use jsonrpc::{RequestId, RpcError};
 pub use parse::{parse_json, ParseError, MAX_DEPTH};
 pub use registry::{Registry, RegistryError};
-pub use status::{standard_registry, ServiceStatus};
 pub use tool::{CallContext, Tool, ToolAnnotations, ToolError, ToolFuture, ToolOutput, ToolSpec};
-pub use transport::{Caller, Outcome, TransportKind, TransportMeta};
+pub use transport::{Outcome, TransportKind, TransportMeta};
 pub use version::ProtocolVersion;

@@ -160,6 +160,7 @@ mod tests {
             input_schema: json!({"type": "object"}),
             output_schema: None,
             annotations: ToolAnnotations::default(),
+            scope: None,
         }))
     }
 

@@ -9,8 +9,8 @@ use serde_json::{json, Map, Value};
 
 use super::info::ServerInfo;
 use super::jsonrpc::RequestId;
-use super::transport::Caller;
 use super::version::ProtocolVersion;
+use crate::caller::Caller;
 
 /// Behaviour hints shown to clients; never a security boundary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,6 +52,9 @@ pub struct ToolSpec {
     pub output_schema: Option<Value>,
     /// Behaviour hints (2025-03-26 and later).
     pub annotations: ToolAnnotations,
+    /// The scope a caller needs to see and call the tool (`whitelist:read`, …); `None` = any
+    /// caller. Declared by each tool, so adding a tool never means editing the auth layer.
+    pub scope: Option<&'static str>,
 }
 
 impl ToolSpec {
@@ -145,6 +148,7 @@ mod tests {
             input_schema: json!({"type":"object"}),
             output_schema: Some(json!({"type":"object"})),
             annotations: ToolAnnotations { read_only: true, ..ToolAnnotations::default() },
+            scope: None,
         }
     }
 

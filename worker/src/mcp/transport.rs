@@ -4,11 +4,11 @@
 //! HTTP fills `TransportMeta` from its headers with [`TransportMeta::from_headers`]; stdio uses
 //! [`TransportMeta::stdio`]. Neither needs to understand MCP beyond that.
 
-use std::net::IpAddr;
-
+use base64::Engine;
 use serde_json::Value;
 
 use super::version::ProtocolVersion;
+use crate::caller::Caller;
 
 /// Header carrying the protocol revision (HTTP, from 2025-06-18).
 pub const HEADER_PROTOCOL_VERSION: &str = "mcp-protocol-version";
@@ -24,22 +24,6 @@ pub enum TransportKind {
     Http,
     /// One JSON message per line on stdin/stdout.
     Stdio,
-}
-
-/// Who is calling; handed to tools (audit log, "current" IP, rate limits).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Caller {
-    /// The client's address, after trusted-proxy resolution by the transport.
-    pub client_addr: Option<IpAddr>,
-    /// The authenticated principal (token subject, key name), once auth exists.
-    pub subject: Option<String>,
-    /// The transport's request id, so tool logs join the request's log lines.
-    pub log_id: Option<String>,
-    /// Tools this caller may call (its scopes); `None` = all. `tools/list` shows only these.
-    pub allowed_tools: Option<Vec<String>>,
-    /// Security groups this caller may touch (from its token or key); `None` = no restriction
-    /// beyond policy.
-    pub security_groups: Option<Vec<String>>,
 }
 
 /// What the transport knows about one message besides its body.
@@ -152,44 +136,9 @@ pub fn decode_header_value(value: &str) -> Option<String> {
     let Some(payload) = value.strip_prefix("=?base64?").and_then(|rest| rest.strip_suffix("?=")) else {
         return Some(value.to_owned());
     };
-    String::from_utf8(base64_decode(payload)?).ok()
-}
-
-/// Strict standard-alphabet base64 with padding; rejects non-canonical trailing bits.
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    fn sextet(c: u8) -> Option<u32> {
-        match c {
-            b'A'..=b'Z' => Some(u32::from(c - b'A')),
-            b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
-            b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
-            b'+' => Some(62),
-            b'/' => Some(63),
-            _ => None,
-        }
-    }
-    let bytes = s.as_bytes();
-    if !bytes.len().is_multiple_of(4) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
-    for (i, chunk) in bytes.chunks(4).enumerate() {
-        let last = i + 1 == bytes.len() / 4;
-        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 || (pad > 0 && !last) {
-            return None;
-        }
-        let mut n = 0u32;
-        for &c in &chunk[..4 - pad] {
-            n = (n << 6) | sextet(c)?;
-        }
-        n <<= 6 * pad as u32;
-        let decoded = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        if (pad == 1 && decoded[2] != 0) || (pad == 2 && decoded[1] != 0) {
-            return None;
-        }
-        out.extend_from_slice(&decoded[..3 - pad]);
-    }
-    Some(out)
+    // The standard engine is strict: canonical padding, no stray trailing bits.
+    let bytes = base64::engine::general_purpose::STANDARD.decode(payload).ok()?;
+    String::from_utf8(bytes).ok()
 }
 
 /// What the transport sends back for one body.

@@ -99,7 +99,7 @@ impl fmt::Display for ProtocolVersion {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -112,20 +112,23 @@ mod tests {
         assert_eq!(ProtocolVersion::parse(""), None);
     }
 
+    /// What `initialize` offers for what a client asks: the unit test here and the dispatcher's
+    /// end-to-end test both run it.
+    pub(crate) const NEGOTIATION: [(&str, &str); 8] = [
+        ("2024-11-05", "2024-11-05"),
+        ("2025-03-26", "2025-03-26"),
+        ("2025-06-18", "2025-06-18"),
+        ("2025-11-25", "2025-11-25"),
+        // Modern revisions have no handshake: offer the newest handshake revision.
+        ("2026-07-28", "2025-11-25"),
+        ("1999-01-01", "2025-11-25"),
+        ("2030-01-01", "2025-11-25"),
+        ("garbage", "2025-11-25"),
+    ];
+
     #[test]
     fn negotiation_matrix() {
-        let cases = [
-            ("2024-11-05", "2024-11-05"),
-            ("2025-03-26", "2025-03-26"),
-            ("2025-06-18", "2025-06-18"),
-            ("2025-11-25", "2025-11-25"),
-            // Modern revisions have no handshake: offer the newest handshake revision.
-            ("2026-07-28", "2025-11-25"),
-            ("1999-01-01", "2025-11-25"),
-            ("2030-01-01", "2025-11-25"),
-            ("garbage", "2025-11-25"),
-        ];
-        for (asked, got) in cases {
+        for (asked, got) in NEGOTIATION {
             assert_eq!(ProtocolVersion::negotiate(asked).as_str(), got, "asked {asked}");
         }
     }

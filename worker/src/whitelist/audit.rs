@@ -1,5 +1,5 @@
 //! What an audit entry says, and the trait the service writes entries through (the file
-//! behind it lives in `crate::audit`).
+//! behind it is the host's audit log, `host/audit_file.rs`).
 
 use serde::Serialize;
 

@@ -10,8 +10,9 @@ pub mod rules;
 pub mod service;
 pub mod target;
 
+pub use crate::caller::Caller;
 pub use firewall::{Firewall, FirewallError, FwFuture, Keys, Scope};
 pub use policy::{Policy, Refusal};
 pub use rules::{ExistingRule, RuleSpec};
-pub use service::{AddArgs, Defaults, Error, Parts, RuleArgs, RuleView, Whitelist, Who};
+pub use service::{AddArgs, Defaults, Error, Parts, RuleArgs, RuleView, Whitelist};
 pub use target::{NamedPort, Ports, Protocol};

@@ -17,6 +17,7 @@ use super::firewall::{Firewall, FirewallError, Scope};
 use super::policy::{Policy, Refusal};
 use super::rules::{ExistingRule, RuleSpec};
 use super::target::{host_net, parse_cidr, parse_ports, NamedPort, Ports, Protocol};
+use crate::caller::Caller;
 
 /// What applies when a call leaves something out.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,19 +44,6 @@ impl Default for Defaults {
             reason: "API access".into(),
         }
     }
-}
-
-/// Who is calling, as the transport resolved it.
-#[derive(Debug, Clone, Default)]
-pub struct Who {
-    /// Authenticated identity, if any.
-    pub identity: Option<String>,
-    /// The client's address (after trusted proxies): what `"current"` means.
-    pub addr: Option<IpAddr>,
-    /// The request id, for the audit log.
-    pub request_id: Option<String>,
-    /// Groups the caller's token or key limits it to, if any (intersected with policy).
-    pub allowed_groups: Option<Vec<String>>,
 }
 
 /// The rule a call names.
@@ -272,7 +260,7 @@ impl Whitelist {
     }
 
     /// Adds a rule, or reports the identical one already there (`changed: false`).
-    pub async fn add(&self, scope: &Scope, args: &AddArgs, who: &Who) -> Result<Added, Error> {
+    pub async fn add(&self, scope: &Scope, args: &AddArgs, who: &Caller) -> Result<Added, Error> {
         let spec = self.resolve(&args.rule, who)?;
         self.policy.check_rule(&spec.cidr, spec.protocol, &spec.ports)?;
         let requested =
@@ -329,7 +317,7 @@ impl Whitelist {
     }
 
     /// Removes the exact rule, or reports that it was not there (`changed: false`).
-    pub async fn remove(&self, scope: &Scope, args: &RuleArgs, who: &Who) -> Result<Removed, Error> {
+    pub async fn remove(&self, scope: &Scope, args: &RuleArgs, who: &Caller) -> Result<Removed, Error> {
         let spec = self.resolve(args, who)?;
         let rules = self.fresh(scope, &spec.group_id).await?;
         let matching: Vec<&ExistingRule> = rules.iter().filter(|r| r.matches(&spec)).collect();
@@ -374,7 +362,7 @@ impl Whitelist {
     }
 
     /// Every ingress rule of a group.
-    pub async fn list(&self, scope: &Scope, group: &str, who: &Who) -> Result<Vec<RuleView>, Error> {
+    pub async fn list(&self, scope: &Scope, group: &str, who: &Caller) -> Result<Vec<RuleView>, Error> {
         let group = check_group_id(group)?;
         self.policy.check_group(&group)?;
         check_caller_group(who, &group)?;
@@ -382,7 +370,7 @@ impl Whitelist {
     }
 
     /// Whether the exact rule exists, and which one matched.
-    pub async fn check(&self, scope: &Scope, args: &RuleArgs, who: &Who) -> Result<Checked, Error> {
+    pub async fn check(&self, scope: &Scope, args: &RuleArgs, who: &Caller) -> Result<Checked, Error> {
         let spec = self.resolve(args, who)?;
         let rules = self.cached(scope, &spec.group_id).await?;
         let wanted = format!("{} {} from {}", spec.protocol, spec.ports, spec.cidr);
@@ -417,7 +405,7 @@ impl Whitelist {
                 protocol: Protocol::from_ec2(&r.protocol).unwrap_or(Protocol::All),
                 ports: r.ports(),
             };
-            let who = Who { identity: Some("expiry-sweeper".into()), ..Who::default() };
+            let who = Caller { identity: Some("expiry-sweeper".into()), ..Caller::default() };
             self.audit("expire", &who, scope, &spec, Some(&r.rule_id), &r.description, "expired", None)
                 .await?;
             removed.push(RuleView::of(r));
@@ -425,7 +413,7 @@ impl Whitelist {
         Ok(removed)
     }
 
-    fn resolve(&self, a: &RuleArgs, who: &Who) -> Result<RuleSpec, Error> {
+    fn resolve(&self, a: &RuleArgs, who: &Caller) -> Result<RuleSpec, Error> {
         let group_id = check_group_id(&a.group)?;
         self.policy.check_group(&group_id)?;
         check_caller_group(who, &group_id)?;
@@ -483,7 +471,7 @@ impl Whitelist {
     async fn audit(
         &self,
         action: &'static str,
-        who: &Who,
+        who: &Caller,
         scope: &Scope,
         spec: &RuleSpec,
         rule_id: Option<&str>,
@@ -524,17 +512,15 @@ impl Whitelist {
 }
 
 /// The caller's own limit on groups (a token claim or an API key's list).
-fn check_caller_group(who: &Who, group: &str) -> Result<(), Error> {
-    match &who.allowed_groups {
-        Some(allowed) if !allowed.iter().any(|p| super::policy::glob(p, group)) => {
-            Err(Error::Policy(Refusal {
-                setting: "security_groups (your token or key)",
-                message: format!(
-                    "{group} is not among the groups your credentials allow ({})",
-                    allowed.join(", ")
-                ),
-            }))
-        }
+fn check_caller_group(who: &Caller, group: &str) -> Result<(), Error> {
+    match &who.security_groups {
+        Some(allowed) if !who.may_touch_group(group) => Err(Error::Policy(Refusal {
+            setting: "security_groups (your token or key)",
+            message: format!(
+                "{group} is not among the groups your credentials allow ({})",
+                allowed.join(", ")
+            ),
+        })),
         _ => Ok(()),
     }
 }

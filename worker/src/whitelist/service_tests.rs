@@ -138,7 +138,7 @@ fn scope() -> Scope {
 async fn add_list_check_remove_round_trip() {
     let s = Setup::new();
     let w = s.service(Policy::default());
-    let who = Who { identity: Some("alice".into()), request_id: Some("r1".into()), ..Who::default() };
+    let who = Caller { identity: Some("alice".into()), request_id: Some("r1".into()), ..Caller::default() };
     let added = w.add(&scope(), &add("203.0.113.7", None, None), &who).await.unwrap();
     assert!(added.changed);
     assert_eq!(
@@ -151,7 +151,7 @@ async fn add_list_check_remove_round_trip() {
     assert_eq!(again.rule.rule_id, added.rule.rule_id);
     let v6 = w.add(&scope(), &add("2001:db8::5", Some("8000-8100"), Some("udp")), &who).await.unwrap();
     assert_eq!(v6.rule.cidr_ip.as_deref(), Some("2001:db8::5/128"));
-    let listed = w.list(&scope(), G, &Who::default()).await.unwrap();
+    let listed = w.list(&scope(), G, &Caller::default()).await.unwrap();
     assert_eq!(listed.len(), 2);
     assert!(w.check(&scope(), &rule("203.0.113.7", Some("22"), None), &who).await.unwrap().exists);
     assert!(!w.check(&scope(), &rule("203.0.113.7", Some("23"), None), &who).await.unwrap().exists);
@@ -170,10 +170,10 @@ async fn add_list_check_remove_round_trip() {
 async fn current_means_the_callers_address() {
     let s = Setup::new();
     let w = s.service(Policy::default());
-    let who = Who { addr: Some("::ffff:198.51.100.9".parse().unwrap()), ..Who::default() };
+    let who = Caller { addr: Some("::ffff:198.51.100.9".parse().unwrap()), ..Caller::default() };
     let added = w.add(&scope(), &add("current", None, None), &who).await.unwrap();
     assert_eq!(added.rule.cidr_ip.as_deref(), Some("198.51.100.9/32"));
-    let err = w.add(&scope(), &add("current", None, None), &Who::default()).await.unwrap_err();
+    let err = w.add(&scope(), &add("current", None, None), &Caller::default()).await.unwrap_err();
     assert!(matches!(err, Error::Invalid { field: "ip_address", .. }));
 }
 
@@ -181,7 +181,7 @@ async fn current_means_the_callers_address() {
 async fn refusals_and_bad_input_make_no_aws_call() {
     let s = Setup::new();
     let w = s.service(Policy { allowed_security_groups: vec![G.into()], ..Policy::default() });
-    let who = Who::default();
+    let who = Caller::default();
     let cases: Vec<(AddArgs, &str)> = vec![
         (add("0.0.0.0/0", None, None), "allow_world"),
         (add("999.1.1.1", None, None), "ip_address"),
@@ -223,7 +223,7 @@ async fn refusals_and_bad_input_make_no_aws_call() {
 async fn expiry_is_capped_recorded_and_swept() {
     let s = Setup::new();
     let w = s.service(Policy { max_rule_duration: Some(Duration::from_secs(8 * 3600)), ..Policy::default() });
-    let who = Who::default();
+    let who = Caller::default();
     let err = w
         .add(&scope(), &AddArgs { duration: Some("9h".into()), ..add("1.2.3.4", None, None) }, &who)
         .await
@@ -242,7 +242,7 @@ async fn expiry_is_capped_recorded_and_swept() {
     assert_eq!(swept.len(), 1);
     assert_eq!(swept[0].cidr_ip.as_deref(), Some("1.2.3.4/32"));
     assert!(w.sweep(&scope(), G, later).await.unwrap().is_empty(), "removed exactly once");
-    assert_eq!(w.list(&scope(), G, &Who::default()).await.unwrap().len(), 1, "the permanent rule stays");
+    assert_eq!(w.list(&scope(), G, &Caller::default()).await.unwrap().len(), 1, "the permanent rule stays");
     assert_eq!(s.journal.entries.lock().unwrap().last().unwrap().action, "expire");
 }
 
@@ -250,16 +250,16 @@ async fn expiry_is_capped_recorded_and_swept() {
 async fn a_change_by_one_worker_is_seen_by_another_at_once() {
     let s = Setup::new();
     let (a, b) = (s.service(Policy::default()), s.service(Policy::default()));
-    let who = Who::default();
-    assert!(b.list(&scope(), G, &Who::default()).await.unwrap().is_empty());
+    let who = Caller::default();
+    assert!(b.list(&scope(), G, &Caller::default()).await.unwrap().is_empty());
     a.add(&scope(), &add("1.2.3.4", None, None), &who).await.unwrap();
     assert_eq!(
-        b.list(&scope(), G, &Who::default()).await.unwrap().len(),
+        b.list(&scope(), G, &Caller::default()).await.unwrap().len(),
         1,
         "b's cached empty list must not be served"
     );
     let calls = s.ec2.calls.load(Ordering::SeqCst);
-    b.list(&scope(), G, &Who::default()).await.unwrap();
+    b.list(&scope(), G, &Caller::default()).await.unwrap();
     assert_eq!(s.ec2.calls.load(Ordering::SeqCst), calls, "unchanged groups are served from cache");
 }
 
@@ -268,12 +268,12 @@ async fn aws_errors_are_errors_never_a_silent_false() {
     let s = Setup::new();
     let w = s.service(Policy::default());
     s.ec2.fail_with(FirewallError::Throttled { action: "ec2:DescribeSecurityGroupRules".into() });
-    let err = w.check(&scope(), &rule("1.2.3.4", None, None), &Who::default()).await.unwrap_err();
+    let err = w.check(&scope(), &rule("1.2.3.4", None, None), &Caller::default()).await.unwrap_err();
     assert!(matches!(err, Error::Aws(FirewallError::Throttled { .. })));
     *s.ec2.fail.lock().unwrap() = None;
     let missing = RuleArgs { group: "sg-00000000".into(), ..rule("1.2.3.4", None, None) };
     assert!(matches!(
-        w.check(&scope(), &missing, &Who::default()).await.unwrap_err(),
+        w.check(&scope(), &missing, &Caller::default()).await.unwrap_err(),
         Error::Aws(FirewallError::GroupNotFound { .. })
     ));
 }
@@ -283,7 +283,7 @@ async fn a_change_that_cannot_be_audited_is_reported() {
     let s = Setup::new();
     let w = s.service(Policy::default());
     s.journal.broken.store(true, Ordering::SeqCst);
-    let err = w.add(&scope(), &add("1.2.3.4", None, None), &Who::default()).await.unwrap_err();
+    let err = w.add(&scope(), &add("1.2.3.4", None, None), &Caller::default()).await.unwrap_err();
     assert!(matches!(err, Error::Audit(ref m) if m.contains("was made")), "{err}");
 }
 
@@ -301,8 +301,8 @@ async fn the_per_group_cap_counts_only_this_services_rules() {
         to_port: 443,
         description: "office".into(),
     });
-    w.add(&scope(), &add("1.2.3.4", None, None), &Who::default()).await.unwrap();
-    let err = w.add(&scope(), &add("1.2.3.5", None, None), &Who::default()).await.unwrap_err();
+    w.add(&scope(), &add("1.2.3.4", None, None), &Caller::default()).await.unwrap();
+    let err = w.add(&scope(), &add("1.2.3.5", None, None), &Caller::default()).await.unwrap_err();
     assert!(matches!(err, Error::Policy(ref r) if r.setting == "max_rules_per_group"), "{err}");
 }
 
@@ -310,7 +310,7 @@ async fn the_per_group_cap_counts_only_this_services_rules() {
 async fn a_token_limited_to_some_groups_cannot_touch_others() {
     let s = Setup::new();
     let w = s.service(Policy::default());
-    let who = Who { allowed_groups: Some(vec!["sg-0abc*".into()]), ..Who::default() };
+    let who = Caller { security_groups: Some(vec!["sg-0abc*".into()]), ..Caller::default() };
     let err = w.add(&scope(), &add("1.2.3.4", None, None), &who).await.unwrap_err();
     assert!(matches!(err, Error::Policy(ref r) if r.setting.starts_with("security_groups")), "{err}");
     assert!(w.list(&scope(), G, &who).await.is_err());

@@ -16,16 +16,7 @@ fn init(version: &str) -> Value {
 #[tokio::test]
 async fn initialize_negotiation_matrix() {
     let d = dispatcher();
-    let cases = [
-        ("2024-11-05", "2024-11-05"),
-        ("2025-03-26", "2025-03-26"),
-        ("2025-06-18", "2025-06-18"),
-        ("2025-11-25", "2025-11-25"),
-        ("2026-07-28", "2025-11-25"),
-        ("2023-01-01", "2025-11-25"),
-        ("not-a-version", "2025-11-25"),
-    ];
-    for (asked, offered) in cases {
+    for (asked, offered) in crate::mcp::version::tests::NEGOTIATION {
         // Clients send no MCP-Protocol-Version on initialize; some send their own.
         for meta in [http(None), http(Some(offered))] {
             let out = d.handle(init(asked), &meta).await;
@@ -160,7 +151,7 @@ async fn tools_call_success_with_and_without_structured_content() {
 async fn arguments_reach_the_tool_with_caller_info() {
     let d = dispatcher();
     let mut meta = http(None);
-    meta.caller.subject = Some("alice".into());
+    meta.caller.identity = Some("alice".into());
     let call = request(
         json!("c1"),
         "tools/call",

@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 
 use super::era::{META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_PROTOCOL_VERSION};
 use super::*;
+use crate::tools::standard_registry;
 
 /// Echoes `message`; declares an output schema.
 struct Echo(ToolSpec);
@@ -23,7 +24,7 @@ impl Tool for Echo {
         let reply = json!({
             "echo": args.get("message").cloned().unwrap_or_default(),
             "times": args.get("times").cloned().unwrap_or(json!(1)),
-            "caller": ctx.caller.subject,
+            "caller": ctx.caller.identity,
             "request": ctx.request_id.to_value(),
         });
         Box::pin(async move { Ok(ToolOutput::structured(reply)) })
@@ -51,6 +52,7 @@ fn spec(name: &str, input_schema: Value) -> ToolSpec {
         input_schema,
         output_schema: None,
         annotations: ToolAnnotations::default(),
+        scope: None,
     }
 }
 

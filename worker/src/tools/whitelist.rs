@@ -1,15 +1,17 @@
 //! The four whitelist tools of the reference system — same names, same parameters — as MCP
-//! tools with input and output schemas, on top of [`crate::whitelist::Whitelist`].
+//! tools with input and output schemas and their scopes, on top of [`crate::whitelist::Whitelist`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
+use super::args::{add_args, rule_args, scope, text_arg};
+use crate::auth::{SCOPE_READ, SCOPE_WRITE};
 use crate::mcp::{
     CallContext, Registry, RegistryError, Tool, ToolAnnotations, ToolError, ToolFuture, ToolOutput, ToolSpec,
 };
-use crate::whitelist::{AddArgs, Keys, RuleArgs, RuleView, Scope, Whitelist, Who};
+use crate::whitelist::{RuleView, Whitelist};
 
 /// Registers `whitelist_add`, `whitelist_remove`, `whitelist_list` and `whitelist_check`;
 /// expiring rules are noted in `state_dir` for the sweeper.
@@ -49,19 +51,19 @@ impl Tool for WhitelistTool {
     fn call<'a>(&'a self, args: Map<String, Value>, ctx: &'a CallContext) -> ToolFuture<'a> {
         Box::pin(async move {
             let scope = scope(&args).map_err(ToolError::Failed)?;
-            let who = Who {
-                identity: ctx.caller.subject.clone(),
-                addr: ctx.caller.client_addr,
-                request_id: ctx.caller.log_id.clone().or_else(|| Some(ctx.request_id.to_value().to_string())),
-                allowed_groups: ctx.caller.security_groups.clone(),
-            };
+            let mut who = ctx.caller.clone();
+            if who.request_id.is_none() {
+                who.request_id = Some(ctx.request_id.to_value().to_string());
+            }
             let fail = |e: crate::whitelist::Error| ToolError::Failed(e.to_string());
             let (text, value) = match self.kind {
                 Kind::Add => {
                     let a = add_args(&args);
                     let r = self.service.add(&scope, &a, &who).await.map_err(fail)?;
                     if let (Some(dir), Some(_)) = (&self.state_dir, &r.rule.expires_at) {
-                        if let Err(e) = crate::sweeper::note_expiring(dir, &scope, &r.rule.group_id) {
+                        if let Err(e) =
+                            crate::host::expiry_index::note_expiring(dir, &scope, &r.rule.group_id)
+                        {
                             tracing::error!(error = %e, "cannot record the expiring rule for the sweeper");
                         }
                     }
@@ -111,77 +113,12 @@ impl Tool for WhitelistTool {
     }
 }
 
-fn text_arg(args: &Map<String, Value>, key: &str) -> Option<String> {
-    match args.get(key) {
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-fn rule_args(args: &Map<String, Value>) -> RuleArgs {
-    RuleArgs {
-        group: text_arg(args, "security_group_id").unwrap_or_default(),
-        ip_address: text_arg(args, "ip_address").unwrap_or_default(),
-        port: text_arg(args, "port"),
-        protocol: text_arg(args, "protocol"),
-    }
-}
-
-fn add_args(args: &Map<String, Value>) -> AddArgs {
-    AddArgs {
-        rule: rule_args(args),
-        description: text_arg(args, "description"),
-        user: text_arg(args, "user"),
-        reason: text_arg(args, "reason"),
-        duration: text_arg(args, "duration"),
-    }
-}
-
-/// The account scope of a call: profile, region, and per-call keys (validated for shape here;
-/// whether they are allowed and valid is the AWS layer's to say).
-fn scope(args: &Map<String, Value>) -> Result<Scope, String> {
-    let keys = match args.get("credentials") {
-        Some(Value::Object(c)) => {
-            let get = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_string);
-            let id = get("access_key_id").unwrap_or_default();
-            let shaped = (id.starts_with("AKIA") || id.starts_with("ASIA"))
-                && id.len() == 20
-                && id.chars().all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit());
-            if !shaped {
-                return Err("invalid credentials.access_key_id: expected AKIA or ASIA followed by 16 upper-case letters or digits".into());
-            }
-            let secret = get("secret_access_key").unwrap_or_default();
-            if secret.len() < 16 || secret.chars().any(char::is_whitespace) {
-                return Err(
-                    "invalid credentials.secret_access_key: expected the 40-character secret key".into()
-                );
-            }
-            Some((
-                Keys { access_key_id: id, secret_access_key: secret, session_token: get("session_token") },
-                get("region"),
-            ))
-        }
-        _ => None,
-    };
-    let region = text_arg(args, "region").or_else(|| keys.as_ref().and_then(|(_, r)| r.clone()));
-    if let Some(r) = &region {
-        let shaped = r.len() <= 32
-            && r.split('-').count() >= 3
-            && r.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-        if !shaped {
-            return Err(format!("invalid region: {r:?} is not an AWS region name like eu-west-1"));
-        }
-    }
-    Ok(Scope { profile: text_arg(args, "profile"), region, keys: keys.map(|(k, _)| k) })
-}
-
 fn rule_value(r: &RuleView) -> Value {
     serde_json::to_value(r).unwrap_or(Value::Null)
 }
 
 fn spec(kind: Kind) -> ToolSpec {
-    let (name, title, description, annotations) = match kind {
+    let (name, title, description, annotations, scope) = match kind {
         Kind::Add => (
             "whitelist_add",
             "Allow an IP address into a security group",
@@ -190,6 +127,7 @@ fn spec(kind: Kind) -> ToolSpec {
              exists succeeds with changed=false. duration (e.g. \"8h\") makes the rule expire; the \
              service removes it afterwards. Policy may refuse a request and says which setting did.",
             ToolAnnotations { read_only: false, destructive: false, idempotent: true, open_world: true },
+            SCOPE_WRITE,
         ),
         Kind::Remove => (
             "whitelist_remove",
@@ -197,6 +135,7 @@ fn spec(kind: Kind) -> ToolSpec {
             "Remove the ingress rule that allows exactly this address/CIDR, protocol and port. \
              Removing a rule that is not there succeeds with changed=false.",
             ToolAnnotations { read_only: false, destructive: true, idempotent: true, open_world: true },
+            SCOPE_WRITE,
         ),
         Kind::List => (
             "whitelist_list",
@@ -204,6 +143,7 @@ fn spec(kind: Kind) -> ToolSpec {
             "List every ingress rule of an EC2 security group with its rule id, source, protocol, \
              ports, description and expiry.",
             ToolAnnotations { read_only: true, destructive: false, idempotent: true, open_world: true },
+            SCOPE_READ,
         ),
         Kind::Check => (
             "whitelist_check",
@@ -211,6 +151,7 @@ fn spec(kind: Kind) -> ToolSpec {
             "Check whether a security group has an ingress rule allowing exactly this address/CIDR, \
              protocol and port, and which rule matched. AWS errors are reported as errors.",
             ToolAnnotations { read_only: true, destructive: false, idempotent: true, open_world: true },
+            SCOPE_READ,
         ),
     };
     ToolSpec {
@@ -219,6 +160,7 @@ fn spec(kind: Kind) -> ToolSpec {
         description: description.into(),
         input_schema: input_schema(kind),
         output_schema: Some(output_schema(kind)),
+        scope: Some(scope),
         annotations,
     }
 }
@@ -322,18 +264,17 @@ mod tests {
     }
 
     #[test]
-    fn per_call_credentials_are_shape_checked_without_echoing_the_secret() {
-        let args = |c: Value| {
-            json!({"security_group_id": "sg-12345678", "credentials": c}).as_object().unwrap().clone()
-        };
-        let e = scope(&args(json!({"access_key_id": "nope", "secret_access_key": "s3cr3tvaluethatislong"})))
-            .unwrap_err();
-        assert!(e.contains("access_key_id") && !e.contains("s3cr3t"), "{e}");
-        let e = scope(&args(json!({"access_key_id": "AKIAABCDEFGHIJKLMNOP", "secret_access_key": "short"})))
-            .unwrap_err();
-        assert!(e.contains("secret_access_key") && !e.contains("short"), "{e}");
-        let ok = scope(&args(json!({"access_key_id": "AKIAABCDEFGHIJKLMNOP", "secret_access_key": "0123456789abcdef0123", "region": "eu-west-1"}))).unwrap();
-        assert_eq!(ok.region.as_deref(), Some("eu-west-1"));
-        assert!(scope(&json!({"region": "Mars"}).as_object().unwrap().clone()).is_err());
+    fn reading_tools_need_read_and_changing_tools_need_write() {
+        let scopes: Vec<(String, Option<&str>)> =
+            [Kind::Add, Kind::Remove, Kind::List, Kind::Check].map(|k| (spec(k).name, spec(k).scope)).into();
+        assert_eq!(
+            scopes,
+            vec![
+                ("whitelist_add".to_string(), Some(SCOPE_WRITE)),
+                ("whitelist_remove".to_string(), Some(SCOPE_WRITE)),
+                ("whitelist_list".to_string(), Some(SCOPE_READ)),
+                ("whitelist_check".to_string(), Some(SCOPE_READ)),
+            ]
+        );
     }
 }

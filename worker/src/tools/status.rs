@@ -1,14 +1,16 @@
-//! `service_status`: a trivial read-only tool, so clients have something real to list and call
-//! before the whitelist tools exist. Reports which process answered (handy when checking that
-//! requests of one conversation land on different workers).
+//! `service_status`: which process answered, its configuration generation and the protocol
+//! revisions it speaks (handy when checking that one conversation's requests land on different
+//! workers). Read-only; needs `whitelist:read` like the other reading tools.
 
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use super::registry::{Registry, RegistryError};
-use super::tool::{CallContext, Tool, ToolAnnotations, ToolFuture, ToolOutput, ToolSpec};
-use super::version::ProtocolVersion;
+use crate::auth::SCOPE_READ;
+use crate::mcp::{
+    CallContext, ProtocolVersion, Registry, RegistryError, Tool, ToolAnnotations, ToolFuture, ToolOutput,
+    ToolSpec,
+};
 
 /// The `service_status` tool.
 pub struct ServiceStatus {
@@ -38,6 +40,7 @@ impl ServiceStatus {
                     idempotent: true,
                     open_world: false,
                 },
+                scope: Some(SCOPE_READ),
             },
         }
     }
@@ -82,7 +85,8 @@ impl Tool for ServiceStatus {
     }
 }
 
-/// A registry holding the built-in tools, listing `page_size` per page.
+/// A registry holding only `service_status`, listing `page_size` per page: what the MCP layer's
+/// own tests and a tool-less server start from.
 pub fn standard_registry(page_size: usize) -> Result<Registry, RegistryError> {
     let mut registry = Registry::new(page_size);
     registry.register(Arc::new(ServiceStatus::new()))?;
@@ -92,10 +96,10 @@ pub fn standard_registry(page_size: usize) -> Result<Registry, RegistryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::caller::Caller;
     use crate::mcp::info::ServerInfo;
     use crate::mcp::jsonrpc::RequestId;
     use crate::mcp::schema;
-    use crate::mcp::transport::Caller;
 
     fn ctx(worker: Option<u32>) -> CallContext {
         let mut info = ServerInfo::new("awswhitelist", "0.1.0");
@@ -127,7 +131,8 @@ mod tests {
     #[test]
     fn registers_cleanly() {
         let registry = standard_registry(50).unwrap_or_else(|e| panic!("{e}"));
-        assert!(registry.get("service_status").is_some());
+        let status = registry.get("service_status").map(|t| t.spec().scope);
+        assert_eq!(status, Some(Some(SCOPE_READ)), "service_status is a reading tool");
         assert!(schema::check_schema(&output_schema()).is_ok());
     }
 }

@@ -4,7 +4,6 @@
 //! The table is fixed-size; a group maps to a slot by hash. Two groups sharing a slot only
 //! cost an extra AWS read, never a stale one, since counters only grow.
 
-use std::fs::OpenOptions;
 use std::hash::{Hash, Hasher};
 use std::io;
 use std::path::Path;
@@ -17,28 +16,19 @@ use crate::whitelist::cache::Versions;
 const SLOTS: usize = 4096;
 
 /// Counters in a shared file.
-pub struct SharedVersions {
+pub struct ChangeCounters {
     map: MmapMut,
 }
 
-impl SharedVersions {
+impl ChangeCounters {
     /// Opens (creating and sizing) the counter file.
-    pub fn open(path: &Path) -> io::Result<SharedVersions> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display())))?;
-        let size = (SLOTS * 8) as u64;
-        if file.metadata()?.len() < size {
-            file.set_len(size)?;
-        }
+    pub fn open(path: &Path) -> io::Result<ChangeCounters> {
+        let file = super::state_file::open(path)?;
+        super::state_file::grow(&file, (SLOTS * 8) as u64)?;
         // SAFETY: the file is only ever accessed through this mapping as aligned AtomicU64s,
         // by processes of this program; a truncation by someone else would be a bug outside it.
         let map = unsafe { MmapMut::map_mut(&file)? };
-        Ok(SharedVersions { map })
+        Ok(ChangeCounters { map })
     }
 
     fn slot(&self, key: &str) -> &AtomicU64 {
@@ -51,7 +41,7 @@ impl SharedVersions {
     }
 }
 
-impl Versions for SharedVersions {
+impl Versions for ChangeCounters {
     fn get(&self, key: &str) -> u64 {
         self.slot(key).load(Ordering::Acquire)
     }
@@ -69,8 +59,8 @@ mod tests {
     fn two_mappings_of_one_file_see_each_others_bumps() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("versions");
-        let a = SharedVersions::open(&path).unwrap();
-        let b = SharedVersions::open(&path).unwrap();
+        let a = ChangeCounters::open(&path).unwrap();
+        let b = ChangeCounters::open(&path).unwrap();
         assert_eq!(b.get("sg-1"), 0);
         a.bump("sg-1");
         assert_eq!(b.get("sg-1"), 1);

@@ -1,20 +1,5 @@
-//! Per-client rate limits with burst, exact across every worker process of a host.
-//!
-//! The buckets live in a memory-mapped file that every worker maps (one file per limiter: the
-//! request limit and the stricter failed-authentication limit are two files). There is no
-//! `limit / N` split: a client has one bucket, whichever worker it reaches.
-//!
-//! # The bucket
-//!
-//! A token bucket of `burst` tokens refilled at `rate_per_minute`, kept as GCRA (the generic cell
-//! rate algorithm): the whole state of a bucket is one number, the *theoretical arrival time*
-//! `tat` — the instant at which the bucket would be full again. With `T = 60 s / rate` (the time
-//! one token takes to come back) and `W = burst · T`, a request at `now` is allowed iff
-//! `max(tat, now) + T ≤ now + W`, and then `tat ← max(tat, now) + T`. The tokens left are
-//! `(now + W − tat) / T`; a refused request may retry after `max(tat, now) + T − (now + W)`.
-//! A bucket with `tat ≤ now` is full, i.e. exactly a fresh bucket: such a slot can be reused by
-//! any other client without changing anybody's limit. Times are nanoseconds of
-//! `CLOCK_MONOTONIC`, one clock for every process of the host.
+//! The shared table of buckets: a memory-mapped file every worker of the host maps, striped,
+//! each stripe behind its own lock.
 //!
 //! # The shared table
 //!
@@ -59,8 +44,8 @@
 //! monotonic clock was further along, or a limiter with a bigger burst): it is taken as a fresh
 //! bucket rather than locking the client out.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
+use std::fs::File;
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::ptr::NonNull;
@@ -69,7 +54,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use memmap2::MmapMut;
-use sha2::{Digest, Sha256};
+
+use super::gcra::{decide, timing, Clock, Decision, Limits, MonotonicClock};
 
 /// `"AWR"` and the layout version, in the high half of header word 0.
 const MAGIC: u32 = 0x4157_5200 | LAYOUT_VERSION;
@@ -91,87 +77,8 @@ const H_FORCED_EVICTIONS: usize = 3;
 const EMPTY: u64 = 0;
 const UNLOCKED: u32 = 0;
 /// The longest `W = burst · T`: far beyond any sensible limit, far from overflowing `now + W`.
-const MAX_WINDOW_NS: u64 = 1 << 62;
 /// How long a waiter waits before it asks whether the lock holder still lives.
 const OWNER_CHECK_AFTER: Duration = Duration::from_millis(10);
-
-/// A limit: `burst` requests at once, refilled at `rate_per_minute`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Limits {
-    /// Tokens returned per minute (> 0; may be fractional).
-    pub rate_per_minute: f64,
-    /// Bucket size: requests allowed at once from a full bucket (≥ 1).
-    pub burst: u32,
-}
-
-/// The answer for one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// Go ahead; `remaining` more requests would be allowed right now.
-    Allowed { remaining: u32 },
-    /// Refused; one request will be allowed again after `retry_after`.
-    Limited { retry_after: Duration },
-}
-
-impl Decision {
-    /// Whether the request may proceed.
-    pub fn is_allowed(&self) -> bool {
-        matches!(self, Decision::Allowed { .. })
-    }
-
-    /// `Retry-After` in whole seconds (rounded up, at least 1); `None` when allowed.
-    pub fn retry_after_secs(&self) -> Option<u64> {
-        match self {
-            Decision::Allowed { .. } => None,
-            Decision::Limited { retry_after } => {
-                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-                Some(secs.max(1))
-            }
-        }
-    }
-}
-
-/// Where "now" comes from: nanoseconds on a clock every process of the host shares.
-pub trait Clock: Send + Sync {
-    /// Nanoseconds since an origin common to all users of a table.
-    fn now_ns(&self) -> u64;
-}
-
-/// `CLOCK_MONOTONIC`: the same for every process of a boot.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MonotonicClock;
-
-impl Clock for MonotonicClock {
-    fn now_ns(&self) -> u64 {
-        use nix::time::{clock_gettime, ClockId};
-        // CLOCK_MONOTONIC cannot fail on Linux; 0 would only make every bucket look full.
-        clock_gettime(ClockId::CLOCK_MONOTONIC)
-            .map(|ts| (ts.tv_sec() as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec() as u64))
-            .unwrap_or(0)
-    }
-}
-
-/// A clock that moves only when told to (tests).
-#[derive(Debug, Default)]
-pub struct ManualClock(AtomicU64);
-
-impl ManualClock {
-    /// A clock showing `start`.
-    pub fn new(start: Duration) -> ManualClock {
-        ManualClock(AtomicU64::new(start.as_nanos() as u64))
-    }
-
-    /// Moves the clock forward.
-    pub fn advance(&self, by: Duration) {
-        self.0.fetch_add(by.as_nanos() as u64, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ns(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 /// How a table is opened besides its limits.
 #[derive(Clone)]
@@ -213,6 +120,7 @@ pub struct RateLimiter {
 // SAFETY: `base` points into `_map`, which lives as long as the limiter and is only ever accessed
 // through atomics, so sharing or moving the limiter between threads is as safe as sharing atomics.
 unsafe impl Send for RateLimiter {}
+// SAFETY: as for Send: every access through `base` is an atomic operation.
 unsafe impl Sync for RateLimiter {}
 
 impl std::fmt::Debug for RateLimiter {
@@ -234,13 +142,7 @@ impl RateLimiter {
         let (interval_ns, window_ns) = timing(limits)?;
         let context =
             |e: io::Error| io::Error::new(e.kind(), format!("rate-limit table {}: {e}", path.display()));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(context)?;
+        let file = crate::host::state_file::open(path).map_err(context)?;
         let want = options.slots.div_ceil(SLOTS_PER_STRIPE).clamp(1, MAX_STRIPES).next_power_of_two();
 
         // Refuse a foreign file before writing anything into it.
@@ -252,10 +154,8 @@ impl RateLimiter {
             }
             check_magic(u64::from_ne_bytes(word)).map_err(context)?;
         }
-        if len < table_bytes(want) as u64 {
-            // Only ever grows; zeroes are an empty table, unlocked, with no salt yet.
-            file.set_len(table_bytes(want) as u64).map_err(context)?;
-        }
+        // Only ever grows; zeroes are an empty table, unlocked, with no salt yet.
+        crate::host::state_file::grow(&file, table_bytes(want) as u64).map_err(context)?;
         let mut map = map(&file).map_err(context)?;
 
         // Initialisation without a lock: the first compare-exchange from 0 wins, everyone else
@@ -321,20 +221,10 @@ impl RateLimiter {
         let _guard = lock(self.lock_word(stripe));
         let now = self.clock.now_ns();
         let (key_word, tat_word) = self.find_or_claim(stripe, hash, now);
-        let mut tat = tat_word.load(Ordering::Relaxed);
-        if tat > now.saturating_add(self.window_ns) {
-            tat = 0;
-        }
-        let next = tat.max(now).saturating_add(self.interval_ns);
-        let limit = now.saturating_add(self.window_ns);
         debug_assert_eq!(key_word.load(Ordering::Relaxed), hash);
-        if next <= limit {
-            tat_word.store(next, Ordering::Relaxed);
-            let remaining = (limit - next) / self.interval_ns;
-            Decision::Allowed { remaining: u32::try_from(remaining).unwrap_or(u32::MAX) }
-        } else {
-            Decision::Limited { retry_after: Duration::from_nanos(next - limit) }
-        }
+        let (decision, tat) = decide(tat_word.load(Ordering::Relaxed), now, self.interval_ns, self.window_ns);
+        tat_word.store(tat, Ordering::Relaxed);
+        decision
     }
 
     /// With the stripe locked: the slot holding `hash`, claimed for it if it had none.
@@ -382,13 +272,13 @@ impl RateLimiter {
     }
 
     fn hash(&self, key: &str) -> u64 {
-        let digest = Sha256::new()
-            .chain_update(self.salt[0].to_le_bytes())
-            .chain_update(self.salt[1].to_le_bytes())
-            .chain_update(key.as_bytes())
-            .finalize();
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        ctx.update(&self.salt[0].to_le_bytes());
+        ctx.update(&self.salt[1].to_le_bytes());
+        ctx.update(key.as_bytes());
+        let digest = ctx.finish();
         let mut first = [0u8; 8];
-        first.copy_from_slice(&digest[..8]);
+        first.copy_from_slice(&digest.as_ref()[..8]);
         match u64::from_le_bytes(first) {
             EMPTY => 1,
             h => h,
@@ -422,21 +312,6 @@ impl RateLimiter {
     fn lock_word_of(&self, key: &str) -> &AtomicU32 {
         self.lock_word((self.hash(key) as usize) & (self.stripes - 1))
     }
-}
-
-/// `(T, W)` in nanoseconds.
-fn timing(limits: Limits) -> io::Result<(u64, u64)> {
-    let rate = limits.rate_per_minute;
-    if !(rate.is_finite() && rate > 0.0) {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "rate_per_minute must be a positive number"));
-    }
-    if limits.burst == 0 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "burst must be at least 1"));
-    }
-    let burst = u64::from(limits.burst);
-    // Float → int casts saturate; a vanishing rate becomes "one token per MAX_WINDOW / burst".
-    let interval = ((60e9 / rate).round() as u64).clamp(1, MAX_WINDOW_NS / burst);
-    Ok((interval, interval * burst))
 }
 
 fn table_bytes(stripes: usize) -> usize {
@@ -478,14 +353,14 @@ fn map_at_least(file: &File, bytes: usize) -> io::Result<MmapMut> {
 
 fn random_u64() -> io::Result<u64> {
     let mut bytes = [0u8; 8];
-    File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| io::Error::other("the system random generator failed"))?;
     Ok(u64::from_ne_bytes(bytes))
 }
 
 /// Holds a stripe lock; frees it when dropped.
-struct Guard<'a>(&'a AtomicU32);
+struct StripeLock<'a>(&'a AtomicU32);
 
-impl Drop for Guard<'_> {
+impl Drop for StripeLock<'_> {
     fn drop(&mut self) {
         self.0.store(UNLOCKED, Ordering::Release);
     }
@@ -493,13 +368,13 @@ impl Drop for Guard<'_> {
 
 /// Takes a stripe lock: spin briefly, then yield, then sleep, and after [`OWNER_CHECK_AFTER`]
 /// take it over from a holder that no longer exists.
-fn lock(word: &AtomicU32) -> Guard<'_> {
+fn lock(word: &AtomicU32) -> StripeLock<'_> {
     let me = std::process::id();
     let mut attempts = 0u32;
     let mut waiting_since = None;
     loop {
         let owner = match word.compare_exchange_weak(UNLOCKED, me, Ordering::Acquire, Ordering::Relaxed) {
-            Ok(_) => return Guard(word),
+            Ok(_) => return StripeLock(word),
             Err(owner) => owner,
         };
         attempts = attempts.saturating_add(1);
@@ -521,7 +396,7 @@ fn lock(word: &AtomicU32) -> Guard<'_> {
                 pid = owner,
                 "rate-limit table lock taken over from a process that died holding it"
             );
-            return Guard(word);
+            return StripeLock(word);
         }
         std::thread::sleep(Duration::from_micros(50));
     }
@@ -538,6 +413,7 @@ fn alive(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ratelimit::ManualClock;
 
     const MINUTE: Duration = Duration::from_secs(60);
 

@@ -1,0 +1,91 @@
+//! Builds every service of the server once, from the typed settings: the host's shared files
+//! (audit log, cache counters), EC2, the whitelist domain, the tool registry and the dispatcher,
+//! and the expiry sweeper. `serve` (each worker process) and `stdio` build through here, so the
+//! two cannot drift apart.
+//!
+//! May import: everything below the transports (`tools`, `whitelist`, `aws`, `host`, `mcp`,
+//! `settings`). Imported by: `process` and the binary's `stdio`.
+
+use std::sync::Arc;
+
+use crate::aws::Ec2Firewall;
+use crate::host::sweeper;
+use crate::host::{AuditLog, ChangeCounters};
+use crate::mcp::{Dispatcher, RegistryError, ServerInfo};
+use crate::settings::WhitelistSettings;
+use crate::whitelist::{Defaults, Parts, Whitelist};
+use crate::Settings;
+
+/// Why the services could not be built; each names the file or the part at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A state file could not be created or opened.
+    #[error("{0}")]
+    State(#[from] std::io::Error),
+    /// The tool registry refused a tool (a programming error caught at boot).
+    #[error("tool registry: {0}")]
+    Registry(#[from] RegistryError),
+}
+
+/// The services of one process.
+pub struct App {
+    /// MCP with every tool registered.
+    pub dispatcher: Dispatcher,
+    /// The whitelist domain (the tools and the sweeper call it).
+    pub service: Arc<Whitelist>,
+    /// The audit log, reopened on USR1.
+    pub audit: Arc<AuditLog>,
+    sweeper: sweeper::Config,
+}
+
+impl App {
+    /// Builds everything; a file that cannot be opened stops the boot with a message naming it.
+    pub fn build(settings: &Settings, info: ServerInfo) -> Result<App, BuildError> {
+        let wl = &settings.whitelist;
+        std::fs::create_dir_all(&wl.state_dir).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot create state_dir {}: {e}", wl.state_dir.display()))
+        })?;
+        let audit = Arc::new(AuditLog::open(&wl.audit_log)?);
+        let versions = Arc::new(ChangeCounters::open(&wl.state_dir.join("cache-versions"))?);
+        let service = Arc::new(Whitelist::new(Parts {
+            firewall: Arc::new(Ec2Firewall::new(settings.aws.clone())),
+            policy: wl.policy.clone(),
+            defaults: Defaults {
+                port: wl.default_port.clone(),
+                protocol: wl.default_protocol,
+                description_template: wl.description_template.clone(),
+                user: wl.default_user.clone(),
+                reason: wl.default_reason.clone(),
+            },
+            port_mappings: wl.port_mappings.clone(),
+            cache_ttl: wl.cache_ttl,
+            versions,
+            recorder: audit.clone(),
+        }));
+        let registry =
+            crate::tools::register_all(settings.mcp.page_size, service.clone(), Some(wl.state_dir.clone()))?;
+        Ok(App { dispatcher: Dispatcher::new(info, registry), service, audit, sweeper: sweeper_config(wl) })
+    }
+
+    /// Starts the expiry sweeper on the current runtime (it runs only while this process holds
+    /// the host's sweeper lock).
+    pub fn spawn_sweeper(&self) {
+        tokio::spawn(sweeper::run(self.service.clone(), self.sweeper.clone()));
+    }
+}
+
+/// The groups swept: `sweep_groups`, plus the exact ids in `allowed_security_groups` (patterns
+/// are swept through the expiry index, which records every group given an expiring rule).
+fn sweeper_config(wl: &WhitelistSettings) -> sweeper::Config {
+    sweeper::Config {
+        state_dir: wl.state_dir.clone(),
+        interval: wl.sweep_interval,
+        groups: wl
+            .sweep_groups
+            .iter()
+            .chain(&wl.policy.allowed_security_groups)
+            .filter(|g| !g.contains(['*', '?']))
+            .cloned()
+            .collect(),
+    }
+}

@@ -1,0 +1,59 @@
+//! The responses every endpoint builds from: JSON bodies, guard refusals, 405s, auth denials and
+//! 429s, each with its headers (`Allow`, `WWW-Authenticate`, `Retry-After`).
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use hyper::{Response, StatusCode};
+use serde_json::json;
+
+use super::guard::Refusal;
+use crate::auth::Denial;
+
+/// The response body type of every handler.
+pub type Body = Full<Bytes>;
+
+/// A JSON response with the right content type.
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// A guard's refusal (400, 403, 405, 413, 415, 408) with its `Allow` header where it has one.
+pub(super) fn refused(refusal: &Refusal) -> Response<Body> {
+    let mut resp = json(refusal.status, &refusal.body());
+    if let Some(allow) = refusal.allow {
+        resp.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+    }
+    resp
+}
+
+/// 405 with the methods the path does take.
+pub(super) fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut resp =
+        json(StatusCode::METHOD_NOT_ALLOWED, &json!({"error": "method not allowed", "allow": allow}));
+    resp.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+    resp
+}
+
+/// 401/403 as JSON-RPC, with the challenge the MCP authorization spec asks for.
+pub(super) fn denial(denial: &Denial, challenge: &str) -> Response<Body> {
+    let status = StatusCode::from_u16(denial.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    let body =
+        json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32001, "message": denial.to_string()}});
+    let mut resp = json(status, &body);
+    if let Ok(v) = HeaderValue::from_str(challenge) {
+        resp.headers_mut().insert(WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+/// 429 with `Retry-After`.
+pub(super) fn rate_limited(retry_after_secs: u64) -> Response<Body> {
+    let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32000, "message": format!("rate limit exceeded; retry after {retry_after_secs} s")}});
+    let mut resp = json(StatusCode::TOO_MANY_REQUESTS, &body);
+    resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    resp
+}

@@ -1,0 +1,115 @@
+//! The inherited listeners on tokio, the accept loop, and one HTTP/1 connection.
+
+use std::net::TcpListener as StdTcpListener;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixListener as StdUnixListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, error};
+
+use crate::http::{self, State};
+
+/// A listener the supervisor handed over.
+pub(super) enum AnyListener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// The inherited sockets as tokio listeners.
+pub(super) fn adopt(sockets: Vec<socket2::Socket>) -> std::io::Result<Vec<AnyListener>> {
+    let mut bound = Vec::with_capacity(sockets.len());
+    for socket in sockets {
+        let is_tcp = socket.local_addr()?.as_socket().is_some();
+        let fd = OwnedFd::from(socket);
+        bound.push(if is_tcp {
+            let std = StdTcpListener::from(fd);
+            std.set_nonblocking(true)?;
+            AnyListener::Tcp(TcpListener::from_std(std)?)
+        } else {
+            let std = StdUnixListener::from(fd);
+            std.set_nonblocking(true)?;
+            AnyListener::Unix(UnixListener::from_std(std)?)
+        });
+    }
+    Ok(bound)
+}
+
+/// Accepts until the drain starts, one connection per free slot of `limit`.
+pub(super) async fn accept_loop(
+    listener: AnyListener,
+    state: Arc<State>,
+    limit: Arc<Semaphore>,
+    mut drain: watch::Receiver<bool>,
+) {
+    loop {
+        // Waiting for a connection slot before accepting leaves excess connections in the
+        // shared queue, where a less busy worker picks them up.
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = drain.wait_for(|d| *d) => break,
+        };
+        let accepted = tokio::select! {
+            a = accept(&listener) => a,
+            _ = drain.wait_for(|d| *d) => break,
+        };
+        match accepted {
+            Ok(Accepted::Tcp(stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve_connection(stream, Some(peer), state.clone(), permit));
+            }
+            Ok(Accepted::Unix(stream)) => {
+                tokio::spawn(serve_connection(stream, None, state.clone(), permit));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning on a full descriptor table.
+                error!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    debug!("listener closed in this worker");
+}
+
+enum Accepted {
+    Tcp(tokio::net::TcpStream, std::net::SocketAddr),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &AnyListener) -> std::io::Result<Accepted> {
+    match listener {
+        AnyListener::Tcp(l) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
+        AnyListener::Unix(l) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+    }
+}
+
+async fn serve_connection<I>(
+    io: I,
+    peer: Option<std::net::SocketAddr>,
+    state: Arc<State>,
+    permit: OwnedSemaphorePermit,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // Both are released when this task ends, however it ends.
+    let _counted = state.connection_opened();
+    let _permit = permit;
+    let s = &state.settings;
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(s.keepalive)
+        .max_headers(s.limit_request_fields)
+        .max_header_size(s.max_head_size());
+    let service_state = state.clone();
+    let service = hyper::service::service_fn(move |req| http::handle(req, peer, service_state.clone()));
+    if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
+        debug!(error = %e, "connection ended with an error");
+    }
+}

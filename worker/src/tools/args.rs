@@ -1,0 +1,95 @@
+//! Tool arguments into the domain's request types. The schemas have already checked types and
+//! lengths; what is left is meaning (credentials' shape, region names), with errors that name
+//! the argument and never echo a secret.
+
+use serde_json::{Map, Value};
+
+use crate::whitelist::{AddArgs, Keys, RuleArgs, Scope};
+
+pub(super) fn text_arg(args: &Map<String, Value>, key: &str) -> Option<String> {
+    match args.get(key) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+pub(super) fn rule_args(args: &Map<String, Value>) -> RuleArgs {
+    RuleArgs {
+        group: text_arg(args, "security_group_id").unwrap_or_default(),
+        ip_address: text_arg(args, "ip_address").unwrap_or_default(),
+        port: text_arg(args, "port"),
+        protocol: text_arg(args, "protocol"),
+    }
+}
+
+pub(super) fn add_args(args: &Map<String, Value>) -> AddArgs {
+    AddArgs {
+        rule: rule_args(args),
+        description: text_arg(args, "description"),
+        user: text_arg(args, "user"),
+        reason: text_arg(args, "reason"),
+        duration: text_arg(args, "duration"),
+    }
+}
+
+/// The account scope of a call: profile, region, and per-call keys (validated for shape here;
+/// whether they are allowed and valid is the AWS layer's to say).
+pub(super) fn scope(args: &Map<String, Value>) -> Result<Scope, String> {
+    let keys = match args.get("credentials") {
+        Some(Value::Object(c)) => {
+            let get = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_string);
+            let id = get("access_key_id").unwrap_or_default();
+            let shaped = (id.starts_with("AKIA") || id.starts_with("ASIA"))
+                && id.len() == 20
+                && id.chars().all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit());
+            if !shaped {
+                return Err("invalid credentials.access_key_id: expected AKIA or ASIA followed by 16 upper-case letters or digits".into());
+            }
+            let secret = get("secret_access_key").unwrap_or_default();
+            if secret.len() < 16 || secret.chars().any(char::is_whitespace) {
+                return Err(
+                    "invalid credentials.secret_access_key: expected the 40-character secret key".into()
+                );
+            }
+            Some((
+                Keys { access_key_id: id, secret_access_key: secret, session_token: get("session_token") },
+                get("region"),
+            ))
+        }
+        _ => None,
+    };
+    let region = text_arg(args, "region").or_else(|| keys.as_ref().and_then(|(_, r)| r.clone()));
+    if let Some(r) = &region {
+        let shaped = r.len() <= 32
+            && r.split('-').count() >= 3
+            && r.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !shaped {
+            return Err(format!("invalid region: {r:?} is not an AWS region name like eu-west-1"));
+        }
+    }
+    Ok(Scope { profile: text_arg(args, "profile"), region, keys: keys.map(|(k, _)| k) })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn per_call_credentials_are_shape_checked_without_echoing_the_secret() {
+        let args = |c: Value| {
+            json!({"security_group_id": "sg-12345678", "credentials": c}).as_object().unwrap().clone()
+        };
+        let e = scope(&args(json!({"access_key_id": "nope", "secret_access_key": "s3cr3tvaluethatislong"})))
+            .unwrap_err();
+        assert!(e.contains("access_key_id") && !e.contains("s3cr3t"), "{e}");
+        let e = scope(&args(json!({"access_key_id": "AKIAABCDEFGHIJKLMNOP", "secret_access_key": "short"})))
+            .unwrap_err();
+        assert!(e.contains("secret_access_key") && !e.contains("short"), "{e}");
+        let ok = scope(&args(json!({"access_key_id": "AKIAABCDEFGHIJKLMNOP", "secret_access_key": "0123456789abcdef0123", "region": "eu-west-1"}))).unwrap();
+        assert_eq!(ok.region.as_deref(), Some("eu-west-1"));
+        assert!(scope(&json!({"region": "Mars"}).as_object().unwrap().clone()).is_err());
+    }
+}
