@@ -333,12 +333,20 @@ fn queued_connections_survive_a_worker_exit() {
 
 #[test]
 fn ttou_never_goes_below_one_worker() {
-    let svc = Service::start("workers = 1\n");
+    let mut svc = Service::start("workers = 1\n");
     let from = svc.logs.len();
     svc.signal(Signal::SIGTTOU);
     svc.logs.wait(from, "ttou ignored", |v| sup_event(v, "scale") && int(v, "workers") == 1);
     assert_eq!(svc.health()["status"], "ok");
-    assert!(!svc.logs.all()[from..].iter().any(|v| sup_event(v, "worker_exited")));
+    // Up to the supervisor's last line: a scale-down decided late would be in there too.
+    let logs = stop_and_collect(&mut svc);
+    let exits: Vec<&serde_json::Value> =
+        logs[from..].iter().filter(|v| sup_event(v, "worker_exited")).collect();
+    assert!(
+        exits.iter().all(|v| v["reason"] == "shutdown"),
+        "only the stop may end the last worker: {exits:?}"
+    );
+    assert_eq!(exits.len(), 1, "{exits:?}");
 }
 
 /// A service whose log pipe the test can stop draining: while it is full, the supervisor's main
@@ -360,7 +368,7 @@ struct Valve {
 
 impl Throttled {
     fn start(config: &str) -> Throttled {
-        use std::os::fd::{AsRawFd, OwnedFd};
+        use std::os::fd::AsRawFd;
         use std::os::unix::fs::OpenOptionsExt;
         use std::os::unix::process::CommandExt;
         let dir = tempfile::tempdir().unwrap();
@@ -389,7 +397,7 @@ impl Throttled {
             .process_group(0)
             .spawn()
             .unwrap();
-        child.stderr = Some(std::process::ChildStderr::from(OwnedFd::from(relayed_read)));
+        child.stderr = Some(std::process::ChildStderr::from(relayed_read));
         let valve = Arc::new((Mutex::new(Valve::default()), Condvar::new()));
         let relay = valve.clone();
         std::thread::spawn(move || {
