@@ -5,10 +5,12 @@ mod common;
 use std::collections::{BTreeSet, HashSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{event, http, int, sup_event, Load, Service, PATIENCE};
 use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 #[test]
 fn every_worker_becomes_ready_and_answers_health() {
@@ -331,12 +333,229 @@ fn queued_connections_survive_a_worker_exit() {
 
 #[test]
 fn ttou_never_goes_below_one_worker() {
-    let svc = Service::start("workers = 1\n");
+    let mut svc = Service::start("workers = 1\n");
     let from = svc.logs.len();
     svc.signal(Signal::SIGTTOU);
     svc.logs.wait(from, "ttou ignored", |v| sup_event(v, "scale") && int(v, "workers") == 1);
     assert_eq!(svc.health()["status"], "ok");
-    assert!(!svc.logs.all()[from..].iter().any(|v| sup_event(v, "worker_exited")));
+    // Up to the supervisor's last line: a scale-down decided late would be in there too.
+    let logs = stop_and_collect(&mut svc);
+    let exits: Vec<&serde_json::Value> =
+        logs[from..].iter().filter(|v| sup_event(v, "worker_exited")).collect();
+    assert!(
+        exits.iter().all(|v| v["reason"] == "shutdown"),
+        "only the stop may end the last worker: {exits:?}"
+    );
+    assert_eq!(exits.len(), 1, "{exits:?}");
+}
+
+/// A service whose log pipe the test can stop draining: while it is full, the supervisor's main
+/// loop blocks in its next log write, exactly like a loop busy with anything else (spawning a
+/// worker, reading a config), yet its signal handlers still run.
+struct Throttled {
+    svc: Service,
+    valve: Arc<(Mutex<Valve>, Condvar)>,
+    /// A second, non-blocking open of the log pipe, for the test to fill it.
+    filler: std::fs::File,
+}
+
+#[derive(Default)]
+struct Valve {
+    closed: bool,
+    /// The relay is waiting on the valve, not inside a read.
+    parked: bool,
+}
+
+impl Throttled {
+    fn start(config: &str) -> Throttled {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, common::full_config(config)).unwrap();
+        let notify_path = dir.path().join("notify.sock");
+        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+        // The service writes to `tight` (one page: easy to fill); a relay copies it to `relayed`,
+        // which the harness reads as the service's stderr.
+        let (tight_read, tight_write) = nix::unistd::pipe().unwrap();
+        nix::fcntl::fcntl(&tight_write, nix::fcntl::FcntlArg::F_SETPIPE_SZ(4096)).unwrap();
+        let (relayed_read, relayed_write) = nix::unistd::pipe().unwrap();
+        let filler = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(format!("/proc/self/fd/{}", tight_write.as_raw_fd()))
+            .unwrap();
+        let mut child = std::process::Command::new(common::BIN)
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::from(tight_write))
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        child.stderr = Some(std::process::ChildStderr::from(relayed_read));
+        let valve = Arc::new((Mutex::new(Valve::default()), Condvar::new()));
+        let relay = valve.clone();
+        std::thread::spawn(move || {
+            let (mut from, mut to) = (std::fs::File::from(tight_read), std::fs::File::from(relayed_write));
+            let mut buf = [0u8; 4096];
+            loop {
+                {
+                    let (lock, cv) = &*relay;
+                    let mut v = lock.lock().unwrap();
+                    while v.closed {
+                        v.parked = true;
+                        cv.notify_all();
+                        v = cv.wait(v).unwrap();
+                    }
+                    v.parked = false;
+                }
+                match from.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if to.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        let svc = Service::attach(child, dir, path, notify, true);
+        Throttled { svc, valve, filler }
+    }
+
+    /// Stops relaying and fills the log pipe: the next log line anyone writes blocks.
+    fn choke(&mut self) {
+        let (lock, cv) = &*self.valve;
+        lock.lock().unwrap().closed = true;
+        // The relay may be inside a read: it takes what the first fill brings, then parks.
+        let fill = |f: &mut std::fs::File| while f.write(b"\n").is_ok() {};
+        fill(&mut self.filler);
+        let mut v = lock.lock().unwrap();
+        while !v.parked {
+            v = cv.wait(v).unwrap();
+        }
+        drop(v);
+        fill(&mut self.filler);
+    }
+
+    /// Relays again; whoever was blocked on a log write goes on.
+    fn release(&self) {
+        let (lock, cv) = &*self.valve;
+        lock.lock().unwrap().closed = false;
+        cv.notify_all();
+    }
+
+    /// Sends `sig` `times` times while the supervisor's main loop is busy: the first signal
+    /// makes it log (and block on the choked pipe), the others arrive while it is blocked.
+    ///
+    /// Each `kill` waits until the previous signal has left the supervisor's pending set (its
+    /// handler has it): the kernel keeps at most one pending instance of a standard signal, so
+    /// two `kill`s before the process takes the first are merged by the kernel, and no program
+    /// can count what it never receives. What this proves is that every signal the handler
+    /// receives counts, however many arrive during one turn of the loop.
+    fn burst_while_busy(&mut self, sig: Signal, times: usize) {
+        self.choke();
+        let pid = self.svc.pid();
+        let deadline = Instant::now() + PATIENCE;
+        for i in 0..times {
+            self.svc.signal(sig);
+            while pending(pid, sig) {
+                assert!(Instant::now() < deadline, "{sig} stays pending in the supervisor");
+                std::thread::yield_now();
+            }
+            if i == 0 {
+                while !blocked_writing(pid) {
+                    assert!(Instant::now() < deadline, "the supervisor never blocked on its log");
+                    std::thread::yield_now();
+                }
+            }
+        }
+        assert!(blocked_writing(pid), "the main loop stayed busy during the burst");
+        self.release();
+    }
+}
+
+/// Whether `sig` is pending (sent, not yet taken by a handler) in process `pid`.
+fn pending(pid: Pid, sig: Signal) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let bit = 1u64 << (sig as i32 - 1);
+    status
+        .lines()
+        .filter_map(|l| l.strip_prefix("ShdPnd:").or_else(|| l.strip_prefix("SigPnd:")))
+        .any(|mask| u64::from_str_radix(mask.trim(), 16).unwrap() & bit != 0)
+}
+
+/// Whether the main thread of `pid` is blocked writing to a pipe.
+fn blocked_writing(pid: Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/wchan")).is_ok_and(|w| w.trim().ends_with("pipe_write"))
+}
+
+/// Stops the service with TERM and waits for the supervisor's last log line, so that every line
+/// it wrote is in `svc.logs`: what did not happen by then never will.
+fn stop_and_collect(svc: &mut Service) -> Vec<serde_json::Value> {
+    let from = svc.logs.len();
+    svc.signal(Signal::SIGTERM);
+    svc.logs.wait(from, "the supervisor's last line", |v| sup_event(v, "stopped"));
+    assert!(svc.wait_exit(PATIENCE).unwrap().success());
+    svc.logs.all()
+}
+
+#[test]
+fn every_ttin_of_a_burst_adds_one_worker() {
+    let mut t = Throttled::start("workers = 1\n");
+    let from = t.svc.logs.len();
+    t.burst_while_busy(Signal::SIGTTIN, 3);
+    let svc = &mut t.svc;
+    for slot in 2..=4 {
+        svc.logs.wait(from, &format!("worker {slot} ready"), |v| {
+            sup_event(v, "worker_ready") && int(v, "worker") == slot
+        });
+    }
+    assert_eq!(svc.health()["status"], "ok");
+    let logs = stop_and_collect(svc);
+    let after = &logs[from..];
+    let targets: Vec<i64> =
+        after.iter().filter(|v| sup_event(v, "scale")).map(|v| int(v, "workers")).collect();
+    assert_eq!(targets, [2, 3, 4], "one scale step per TTIN");
+    let spawned: BTreeSet<i64> =
+        after.iter().filter(|v| sup_event(v, "worker_spawned")).map(|v| int(v, "worker")).collect();
+    assert_eq!(spawned, BTreeSet::from([2, 3, 4]), "exactly three workers more");
+    let ready: BTreeSet<i64> =
+        after.iter().filter(|v| sup_event(v, "worker_ready")).map(|v| int(v, "worker")).collect();
+    assert_eq!(ready, BTreeSet::from([2, 3, 4]));
+}
+
+#[test]
+fn every_ttou_of_a_burst_removes_one_worker() {
+    let mut t = Throttled::start("workers = 4\n");
+    let from = t.svc.logs.len();
+    t.burst_while_busy(Signal::SIGTTOU, 3);
+    let svc = &mut t.svc;
+    for slot in 2..=4 {
+        svc.logs.wait(from, &format!("worker {slot} scaled down"), |v| {
+            sup_event(v, "worker_exited") && v["reason"] == "scale_down" && int(v, "worker") == slot
+        });
+    }
+    assert_eq!(svc.health()["status"], "ok");
+    let logs = stop_and_collect(svc);
+    let after = &logs[from..];
+    let targets: Vec<i64> =
+        after.iter().filter(|v| sup_event(v, "scale")).map(|v| int(v, "workers")).collect();
+    assert_eq!(targets, [3, 2, 1], "one scale step per TTOU");
+    let exits: Vec<(i64, String)> = after
+        .iter()
+        .filter(|v| sup_event(v, "worker_exited"))
+        .map(|v| (int(v, "worker"), v["reason"].as_str().unwrap_or("").to_string()))
+        .collect();
+    let scaled: BTreeSet<i64> = exits.iter().filter(|(_, r)| r == "scale_down").map(|(w, _)| *w).collect();
+    assert_eq!(scaled, BTreeSet::from([2, 3, 4]), "exactly three workers fewer: {exits:?}");
+    assert!(exits.contains(&(1, "shutdown".to_string())), "worker 1 served until the stop: {exits:?}");
+    assert!(!after.iter().any(|v| sup_event(v, "worker_spawned")), "nothing replaced: {exits:?}");
 }
 
 #[test]

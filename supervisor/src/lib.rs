@@ -7,6 +7,7 @@
 //! readiness-gated: the successor must report READY before its predecessor is told to drain.
 //!
 //! The crate knows nothing of HTTP, MCP or AWS: [`child`] is the side a worker program links to.
+#![warn(missing_docs)]
 
 pub mod arbiter;
 pub mod child;

@@ -58,16 +58,27 @@ pub struct Stop {
 /// One worker process.
 #[derive(Debug)]
 pub struct Worker {
+    /// Its process id.
     pub pid: Pid,
+    /// Its place among the workers, 1..=target; a successor shares its predecessor's slot.
     pub slot: u32,
+    /// The configuration generation it was started with.
     pub generation: u64,
+    /// Its request budget (jitter included); 0 = never recycled.
     pub max_requests: u64,
+    /// The supervisor's end of its channel (non-blocking).
     pub ipc: UnixStream,
+    /// False once the channel reached end of file or broke.
     pub ipc_open: bool,
+    /// Bytes read from the channel, cut into frames.
     pub reader: FrameReader,
+    /// When it last said anything (heartbeats prove it is not stuck).
     pub last_seen: Instant,
+    /// It reported READY.
     pub ready: bool,
+    /// Requests served, as of its last heartbeat.
     pub requests: u64,
+    /// Open connections, as of its last heartbeat.
     pub connections: u64,
     /// Asked to be recycled; a successor will be started.
     pub recycle_wanted: bool,
@@ -91,6 +102,7 @@ impl Worker {
 /// All live workers, by pid.
 #[derive(Debug, Default)]
 pub struct Table {
+    /// Every worker not yet reaped.
     pub workers: BTreeMap<Pid, Worker>,
 }
 

@@ -1,7 +1,11 @@
-//! Worker lifecycle for the arbiter: reaping, spawning, replacing, aborting — the half of the
-//! main loop that acts on processes rather than on signals.
+//! Worker processes: spawning, reaping, replacing, aborting and stopping them — the half of the
+//! main loop that acts on processes rather than on signals or messages.
+//!
+//! `manage` reconciles the worker table with the target (one incumbent per slot, on the current
+//! generation); `reap` decides what each exit means; `murder` enforces heartbeats and stop
+//! deadlines; `on_ready` is the readiness gate that lets a predecessor drain only once its
+//! successor serves.
 
-use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -11,18 +15,23 @@ use nix::unistd::Pid;
 use rand::Rng;
 use tracing::{debug, error, info, warn};
 
-use super::{apply_umask, Error, Supervisor, ABORT_GRACE, BOOT_FAILURE_LIMIT};
-use crate::ipc::{self, Assignment, SupervisorMessage, WorkerMessage};
+use super::phase::StopCause;
+use super::{Error, Supervisor, ABORT_GRACE, BOOT_FAILURE_LIMIT};
+use crate::ipc::{self, Assignment};
 use crate::spawn::{self, SpawnRequest};
 use crate::table::{self, ExitReason, Stop, Worker};
-use crate::{systemd, WORKER_BOOT_ERROR};
+use crate::WORKER_BOOT_ERROR;
 
-/// Pending output per worker beyond which further messages are dropped.
-const OUTBUF_LIMIT: usize = 4 * ipc::MAX_FRAME;
+/// Consecutive boot failures, and when the next spawn may be tried.
+#[derive(Debug, Default)]
+pub(super) struct Backoff {
+    /// Workers that died (or could not be started) before READY, since the last READY.
+    pub failures: u32,
+    /// No worker is spawned before this instant; `None` when not backing off.
+    pub respawn_after: Option<Instant>,
+}
 
 impl Supervisor {
-    // ---- workers -------------------------------------------------------------------------
-
     /// Collects every exited worker and decides what its exit means.
     pub(super) fn reap(&mut self) {
         loop {
@@ -43,7 +52,8 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn on_exit(&mut self, pid: Pid, status: WaitStatus) {
+    /// What one worker's exit means: a requested stop, a crash, or a failed boot.
+    fn on_exit(&mut self, pid: Pid, status: WaitStatus) {
         // Whatever the worker wrote before it exited (its final metrics) is still buffered in
         // the channel: read it before the worker's state is dropped.
         if self.table.workers.get(&pid).is_some_and(|w| w.ipc_open) {
@@ -87,40 +97,26 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn on_boot_failure(&mut self, w: &Worker, what: String, fatal: bool) {
-        self.boot_failures += 1;
-        if self.previous.is_some() && w.generation == self.generation {
+    /// A worker died before READY: back off, fall back from a reload, or give up.
+    fn on_boot_failure(&mut self, w: &Worker, what: String, fatal: bool) {
+        self.backoff.failures += 1;
+        if self.phase.has_fallback() && w.generation == self.generation {
             return self.abort_reload(&what);
         }
-        if self.table.serving() == 0 && (fatal || self.boot_failures >= BOOT_FAILURE_LIMIT) {
-            error!(event = "halt", attempts = self.boot_failures, "workers cannot boot; stopping");
-            self.halt = Some(Error::BootFailure { attempts: self.boot_failures, last: what });
-            return self.handle_stop(true);
+        if self.table.serving() == 0 && (fatal || self.backoff.failures >= BOOT_FAILURE_LIMIT) {
+            error!(event = "halt", attempts = self.backoff.failures, "workers cannot boot; stopping");
+            return self
+                .stop(StopCause::Halt(Error::BootFailure { attempts: self.backoff.failures, last: what }));
         }
-        let delay = Duration::from_millis(100 * (1u64 << (self.boot_failures - 1).min(7)))
+        let delay = Duration::from_millis(100 * (1u64 << (self.backoff.failures - 1).min(7)))
             .min(Duration::from_secs(10));
-        self.respawn_after = Instant::now() + delay;
+        self.backoff.respawn_after = Some(Instant::now() + delay);
         warn!(
             event = "worker_boot_failed",
-            attempt = self.boot_failures,
+            attempt = self.backoff.failures,
             retry_in_ms = delay.as_millis() as u64,
             "{what} before it was ready; retrying in {delay:?}"
         );
-    }
-
-    /// New workers of a reload cannot boot: return to the configuration that worked.
-    pub(super) fn abort_reload(&mut self, why: &str) {
-        let Some(prev) = self.previous.take() else {
-            return;
-        };
-        self.metrics.own.reload_failures += 1;
-        error!(event = "reload_failed", reason = %why, generation = self.generation, restored_generation = prev.generation, "reload failed: {why}; keeping the previous configuration");
-        self.settings = prev.settings;
-        self.listeners = prev.listeners;
-        self.generation = prev.generation;
-        self.target = self.settings.workers.max(1);
-        apply_umask(self.settings.umask);
-        systemd::ready(&self.status_line());
     }
 
     /// Sends `signal` and records the stop; SIGKILL follows at `deadline`.
@@ -183,7 +179,7 @@ impl Supervisor {
     /// Reconciles the workers with what they should be: one per slot, on the current
     /// generation, recycled when they asked, none beyond the target.
     pub(super) fn manage(&mut self) {
-        if self.shutdown.is_some() {
+        if self.phase.is_stopping() {
             return;
         }
         let beyond: Vec<Pid> = self
@@ -197,7 +193,7 @@ impl Supervisor {
         for pid in beyond {
             self.stop_worker(pid, ExitReason::ScaleDown, Signal::SIGTERM, deadline);
         }
-        if Instant::now() < self.respawn_after {
+        if self.backoff.respawn_after.is_some_and(|at| Instant::now() < at) {
             return;
         }
         for slot in 1..=self.target as u32 {
@@ -221,7 +217,8 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn spawn_worker(&mut self, slot: u32, replaces: Option<Pid>) {
+    /// Starts a worker for `slot` on the current generation, beside `replaces` if given.
+    fn spawn_worker(&mut self, slot: u32, replaces: Option<Pid>) {
         let s = &self.settings;
         let max_requests = match s.max_requests {
             0 => 0,
@@ -279,105 +276,20 @@ impl Supervisor {
             }
             Err(e) => {
                 error!(event = "spawn_failed", worker = slot, error = %e, "cannot start worker {slot}: {e}");
-                self.boot_failures += 1;
-                if self.boot_failures >= BOOT_FAILURE_LIMIT && self.table.serving() == 0 {
-                    self.halt = Some(Error::BootFailure {
-                        attempts: self.boot_failures,
+                self.backoff.failures += 1;
+                if self.backoff.failures >= BOOT_FAILURE_LIMIT && self.table.serving() == 0 {
+                    self.stop(StopCause::Halt(Error::BootFailure {
+                        attempts: self.backoff.failures,
                         last: format!("spawn failed: {e}"),
-                    });
-                    self.handle_stop(true);
+                    }));
                 } else {
-                    self.respawn_after = Instant::now() + Duration::from_secs(1);
+                    self.backoff.respawn_after = Some(Instant::now() + Duration::from_secs(1));
                 }
             }
         }
     }
 
-    // ---- messages ------------------------------------------------------------------------
-
-    pub(super) fn on_message(&mut self, pid: Pid, msg: WorkerMessage) {
-        let Some(w) = self.table.workers.get_mut(&pid) else {
-            return;
-        };
-        w.last_seen = Instant::now();
-        match msg {
-            WorkerMessage::Heartbeat { requests, connections } => {
-                w.requests = requests;
-                w.connections = connections;
-            }
-            WorkerMessage::Recycle { requests } => {
-                w.requests = requests;
-                if !w.recycle_wanted && w.stop.is_none() {
-                    w.recycle_wanted = true;
-                    info!(
-                        event = "worker_recycle",
-                        worker = w.slot,
-                        pid = pid.as_raw(),
-                        requests,
-                        max_requests = w.max_requests,
-                        "worker {} (pid {pid}) served {requests} requests: recycling",
-                        w.slot
-                    );
-                }
-            }
-            WorkerMessage::Ready => self.on_ready(pid),
-            WorkerMessage::Metrics { families } => w.metrics = families,
-            WorkerMessage::MetricsRequest { id } => {
-                let text = self.metrics_text();
-                self.send(pid, &SupervisorMessage::MetricsText { id, text });
-            }
-        }
-    }
-
-    /// The merged metrics of the whole service.
-    pub(super) fn metrics_text(&self) -> String {
-        let live = self.table.workers.values().map(|w| w.metrics.as_slice());
-        self.metrics.render(live, self.table.workers.len(), self.generation)
-    }
-
-    /// Queues a message for a worker and writes what the channel takes now; the rest goes out
-    /// when poll says the channel is writable, so a slow worker never blocks the supervisor.
-    pub(super) fn send(&mut self, pid: Pid, msg: &SupervisorMessage) {
-        let Some(w) = self.table.workers.get_mut(&pid) else {
-            return;
-        };
-        if !w.ipc_open {
-            return;
-        }
-        if w.outbuf.len() > OUTBUF_LIMIT {
-            warn!(
-                worker = w.slot,
-                pid = pid.as_raw(),
-                "worker is not reading its channel; dropping a message"
-            );
-            return;
-        }
-        w.outbuf.extend_from_slice(&ipc::encode(msg));
-        self.flush_channel(pid);
-    }
-
-    /// Writes as much of a worker's pending output as the channel accepts without blocking.
-    pub(super) fn flush_channel(&mut self, pid: Pid) {
-        let Some(w) = self.table.workers.get_mut(&pid) else {
-            return;
-        };
-        while !w.outbuf.is_empty() {
-            match (&w.ipc).write(&w.outbuf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    w.outbuf.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    // The worker is gone or closing; reaping will tell why.
-                    w.outbuf.clear();
-                    break;
-                }
-            }
-        }
-    }
-
+    /// A worker said READY: it may now serve, and the worker it replaces (if any) drains.
     pub(super) fn on_ready(&mut self, pid: Pid) {
         let Some(w) = self.table.workers.get_mut(&pid) else {
             return;
@@ -386,7 +298,7 @@ impl Supervisor {
             return;
         }
         w.ready = true;
-        self.boot_failures = 0;
+        self.backoff.failures = 0;
         info!(
             event = "worker_ready",
             worker = w.slot,
@@ -402,50 +314,6 @@ impl Supervisor {
             };
             let deadline = Instant::now() + self.settings.graceful_timeout + Duration::from_secs(1);
             self.stop_worker(old, reason, Signal::SIGTERM, deadline);
-        }
-    }
-
-    pub(super) fn read_channel(&mut self, pid: Pid) {
-        let mut messages = Vec::new();
-        let Some(w) = self.table.workers.get_mut(&pid) else {
-            return;
-        };
-        let mut buf = [0u8; 4096];
-        loop {
-            match (&w.ipc).read(&mut buf) {
-                Ok(0) => {
-                    w.ipc_open = false;
-                    break;
-                }
-                Ok(n) => w.reader.push(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    w.ipc_open = false;
-                    break;
-                }
-            }
-        }
-        loop {
-            match w.reader.next_frame() {
-                Ok(Some(body)) => match ipc::decode::<WorkerMessage>(&body) {
-                    Ok(msg) => messages.push(msg),
-                    Err(e) => {
-                        warn!(worker = w.slot, pid = pid.as_raw(), error = %e, "ignoring a message from worker")
-                    }
-                },
-                Ok(None) => break,
-                Err(e) => {
-                    // The stream is out of step and cannot be resynchronised; the worker's
-                    // heartbeats stop reaching us, so the timeout replaces it.
-                    error!(worker = w.slot, pid = pid.as_raw(), error = %e, "closing a corrupt worker channel");
-                    w.ipc_open = false;
-                    break;
-                }
-            }
-        }
-        for msg in messages {
-            self.on_message(pid, msg);
         }
     }
 }

@@ -1,0 +1,152 @@
+//! The main loop: a handful of steps repeated until the service has stopped, plus the two steps
+//! that are not about one worker — telling systemd how the service is, and sleeping until the
+//! next thing to do.
+
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::unistd::Pid;
+use tracing::{debug, error, info};
+
+use super::phase::Settled;
+use super::{Error, Supervisor, MAX_TICK, STUCK_GRACE};
+use crate::systemd;
+
+impl Supervisor {
+    /// Runs until stopped by a signal (Ok) or until workers cannot boot (Err).
+    pub fn run(mut self) -> Result<(), Error> {
+        for l in &self.listeners {
+            info!(event = "listening", addr = %l.local, systemd = self.socket_activated, "listening on {}", l.local);
+        }
+        info!(event = "started", pid = std::process::id(), workers = self.target, "supervisor started");
+        loop {
+            self.reap();
+            if let Some(deadline) = self.phase.stop_deadline() {
+                if self.table.workers.is_empty() {
+                    break;
+                }
+                // SIGKILL was sent at the deadline; a process that still has not gone is stuck
+                // in the kernel, and waiting longer would only hang the service manager.
+                if Instant::now() > deadline + STUCK_GRACE {
+                    error!(
+                        event = "stuck_workers",
+                        count = self.table.workers.len(),
+                        "workers did not die after SIGKILL; exiting anyway"
+                    );
+                    break;
+                }
+            }
+            for sig in self.signals.drain() {
+                self.handle_signal(sig);
+            }
+            self.murder();
+            self.manage();
+            self.report();
+            self.sleep();
+        }
+        if let Some(pf) = &self.pidfile {
+            debug!(path = %pf.path().display(), "removing pidfile");
+        }
+        let outcome = self.phase.outcome();
+        if outcome.is_ok() {
+            info!(event = "stopped", "supervisor stopped");
+        }
+        outcome
+    }
+
+    /// Tells systemd (and the log) when the service became ready or finished a reload.
+    fn report(&mut self) {
+        if self.phase.is_stopping() {
+            return;
+        }
+        // Recycling successors may be booting at any time under load; they do not make the
+        // service less ready, so only the incumbents count.
+        let settled = (1..=self.target as u32).all(|slot| {
+            self.table.incumbent(slot).is_some_and(|w| w.ready && w.generation == self.generation)
+        });
+        match settled.then(|| self.phase.settle()).flatten() {
+            Some(Settled::Ready) => {
+                info!(
+                    event = "ready",
+                    workers = self.target,
+                    generation = self.generation,
+                    "all workers ready"
+                );
+                systemd::ready(&self.status_line());
+            }
+            Some(Settled::ReloadComplete) => {
+                info!(
+                    event = "reload_complete",
+                    generation = self.generation,
+                    workers = self.target,
+                    "reload complete"
+                );
+                systemd::ready(&self.status_line());
+            }
+            None => {}
+        }
+        let status = self.status_line();
+        if status != self.last_status {
+            systemd::status(&status);
+            self.last_status = status;
+        }
+    }
+
+    /// The one-line state for `systemctl status` and READY notifications.
+    pub(super) fn status_line(&self) -> String {
+        format!("{} of {} workers serving, generation {}", self.table.serving(), self.target, self.generation)
+    }
+
+    /// Sleeps until a signal, a worker message, or the next deadline.
+    fn sleep(&mut self) {
+        let now = Instant::now();
+        let mut wake = now + MAX_TICK;
+        for w in self.table.workers.values() {
+            wake = wake.min(match w.stop {
+                Some(s) if !s.killed => s.deadline,
+                Some(_) => now + MAX_TICK,
+                None => w.last_seen + self.settings.timeout,
+            });
+        }
+        if let Some(at) = self.backoff.respawn_after.filter(|at| *at > now) {
+            wake = wake.min(at);
+        }
+        let ms = wake.saturating_duration_since(now).as_millis().clamp(1, MAX_TICK.as_millis()) as u16;
+        let pids: Vec<Pid> = self.table.workers.values().filter(|w| w.ipc_open).map(|w| w.pid).collect();
+        let ready: Vec<(Pid, PollFlags)> = {
+            let mut fds = vec![PollFd::new(self.signals.wake_fd(), PollFlags::POLLIN)];
+            for pid in &pids {
+                let w = &self.table.workers[pid];
+                let mut events = PollFlags::POLLIN;
+                if !w.outbuf.is_empty() {
+                    events |= PollFlags::POLLOUT;
+                }
+                fds.push(PollFd::new(w.ipc.as_fd(), events));
+            }
+            match poll(&mut fds, PollTimeout::from(ms)) {
+                Ok(_) => {}
+                Err(Errno::EINTR) => return,
+                Err(e) => {
+                    error!(error = %e, "poll failed");
+                    std::thread::sleep(Duration::from_millis(ms as u64));
+                    return;
+                }
+            }
+            fds[1..]
+                .iter()
+                .zip(&pids)
+                .filter_map(|(fd, pid)| fd.revents().filter(|r| !r.is_empty()).map(|r| (*pid, r)))
+                .collect()
+        };
+        for (pid, events) in ready {
+            if events.contains(PollFlags::POLLOUT) {
+                self.flush_channel(pid);
+            }
+            if events.intersects(!PollFlags::POLLOUT) {
+                self.read_channel(pid);
+            }
+        }
+    }
+}
