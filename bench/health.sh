@@ -22,25 +22,9 @@ DURATION=${BENCH_DURATION:-10s}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
 THREADS=${BENCH_THREADS:-1}
 WARMUP=${BENCH_WARMUP:-2s}
-BUILD=1
-while (($#)); do
-    case $1 in
-        -d | --duration) DURATION=$2; shift ;;
-        -c | --connections) CONNECTIONS=$2; shift ;;
-        -t | --threads) THREADS=$2; shift ;;
-        -w | --warmup) WARMUP=$2; shift ;;
-        --no-build) BUILD=0 ;;
-        -h | --help)
-            sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
-            exit 0
-            ;;
-        *) echo "bench/health.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
-    esac
-    shift
-done
-
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_args "$@"
 bench_init bench/health.sh
 
 echo "GET /health on loopback: wrk -t$THREADS -c$CONNECTIONS -d$DURATION (after a $WARMUP warm-up), $CORES cores" >&2

@@ -2,8 +2,9 @@
 # Shared by the bench/*.sh scripts (sourced, not run): building the release binaries, starting and
 # stopping the servers under test, driving them with wrk and parsing its output into one table.
 #
-# The caller sets DURATION, CONNECTIONS, THREADS, WARMUP and BUILD, then calls bench_init. Every
-# server started here is stopped on exit. Only loopback addresses are used. A target whose run had
+# The caller sets its defaults (DURATION, CONNECTIONS, THREADS, WARMUP, and WORKERS if it takes
+# --workers), calls bench_args "$@" (the options every script takes, one place) and then
+# bench_init. Every server started here is stopped on exit. Only loopback addresses are used. A target whose run had
 # socket errors or non-2xx answers makes bench_finish exit 1 after the table is printed.
 
 BENCH_LIB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -12,6 +13,37 @@ CORES=$(nproc)
 ROWS=()      # formatted table rows, in run order
 FAILED=()    # "target: why" for every target that must fail the run
 RUNNING=     # the server under test, stopped on any exit
+
+# Parses the options of the calling script (its usage is its header comment): -d/--duration,
+# -c/--connections, -t/--threads, -w/--warmup, --no-build, -h/--help, and --workers LIST when
+# the script has set WORKERS. Sets DURATION, CONNECTIONS, THREADS, WARMUP, WORKERS and BUILD.
+bench_args() { # "$@"
+    local script=${BASH_SOURCE[1]} name
+    name=bench/$(basename "$script")
+    BUILD=1
+    while (($#)); do
+        case $1 in
+            -d | --duration | -c | --connections | -t | --threads | -w | --warmup | --workers)
+                (($# >= 2)) || { echo "$name: $1 needs a value (try --help)" >&2; exit 2; }
+                ;;
+        esac
+        case $1 in
+            -d | --duration) DURATION=$2; shift ;;
+            -c | --connections) CONNECTIONS=$2; shift ;;
+            -t | --threads) THREADS=$2; shift ;;
+            -w | --warmup) WARMUP=$2; shift ;;
+            --workers) [[ -v WORKERS ]] || { echo "$name: unknown argument $1 (try --help)" >&2; exit 2; }
+                WORKERS=$2; shift ;;
+            --no-build) BUILD=0 ;;
+            -h | --help)
+                sed -n '2,/^set -euo/p' "$script" | sed '$d; s/^# \{0,1\}//'
+                exit 0
+                ;;
+            *) echo "$name: unknown argument $1 (try --help)" >&2; exit 2 ;;
+        esac
+        shift
+    done
+}
 
 bench_init() { # SCRIPT_NAME
     cd "$BENCH_LIB_ROOT" || exit 1

@@ -29,26 +29,9 @@ CONNECTIONS=${BENCH_CONNECTIONS:-64}
 THREADS=${BENCH_THREADS:-1}
 WARMUP=${BENCH_WARMUP:-1s}
 WORKERS=${BENCH_WORKERS:-"1 $(nproc)"}
-BUILD=1
-while (($#)); do
-    case $1 in
-        -d | --duration) DURATION=$2; shift ;;
-        -c | --connections) CONNECTIONS=$2; shift ;;
-        -t | --threads) THREADS=$2; shift ;;
-        -w | --warmup) WARMUP=$2; shift ;;
-        --workers) WORKERS=$2; shift ;;
-        --no-build) BUILD=0 ;;
-        -h | --help)
-            sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
-            exit 0
-            ;;
-        *) echo "bench/mcp.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
-    esac
-    shift
-done
-
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_args "$@"
 bench_init bench/mcp.sh
 
 mcp_script "$OUT/ping.lua" ping

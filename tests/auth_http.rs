@@ -650,8 +650,8 @@ fn tools_list_shows_only_what_the_caller_may_call() {
         assert_eq!(
             tool_names(&r),
             want,
-            "{who}: a read-only caller must see the read-only tools, service_status (readOnlyHint) \
-             among them (worker/src/auth/mod.rs required_scope() asks whitelist:write of it)"
+            "{who}: a caller sees exactly the tools its scopes allow; service_status needs only \
+             whitelist:read, so a read-only caller sees it among the read-only tools"
         );
     }
     // What is listed can be called: service_status is read-only (readOnlyHint) and needs no AWS.

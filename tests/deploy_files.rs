@@ -42,7 +42,7 @@ fn run_promtool(tool: &Path, args: &[&str]) {
 
 #[test]
 fn promtool_accepts_config_and_rules() {
-    let Some(tool) = common::tool("AWSWL_PROMTOOL", "promtool", "prometheus") else { return };
+    let Some(tool) = common::tool("AWSWL_PROMTOOL", "promtool", "apt package prometheus") else { return };
     // rule_files are resolved relative to the config file, so this also finds alerts.yml.
     run_promtool(&tool, &["check", "config", "deploy/prometheus/prometheus.yml"]);
     run_promtool(&tool, &["check", "rules", "deploy/prometheus/alerts.yml"]);

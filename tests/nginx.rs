@@ -6,24 +6,21 @@ mod common;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::moto::Moto;
 use common::{http, Options, Service};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use serde_json::{json, Value};
 
 const DEPLOY: &str = include_str!("../deploy/nginx/awswhitelist.conf");
 
-fn nginx_binary() -> Option<String> {
-    let bin = std::env::var("AWSWL_NGINX").unwrap_or_else(|_| "/usr/sbin/nginx".into());
-    if Path::new(&bin).exists() {
-        return Some(bin);
-    }
-    assert!(std::env::var_os("CI").is_none(), "nginx is missing ({bin}); scripts/test installs it");
-    eprintln!("skipped: no nginx at {bin}");
-    None
+fn nginx_binary() -> Option<PathBuf> {
+    common::tool("AWSWL_NGINX", "nginx", "apt package nginx")
 }
 
 /// The deploy site, pointed at `upstream` and listening on `port`; with `tls`, using `cert`.
@@ -72,12 +69,43 @@ fn main_conf(dir: &Path, site: &str) -> PathBuf {
     path
 }
 
+/// A running nginx (master and worker, in a process group of their own), stopped when
+/// dropped, also when the test fails: SIGTERM to the group (nginx's fast shutdown: the master
+/// waits for its worker, then exits), the master waited for; SIGKILL to the whole group if it
+/// is still there after 10 s, so no worker is ever left behind, re-parented to init.
 struct Nginx(Child);
+
+impl Nginx {
+    fn start(bin: &Path, prefix: &Path, conf: &Path) -> Nginx {
+        let child = Command::new(bin)
+            .arg("-p")
+            .arg(prefix)
+            .arg("-c")
+            .arg(conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        Nginx(child)
+    }
+}
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let group = Pid::from_raw(self.0.id() as i32);
+        let _ = killpg(group, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.0.try_wait().ok().flatten().is_none() {
+            if Instant::now() >= deadline {
+                // The master is not reaped yet, so the group id is still ours.
+                let _ = killpg(group, Signal::SIGKILL);
+                let _ = self.0.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -127,13 +155,7 @@ fn current_is_the_address_nginx_saw_and_forged_headers_are_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let conf = main_conf(dir.path(), &site(&svc.addr, port, None));
-    let child = Command::new(&bin)
-        .args(["-p", &dir.path().display().to_string(), "-c", &conf.display().to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _nginx = Nginx(child);
+    let _nginx = Nginx::start(&bin, dir.path(), &conf);
     let front = format!("127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(20);
     while http::get(&front, "/health").map(|r| r.status).ok() != Some(200) {

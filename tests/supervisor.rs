@@ -186,7 +186,7 @@ fn bad_config_on_hup_is_rejected_and_the_old_one_keeps_serving() {
 #[test]
 fn workers_that_cannot_boot_make_the_supervisor_exit_with_a_clear_message() {
     if !common::is_root() {
-        eprintln!("skipped: needs root to make workers (running as nobody) unable to open their log file");
+        common::skip("needs root to make workers (running as nobody) unable to open their log file");
         return;
     }
     // The supervisor (root) can open the log file; workers, dropped to `nobody`, cannot: a
@@ -217,7 +217,7 @@ fn workers_that_cannot_boot_make_the_supervisor_exit_with_a_clear_message() {
 #[test]
 fn reload_whose_workers_cannot_boot_keeps_the_old_workers() {
     if !common::is_root() {
-        eprintln!("skipped: needs root to drop workers to nobody");
+        common::skip("needs root to drop workers to nobody");
         return;
     }
     let locked = tempfile::tempdir().unwrap();
@@ -333,20 +333,50 @@ fn queued_connections_survive_a_worker_exit() {
 
 #[test]
 fn ttou_never_goes_below_one_worker() {
-    let mut svc = Service::start("workers = 1\n");
+    // Debug level: the supervisor then logs `worker_stopping` the moment it decides to stop a
+    // worker, not only its exit, which may come much later.
+    let mut svc = Service::start("workers = 1\n[log]\nformat = \"json\"\nlevel = \"debug\"\n");
+    let [(_, first)] = svc.live_workers()[..] else { panic!("one worker: {:?}", svc.live_workers()) };
     let from = svc.logs.len();
     svc.signal(Signal::SIGTTOU);
     svc.logs.wait(from, "ttou ignored", |v| sup_event(v, "scale") && int(v, "workers") == 1);
+    // The supervisor handles signals in order: TTIN after TTOU. Had TTOU lowered the target
+    // to 0, TTIN would bring it to 1; it says 2, so the target never went below one, and the
+    // one worker gets a companion instead of a replacement.
+    let from = svc.logs.len();
+    svc.signal(Signal::SIGTTIN);
+    let (_, scale) = svc.logs.wait(from, "ttin", |v| sup_event(v, "scale"));
+    assert_eq!(int(&scale, "workers"), 2, "{scale}");
+    svc.logs.wait(from, "the second worker ready", |v| sup_event(v, "worker_ready"));
     assert_eq!(svc.health()["status"], "ok");
-    // Up to the supervisor's last line: a scale-down decided late would be in there too.
-    let logs = stop_and_collect(&mut svc);
-    let exits: Vec<&serde_json::Value> =
-        logs[from..].iter().filter(|v| sup_event(v, "worker_exited")).collect();
+    // Then the whole life of the service, through its shutdown: the first worker was never
+    // told to stop nor exited before the TERM, and every exit is the shutdown's.
+    let term = svc.logs.len();
+    svc.signal(Signal::SIGTERM);
+    assert!(svc.wait_exit(PATIENCE).expect("stops on TERM").success(), "{}", svc.logs.dump());
+    svc.logs.wait(0, "stopped", |v| sup_event(v, "stopped"));
+    let lines = svc.logs.all();
+    let stops = |name: &str| -> Vec<(usize, i64, String)> {
+        lines
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| sup_event(v, name))
+            .map(|(i, v)| (i, int(v, "pid"), v["reason"].as_str().unwrap_or("").to_string()))
+            .collect()
+    };
+    let (stopping, exited) = (stops("worker_stopping"), stops("worker_exited"));
     assert!(
-        exits.iter().all(|v| v["reason"] == "shutdown"),
-        "only the stop may end the last worker: {exits:?}"
+        stopping.iter().chain(&exited).all(|(i, _, _)| *i >= term),
+        "a worker stopped before the TERM:\n{}",
+        svc.logs.dump()
     );
-    assert_eq!(exits.len(), 1, "{exits:?}");
+    assert!(exited.iter().all(|(_, _, reason)| reason == "shutdown"), "{exited:?}");
+    assert!(exited.iter().any(|(_, pid, _)| *pid == first.as_raw() as i64), "{exited:?}");
+    assert_eq!(exited.len(), 2, "{exited:?}");
+    // The debug lines are there (one per worker, for the shutdown): their absence before the
+    // TERM means something.
+    assert_eq!(stopping.len(), 2, "{stopping:?}");
+    assert_eq!(lines.iter().filter(|v| sup_event(v, "worker_spawned")).count(), 2, "no worker was replaced");
 }
 
 /// A service whose log pipe the test can stop draining: while it is full, the supervisor's main
@@ -573,7 +603,7 @@ fn listens_on_ipv6_and_unix_sockets_too() {
 #[test]
 fn workers_drop_to_the_configured_user() {
     if !common::is_root() {
-        eprintln!("skipped: needs root");
+        common::skip("needs root to drop workers to nobody");
         return;
     }
     let svc = Service::start("workers = 1\nuser = \"nobody\"\n");

@@ -71,7 +71,8 @@ fn describe(out: &Output) -> String {
 
 #[test]
 fn systemd_analyze_verify_accepts_the_units_silently() {
-    let Some(analyze) = common::tool("AWSWL_SYSTEMD_ANALYZE", "systemd-analyze", "systemd") else {
+    let Some(analyze) = common::tool("AWSWL_SYSTEMD_ANALYZE", "systemd-analyze", "apt package systemd")
+    else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -94,7 +95,8 @@ fn systemd_analyze_verify_accepts_the_units_silently() {
 /// does not know (Type=notify-reload is 253+) must produce output, although the exit code is 0.
 #[test]
 fn systemd_analyze_verify_reports_a_bad_line() {
-    let Some(analyze) = common::tool("AWSWL_SYSTEMD_ANALYZE", "systemd-analyze", "systemd") else {
+    let Some(analyze) = common::tool("AWSWL_SYSTEMD_ANALYZE", "systemd-analyze", "apt package systemd")
+    else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

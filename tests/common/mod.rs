@@ -5,6 +5,10 @@
 
 pub mod http;
 pub mod moto;
+pub mod skip;
+
+#[allow(unused_imports)] // each test binary uses a different part
+pub use skip::{in_ci, skip, tool};
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
@@ -328,33 +332,6 @@ pub fn full_config(text: &str) -> String {
 fn next_id() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-}
-
-/// True under CI, where every tool the tests use must be there (scripts/test installs them).
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
-/// An external tool: `$env_var`, else `name` on PATH, else `/usr/bin/name`. Missing in CI is a
-/// failure (scripts/test installs it from `package`); elsewhere the caller skips, with a note.
-pub fn tool(env_var: &str, name: &str, package: &str) -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|dir| dir.join(name)).collect::<Vec<_>>())
-        .unwrap_or_default();
-    let found = std::env::var_os(env_var)
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(on_path)
-        .chain([Path::new("/usr/bin").join(name)])
-        .find(|c| c.is_file());
-    if found.is_none() {
-        assert!(
-            !in_ci(),
-            "{name} not found, and CI is set: scripts/test installs it (apt package {package})"
-        );
-        eprintln!("SKIPPED: {name} not found (apt-get install {package}, or run scripts/test)");
-    }
-    found
 }
 
 /// True when running as root (some tests need to drop privileges).

@@ -15,27 +15,24 @@ pub struct Moto {
 }
 
 impl Moto {
-    /// Starts moto (path from AWSWL_MOTO_SERVER, else PATH), or None with a note when it is not
-    /// installed and CI is unset (CI must have it: the test command installs it).
+    /// Starts moto (found as [`super::tool`] finds tools: `AWSWL_MOTO_SERVER`, else PATH), or
+    /// None when it is not installed and this is not CI (the test then skips, reported).
     pub fn start() -> Option<Moto> {
-        let program = std::env::var("AWSWL_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
-        let port = TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
-        let child = match Command::new(&program)
+        let program = super::tool("AWSWL_MOTO_SERVER", "moto_server", "pip moto[server], in its venv")?;
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(&program)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-        {
-            Ok(c) => c,
-            Err(e) if std::env::var_os("CI").is_none() => {
-                eprintln!("skipped: cannot start {program}: {e} (scripts/test installs it)");
-                return None;
-            }
-            Err(e) => panic!("cannot start {program}: {e}"),
-        };
-        let moto = Moto { child, addr: format!("127.0.0.1:{port}") };
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        let mut moto = Moto { child, addr: format!("127.0.0.1:{port}") };
         let deadline = Instant::now() + Duration::from_secs(60);
         while http::get(&moto.addr, "/moto-api/").is_err() {
+            if let Ok(Some(status)) = moto.child.try_wait() {
+                panic!("{} exited at start: {status}", program.display());
+            }
             assert!(Instant::now() < deadline, "moto did not come up on {}", moto.addr);
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -3,13 +3,17 @@
 # `awswhitelist serve`: 2 workers on an ephemeral loopback port, stopped on exit.
 #
 # Runs every server scenario the suite knows (`conformance list --server`, active and pending:
-# `--suite all`) with tests/conformance/expected-failures.yml as the baseline, and fails when
-#   - a scenario not in the baseline fails (any FAILURE or WARNING check),
-#   - a scenario in the baseline passes (stale entry: remove it),
-#   - the baseline names a scenario the suite does not have, or a listed scenario did not run,
+# `--suite all`) and compares the checks each one failed (FAILURE or WARNING) with the baseline
+# tests/conformance/expected-failures.yml check by check (scenario and check id, each with its
+# reason). Fails when
+#   - a check not in the baseline fails, also inside a scenario that has expected failures,
+#   - a check in the baseline did not fail (stale entry: remove it),
+#   - the baseline names a scenario the suite does not have, or a scenario did not run,
 #   - the server does not stop cleanly (SIGTERM → exit 0) or logged an ERROR.
-# Prints `conformance: N passed, N failed (N expected failures; N scenarios)`, counting scenarios;
-# "failed" is what fails the run (unexpected failures and stale baseline entries).
+# (The suite itself only takes a baseline of whole scenarios: it gets one made from ours.)
+# Ends with `conformance: N passed, N failed, N skipped`, counting scenarios plus the
+# concurrent-POST check below; "skipped" are the scenarios that failed exactly the checks the
+# baseline expects (they cannot pass against this server), "failed" what fails the run.
 #
 # Needs: the binary (target/debug/awswhitelist, or $AWSWL_BIN; built by cargo, not here), Node 22
 # ($AWSWL_NODE22) and the suite ($AWSWL_CONFORMANCE); scripts/test exports both and installs
@@ -66,7 +70,8 @@ stop_server() {
         sleep 0.1
     done
     if kill -0 "$pid" 2>/dev/null; then
-        echo "conformance: serve (pid $pid) ignored SIGTERM for 15 s: SIGKILL" >&2
+        echo "conformance: serve (pid $pid) ignored SIGTERM for 15 s: SIGKILL to it and its workers" >&2
+        pkill -KILL -P "$pid" 2>/dev/null || true
         kill -KILL "$pid" 2>/dev/null || true
     fi
     wait "$pid" 2>/dev/null || rc=$?
@@ -123,50 +128,74 @@ for required in server-initialize ping tools-list dns-rebinding-protection; do
 done
 echo "conformance: ${#SCENARIOS[@]} server scenarios: ${SCENARIOS[*]}"
 
+# The suite's own baseline, made from ours: the scenarios that have expected failures.
+"$NODE" - "$CONFORMANCE" "$BASELINE" >"$WORK/suite-baseline.yml" <<'EOF'
+const fs = require("fs");
+const { createRequire } = require("module");
+const [conformance, baselineFile] = process.argv.slice(2);
+// The suite's own YAML parser.
+const YAML = createRequire(conformance)("yaml");
+const server = (YAML.parse(fs.readFileSync(baselineFile, "utf8")) || {}).server || {};
+process.stdout.write(YAML.stringify({ server: Object.keys(server) }));
+EOF
+
 suite_rc=0
 timeout "$SUITE_TIMEOUT" "$NODE" "$CONFORMANCE" server --url "$URL" --suite all \
-    --expected-failures "$BASELINE" -o "$WORK/results" 2>&1 | tee "$WORK/suite.txt" || suite_rc=${PIPESTATUS[0]}
+    --expected-failures "$WORK/suite-baseline.yml" -o "$WORK/results" 2>&1 | tee "$WORK/suite.txt" || suite_rc=${PIPESTATUS[0]}
 
-# --- Our own account of the results (checks.json per scenario), independent of the exit code ----
+# --- Our own account of the results (checks.json per scenario), check by check ----------------
 verdict=0
-"$NODE" - "$CONFORMANCE" "$BASELINE" "$WORK/results" "${SCENARIOS[@]}" <<'EOF' || verdict=$?
+"$NODE" - "$CONFORMANCE" "$BASELINE" "$WORK/results" "$WORK/counts" "${SCENARIOS[@]}" <<'EOF' || verdict=$?
 const fs = require("fs");
 const path = require("path");
 const { createRequire } = require("module");
-const [conformance, baselineFile, resultsDir, ...scenarios] = process.argv.slice(2);
-// The suite's own YAML parser, so the baseline is read exactly as the suite reads it.
+const [conformance, baselineFile, resultsDir, countsFile, ...scenarios] = process.argv.slice(2);
 const YAML = createRequire(conformance)("yaml");
-const baseline = (YAML.parse(fs.readFileSync(baselineFile, "utf8")) || {}).server || [];
+// { scenario: { "check id": "fixture: …" or "decision: …", … }, … }
+const baseline = (YAML.parse(fs.readFileSync(baselineFile, "utf8")) || {}).server || {};
 const problems = [];
-for (const name of baseline) {
+for (const [name, checks] of Object.entries(baseline)) {
   if (!scenarios.includes(name)) problems.push(`baseline names ${name}, which the suite does not have`);
+  if (!checks || typeof checks !== "object" || Object.keys(checks).length === 0) {
+    problems.push(`baseline entry ${name} lists no check id`);
+    continue;
+  }
+  for (const [id, reason] of Object.entries(checks)) {
+    if (typeof reason !== "string" || !/^(fixture|decision): \S/.test(reason))
+      problems.push(`baseline ${name}: ${id}: the reason must start with "fixture: " or "decision: "`);
+  }
 }
 const dirs = fs.existsSync(resultsDir) ? fs.readdirSync(resultsDir) : [];
-let passed = 0, expected = 0, unexpected = [], stale = [];
+let passed = 0, expected = 0, expectedChecks = 0;
+const failed = [];
 for (const name of scenarios) {
   const re = new RegExp(`^server-${name.replace(/[.]/g, "\\.")}-\\d{4}-\\d\\d-\\d\\dT`);
   const dir = dirs.find((d) => re.test(d));
   if (!dir) { problems.push(`scenario ${name} did not run (no result)`); continue; }
   const checks = JSON.parse(fs.readFileSync(path.join(resultsDir, dir, "checks.json"), "utf8"));
   const bad = checks.filter((c) => c.status === "FAILURE" || c.status === "WARNING");
-  const listed = baseline.includes(name);
-  if (bad.length === 0 && !listed) passed++;
-  else if (bad.length > 0 && listed) expected++;
-  else if (bad.length === 0 && listed) stale.push(name);
-  else {
-    unexpected.push(name);
-    for (const c of bad) {
-      console.log(`  ✗ ${name}: ${c.status} ${c.id}: ${c.errorMessage || c.description}`);
-      if (c.details) console.log(`      details: ${JSON.stringify(c.details).slice(0, 2000)}`);
-    }
+  const want = Object.keys(baseline[name] || {});
+  const unexpected = bad.filter((c) => !want.includes(c.id));
+  const stale = want.filter((id) => !bad.some((c) => c.id === id));
+  if (unexpected.length === 0 && stale.length === 0) {
+    if (want.length === 0) passed++;
+    else { expected++; expectedChecks += bad.length; }
+    continue;
   }
+  failed.push(name);
+  for (const c of unexpected) {
+    console.log(`  ✗ ${name}: ${c.status} ${c.id}, not in the baseline: ${c.errorMessage || c.description}`);
+    if (c.details) console.log(`      details: ${JSON.stringify(c.details).slice(0, 2000)}`);
+  }
+  for (const id of stale) console.log(`  ✗ ${name}: ${id} is in the baseline and did not fail (stale: remove it)`);
 }
-for (const name of stale) console.log(`  stale baseline entry (now passes; remove it): ${name}`);
-for (const p of problems) console.log(`  ${p}`);
-const failed = unexpected.length + stale.length;
-console.log(`conformance: ${passed} passed, ${failed} failed (${expected} expected failures; ${scenarios.length} scenarios)`);
-process.exit(failed > 0 || problems.length > 0 ? 1 : 0);
+for (const p of problems) console.log(`  ✗ ${p}`);
+console.log(`conformance: ${scenarios.length} scenarios: ${passed} passed, ${failed.length} failed, ` +
+  `${expected} failed only the ${expectedChecks} checks the baseline expects`);
+fs.writeFileSync(countsFile, `${passed} ${failed.length + problems.length} ${expected}\n`);
+process.exit(failed.length > 0 || problems.length > 0 ? 1 : 0);
 EOF
+read -r n_passed n_failed n_skipped <"$WORK/counts" || { n_passed=0 n_failed=1 n_skipped=0; }
 
 # --- What server-sse-multiple-streams would check, had it not stopped for want of a session id:
 # several concurrent POSTs of one conversation are all accepted (JSON or SSE, 200).
@@ -192,7 +221,12 @@ for i in 0 1 2; do
         verdict=1
     fi
 done
-((!multi_ok)) || echo "conformance: 3 concurrent POSTs of one conversation all answered (what server-sse-multiple-streams checks)"
+if ((multi_ok)); then
+    echo "conformance: 3 concurrent POSTs of one conversation all answered (what server-sse-multiple-streams checks)"
+    n_passed=$((n_passed + 1))
+else
+    n_failed=$((n_failed + 1))
+fi
 
 # --- The server must still be healthy and stop cleanly ------------------------------------------
 stop_server
@@ -207,6 +241,9 @@ if grep -q '"level":"ERROR"' "$LOG"; then
     verdict=1
 fi
 
+# The line scripts/test adds to its total.
+echo "conformance: $n_passed passed, $n_failed failed, $n_skipped skipped" \
+    "(skipped: scenarios that failed exactly the checks tests/conformance/expected-failures.yml expects)"
 if ((suite_rc != 0)); then
     echo "conformance: FAILED: the suite exited with $suite_rc (baseline check: see above)"
     exit 1

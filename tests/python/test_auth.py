@@ -21,15 +21,9 @@ What it shows:
 from __future__ import annotations
 
 import json
-import os
-import queue
 import re
 import secrets
-import signal
-import socket
 import subprocess
-import threading
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,10 +36,9 @@ from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-ROOT = Path(__file__).resolve().parents[2]
+from conftest import Server, binary, clean_env, free_port
+
 WORKERS = 2
-READY_TIMEOUT = 30.0
-STOP_TIMEOUT = 30.0
 ISSUER = "https://issuer.test/"
 AUTHORIZATION_SERVER = "https://login.issuer.test/"
 READ_WRITE = "whitelist:read whitelist:write"
@@ -53,26 +46,8 @@ ALL_TOOLS = {"service_status", "whitelist_add", "whitelist_check", "whitelist_li
 
 
 # --------------------------------------------------------------------------------------------
-# The server
+# The server (the harness is tests/python/conftest.py)
 # --------------------------------------------------------------------------------------------
-
-
-def binary() -> Path:
-    path = Path(os.environ.get("AWSWL_BIN", ROOT / "target" / "debug" / "awswhitelist"))
-    if not path.is_file():
-        pytest.fail(f"{path} is missing: build it first (cargo build; scripts/test does)")
-    return path
-
-
-def clean_env() -> dict[str, str]:
-    # Every AWSWHITELIST_* variable is a config key for the service: keep the caller's out.
-    return {k: v for k, v in os.environ.items() if not k.startswith("AWSWHITELIST_")}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def keygen(key_id: str, scopes: str) -> tuple[str, str]:
@@ -90,27 +65,27 @@ def keygen(key_id: str, scopes: str) -> tuple[str, str]:
     return key, entry
 
 
-class Server:
-    """A running `awswhitelist serve --config FILE`, its JSON log lines read from stderr."""
+class AuthConfig:
+    """The config file of the server under test: `[auth]` with a random HS secret and one
+    read-only API key, its audience the URL the client really uses (a port chosen here)."""
 
     def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.addr = f"127.0.0.1:{self.port}"
-        secret_file = workdir / "jwt.secret"
+        self.addr = f"127.0.0.1:{free_port()}"
+        self.secret_file = workdir / "jwt.secret"
         # 48 random bytes as hex text; the server reads the file's text as the secret.
-        secret_file.write_text(secrets.token_hex(48))
-        secret_file.chmod(0o600)
+        self.secret_file.write_text(secrets.token_hex(48))
+        self.secret_file.chmod(0o600)
         self.api_key, entry = keygen("py-ro", "whitelist:read")
-        self.config = workdir / "config.toml"
-        self.config.write_text(
+        self.path = workdir / "config.toml"
+        self.path.write_text(
             f"""bind = "{self.addr}"
 workers = {WORKERS}
 
 [auth]
 enabled = true
 issuer = "{ISSUER}"
-audience = ["{self.url}"]
-hs_secret_file = "{secret_file}"
+audience = ["http://{self.addr}/mcp"]
+hs_secret_file = "{self.secret_file}"
 authorization_servers = ["{AUTHORIZATION_SERVER}"]
 
 {entry}
@@ -121,18 +96,18 @@ format = "json"
 state_dir = "{workdir / 'state'}"
 """
         )
-        self.proc = subprocess.Popen(
-            [str(binary()), "serve", "--config", str(self.config)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=clean_env(),
-        )
-        self.lines: list[str] = []
-        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
-        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
-        self._reader.start()
-        self.worker_slots: set[int] = set()
+
+
+@dataclass
+class AuthServer:
+    """The running server, with what the tests need of its config."""
+
+    srv: Server
+    config: AuthConfig
+
+    @property
+    def addr(self) -> str:
+        return self.config.addr
 
     @property
     def url(self) -> str:
@@ -143,42 +118,18 @@ state_dir = "{workdir / 'state'}"
         """RFC 9728 §3.1: the well-known prefix inserted before the resource's path."""
         return f"http://{self.addr}/.well-known/oauth-protected-resource/mcp"
 
-    def _read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            self.lines.append(line)
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict):
-                self.events.put(event)
+    @property
+    def api_key(self) -> str:
+        return self.config.api_key
 
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"serve not ready within {READY_TIMEOUT}s; log:\n{self.log_tail()}")
-            try:
-                event = self.events.get(timeout=min(remaining, 0.5))
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    raise AssertionError(
-                        f"serve exited with {self.proc.returncode} before ready; log:\n{self.log_tail()}"
-                    ) from None
-                continue
-            if event.get("event") == "worker_ready":
-                self.worker_slots.add(int(event["worker"]))
-            elif event.get("event") == "ready":
-                assert event.get("workers") == WORKERS, event
-                return
+    @property
+    def worker_slots(self) -> set[int]:
+        return self.srv.worker_slots
 
     def token(self, sub: str, scope: str = READ_WRITE) -> str:
         """A token from `awswhitelist token`, with this server's config (secret, iss, aud)."""
         out = subprocess.run(
-            [str(binary()), "token", "--config", str(self.config), "--sub", sub, "--scope", scope, "--ttl", "10m"],
+            [str(binary()), "token", "--config", str(self.config.path), "--sub", sub, "--scope", scope, "--ttl", "10m"],
             check=True,
             capture_output=True,
             text=True,
@@ -186,34 +137,14 @@ state_dir = "{workdir / 'state'}"
         )
         return out.stdout.strip()
 
-    def log_tail(self, n: int = 40) -> str:
-        return "\n".join(self.lines[-n:])
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"serve ignored SIGTERM for {STOP_TIMEOUT}s; log:\n{self.log_tail()}") from None
-        finally:
-            self._reader.join(timeout=5)
-
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("awswl-auth"))
-    try:
-        srv.wait_ready()
-    except BaseException:
-        srv.stop()
-        raise
-    yield srv
-    code = srv.stop()
-    assert code == 0, f"serve exited with {code} after SIGTERM; log:\n{srv.log_tail()}"
-    secret = (Path(srv.config).parent / "jwt.secret").read_text()
+def server(tmp_path_factory: pytest.TempPathFactory, start_server: Callable[..., Any]) -> Iterator[AuthServer]:
+    config = AuthConfig(tmp_path_factory.mktemp("awswl-auth"))
+    with start_server(["--config", str(config.path)], WORKERS) as srv:
+        assert srv.addr == config.addr, (srv.addr, config.addr)
+        yield AuthServer(srv, config)
+    secret = config.secret_file.read_text()
     assert not [line for line in srv.lines if secret in line], "the HS secret appeared in the log"
 
 
@@ -266,7 +197,7 @@ class Recorder:
 
 
 async def connect_and(
-    server: Server,
+    server: AuthServer,
     mode: str,
     recorder: Recorder,
     authorization: str | None,
@@ -309,7 +240,7 @@ def challenge_params(value: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-def test_with_a_token_the_client_lists_tools_and_calls_service_status(server: Server, mode: str) -> None:
+def test_with_a_token_the_client_lists_tools_and_calls_service_status(server: AuthServer, mode: str) -> None:
     recorder = Recorder()
     seen: dict[str, Any] = {}
 
@@ -333,7 +264,7 @@ def test_with_a_token_the_client_lists_tools_and_calls_service_status(server: Se
     assert not [e for e in recorder.exchanges if e.www_authenticate], recorder.exchanges
 
 
-def test_a_read_only_api_key_sees_the_read_tools_and_cannot_add(server: Server) -> None:
+def test_a_read_only_api_key_sees_the_read_tools_and_cannot_add(server: AuthServer) -> None:
     recorder = Recorder()
     seen: dict[str, Any] = {}
 
@@ -360,7 +291,7 @@ def test_a_read_only_api_key_sees_the_read_tools_and_cannot_add(server: Server) 
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-def test_without_a_token_the_client_fails_on_the_401(server: Server, mode: str) -> None:
+def test_without_a_token_the_client_fails_on_the_401(server: AuthServer, mode: str) -> None:
     recorder = Recorder()
     reached: list[bool] = []
 
@@ -387,7 +318,7 @@ def test_without_a_token_the_client_fails_on_the_401(server: Server, mode: str) 
         assert e.www_authenticate == f'Bearer resource_metadata="{server.metadata_url}"', e
 
 
-def test_with_a_bad_token_the_client_fails_with_invalid_token(server: Server) -> None:
+def test_with_a_bad_token_the_client_fails_with_invalid_token(server: AuthServer) -> None:
     recorder = Recorder()
     token = server.token("py-client")
     forged = token[: -len("AAAA")] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
@@ -409,7 +340,7 @@ def test_with_a_bad_token_the_client_fails_with_invalid_token(server: Server) ->
     assert params["resource_metadata"] == server.metadata_url, params
 
 
-def test_a_raw_post_without_a_token_gets_401_and_the_metadata_url_works(server: Server) -> None:
+def test_a_raw_post_without_a_token_gets_401_and_the_metadata_url_works(server: AuthServer) -> None:
     request = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
     with httpx2.Client(timeout=httpx2.Timeout(30.0)) as http:
         r = http.post(

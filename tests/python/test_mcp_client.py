@@ -21,15 +21,8 @@ workers behind SO_REUSEPORT, requests of one conversation then land on different
 from __future__ import annotations
 
 import json
-import os
-import queue
-import signal
-import subprocess
-import threading
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -39,10 +32,9 @@ from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types.version import LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION
 
-ROOT = Path(__file__).resolve().parents[2]
+from conftest import Server
+
 WORKERS = 2
-READY_TIMEOUT = 30.0
-STOP_TIMEOUT = 30.0
 # How many service_status calls at most to see more than one worker answer. Each call is on a new
 # connection, accepted by whichever of the two workers gets to the shared socket first; N calls
 # all landing on one worker is vanishingly unlikely at 40.
@@ -50,115 +42,17 @@ MAX_CALLS_FOR_TWO_WORKERS = 40
 
 
 # --------------------------------------------------------------------------------------------
-# The server
+# The server (the harness is tests/python/conftest.py)
 # --------------------------------------------------------------------------------------------
 
 
-class Server:
-    """A running `awswhitelist serve`, its JSON log lines collected from stderr by a thread."""
-
-    def __init__(self, binary: Path) -> None:
-        # Every AWSWHITELIST_* variable is a config key for the service: keep the caller's out.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWSWHITELIST_")}
-        self.proc = subprocess.Popen(
-            [
-                str(binary),
-                "serve",
-                "--bind",
-                "127.0.0.1:0",
-                "--workers",
-                str(WORKERS),
-                "--log-format",
-                "json",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
-        self.lines: list[str] = []
-        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
-        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
-        self._reader.start()
-        self.addr: str | None = None
-        self.ready: dict[str, Any] | None = None
-        self.worker_slots: set[int] = set()
-
-    def _read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            self.lines.append(line)
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict):
-                self.events.put(event)
-
-    def wait_ready(self) -> None:
-        """Waits for `listening` (the address) and then `ready` (every worker up) in the log."""
-        deadline = time.monotonic() + READY_TIMEOUT
-        while self.ready is None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"serve not ready within {READY_TIMEOUT}s; log:\n{self.log_tail()}")
-            try:
-                event = self.events.get(timeout=min(remaining, 0.5))
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    raise AssertionError(
-                        f"serve exited with {self.proc.returncode} before ready; log:\n{self.log_tail()}"
-                    ) from None
-                continue
-            kind = event.get("event")
-            if kind == "listening" and self.addr is None:
-                self.addr = event.get("addr")
-            elif kind == "worker_ready":
-                self.worker_slots.add(int(event["worker"]))
-            elif kind == "ready":
-                self.ready = event
-        assert self.addr and self.addr.startswith("127.0.0.1:"), f"listening addr: {self.addr!r}"
-        assert self.ready.get("workers") == WORKERS, self.ready
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.addr}/mcp"
-
-    def log_tail(self, n: int = 40) -> str:
-        return "\n".join(self.lines[-n:])
-
-    def stop(self) -> int:
-        """SIGTERM (graceful stop) and the exit code; SIGKILL if it does not stop in time."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"serve ignored SIGTERM for {STOP_TIMEOUT}s; log:\n{self.log_tail()}") from None
-        finally:
-            self._reader.join(timeout=5)
-
-
 @pytest.fixture(scope="session")
-def server() -> Any:
-    binary = Path(os.environ.get("AWSWL_BIN", ROOT / "target" / "debug" / "awswhitelist"))
-    if not binary.is_file():
-        pytest.fail(f"{binary} is missing: build it first (cargo build; scripts/test does)")
-    srv = Server(binary)
-    try:
-        srv.wait_ready()
-    except BaseException:
-        srv.stop()
-        raise
-    yield srv
-    code = srv.stop()
-    assert code == 0, f"serve exited with {code} after SIGTERM; log:\n{srv.log_tail()}"
-    assert not [line for line in srv.lines if '"level":"ERROR"' in line], (
-        "serve logged errors:\n" + "\n".join(line for line in srv.lines if '"level":"ERROR"' in line)
-    )
+def server(start_server: Callable[..., Any]) -> Iterator[Server]:
+    args = ["--bind", "127.0.0.1:0", "--workers", str(WORKERS), "--log-format", "json"]
+    with start_server(args, WORKERS) as srv:
+        yield srv
+    errors = [line for line in srv.lines if '"level":"ERROR"' in line]
+    assert not errors, "serve logged errors:\n" + "\n".join(errors)
 
 
 # --------------------------------------------------------------------------------------------

@@ -249,16 +249,35 @@ async fn key_types_use_and_alg() {
 
 #[tokio::test]
 async fn unreachable_issuer_is_unavailable_within_the_timeout() {
-    // Accepts connections and never answers.
+    // Accepts connections and never answers; keeps each one, in the order they arrived.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/jwks", silent.local_addr().unwrap());
-    let held = Arc::new(Mutex::new(Vec::new()));
+    let addr = silent.local_addr().unwrap();
+    let url = format!("http://{addr}/jwks");
+    let held: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
     let keep = Arc::clone(&held);
     std::thread::spawn(move || {
         for stream in silent.incoming().flatten() {
             keep.lock().unwrap().push(stream);
         }
     });
+    // How many fetches reached the server so far: connects a marker connection of our own
+    // and waits until the server has accepted it. Connections are accepted in the order they
+    // were made, so every fetch made before the marker was accepted before it.
+    let fetches_so_far = |held: &Arc<Mutex<Vec<TcpStream>>>| -> usize {
+        let marker = TcpStream::connect(addr).unwrap();
+        let marker_addr = marker.local_addr().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut held = held.lock().unwrap();
+            if let Some(at) = held.iter().position(|s| s.peer_addr().ok() == Some(marker_addr)) {
+                held.remove(at);
+                return at;
+            }
+            drop(held);
+            assert!(Instant::now() < deadline, "the server never accepted the marker connection");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
     let auth =
         Authenticator::load(&AuthSettings { jwks_timeout: 0.3, ..settings(&url, 300.0, 10.0) }).unwrap();
     let started = Instant::now();
@@ -266,7 +285,9 @@ async fn unreachable_issuer_is_unavailable_within_the_timeout() {
     assert_eq!(denial, Denial::Unavailable);
     assert_eq!(denial.status(), 503);
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
-    assert!(auth.refresh_jwks().await.is_ok(), "within the minimum interval nothing is fetched");
+    assert_eq!(fetches_so_far(&held), 1, "the unknown kid made one fetch, which timed out");
+    assert_eq!(auth.refresh_jwks().await, Ok(0), "within the minimum interval: no keys, no error");
+    assert_eq!(fetches_so_far(&held), 1, "within the minimum interval nothing is fetched");
 
     // A port nobody listens on: connection refused, same answer.
     let closed = TcpListener::bind("127.0.0.1:0").unwrap();

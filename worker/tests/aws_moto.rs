@@ -2,8 +2,9 @@
 //! IPv6, ranges, ICMP, all), duplicates, revoke, missing groups, and the three credential paths
 //! (default chain, per-call keys checked once with STS, a profile that assumes a role).
 //!
-//! moto comes from `AWSWL_MOTO_SERVER` (exported by `scripts/test`) or `moto_server` on PATH;
-//! without either the tests print a note and pass, unless `CI=true`.
+//! moto is found by the suite's one rule for tools (tests/common/skip.rs): `AWSWL_MOTO_SERVER`
+//! (exported by `scripts/test`), else `moto_server` on PATH; without it the tests fail under CI
+//! and are reported as skipped elsewhere.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -15,6 +16,9 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ec2::config::Credentials;
 use worker::aws::{AwsSettings, CredentialProfile, Ec2Firewall};
 use worker::whitelist::{Firewall, FirewallError, Keys, Ports, Protocol, RuleSpec, Scope};
+
+#[path = "../../tests/common/skip.rs"]
+mod skip;
 
 const REGION: &str = "us-east-1";
 
@@ -58,24 +62,15 @@ fn test_env() {
 
 fn start_moto() -> Option<Moto> {
     test_env();
-    let program = std::env::var("AWSWL_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
+    let program = skip::tool("AWSWL_MOTO_SERVER", "moto_server", "pip moto[server], in its venv")?;
     let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-    let child = match Command::new(&program)
+    let child = Command::new(&program)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-    {
-        Ok(child) => child,
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI=true but moto_server cannot start ({program}: {e}); run scripts/test")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: moto_server not available ({program}: {e}); run scripts/test --install-only");
-            return None;
-        }
-    };
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
     let mut moto = Moto { child, url: format!("http://127.0.0.1:{port}") };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -18,6 +18,8 @@ const ISS: &str = "https://issuer.example";
 const AUD: &str = "https://mcp.example.com/mcp";
 const META: &str = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp";
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test-secret";
+/// As long as [`SECRET`], and not it.
+const OTHER_SECRET: &[u8] = b"fedcba9876543210fedcba9876543210-test-secret";
 
 fn pem(tag: &str, der: &[u8]) -> String {
     let b64 = STANDARD.encode(der);
@@ -169,12 +171,8 @@ fn cases() -> Vec<(&'static str, Option<String>, Expect)> {
     let rw: &[&str] = &[SCOPE_READ, SCOPE_WRITE];
     let c = claims();
     let hs_header = json!({"alg": "HS256", "typ": "JWT"});
-    let rsa_pem = keys().rsa.1.clone();
     // The classic confusion: HS256 "signed" with the RSA public key's PEM as the secret.
-    let confused = {
-        let unsigned = format!("{}.{}", b64(&json!({"alg": "HS256", "kid": "rsa-1"})), b64(&c));
-        format!("{unsigned}.{}", hmac(aws_lc_rs::hmac::HMAC_SHA256, rsa_pem.as_bytes(), &unsigned))
-    };
+    let confused = hs_with_the_rsa_public_key(Some("rsa-1"), &c);
     let tampered = {
         let token =
             sign(Algorithm::RS256, Some("rsa-1"), &with(c.clone(), json!({"scope": "whitelist:read"})));
@@ -304,8 +302,10 @@ fn cases() -> Vec<(&'static str, Option<String>, Expect)> {
         ("unknown kid", bearer(&sign(Algorithm::RS256, Some("rsa-9"), &c)), Invalid(I::UnknownKey)),
         ("tampered payload", bearer(&tampered), Invalid(I::BadSignature)),
         (
-            "HS256 with another secret",
-            bearer(&raw(hs_header.clone(), &c, &hmac(aws_lc_rs::hmac::HMAC_SHA256, b"x", "y"))),
+            "HS256 signed with another secret",
+            bearer(
+                &encode(&Header::new(Algorithm::HS256), &c, &EncodingKey::from_secret(OTHER_SECRET)).unwrap(),
+            ),
             Invalid(I::BadSignature),
         ),
         ("empty signature", bearer(&raw(hs_header.clone(), &c, "")), Invalid(I::BadSignature)),
@@ -465,6 +465,35 @@ fn a_scope_is_required_only_when_not_granted() {
     assert!(open.has_scope(SCOPE_WRITE) && open.identity.is_none());
 }
 
+/// An HS256 token whose "secret" is the configured RSA public key, as PEM text (the classic
+/// algorithm confusion: a verifier that feeds the key it has to whatever `alg` says).
+fn hs_with_the_rsa_public_key(kid: Option<&str>, claims: &Value) -> String {
+    let mut header = json!({"alg": "HS256", "typ": "JWT"});
+    if let Some(kid) = kid {
+        header["kid"] = json!(kid);
+    }
+    let unsigned = format!("{}.{}", b64(&header), b64(claims));
+    format!("{unsigned}.{}", hmac(aws_lc_rs::hmac::HMAC_SHA256, keys().rsa.1.as_bytes(), &unsigned))
+}
+
+#[tokio::test]
+async fn rsa_public_key_never_doubles_as_an_hmac_secret() {
+    // HS256 is accepted here: a secret is configured, and a token signed with it passes.
+    let auth = auth();
+    let genuine = sign(Algorithm::HS256, None, &claims());
+    assert_eq!(auth.authenticate(bearer(&genuine).as_deref()).await.map(|p| p.subject), Ok("alice".into()));
+    // The same claims with the RSA public key as the HMAC key: refused for its signature, with
+    // or without the RSA key's kid.
+    for kid in [None, Some("rsa-1")] {
+        let forged = hs_with_the_rsa_public_key(kid, &claims());
+        assert_eq!(
+            auth.authenticate(bearer(&forged).as_deref()).await,
+            Err(Denial::InvalidToken(InvalidToken::BadSignature)),
+            "kid {kid:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn hs_tokens_refused_without_a_secret() {
     let mut s = settings();
@@ -475,11 +504,11 @@ async fn hs_tokens_refused_without_a_secret() {
         auth.authenticate(bearer(&token).as_deref()).await,
         Err(Denial::InvalidToken(InvalidToken::AlgorithmNotAccepted("HS256".into())))
     );
-    // The RSA public key never doubles as an HMAC secret.
-    let unsigned = format!("{}.{}", b64(&json!({"alg": "HS256"})), b64(&claims()));
-    let forged =
-        format!("{unsigned}.{}", hmac(aws_lc_rs::hmac::HMAC_SHA256, keys().rsa.1.as_bytes(), &unsigned));
-    assert!(auth.authenticate(bearer(&forged).as_deref()).await.is_err());
+    // Nor one made with the RSA public key's PEM as the secret.
+    assert_eq!(
+        auth.authenticate(bearer(&hs_with_the_rsa_public_key(None, &claims())).as_deref()).await,
+        Err(Denial::InvalidToken(InvalidToken::AlgorithmNotAccepted("HS256".into())))
+    );
     assert!(auth
         .authenticate(bearer(&sign(Algorithm::EdDSA, Some("ed-1"), &claims())).as_deref())
         .await
