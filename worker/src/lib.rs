@@ -14,12 +14,17 @@
 //! | [`http`] | router, one file per endpoint, guard, forwarded headers | mcp, auth, ratelimit, metrics, channel |
 //! | [`tools`] | each MCP tool: schemas, scope, argument adapter | mcp, whitelist, host, auth (scope names) |
 //! | [`host`] | files the host's workers share: audit, counters, expiry index, sweeper | whitelist |
-//! | [`ratelimit`] | GCRA arithmetic and the shared table of buckets | settings |
-//! | [`auth`] | tokens and keys into a [`auth::Principal`] | caller, whitelist (group patterns) |
+//! | [`ratelimit`] | GCRA arithmetic and the shared table of buckets | settings, host (state files) |
+//! | [`auth`] | tokens and keys into a [`auth::Principal`], converted once into a [`caller::Caller`] | caller, settings (its problems) |
 //! | [`mcp`] | the protocol, transport-independent | caller |
 //! | [`aws`] | EC2 and STS behind the domain's `Firewall` trait | whitelist, metrics |
 //! | [`whitelist`] | the domain: targets, policy, rules, the service | caller, metrics |
-//! | [`channel`], [`metrics`], [`caller`], [`settings`] | leaves used across the crate | (their own types) |
+//! | [`caller`] | the one caller type, edge to domain | whitelist (group patterns) |
+//! | [`settings`] | the typed settings; [`settings::problem`] is a leaf | auth, aws, http (parsed types), ratelimit, whitelist |
+//! | [`channel`], [`metrics`] | leaves used across the crate | nothing of this crate |
+//!
+//! No file of this crate imports, directly or through a chain, a file that
+//! imports it back (tests aside).
 
 pub mod app;
 pub mod auth;

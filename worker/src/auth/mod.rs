@@ -17,7 +17,7 @@
 pub mod apikey;
 mod jwks;
 mod jwt;
-mod settings;
+pub mod settings;
 pub mod token;
 
 #[cfg(test)]
@@ -234,7 +234,7 @@ impl fmt::Display for Denial {
 pub enum AuthError {
     /// `validate` found problems.
     #[error("invalid [auth] settings: {}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
-    Settings(Vec<crate::settings::Problem>),
+    Settings(Vec<crate::settings::problem::Problem>),
     /// A secret or key could not be read or used.
     #[error("{}", if value.is_empty() { format!("{key}: {reason}") } else { format!("{key} = {value}: {reason}") })]
     Load {
@@ -253,11 +253,11 @@ impl AuthError {
     }
 
     /// The problems as `(key, value, reason)`, for a config error listing.
-    pub fn problems(&self) -> Vec<crate::settings::Problem> {
+    pub fn problems(&self) -> Vec<crate::settings::problem::Problem> {
         match self {
             AuthError::Settings(p) => p.clone(),
             AuthError::Load { key, value, reason } => {
-                vec![crate::settings::Problem {
+                vec![crate::settings::problem::Problem {
                     key: key.clone(),
                     value: value.clone(),
                     reason: reason.clone(),

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::apikey::{self, ApiKeyConfig};
 use super::SCOPES;
-use crate::settings::Problem;
+use crate::settings::problem::Problem;
 
 /// Asymmetric algorithms a configured public key may be pinned to.
 pub const PUBLIC_KEY_ALGORITHMS: [&str; 9] =
