@@ -6,7 +6,6 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -223,7 +222,7 @@ impl Config {
         if !(1..=1024).contains(&self.workers) {
             bad("workers", self.workers.to_string(), "must be between 1 and 1024");
         }
-        if !(self.timeout.is_finite() && (0.05..=86_400.0).contains(&self.timeout)) {
+        if settings::seconds(self.timeout, 0.05, 86_400.0).is_none() {
             bad("timeout", self.timeout.to_string(), "must be a number of seconds between 0.05 and 86400");
         }
         if self.max_requests_jitter > 0 && self.max_requests == 0 {
@@ -343,11 +342,21 @@ impl Config {
         let payload = serde_json::to_value(self).map_err(|e| {
             ConfigError(vec![Problem { key: "(all)".into(), value: String::new(), reason: e.to_string() }])
         })?;
+        // The workers' settings carry the drain deadline already checked; the heartbeat timeout
+        // is the supervisor's own key.
+        let graceful_timeout = self.settings()?.graceful_timeout;
+        let timeout = settings::seconds(self.timeout, 0.05, 86_400.0).ok_or_else(|| {
+            ConfigError(vec![Problem::new(
+                "timeout",
+                self.timeout.to_string(),
+                "must be a number of seconds",
+            )])
+        })?;
         Ok(supervisor::Settings {
             binds: self.bind_addrs(),
             workers: self.workers,
-            timeout: Duration::from_secs_f64(self.timeout),
-            graceful_timeout: Duration::from_secs_f64(self.graceful_timeout),
+            timeout,
+            graceful_timeout,
             max_requests: self.max_requests,
             max_requests_jitter: self.max_requests_jitter,
             backlog: self.backlog,

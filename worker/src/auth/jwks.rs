@@ -67,6 +67,14 @@ impl Jwks {
     /// Builds the client; reads the system CA store for `https://`.
     pub(super) fn new(url: &str, timeout: f64, cache_for: f64, min_interval: f64) -> Result<Jwks, String> {
         super::settings::check_fetch_url(url)?;
+        // `[auth]` validation bounds these; a value that still does not fit is refused here, by
+        // name, rather than panicking inside `Duration`.
+        let seconds = |name: &str, v: f64| {
+            Duration::try_from_secs_f64(v).map_err(|_| format!("{name} = {v} is not a number of seconds"))
+        };
+        let timeout = seconds("jwks_timeout", timeout)?;
+        let cache_for = seconds("jwks_cache_seconds", cache_for)?;
+        let min_interval = seconds("jwks_min_refresh_seconds", min_interval)?;
         let url: Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
         let shown = format!(
             "{}://{}{}",
@@ -74,7 +82,6 @@ impl Jwks {
             url.authority().map_or("", |a| a.as_str()),
             url.path()
         );
-        let timeout = Duration::from_secs_f64(timeout);
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(timeout));
@@ -109,8 +116,8 @@ impl Jwks {
             shown,
             client,
             timeout,
-            cache_for: Duration::from_secs_f64(cache_for),
-            min_interval: Duration::from_secs_f64(min_interval),
+            cache_for,
+            min_interval,
             state: RwLock::new(State::default()),
             fetching: tokio::sync::Mutex::new(()),
         })
