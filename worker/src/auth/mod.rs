@@ -2,6 +2,9 @@
 //! issuer's JWKS) and static API keys, checked into a [`Principal`]; failures are a [`Denial`]
 //! that knows its HTTP status and `WWW-Authenticate` header (RFC 6750, MCP authorization).
 //!
+//! May import: `caller` (a principal converts into one), `settings` (problems). Imported by:
+//! `http` (authenticate, require a tool's scope), `process` (load at boot), `tools` (scope names).
+//!
 //! Wiring it into a transport takes a few lines:
 //!
 //! ```ignore

@@ -2,6 +2,8 @@
 //! credentials, region and endpoint resolution, timeouts and retries, and AWS errors mapped to
 //! [`FirewallError`](crate::whitelist::FirewallError)s. The only module that names SDK types.
 //!
+//! May import: `whitelist` (the trait it implements), `metrics`. Imported by: `app`, `settings`.
+//!
 //! Credentials for a call ([`Scope`](crate::whitelist::Scope)): per-call keys when given (and
 //! allowed), checked once with STS and remembered only as a hash; else the named profile
 //! (its `source_profile` or the default chain, then its `role_arn` through AssumeRole, cached

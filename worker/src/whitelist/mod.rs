@@ -1,5 +1,8 @@
 //! The whitelist domain: what a rule is, what policy allows, how descriptions carry expiry,
 //! and the trait EC2 sits behind. No HTTP and no AWS SDK types here.
+//!
+//! May import: `caller`, `metrics`. Imported by: `aws` (implements `Firewall`), `host`
+//! (implements `Recorder`, sweeps), `tools`, `app`, `settings`.
 
 pub mod audit;
 pub mod cache;
