@@ -73,7 +73,7 @@ fn rows(g: &str) -> Vec<Row> {
         add(&[("ip_address", json!("0.0.0.0/00"))], "allow_world"),
         add(&[("ip_address", json!("::0/0"))], "allow_world"),
         add(&[("ip_address", json!("2001:db8::1/64"))], "host bits"),
-        add(&[("ip_address", json!("1.0.0.0/1"))], "min_prefix_v4"),
+        add(&[("ip_address", json!("128.0.0.0/1"))], "min_prefix_v4"),
         add(&[("ip_address", json!("2001:db8::/40"))], "min_prefix_v6"),
         add(&[("ip_address", json!("198.51.99.7"))], "allowed_ip_ranges"),
         add(&[("ip_address", json!("2001:db9::1"))], "allowed_ip_ranges"),
