@@ -30,6 +30,7 @@ use worker::mcp::{parse_json, MAX_DEPTH};
 use worker::whitelist::description::{
     check_template, parse_duration, parse_marker, render, rfc3339, Fill, MAX_LEN,
 };
+use worker::whitelist::policy::glob;
 use worker::whitelist::service::check_group_id;
 use worker::whitelist::target::{parse_cidr, parse_ports, Protocol};
 
@@ -175,6 +176,22 @@ proptest! {
         let _ = parse_marker(&prefix);
     }
 
+}
+
+proptest! {
+    #![proptest_config(config(2_048))]
+
+    /// Found by this campaign: a `*` in the pattern was first compared literally, so `"*"` did
+    /// not match a text that starts with `*` (`glob("*", "*a")` was false).
+    #[test]
+    fn a_star_matches_any_text_and_globs_never_panic(pattern in "[a-z0-9*?-]{0,12}", text in hostile_text()) {
+        let _ = glob(&pattern, &text);
+        prop_assert!(glob("*", &text), "* does not match {:?}", text);
+        let prefix = format!("{text}*");
+        prop_assert!(glob(&prefix, &text) || text.contains(['*', '?']), "{:?} does not match itself", prefix);
+        let literal = text.replace(['*', '?'], "");
+        prop_assert!(glob(&literal, &literal));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
