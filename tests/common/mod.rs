@@ -447,3 +447,14 @@ fn keepalive_get(addr: &str, conn: &mut Option<std::net::TcpStream>) -> std::io:
     }
     result
 }
+
+/// The failure text of a `tools/call` result as [`Service::call_tool`] returns it: an `isError`
+/// result's text or a JSON-RPC error's message; `None` when the call succeeded.
+pub fn tool_failure(r: &Value) -> Option<String> {
+    let text = r["content"][0]["text"].as_str().map(str::to_string);
+    match (r["isError"].as_bool(), r.pointer("/error/message").and_then(Value::as_str)) {
+        (Some(true), _) => Some(text.unwrap_or_default()),
+        (_, Some(m)) => Some(m.to_string()),
+        _ => None,
+    }
+}
