@@ -343,3 +343,46 @@ fn per_call_credentials_and_assume_role_profiles_work_and_can_be_switched_off() 
     let m = failed(&r);
     assert!(m.contains("disabled") || m.contains("not allowed"), "{m}");
 }
+
+#[test]
+fn removing_a_rule_added_by_hand_is_refused_and_changes_nothing() {
+    let Some(e) = env() else { return };
+    let g = e.moto.create_group("publicweb");
+    e.moto.authorize(&g, "0.0.0.0/0", 443, "public web");
+    let before = e.moto.ingress(&g);
+    let svc = e.serve("workers = 1\n", "", "");
+    let r = svc.call_tool(
+        "whitelist_remove",
+        json!({"security_group_id": g, "ip_address": "0.0.0.0/0", "port": 443}),
+    );
+    let m = failed(&r);
+    assert!(m.contains("remove_unmanaged") && m.contains(before[0][0].as_str()), "{m}");
+    assert_eq!(e.moto.ingress(&g), before, "moto must show no change");
+    assert!(e.audit().is_empty(), "nothing was changed, so nothing is audited");
+}
+
+#[test]
+fn a_forged_marker_is_reported_and_never_swept() {
+    let Some(e) = env() else { return };
+    let g = e.moto.create_group("forged");
+    e.moto.authorize(&g, "192.0.2.60/32", 443, "office [awswl exp=2020-01-01T00:00:00Z]");
+    let before = e.moto.ingress(&g);
+    let svc = e.serve("workers = 2\n", &format!("sweep_interval = 1.0\nsweep_groups = [\"{g}\"]\n"), "");
+    let (_, seen) = svc.logs.wait(0, "the sweeper to look at the forged rule", |v| {
+        v["group"] == g.as_str() && matches!(event(v), "rules_expired" | "marker_invalid")
+    });
+    assert_eq!(event(&seen), "marker_invalid", "{seen}");
+    assert_eq!(seen["rule_id"], before[0][0].as_str(), "{seen}");
+    assert_eq!(e.moto.ingress(&g), before, "moto must show no change");
+    // The merged /metrics view follows the workers' snapshots: poll it until the count shows.
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    loop {
+        let metrics = common::http::get(&svc.addr, "/metrics").unwrap();
+        let text = String::from_utf8_lossy(&metrics.body).into_owned();
+        if text.lines().any(|l| l.starts_with("awswl_marker_invalid_total") && !l.ends_with(" 0")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "awswl_marker_invalid_total never counted\n{text}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}

@@ -320,3 +320,73 @@ async fn a_token_limited_to_some_groups_cannot_touch_others() {
     };
     assert!(w.add(&scope(), &mine, &who).await.is_ok());
 }
+
+fn hand_rule(id: &str, cidr: &str, port: i32, description: &str) -> ExistingRule {
+    ExistingRule {
+        rule_id: id.into(),
+        group_id: G.into(),
+        cidr: Some(cidr.parse().unwrap()),
+        other_source: None,
+        protocol: "tcp".into(),
+        from_port: port,
+        to_port: port,
+        description: description.into(),
+    }
+}
+
+#[tokio::test]
+async fn remove_refuses_a_rule_this_service_did_not_add() {
+    let s = Setup::new();
+    let w = s.service(Policy::default());
+    s.ec2.rules.lock().unwrap().push(hand_rule("sgr-publicweb", "0.0.0.0/0", 443, "public web"));
+    let calls = s.ec2.calls.load(Ordering::SeqCst);
+    let err =
+        w.remove(&scope(), &rule("0.0.0.0/0", Some("443"), None), &Caller::default()).await.unwrap_err();
+    let Error::Policy(refusal) = &err else { panic!("expected a policy refusal, got {err}") };
+    assert_eq!(refusal.setting, "remove_unmanaged", "{err}");
+    assert!(refusal.message.contains("sgr-publicweb") && refusal.message.contains("public web"), "{err}");
+    assert_eq!(s.ec2.rules.lock().unwrap().len(), 1, "the hand-made rule must stay");
+    assert_eq!(s.ec2.calls.load(Ordering::SeqCst), calls + 1, "one read, no revoke");
+    assert!(s.journal.entries.lock().unwrap().is_empty(), "nothing changed, nothing audited");
+}
+
+#[tokio::test]
+async fn the_sweeper_never_deletes_a_rule_whose_marker_does_not_verify() {
+    let s = Setup::new();
+    let w = s.service(Policy::default());
+    // A hand-made rule dressed up with an (unsigned, forged) expired marker.
+    s.ec2.rules.lock().unwrap().push(hand_rule(
+        "sgr-forged",
+        "192.0.2.0/24",
+        443,
+        "office [awswl exp=2020-01-01T00:00:00Z]",
+    ));
+    // A rule of this service whose expiry someone edited into the past.
+    let added = w
+        .add(
+            &scope(),
+            &AddArgs { duration: Some("8h".into()), ..add("1.2.3.4", None, None) },
+            &Caller::default(),
+        )
+        .await
+        .unwrap();
+    {
+        let mut rules = s.ec2.rules.lock().unwrap();
+        let r = rules.iter_mut().find(|r| r.rule_id == added.rule.rule_id).unwrap();
+        let at = r.description.find("exp=").unwrap() + 4;
+        r.description.replace_range(at..at + 20, "2020-01-01T00:00:00Z");
+    }
+    let swept = w.sweep(&scope(), G, SystemTime::now()).await.unwrap();
+    assert!(swept.is_empty(), "swept {swept:?}");
+    assert_eq!(s.ec2.rules.lock().unwrap().len(), 2, "both rules stay");
+}
+
+#[tokio::test]
+async fn the_per_group_cap_counts_only_verified_markers() {
+    let s = Setup::new();
+    let w = s.service(Policy { max_rules_per_group: Some(1), ..Policy::default() });
+    s.ec2.rules.lock().unwrap().push(hand_rule("sgr-hand", "192.0.2.0/24", 443, "office [awswl]"));
+    w.add(&scope(), &add("1.2.3.4", None, None), &Caller::default()).await.unwrap();
+    let err = w.add(&scope(), &add("1.2.3.5", None, None), &Caller::default()).await.unwrap_err();
+    assert!(matches!(err, Error::Policy(ref r) if r.setting == "max_rules_per_group"), "{err}");
+}
