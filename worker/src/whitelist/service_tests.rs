@@ -4,6 +4,7 @@ use std::sync::Mutex;
 use super::*;
 use crate::whitelist::cache::LocalVersions;
 use crate::whitelist::firewall::FwFuture;
+use crate::whitelist::marker::MarkerKey;
 
 /// An in-memory EC2 that behaves like moto for the calls the service makes.
 #[derive(Default)]
@@ -113,6 +114,7 @@ impl Setup {
             cache_ttl: Duration::from_secs(60),
             versions: self.versions.clone(),
             recorder: self.journal.clone(),
+            marker_key: MarkerKey::new(&[5; 32]).unwrap(),
         })
     }
 }
@@ -348,6 +350,18 @@ async fn remove_refuses_a_rule_this_service_did_not_add() {
     assert_eq!(s.ec2.rules.lock().unwrap().len(), 1, "the hand-made rule must stay");
     assert_eq!(s.ec2.calls.load(Ordering::SeqCst), calls + 1, "one read, no revoke");
     assert!(s.journal.entries.lock().unwrap().is_empty(), "nothing changed, nothing audited");
+    assert!(refusal.message.contains("remove_unmanaged = true"), "names the setting: {err}");
+
+    // A forged marker does not make a hand-made rule removable either.
+    s.ec2.rules.lock().unwrap().push(hand_rule("sgr-forged", "192.0.2.0/24", 22, "x [awswl]"));
+    let err = w.remove(&scope(), &rule("192.0.2.0/24", None, None), &Caller::default()).await.unwrap_err();
+    assert!(matches!(err, Error::Policy(ref r) if r.setting == "remove_unmanaged"), "{err}");
+
+    let reference = s.service(Policy { remove_unmanaged: true, ..Policy::default() });
+    let removed =
+        reference.remove(&scope(), &rule("0.0.0.0/0", Some("443"), None), &Caller::default()).await.unwrap();
+    assert!(removed.changed && !removed.removed[0].managed);
+    assert_eq!(s.ec2.rules.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -379,6 +393,12 @@ async fn the_sweeper_never_deletes_a_rule_whose_marker_does_not_verify() {
     let swept = w.sweep(&scope(), G, SystemTime::now()).await.unwrap();
     assert!(swept.is_empty(), "swept {swept:?}");
     assert_eq!(s.ec2.rules.lock().unwrap().len(), 2, "both rules stay");
+    let counted = |reason: &str| crate::metrics::global().marker_invalid.with_label_values(&[reason]).get();
+    assert_eq!((counted("unsigned"), counted("mismatch")), (1, 1), "each reported");
+    w.sweep(&scope(), G, SystemTime::now()).await.unwrap();
+    assert_eq!((counted("unsigned"), counted("mismatch")), (1, 1), "reported once, not every sweep");
+    let listed = w.list(&scope(), G, &Caller::default()).await.unwrap();
+    assert!(listed.iter().all(|r| !r.managed && r.expires_at.is_none()), "{listed:?}");
 }
 
 #[tokio::test]
