@@ -20,11 +20,16 @@ fn env() -> Option<Env> {
 impl Env {
     /// Starts serve against this moto; `top` goes before the tables, `tables` after.
     fn serve(&self, top: &str, whitelist: &str, tables: &str) -> Service {
+        self.serve_in(self.state.path(), top, whitelist, tables)
+    }
+
+    /// Like [`Env::serve`], with another state directory (another host).
+    fn serve_in(&self, state: &std::path::Path, top: &str, whitelist: &str, tables: &str) -> Service {
         let config = format!(
             "{top}\n[aws]\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\noperation_timeout = 20.0\n{}\n[whitelist]\nstate_dir = \"{}\"\n{whitelist}\n{tables}\n",
             self.moto.url(),
             "",
-            self.state.path().display()
+            state.display()
         );
         Service::start_with(Options {
             config,
@@ -51,6 +56,25 @@ fn generated_key_id() -> String {
 fn generated_secret() -> String {
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     format!("{:040x}", seed).chars().take(40).collect()
+}
+
+/// Writes a made-up marker key (64 characters) to `path`; returns it.
+fn write_marker_key(path: &std::path::Path) -> Vec<u8> {
+    let key = format!("{}{}", generated_secret(), generated_secret()).into_bytes();
+    std::fs::write(path, &key).unwrap();
+    key
+}
+
+/// The marker this service would write, under `key`, on a tcp rule expiring at `expires`.
+fn signed_marker(key: &[u8], group: &str, cidr: &str, port: u16, expires: std::time::SystemTime) -> String {
+    use worker::whitelist::{MarkerKey, Ports, Protocol, RuleSpec};
+    let spec = RuleSpec {
+        group_id: group.into(),
+        cidr: cidr.parse().unwrap(),
+        protocol: Protocol::Tcp,
+        ports: Ports::single(port),
+    };
+    MarkerKey::new(key).unwrap().marker(&spec, Some(expires))
 }
 
 fn ok(r: &Value) -> &Value {
@@ -238,10 +262,22 @@ fn expiring_rules_are_removed_once_and_also_at_startup() {
     let Some(e) = env() else { return };
     let g = e.moto.create_group("expiry");
     let stale = e.moto.create_group("stale");
-    // Expired while the service was down: found and removed at start.
-    e.moto.authorize(&stale, "192.0.2.50/32", 22, "old [awswl exp=2020-01-01T00:00:00Z]");
+    // Expired while the service was down (signed with the configured key): found and removed
+    // at start.
+    let key_file = e.state.path().join("shared-marker.key");
+    let key = write_marker_key(&key_file);
+    let long_ago = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_577_836_800);
+    let marker = signed_marker(&key, &stale, "192.0.2.50/32", 22, long_ago);
+    e.moto.authorize(&stale, "192.0.2.50/32", 22, &format!("old {marker}"));
     e.moto.authorize(&stale, "192.0.2.51/32", 22, "hand-made, no marker");
-    let svc = e.serve("workers = 3\n", &format!("sweep_interval = 1.0\nsweep_groups = [\"{stale}\"]\n"), "");
+    let svc = e.serve(
+        "workers = 3\n",
+        &format!(
+            "sweep_interval = 1.0\nsweep_groups = [\"{stale}\"]\nmarker_key_file = \"{}\"\n",
+            key_file.display()
+        ),
+        "",
+    );
     svc.logs.wait(0, "startup sweep", |v| event(v) == "rules_expired" && v["group"] == stale.as_str());
     let left = e.moto.ingress(&stale);
     assert_eq!(left.len(), 1, "{left:?}");
@@ -342,4 +378,96 @@ fn per_call_credentials_and_assume_role_profiles_work_and_can_be_switched_off() 
     let r = strict.call_tool("whitelist_list", json!({"security_group_id": g, "credentials": keys}));
     let m = failed(&r);
     assert!(m.contains("disabled") || m.contains("not allowed"), "{m}");
+}
+
+#[test]
+fn removing_a_rule_added_by_hand_is_refused_and_changes_nothing() {
+    let Some(e) = env() else { return };
+    let g = e.moto.create_group("publicweb");
+    e.moto.authorize(&g, "0.0.0.0/0", 443, "public web");
+    let before = e.moto.ingress(&g);
+    let svc = e.serve("workers = 1\n", "", "");
+    let r = svc.call_tool(
+        "whitelist_remove",
+        json!({"security_group_id": g, "ip_address": "0.0.0.0/0", "port": 443}),
+    );
+    let m = failed(&r);
+    assert!(m.contains("remove_unmanaged") && m.contains(before[0][0].as_str()), "{m}");
+    assert_eq!(e.moto.ingress(&g), before, "moto must show no change");
+    assert!(e.audit().is_empty(), "nothing was changed, so nothing is audited");
+    drop(svc);
+
+    // The reference behaviour, by name.
+    let svc = e.serve("workers = 1\n", "", "[policy]\nremove_unmanaged = true\n");
+    let r = svc.call_tool(
+        "whitelist_remove",
+        json!({"security_group_id": g, "ip_address": "0.0.0.0/0", "port": 443}),
+    );
+    assert_eq!(ok(&r)["changed"], true);
+    assert!(e.moto.ingress(&g).is_empty());
+    assert_eq!(e.audit().len(), 1);
+}
+
+#[test]
+fn hosts_sharing_the_marker_key_manage_each_others_rules_and_no_other_host_does() {
+    let Some(e) = env() else { return };
+    let g = e.moto.create_group("sharedkey");
+    let key_file = e.state.path().join("shared-marker.key");
+    write_marker_key(&key_file);
+    let shared = format!("marker_key_file = \"{}\"\n", key_file.display());
+    let a = e.serve("workers = 1\n", &shared, "");
+    let r = a.call_tool(
+        "whitelist_add",
+        json!({"security_group_id": g, "ip_address": "203.0.113.90", "port": 22, "duration": "1h"}),
+    );
+    assert!(ok(&r)["rule"]["description"].as_str().unwrap().contains(" mac="), "{r}");
+    drop(a);
+
+    let b_state = tempfile::tempdir().unwrap();
+    let b = e.serve_in(b_state.path(), "workers = 1\n", &shared, "");
+    let listed = b.call_tool("whitelist_list", json!({"security_group_id": g}));
+    let rule = &ok(&listed)["rules"][0];
+    assert_eq!(rule["managed"], true, "{listed}");
+    assert!(rule["expires_at"].is_string(), "{listed}");
+    drop(b);
+
+    // A host with its own (generated) key sees a rule it cannot verify: not its to remove.
+    let c_state = tempfile::tempdir().unwrap();
+    let c = e.serve_in(c_state.path(), "workers = 2\n", "", "");
+    let listed = c.call_tool("whitelist_list", json!({"security_group_id": g}));
+    assert_eq!(ok(&listed)["rules"][0]["managed"], false, "{listed}");
+    let before = e.moto.ingress(&g);
+    let r = c.call_tool("whitelist_remove", json!({"security_group_id": g, "ip_address": "203.0.113.90"}));
+    let m = failed(&r);
+    assert!(m.contains("remove_unmanaged"), "{m}");
+    assert_eq!(e.moto.ingress(&g), before, "moto must show no change");
+    let generated =
+        std::fs::metadata(c_state.path().join("marker.key")).expect("a key generated in state_dir");
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&generated.permissions()) & 0o777, 0o600);
+}
+
+#[test]
+fn a_forged_marker_is_reported_and_never_swept() {
+    let Some(e) = env() else { return };
+    let g = e.moto.create_group("forged");
+    e.moto.authorize(&g, "192.0.2.60/32", 443, "office [awswl exp=2020-01-01T00:00:00Z]");
+    let before = e.moto.ingress(&g);
+    let svc = e.serve("workers = 2\n", &format!("sweep_interval = 1.0\nsweep_groups = [\"{g}\"]\n"), "");
+    let (_, seen) = svc.logs.wait(0, "the sweeper to look at the forged rule", |v| {
+        v["group"] == g.as_str() && matches!(event(v), "rules_expired" | "marker_invalid")
+    });
+    assert_eq!(event(&seen), "marker_invalid", "{seen}");
+    assert_eq!(seen["rule_id"], before[0][0].as_str(), "{seen}");
+    assert_eq!(e.moto.ingress(&g), before, "moto must show no change");
+    // The merged /metrics view follows the workers' snapshots: poll it until the count shows.
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    loop {
+        let metrics = common::http::get(&svc.addr, "/metrics").unwrap();
+        let text = String::from_utf8_lossy(&metrics.body).into_owned();
+        if text.lines().any(|l| l.starts_with("awswl_marker_invalid_total") && !l.ends_with(" 0")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "awswl_marker_invalid_total never counted\n{text}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
 }

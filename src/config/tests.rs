@@ -161,3 +161,35 @@ fn a_bad_value_is_named_by_the_conversion_and_never_defaulted() {
     let all = c.validate().unwrap_err().to_string();
     assert_eq!(all.matches("mcp.body_timeout").count(), 1, "{all}");
 }
+
+#[test]
+fn marker_key_source_and_remove_unmanaged_convert_and_bad_ones_are_named() {
+    use worker::settings::MarkerKeySource;
+    Jail::expect_with(|jail| {
+        let c = load_in(
+            jail,
+            "[whitelist]\nmarker_key_env = \"AWSWL_MARKER_KEY\"\n[policy]\nremove_unmanaged = true\n",
+        )
+        .unwrap();
+        let w = c.settings().unwrap().whitelist;
+        assert_eq!(w.marker_key, MarkerKeySource::Env("AWSWL_MARKER_KEY".into()));
+        assert!(w.policy.remove_unmanaged);
+        let c = load_in(jail, "[whitelist]\nmarker_key_file = \"/etc/awswhitelist/marker.key\"\n").unwrap();
+        let w = c.settings().unwrap().whitelist;
+        assert_eq!(w.marker_key, MarkerKeySource::File("/etc/awswhitelist/marker.key".into()));
+        Ok(())
+    });
+    let w = Config::default().settings().unwrap().whitelist;
+    assert_eq!(w.marker_key, MarkerKeySource::StateDir, "generated in state_dir by default");
+    assert!(!w.policy.remove_unmanaged, "only managed rules are removed by default");
+    let mut both = Config::default();
+    both.whitelist.marker_key_file = Some("/k".into());
+    both.whitelist.marker_key_env = Some("K".into());
+    let text = both.settings().unwrap_err().to_string();
+    assert!(text.contains("whitelist.marker_key_env") && text.contains("not both"), "{text}");
+    let mut value = Config::default();
+    value.whitelist.marker_key_env = Some("hunter2 hunter2".into());
+    let text = value.settings().unwrap_err().to_string();
+    assert!(text.contains("whitelist.marker_key_env") && text.contains("NAME"), "{text}");
+    assert!(!text.contains("hunter2"), "a key written in the wrong place is not echoed: {text}");
+}

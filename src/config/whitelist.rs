@@ -35,6 +35,13 @@ pub struct WhitelistConfig {
     pub sweep_interval: f64,
     /// Groups the sweeper always checks for expired rules.
     pub sweep_groups: Vec<String>,
+    /// Secret file holding the key that signs rule markers (at least 32 bytes; every host
+    /// managing the same groups must share it). Default: `<state_dir>/marker.key`, generated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub marker_key_file: Option<PathBuf>,
+    /// Name of the environment variable holding the marker key (the name, never the key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub marker_key_env: Option<String>,
 }
 
 /// A named port from config.
@@ -64,6 +71,8 @@ impl Default for WhitelistConfig {
             audit_log: None,
             sweep_interval: 60.0,
             sweep_groups: Vec::new(),
+            marker_key_file: None,
+            marker_key_env: None,
         }
     }
 }
@@ -105,6 +114,8 @@ pub struct PolicyConfig {
     pub require_expiry: bool,
     /// Most rules this service may hold in one group (0: no cap).
     pub max_rules_per_group: usize,
+    /// Let `whitelist_remove` remove rules this service did not add (the reference behaviour).
+    pub remove_unmanaged: bool,
 }
 
 impl Default for PolicyConfig {
@@ -121,6 +132,7 @@ impl Default for PolicyConfig {
             max_rule_duration_hours: 24.0,
             require_expiry: false,
             max_rules_per_group: 0,
+            remove_unmanaged: false,
         }
     }
 }
@@ -129,6 +141,7 @@ impl Config {
     /// The `[whitelist]` and `[policy]` sections in the worker's types; every bad value is
     /// reported with its key.
     pub fn whitelist_settings(&self) -> Result<worker::WhitelistSettings, Vec<Problem>> {
+        use worker::settings::MarkerKeySource;
         use worker::whitelist::{description, target, NamedPort, Policy, Protocol};
         let mut problems = Vec::new();
         let mut bad = |key: &str, value: &str, reason: String| {
@@ -227,6 +240,32 @@ impl Config {
                 "needs max_rule_duration_hours, the expiry given to rules without one".into(),
             );
         }
+        let marker_key = match (&w.marker_key_file, &w.marker_key_env) {
+            (Some(_), Some(name)) => {
+                bad(
+                    "whitelist.marker_key_env",
+                    name,
+                    "give marker_key_file or marker_key_env, not both".into(),
+                );
+                MarkerKeySource::StateDir
+            }
+            (Some(file), None) if file.as_os_str().is_empty() => {
+                bad("whitelist.marker_key_file", "", "must be the path of a secret file".into());
+                MarkerKeySource::StateDir
+            }
+            (Some(file), None) => MarkerKeySource::File(file.clone()),
+            (None, Some(name)) if !env_name(name) => {
+                // Not shown: someone may have written the key itself here.
+                problems.push(Problem::new(
+                    "whitelist.marker_key_env",
+                    "",
+                    "must be the NAME of an environment variable (letters, digits, _), not the key (the value is not shown)",
+                ));
+                MarkerKeySource::StateDir
+            }
+            (None, Some(name)) => MarkerKeySource::Env(name.clone()),
+            (None, None) => MarkerKeySource::StateDir,
+        };
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -243,6 +282,7 @@ impl Config {
                 max_rule_duration: cap,
                 require_expiry: p.require_expiry,
                 max_rules_per_group: (p.max_rules_per_group > 0).then_some(p.max_rules_per_group),
+                remove_unmanaged: p.remove_unmanaged,
             },
             default_port: w.default_port.clone(),
             default_protocol: protocol,
@@ -255,6 +295,14 @@ impl Config {
             state_dir: w.state_dir.clone(),
             sweep_interval,
             sweep_groups: w.sweep_groups.clone(),
+            marker_key,
         })
     }
+}
+
+/// An environment variable name: letters, digits and `_`, not starting with a digit.
+fn env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use crate::aws::Ec2Firewall;
-use crate::host::sweeper;
+use crate::host::{marker_key, sweeper};
 use crate::host::{AuditLog, ChangeCounters};
 use crate::mcp::{Dispatcher, RegistryError, ServerInfo};
 use crate::settings::WhitelistSettings;
@@ -47,6 +47,7 @@ impl App {
         })?;
         let audit = Arc::new(AuditLog::open(&wl.audit_log)?);
         let versions = Arc::new(ChangeCounters::open(&wl.state_dir.join("cache-versions"))?);
+        let marker_key = marker_key::load(&wl.marker_key, &wl.state_dir)?;
         let service = Arc::new(Whitelist::new(Parts {
             firewall: Arc::new(Ec2Firewall::new(settings.aws.clone())),
             policy: wl.policy.clone(),
@@ -61,6 +62,7 @@ impl App {
             cache_ttl: wl.cache_ttl,
             versions,
             recorder: audit.clone(),
+            marker_key,
         }));
         let registry =
             crate::tools::register_all(settings.mcp.page_size, service.clone(), Some(wl.state_dir.clone()))?;

@@ -72,6 +72,8 @@ pub struct Metrics {
     pub cache_misses: IntCounter,
     /// `whitelist_changes_total{action,result}`.
     pub whitelist_changes: IntCounterVec,
+    /// `awswl_marker_invalid_total{reason}`: rules seen whose marker does not verify.
+    pub marker_invalid: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -118,6 +120,14 @@ impl Metrics {
             "Whitelist changes by action and result.",
             &["action", "result"],
         );
+        let marker_invalid = counter(
+            "awswl_marker_invalid_total",
+            "Rules seen whose awswl marker does not verify (unsigned, malformed or mismatch); never swept.",
+            &["reason"],
+        );
+        for reason in ["unsigned", "malformed", "mismatch"] {
+            marker_invalid.with_label_values(&[reason]);
+        }
         let rate_limited = plain("rate_limited_total", "Requests refused by a rate limit.");
         let cache_hits = plain("cache_hits_total", "Security group cache hits.");
         let cache_misses = plain("cache_misses_total", "Security group cache misses.");
@@ -162,6 +172,7 @@ impl Metrics {
             cache_hits,
             cache_misses,
             whitelist_changes,
+            marker_invalid,
         }
     }
 

@@ -9,6 +9,7 @@
 pub mod audit_file;
 pub mod change_counters;
 pub mod expiry_index;
+pub mod marker_key;
 pub mod state_file;
 pub mod sweeper;
 

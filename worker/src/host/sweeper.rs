@@ -4,7 +4,10 @@
 //!
 //! It looks at the groups named in `sweep_groups`, the exact ids in `allowed_security_groups`,
 //! and every group this service has given an expiring rule (an index file in the state dir,
-//! written when such a rule is added), with the service's own credentials.
+//! written when such a rule is added), with the service's own credentials. It removes only
+//! rules whose signed marker verifies (see [`crate::whitelist::marker`]); a rule whose marker
+//! does not is reported by the service (`marker_invalid` warning, `awswl_marker_invalid_total`)
+//! and left alone.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};

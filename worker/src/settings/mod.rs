@@ -109,6 +109,22 @@ pub struct WhitelistSettings {
     pub sweep_interval: Duration,
     /// Groups the sweeper always looks at, besides those it saw get expiring rules.
     pub sweep_groups: Vec<String>,
+    /// Where the key that signs rule markers comes from.
+    pub marker_key: MarkerKeySource,
+}
+
+/// Where the key that signs rule markers comes from (`[whitelist] marker_key_file`,
+/// `marker_key_env`, else generated). Every host that manages the same groups must use the same
+/// key: a rule signed with another key is not managed here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MarkerKeySource {
+    /// `<state_dir>/marker.key`, generated on first start: right for a single host.
+    StateDir,
+    /// A secret file (`marker_key_file`).
+    File(PathBuf),
+    /// The environment variable of this name (`marker_key_env`); the config holds the name,
+    /// never the key.
+    Env(String),
 }
 
 /// The MCP endpoint: who may call it, how much they may send, how fast.

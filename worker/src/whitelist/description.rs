@@ -1,9 +1,10 @@
 //! Rule descriptions: the operator's template filled in, checked against what EC2 accepts,
-//! and a marker that records that this service made the rule and when it expires.
+//! and the signed marker ([`super::marker`]) that records that this service made the rule and
+//! when it expires appended.
 //!
 //! The marker lives in the description itself, so the expiry survives restarts and is visible
-//! to anyone reading the group in the console: `… [awswl exp=2026-11-24T20:00:00Z]`, or
-//! `… [awswl]` for a rule without expiry.
+//! to anyone reading the group in the console:
+//! `… [awswl exp=2026-11-24T20:00:00Z mac=…]`, or `… [awswl mac=…]` for a rule without expiry.
 
 use std::time::{Duration, SystemTime};
 
@@ -14,7 +15,6 @@ const ALLOWED_PUNCTUATION: &str = "._-:/()#,@[]+=&;{}!$*";
 /// The template used when neither the call nor the config gives one.
 pub const DEFAULT_TEMPLATE: &str = "Added by MCP on {date} for {user}";
 const PLACEHOLDERS: [&str; 4] = ["{date}", "{user}", "{reason}", "{expires}"];
-const MARKER_OPEN: &str = "[awswl";
 
 /// The values a template may use.
 #[derive(Debug, Clone)]
@@ -48,9 +48,10 @@ pub fn check_template(template: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Fills `template`, appends the marker, and checks the result is a description EC2 accepts.
-/// Errors name the field and the character at fault.
-pub fn render(template: &str, fill: &Fill<'_>) -> Result<String, String> {
+/// Fills `template`, appends `marker` (made by [`super::marker::MarkerKey::marker`]), and
+/// checks the result is a description EC2 accepts. Errors name the field and the character at
+/// fault.
+pub fn render(template: &str, fill: &Fill<'_>, marker: &str) -> Result<String, String> {
     check_template(template)?;
     check_text("user", fill.user)?;
     check_text("reason", fill.reason)?;
@@ -60,11 +61,7 @@ pub fn render(template: &str, fill: &Fill<'_>) -> Result<String, String> {
         .replace("{user}", fill.user)
         .replace("{reason}", fill.reason)
         .replace("{expires}", &fill.expires.map_or("never".to_string(), rfc3339));
-    let marker = match fill.expires {
-        Some(at) => format!("{MARKER_OPEN} exp={}]", rfc3339(at)),
-        None => format!("{MARKER_OPEN}]"),
-    };
-    let full = if text.is_empty() { marker.clone() } else { format!("{} {marker}", text.trim_end()) };
+    let full = if text.is_empty() { marker.to_string() } else { format!("{} {marker}", text.trim_end()) };
     if full.chars().count() > MAX_LEN {
         return Err(format!(
             "the description would be {} characters; EC2 allows {MAX_LEN} (the expiry marker takes {}): shorten the description, user or reason",
@@ -85,25 +82,6 @@ fn check_text(field: &str, text: &str) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// What the marker in an existing rule's description says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Marker {
-    /// When the rule expires; `None` for a permanent rule of this service.
-    pub expires: Option<SystemTime>,
-}
-
-/// Reads the marker at the end of a description; `None` when the rule is not this service's.
-pub fn parse_marker(description: &str) -> Option<Marker> {
-    let d = description.trim_end();
-    let start = d.rfind(MARKER_OPEN)?;
-    let inner = d[start + MARKER_OPEN.len()..].strip_suffix(']')?;
-    if inner.is_empty() {
-        return Some(Marker { expires: None });
-    }
-    let at = inner.strip_prefix(" exp=")?;
-    humantime::parse_rfc3339(at).ok().map(|t| Marker { expires: Some(t) })
 }
 
 /// Parses `duration` (`"8h"`, `"30m"`, `"1h30m"`, `"2d"`); at least one second.
@@ -129,15 +107,20 @@ mod tests {
         Fill { user, reason, now: humantime::parse_rfc3339("2026-11-24T10:00:00Z").unwrap(), expires }
     }
 
+    const M: &str = "[awswl mac=AAAAAAAAAAAAAAAA]";
+
+    fn render(template: &str, fill: &Fill<'_>) -> Result<String, String> {
+        super::render(template, fill, M)
+    }
+
     #[test]
     fn default_template_with_and_without_expiry() {
         let d = render(DEFAULT_TEMPLATE, &fill("alice", "API access", None)).unwrap();
-        assert_eq!(d, "Added by MCP on 2026-11-24 for alice [awswl]");
-        assert_eq!(parse_marker(&d), Some(Marker { expires: None }));
+        assert_eq!(d, format!("Added by MCP on 2026-11-24 for alice {M}"));
         let at = humantime::parse_rfc3339("2026-11-24T18:00:00Z").unwrap();
         let d = render("{reason} until {expires}", &fill("bob", "deploy", Some(at))).unwrap();
-        assert_eq!(d, "deploy until 2026-11-24T18:00:00Z [awswl exp=2026-11-24T18:00:00Z]");
-        assert_eq!(parse_marker(&d).unwrap().expires, Some(at));
+        assert_eq!(d, format!("deploy until 2026-11-24T18:00:00Z {M}"));
+        assert_eq!(render("", &fill("bob", "deploy", None)).unwrap(), M, "the marker alone");
     }
 
     #[test]
@@ -161,13 +144,6 @@ mod tests {
         assert!(check_template("{date").is_err());
         let long = "x".repeat(250);
         assert!(render(&long, &fill("a", "b", None)).unwrap_err().contains("255"));
-    }
-
-    #[test]
-    fn markers_of_other_rules_are_not_ours() {
-        assert_eq!(parse_marker("office VPN"), None);
-        assert_eq!(parse_marker("[awswl exp=garbage]"), None);
-        assert_eq!(parse_marker("[awswl] and more"), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod cache;
 pub mod description;
 pub mod firewall;
+pub mod marker;
 pub mod policy;
 pub mod rules;
 pub mod service;
@@ -15,6 +16,7 @@ pub mod target;
 
 pub use crate::caller::Caller;
 pub use firewall::{Firewall, FirewallError, FwFuture, Keys, Scope};
+pub use marker::{Marker, MarkerKey};
 pub use policy::{Policy, Refusal};
 pub use rules::{ExistingRule, RuleSpec};
 pub use service::{AddArgs, Defaults, Error, Parts, RuleArgs, RuleView, Whitelist};

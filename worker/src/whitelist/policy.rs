@@ -34,6 +34,9 @@ pub struct Policy {
     pub require_expiry: bool,
     /// Most rules this service may hold in one group.
     pub max_rules_per_group: Option<usize>,
+    /// Let `whitelist_remove` remove rules this service did not add (no marker, or one that
+    /// does not verify), like the reference system; never by default.
+    pub remove_unmanaged: bool,
 }
 
 impl Default for Policy {
@@ -49,6 +52,7 @@ impl Default for Policy {
             max_rule_duration: None,
             require_expiry: false,
             max_rules_per_group: None,
+            remove_unmanaged: false,
         }
     }
 }
@@ -158,6 +162,17 @@ impl Policy {
             (None, max) if self.require_expiry => Ok(max),
             (d, _) => Ok(d),
         }
+    }
+
+    /// May `rule` (described for the message), which this service did not add, be removed?
+    pub fn check_unmanaged(&self, rule: &str) -> Result<(), Refusal> {
+        if self.remove_unmanaged {
+            return Ok(());
+        }
+        refuse(
+            "remove_unmanaged",
+            format!("{rule} was not added by this service (its description carries no valid marker of this service), so it is left alone; set [policy] remove_unmanaged = true to let assistants remove rules this service did not add"),
+        )
     }
 
     /// May one more rule of this service go into a group that holds `existing` of them?

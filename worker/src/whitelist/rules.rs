@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::description::{parse_marker, Marker};
+use super::marker::{Marker, MarkerKey};
 use super::target::{Ports, Protocol};
 
 /// A rule to add or remove, fully resolved (no defaults or names left).
@@ -60,14 +60,25 @@ impl ExistingRule {
             && self.ports() == spec.ports
     }
 
-    /// This service's marker, if the rule is one of its own.
-    pub fn marker(&self) -> Option<Marker> {
-        parse_marker(&self.description)
+    /// The rule as this service would have asked for it, when it could have (a CIDR source
+    /// and a protocol it writes): what its marker's MAC is over.
+    pub fn spec(&self) -> Option<RuleSpec> {
+        Some(RuleSpec {
+            group_id: self.group_id.clone(),
+            cidr: self.cidr?,
+            protocol: Protocol::from_ec2(&self.protocol)?,
+            ports: self.ports(),
+        })
     }
 
-    /// True when the rule carries an expiry that is at or before `now`.
-    pub fn expired(&self, now: SystemTime) -> bool {
-        self.marker().and_then(|m| m.expires).is_some_and(|at| at <= now)
+    /// What the rule's marker says: verified (managed), absent, or not verifying.
+    pub fn marker(&self, key: &MarkerKey) -> Marker {
+        key.read(&self.description, self.spec().as_ref())
+    }
+
+    /// True when the rule carries a verified expiry that is at or before `now`.
+    pub fn expired(&self, now: SystemTime, key: &MarkerKey) -> bool {
+        self.marker(key).expires().is_some_and(|at| at <= now)
     }
 }
 
@@ -109,11 +120,23 @@ mod tests {
     }
 
     #[test]
-    fn expiry_from_the_description() {
+    fn expiry_from_a_verified_marker_only() {
+        let key = MarkerKey::new(&[3; 32]).unwrap();
         let now = humantime::parse_rfc3339("2026-11-24T12:00:00Z").unwrap();
-        assert!(rule("tcp", 22, 22, "1.2.3.4/32", "x [awswl exp=2026-11-24T11:00:00Z]").expired(now));
-        assert!(!rule("tcp", 22, 22, "1.2.3.4/32", "x [awswl exp=2026-11-24T13:00:00Z]").expired(now));
-        assert!(!rule("tcp", 22, 22, "1.2.3.4/32", "x [awswl]").expired(now));
-        assert!(!rule("tcp", 22, 22, "1.2.3.4/32", "hand-made").expired(now));
+        let signed = |at: &str, r: &ExistingRule| {
+            let at = humantime::parse_rfc3339(at).unwrap();
+            format!("x {}", key.marker(&r.spec().unwrap(), Some(at)))
+        };
+        let mut r = rule("tcp", 22, 22, "1.2.3.4/32", "");
+        r.description = signed("2026-11-24T11:00:00Z", &r);
+        assert!(r.expired(now, &key));
+        r.description = signed("2026-11-24T13:00:00Z", &r);
+        assert!(!r.expired(now, &key));
+        let mut icmp6 = rule("icmpv6", -1, -1, "2001:db8::1/128", "");
+        icmp6.description = signed("2026-11-24T11:00:00Z", &icmp6);
+        assert!(icmp6.expired(now, &key), "EC2's icmpv6 is the icmp it was signed as");
+        for unsigned in ["x [awswl exp=2026-11-24T11:00:00Z]", "x [awswl]", "hand-made"] {
+            assert!(!rule("tcp", 22, 22, "1.2.3.4/32", unsigned).expired(now, &key), "{unsigned}");
+        }
     }
 }

@@ -3,17 +3,20 @@
 //! audited durably before the answer, reads cached with change counters shared by the host.
 
 use std::collections::hash_map::DefaultHasher;
+use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
+use tracing::warn;
 
 use super::audit::{AuditEntry, Recorder};
 use super::cache::{GroupCache, Versions};
 use super::description::{self, parse_duration, render, rfc3339, Fill};
 use super::firewall::{Firewall, FirewallError, Scope};
+use super::marker::{Invalid, Marker, MarkerKey};
 use super::policy::{Policy, Refusal};
 use super::rules::{ExistingRule, RuleSpec};
 use super::target::{host_net, parse_cidr, parse_ports, NamedPort, Ports, Protocol};
@@ -141,8 +144,7 @@ pub struct RuleView {
 }
 
 impl RuleView {
-    fn of(r: &ExistingRule) -> RuleView {
-        let marker = r.marker();
+    fn of(r: &ExistingRule, marker: Marker) -> RuleView {
         RuleView {
             rule_id: r.rule_id.clone(),
             group_id: r.group_id.clone(),
@@ -153,8 +155,8 @@ impl RuleView {
             from_port: r.from_port,
             to_port: r.to_port,
             description: r.description.clone(),
-            expires_at: marker.and_then(|m| m.expires).map(rfc3339),
-            managed: marker.is_some(),
+            expires_at: marker.expires().map(rfc3339),
+            managed: marker.managed(),
         }
     }
 
@@ -182,8 +184,7 @@ pub struct Added {
 
 impl Added {
     /// The answer when the identical rule is already there: success, nothing changed.
-    fn unchanged(existing: &ExistingRule) -> Added {
-        let rule = RuleView::of(existing);
+    fn unchanged(rule: RuleView) -> Added {
         let message = format!(
             "{} is already allowed in {} (rule {}); nothing changed",
             rule.summary(),
@@ -225,7 +226,13 @@ pub struct Whitelist {
     cache: GroupCache,
     versions: Arc<dyn Versions>,
     recorder: Arc<dyn Recorder>,
+    key: MarkerKey,
+    /// Rules (id and description) whose bad marker was already reported by this process.
+    reported: Mutex<HashSet<(String, String)>>,
 }
+
+/// Most bad markers remembered as reported; past it, the memory starts again.
+const REPORTED_MAX: usize = 4096;
 
 /// Everything a `Whitelist` is built from.
 pub struct Parts {
@@ -243,6 +250,8 @@ pub struct Parts {
     pub versions: Arc<dyn Versions>,
     /// Audit log.
     pub recorder: Arc<dyn Recorder>,
+    /// The key rule markers are signed with (the same on every host).
+    pub marker_key: MarkerKey,
 }
 
 impl Whitelist {
@@ -256,6 +265,8 @@ impl Whitelist {
             cache: GroupCache::new(p.cache_ttl),
             versions: p.versions,
             recorder: p.recorder,
+            key: p.marker_key,
+            reported: Mutex::new(HashSet::new()),
         }
     }
 
@@ -274,19 +285,20 @@ impl Whitelist {
             now,
             expires,
         };
-        let description = render(template, &fill).map_err(invalid("description"))?;
+        let marker = self.key.marker(&spec, expires);
+        let description = render(template, &fill, &marker).map_err(invalid("description"))?;
         let rules = self.fresh(scope, &spec.group_id).await?;
         if let Some(existing) = rules.iter().find(|r| r.matches(&spec)) {
-            return Ok(Added::unchanged(existing));
+            return Ok(Added::unchanged(self.view(existing)));
         }
-        self.policy.check_count(rules.iter().filter(|r| r.marker().is_some()).count())?;
+        self.policy.check_count(rules.iter().filter(|r| r.marker(&self.key).managed()).count())?;
         let rule_id = match self.firewall.authorize(scope, &spec, &description).await {
             Ok(id) => id,
             Err(FirewallError::Duplicate) => {
                 // Another request added the same rule between our read and our write.
                 let rules = self.fresh(scope, &spec.group_id).await?;
                 if let Some(existing) = rules.iter().find(|r| r.matches(&spec)) {
-                    return Ok(Added::unchanged(existing));
+                    return Ok(Added::unchanged(self.view(existing)));
                 }
                 return Err(Error::Aws(FirewallError::Duplicate));
             }
@@ -326,6 +338,21 @@ impl Whitelist {
             let message = format!("{wanted} was not allowed in {}; nothing removed", spec.group_id);
             return Ok(Removed { changed: false, removed: Vec::new(), message });
         }
+        for r in &matching {
+            let marker = r.marker(&self.key);
+            if let Marker::Invalid(why) = marker {
+                self.report(r, why);
+            }
+            if !marker.managed() {
+                self.policy.check_unmanaged(&format!(
+                    "rule {} ({} in {}, description {:?})",
+                    r.rule_id,
+                    RuleView::of(r, marker).summary(),
+                    r.group_id,
+                    r.description
+                ))?;
+            }
+        }
         let ids: Vec<String> = matching.iter().map(|r| r.rule_id.clone()).collect();
         match self.firewall.revoke(scope, &spec.group_id, &ids).await {
             Ok(()) => {}
@@ -356,7 +383,7 @@ impl Whitelist {
             self.audit("remove", who, scope, &spec, Some(&r.rule_id), &r.description, "removed", None)
                 .await?;
         }
-        let removed: Vec<RuleView> = matching.into_iter().map(RuleView::of).collect();
+        let removed: Vec<RuleView> = matching.into_iter().map(|r| self.view(r)).collect();
         let message = format!("removed {wanted} from {} (rule {})", spec.group_id, ids.join(", "));
         Ok(Removed { changed: true, removed, message })
     }
@@ -366,7 +393,7 @@ impl Whitelist {
         let group = check_group_id(group)?;
         self.policy.check_group(&group)?;
         check_caller_group(who, &group)?;
-        Ok(self.cached(scope, &group).await?.iter().map(RuleView::of).collect())
+        Ok(self.cached(scope, &group).await?.iter().map(|r| self.view(r)).collect())
     }
 
     /// Whether the exact rule exists, and which one matched.
@@ -378,7 +405,7 @@ impl Whitelist {
             Some(r) => Checked {
                 exists: true,
                 message: format!("{wanted} is allowed in {} by rule {}", spec.group_id, r.rule_id),
-                rule: Some(RuleView::of(r)),
+                rule: Some(self.view(r)),
             },
             None => Checked {
                 exists: false,
@@ -388,11 +415,20 @@ impl Whitelist {
         })
     }
 
-    /// Removes the group's rules whose expiry has passed; returns what was removed.
+    /// Removes the group's rules whose verified expiry has passed; returns what was removed.
+    /// Rules whose marker does not verify are reported, never removed.
     pub async fn sweep(&self, scope: &Scope, group: &str, now: SystemTime) -> Result<Vec<RuleView>, Error> {
         let rules = self.fresh(scope, group).await?;
         let mut removed = Vec::new();
-        for r in rules.iter().filter(|r| r.expired(now)) {
+        for r in &rules {
+            match r.marker(&self.key) {
+                Marker::Valid { expires: Some(at) } if at <= now => {}
+                Marker::Invalid(why) => {
+                    self.report(r, why);
+                    continue;
+                }
+                _ => continue,
+            }
             match self.firewall.revoke(scope, group, std::slice::from_ref(&r.rule_id)).await {
                 Ok(()) => {}
                 Err(FirewallError::RuleNotFound) => continue,
@@ -408,9 +444,40 @@ impl Whitelist {
             let who = Caller { identity: Some("expiry-sweeper".into()), ..Caller::default() };
             self.audit("expire", &who, scope, &spec, Some(&r.rule_id), &r.description, "expired", None)
                 .await?;
-            removed.push(RuleView::of(r));
+            removed.push(self.view(r));
         }
         Ok(removed)
+    }
+
+    /// A rule as the tools show it, "managed" only when its marker verifies.
+    fn view(&self, r: &ExistingRule) -> RuleView {
+        RuleView::of(r, r.marker(&self.key))
+    }
+
+    /// Reports a rule whose marker does not verify (once per rule and description per
+    /// process): a warning and `awswl_marker_invalid_total{reason}`.
+    fn report(&self, r: &ExistingRule, why: Invalid) {
+        let first = {
+            let mut seen = self.reported.lock().unwrap_or_else(PoisonError::into_inner);
+            if seen.len() >= REPORTED_MAX {
+                seen.clear();
+            }
+            seen.insert((r.rule_id.clone(), r.description.clone()))
+        };
+        if first {
+            crate::metrics::global().marker_invalid.with_label_values(&[why.label()]).inc();
+            warn!(
+                event = "marker_invalid",
+                group = %r.group_id,
+                rule_id = %r.rule_id,
+                reason = why.label(),
+                description = %r.description,
+                "rule {} in {} is not managed by this service: {}; it is never swept, and removed only with [policy] remove_unmanaged = true",
+                r.rule_id,
+                r.group_id,
+                why.explain()
+            );
+        }
     }
 
     fn resolve(&self, a: &RuleArgs, who: &Caller) -> Result<RuleSpec, Error> {

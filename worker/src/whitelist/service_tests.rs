@@ -4,6 +4,7 @@ use std::sync::Mutex;
 use super::*;
 use crate::whitelist::cache::LocalVersions;
 use crate::whitelist::firewall::FwFuture;
+use crate::whitelist::marker::MarkerKey;
 
 /// An in-memory EC2 that behaves like moto for the calls the service makes.
 #[derive(Default)]
@@ -113,6 +114,7 @@ impl Setup {
             cache_ttl: Duration::from_secs(60),
             versions: self.versions.clone(),
             recorder: self.journal.clone(),
+            marker_key: MarkerKey::new(&[5; 32]).unwrap(),
         })
     }
 }
@@ -319,4 +321,92 @@ async fn a_token_limited_to_some_groups_cannot_touch_others() {
         ..AddArgs::default()
     };
     assert!(w.add(&scope(), &mine, &who).await.is_ok());
+}
+
+fn hand_rule(id: &str, cidr: &str, port: i32, description: &str) -> ExistingRule {
+    ExistingRule {
+        rule_id: id.into(),
+        group_id: G.into(),
+        cidr: Some(cidr.parse().unwrap()),
+        other_source: None,
+        protocol: "tcp".into(),
+        from_port: port,
+        to_port: port,
+        description: description.into(),
+    }
+}
+
+#[tokio::test]
+async fn remove_refuses_a_rule_this_service_did_not_add() {
+    let s = Setup::new();
+    let w = s.service(Policy::default());
+    s.ec2.rules.lock().unwrap().push(hand_rule("sgr-publicweb", "0.0.0.0/0", 443, "public web"));
+    let calls = s.ec2.calls.load(Ordering::SeqCst);
+    let err =
+        w.remove(&scope(), &rule("0.0.0.0/0", Some("443"), None), &Caller::default()).await.unwrap_err();
+    let Error::Policy(refusal) = &err else { panic!("expected a policy refusal, got {err}") };
+    assert_eq!(refusal.setting, "remove_unmanaged", "{err}");
+    assert!(refusal.message.contains("sgr-publicweb") && refusal.message.contains("public web"), "{err}");
+    assert_eq!(s.ec2.rules.lock().unwrap().len(), 1, "the hand-made rule must stay");
+    assert_eq!(s.ec2.calls.load(Ordering::SeqCst), calls + 1, "one read, no revoke");
+    assert!(s.journal.entries.lock().unwrap().is_empty(), "nothing changed, nothing audited");
+    assert!(refusal.message.contains("remove_unmanaged = true"), "names the setting: {err}");
+
+    // A forged marker does not make a hand-made rule removable either.
+    s.ec2.rules.lock().unwrap().push(hand_rule("sgr-forged", "192.0.2.0/24", 22, "x [awswl]"));
+    let err = w.remove(&scope(), &rule("192.0.2.0/24", None, None), &Caller::default()).await.unwrap_err();
+    assert!(matches!(err, Error::Policy(ref r) if r.setting == "remove_unmanaged"), "{err}");
+
+    let reference = s.service(Policy { remove_unmanaged: true, ..Policy::default() });
+    let removed =
+        reference.remove(&scope(), &rule("0.0.0.0/0", Some("443"), None), &Caller::default()).await.unwrap();
+    assert!(removed.changed && !removed.removed[0].managed);
+    assert_eq!(s.ec2.rules.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_sweeper_never_deletes_a_rule_whose_marker_does_not_verify() {
+    let s = Setup::new();
+    let w = s.service(Policy::default());
+    // A hand-made rule dressed up with an (unsigned, forged) expired marker.
+    s.ec2.rules.lock().unwrap().push(hand_rule(
+        "sgr-forged",
+        "192.0.2.0/24",
+        443,
+        "office [awswl exp=2020-01-01T00:00:00Z]",
+    ));
+    // A rule of this service whose expiry someone edited into the past.
+    let added = w
+        .add(
+            &scope(),
+            &AddArgs { duration: Some("8h".into()), ..add("1.2.3.4", None, None) },
+            &Caller::default(),
+        )
+        .await
+        .unwrap();
+    {
+        let mut rules = s.ec2.rules.lock().unwrap();
+        let r = rules.iter_mut().find(|r| r.rule_id == added.rule.rule_id).unwrap();
+        let at = r.description.find("exp=").unwrap() + 4;
+        r.description.replace_range(at..at + 20, "2020-01-01T00:00:00Z");
+    }
+    let swept = w.sweep(&scope(), G, SystemTime::now()).await.unwrap();
+    assert!(swept.is_empty(), "swept {swept:?}");
+    assert_eq!(s.ec2.rules.lock().unwrap().len(), 2, "both rules stay");
+    let counted = |reason: &str| crate::metrics::global().marker_invalid.with_label_values(&[reason]).get();
+    assert_eq!((counted("unsigned"), counted("mismatch")), (1, 1), "each reported");
+    w.sweep(&scope(), G, SystemTime::now()).await.unwrap();
+    assert_eq!((counted("unsigned"), counted("mismatch")), (1, 1), "reported once, not every sweep");
+    let listed = w.list(&scope(), G, &Caller::default()).await.unwrap();
+    assert!(listed.iter().all(|r| !r.managed && r.expires_at.is_none()), "{listed:?}");
+}
+
+#[tokio::test]
+async fn the_per_group_cap_counts_only_verified_markers() {
+    let s = Setup::new();
+    let w = s.service(Policy { max_rules_per_group: Some(1), ..Policy::default() });
+    s.ec2.rules.lock().unwrap().push(hand_rule("sgr-hand", "192.0.2.0/24", 443, "office [awswl]"));
+    w.add(&scope(), &add("1.2.3.4", None, None), &Caller::default()).await.unwrap();
+    let err = w.add(&scope(), &add("1.2.3.5", None, None), &Caller::default()).await.unwrap_err();
+    assert!(matches!(err, Error::Policy(ref r) if r.setting == "max_rules_per_group"), "{err}");
 }
