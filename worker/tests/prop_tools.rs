@@ -21,11 +21,15 @@ use worker::caller::Caller;
 use worker::mcp::{Dispatcher, Outcome, ServerInfo, TransportMeta};
 use worker::whitelist::audit::{AuditEntry, Recorder};
 use worker::whitelist::cache::LocalVersions;
-use worker::whitelist::description::parse_marker;
 use worker::whitelist::{
-    AddArgs, Defaults, Error, ExistingRule, Firewall, FwFuture, Parts, Policy, Ports, Protocol, RuleArgs,
-    RuleSpec, Scope, Whitelist,
+    AddArgs, Defaults, Error, ExistingRule, Firewall, FwFuture, MarkerKey, Parts, Policy, Ports, Protocol,
+    RuleArgs, RuleSpec, Scope, Whitelist,
 };
+
+/// The marker key of every service in these tests (a fixed test value, not a secret).
+fn marker_key() -> MarkerKey {
+    MarkerKey::new(&[7u8; 32]).expect("a 32-byte key")
+}
 
 const G: &str = "sg-0123456789abcdef0";
 
@@ -94,6 +98,7 @@ fn service(ec2: Arc<FakeEc2>, policy: Policy) -> Arc<Whitelist> {
         cache_ttl: Duration::ZERO,
         versions: Arc::new(LocalVersions::default()),
         recorder: Arc::new(NoAudit),
+        marker_key: marker_key(),
     }))
 }
 
@@ -314,6 +319,7 @@ fn policy() -> impl Strategy<Value = Policy> {
             max_rule_duration: max.map(Duration::from_secs),
             require_expiry: require,
             max_rules_per_group: max_rules,
+            remove_unmanaged: false,
         },
     )
 }
@@ -418,7 +424,9 @@ fn any_accepted_add_is_inside_the_policy() {
                 let mut r = hand_made();
                 r.rule_id = format!("sgr-00000000000000{i:03}");
                 r.cidr = Some(net(&format!("192.0.2.{i}/32")));
-                r.description = "earlier [awswl]".into();
+                // Signed like the service's own rules, so they count towards max_rules_per_group.
+                let spec = r.spec().expect("a CIDR rule has a spec");
+                r.description = format!("earlier {}", marker_key().marker(&spec, None));
                 rules.push(r);
             }
         }
@@ -483,7 +491,9 @@ fn any_accepted_add_is_inside_the_policy() {
                     "{cidr} outside {:?}",
                     policy.allowed_ip_ranges
                 );
-                let expires = parse_marker(&rule.description).expect("the service's marker").expires;
+                let marker = marker_key().read(&rule.description, rule.spec().as_ref());
+                prop_assert!(marker.managed(), "the service's own rule verifies: {}", rule.description);
+                let expires = marker.expires();
                 if let Some(max) = policy.max_rule_duration {
                     prop_assert!(expires.is_none_or(|at| at <= latest + max), "expiry beyond {max:?}");
                     prop_assert!(
