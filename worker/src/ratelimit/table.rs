@@ -216,12 +216,20 @@ impl RateLimiter {
 
     /// Takes one token from `key`'s bucket, or says how long until there is one.
     pub fn check(&self, key: &str) -> Decision {
+        self.check_inside(key, || {})
+    }
+
+    /// [`check`](Self::check), calling `inside` in the middle of the critical section (the
+    /// stripe locked, the key's slot claimed, its charge not yet written). A test hook: a test
+    /// makes a process stall there and kills it, as if a worker died holding the lock.
+    pub fn check_inside(&self, key: &str, inside: impl FnOnce()) -> Decision {
         let hash = self.hash(key);
         let stripe = (hash as usize) & (self.stripes - 1);
         let _guard = lock(self.lock_word(stripe));
         let now = self.clock.now_ns();
         let (key_word, tat_word) = self.find_or_claim(stripe, hash, now);
         debug_assert_eq!(key_word.load(Ordering::Relaxed), hash);
+        inside();
         let (decision, tat) = decide(tat_word.load(Ordering::Relaxed), now, self.interval_ns, self.window_ns);
         tat_word.store(tat, Ordering::Relaxed);
         decision
