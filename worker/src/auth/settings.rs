@@ -258,3 +258,23 @@ fn is_loopback(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
         || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jwks_needs_an_issuer() {
+        let jwks = AuthSettings {
+            enabled: true,
+            audience: vec!["https://mcp.example.com/mcp".into()],
+            jwks_url: Some("https://login.example.com/jwks.json".into()),
+            ..AuthSettings::default()
+        };
+        let problems = jwks.validate().unwrap_err();
+        let issuer = problems.iter().find(|p| p.key == "auth.issuer");
+        assert!(issuer.is_some_and(|p| p.reason.contains("jwks_url")), "{problems:?}");
+        let pinned = AuthSettings { issuer: Some("https://login.example.com/".into()), ..jwks };
+        assert_eq!(pinned.validate(), Ok(()));
+    }
+}
