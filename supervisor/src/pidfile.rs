@@ -67,4 +67,23 @@ mod tests {
         std::fs::write(&path, "999999999\n").unwrap();
         assert!(Pidfile::create(&path).is_ok());
     }
+
+    #[test]
+    fn the_temp_file_is_not_at_a_predictable_path() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.pid");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        // Whoever can write the directory plants a link where the temp file used to be written.
+        std::os::unix::fs::symlink(&victim, path.with_extension("pid.tmp")).unwrap();
+        let pf = Pidfile::create(&path).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious", "the planted link was followed");
+        assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), std::process::id().to_string());
+        let mode = std::fs::symlink_metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "{mode:o}");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 3, "a temp file was left behind: {names:?}");
+        drop(pf);
+    }
 }

@@ -85,4 +85,19 @@ mod tests {
         drop(first);
         assert!(try_lock(dir.path()).is_some());
     }
+
+    #[test]
+    fn the_lock_file_is_private_and_never_a_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        assert!(try_lock(dir.path()).is_some());
+        let mode = std::fs::metadata(dir.path().join(LOCK)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        let other = tempfile::tempdir().unwrap();
+        let victim = other.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, other.path().join(LOCK)).unwrap();
+        assert!(try_lock(other.path()).is_none(), "a symlinked lock file was followed");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    }
 }
