@@ -33,7 +33,11 @@ impl Firewall for FakeEc2 {
             if group == "sg-00000000" {
                 return Err(FirewallError::GroupNotFound { group: group.into(), region: "r".into() });
             }
-            Ok(self.rules.lock().unwrap().iter().filter(|r| r.group_id == group).cloned().collect())
+            let rules: Vec<ExistingRule> =
+                self.rules.lock().unwrap().iter().filter(|r| r.group_id == group).cloned().collect();
+            // A read takes time: others run between the snapshot and its answer, as on EC2.
+            tokio::task::yield_now().await;
+            Ok(rules)
         })
     }
     fn authorize<'a>(
@@ -319,4 +323,25 @@ async fn a_token_limited_to_some_groups_cannot_touch_others() {
         ..AddArgs::default()
     };
     assert!(w.add(&scope(), &mine, &who).await.is_ok());
+}
+
+#[tokio::test]
+async fn two_workers_adding_at_the_cap_cannot_both_succeed() {
+    // Two workers of one host (two services, one EC2), each adding a different rule while the
+    // group has room for one more.
+    let s = Setup::new();
+    let policy = Policy { max_rules_per_group: Some(2), ..Policy::default() };
+    let (first, second) = (s.service(policy.clone()), s.service(policy));
+    first.add(&scope(), &add("198.51.100.1", None, None), &Caller::default()).await.unwrap();
+    let (scope, who) = (scope(), Caller::default());
+    let (two, three) = (add("198.51.100.2", None, None), add("198.51.100.3", None, None));
+    let (a, b) = tokio::join!(first.add(&scope, &two, &who), second.add(&scope, &three, &who));
+    let added = [&a, &b].iter().filter(|r| r.is_ok()).count();
+    assert_eq!(added, 1, "{a:?} / {b:?}");
+    let refused = [a, b].into_iter().find_map(Result::err);
+    assert!(
+        matches!(refused, Some(Error::Policy(ref r)) if r.setting == "max_rules_per_group"),
+        "{refused:?}"
+    );
+    assert_eq!(s.ec2.rules.lock().unwrap().len(), 2);
 }
