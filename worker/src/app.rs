@@ -42,9 +42,7 @@ impl App {
     /// Builds everything; a file that cannot be opened stops the boot with a message naming it.
     pub fn build(settings: &Settings, info: ServerInfo) -> Result<App, BuildError> {
         let wl = &settings.whitelist;
-        std::fs::create_dir_all(&wl.state_dir).map_err(|e| {
-            std::io::Error::new(e.kind(), format!("cannot create state_dir {}: {e}", wl.state_dir.display()))
-        })?;
+        crate::host::state_file::prepare_dir(&wl.state_dir)?;
         let audit = Arc::new(AuditLog::open(&wl.audit_log)?);
         let versions = Arc::new(ChangeCounters::open(&wl.state_dir.join("cache-versions"))?);
         let service = Arc::new(Whitelist::new(Parts {

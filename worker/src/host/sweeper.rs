@@ -6,7 +6,7 @@
 //! and every group this service has given an expiring rule (an index file in the state dir,
 //! written when such a rule is added), with the service's own credentials.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -68,7 +68,13 @@ pub async fn run(service: Arc<Whitelist>, config: Config) {
 }
 
 fn try_lock(state_dir: &Path) -> Option<Flock<File>> {
-    let file = OpenOptions::new().create(true).truncate(false).write(true).open(state_dir.join(LOCK)).ok()?;
+    let file = match super::state_file::open(&state_dir.join(LOCK)) {
+        Ok(file) => file,
+        Err(e) => {
+            warn!(event = "sweeper_lock_failed", error = %e, "{e}");
+            return None;
+        }
+    };
     Flock::lock(file, FlockArg::LockExclusiveNonblock).ok()
 }
 
