@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::aws::Ec2Firewall;
 use crate::host::sweeper;
-use crate::host::{AuditLog, ChangeCounters};
+use crate::host::{AuditLog, ChangeCounters, GroupLockFiles};
 use crate::mcp::{Dispatcher, RegistryError, ServerInfo};
 use crate::settings::WhitelistSettings;
 use crate::whitelist::{Defaults, Parts, Whitelist};
@@ -59,6 +59,7 @@ impl App {
             cache_ttl: wl.cache_ttl,
             versions,
             recorder: audit.clone(),
+            group_locks: Arc::new(GroupLockFiles::new(wl.state_dir.clone())),
         }));
         let registry =
             crate::tools::register_all(settings.mcp.page_size, service.clone(), Some(wl.state_dir.clone()))?;

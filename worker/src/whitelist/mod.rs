@@ -14,5 +14,7 @@ pub use crate::caller::Caller;
 pub use firewall::{Firewall, FirewallError, FwFuture, Keys, Scope};
 pub use policy::{Policy, Refusal};
 pub use rules::{ExistingRule, RuleSpec};
-pub use service::{AddArgs, Defaults, Error, Parts, RuleArgs, RuleView, Whitelist};
+pub use service::{
+    AddArgs, Defaults, Error, GroupGuard, GroupLockFuture, GroupLocks, Parts, RuleArgs, RuleView, Whitelist,
+};
 pub use target::{NamedPort, Ports, Protocol};

@@ -3,8 +3,10 @@
 //! audited durably before the answer, reads cached with change counters shared by the host.
 
 use std::collections::hash_map::DefaultHasher;
+use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -94,6 +96,9 @@ pub enum Error {
     /// The change happened but could not be audited.
     #[error("{0}")]
     Audit(String),
+    /// Something the host shares (a group's lock) could not be had; nothing was changed.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<Refusal> for Error {
@@ -216,6 +221,19 @@ pub struct Checked {
     pub message: String,
 }
 
+/// Holds a group locked until dropped.
+pub type GroupGuard = Box<dyn Send>;
+/// What [`GroupLocks::hold`] returns: the guard, or why the lock cannot be had.
+pub type GroupLockFuture<'a> = Pin<Box<dyn Future<Output = Result<GroupGuard, String>> + Send + 'a>>;
+
+/// Mutual exclusion per security group across every worker of the host, held while an add
+/// under `max_rules_per_group` counts the group's rules and adds one (else two workers can each
+/// count one place left and both take it). The host implements it with files; tests in memory.
+pub trait GroupLocks: Send + Sync {
+    /// Waits until this caller holds `group`'s lock (a validated group id).
+    fn hold<'a>(&'a self, group: &'a str) -> GroupLockFuture<'a>;
+}
+
 /// The whitelist service of one worker.
 pub struct Whitelist {
     firewall: Arc<dyn Firewall>,
@@ -225,6 +243,7 @@ pub struct Whitelist {
     cache: GroupCache,
     versions: Arc<dyn Versions>,
     recorder: Arc<dyn Recorder>,
+    group_locks: Arc<dyn GroupLocks>,
 }
 
 /// Everything a `Whitelist` is built from.
@@ -243,6 +262,8 @@ pub struct Parts {
     pub versions: Arc<dyn Versions>,
     /// Audit log.
     pub recorder: Arc<dyn Recorder>,
+    /// The host's per-group locks (taken only when `max_rules_per_group` is set).
+    pub group_locks: Arc<dyn GroupLocks>,
 }
 
 impl Whitelist {
@@ -256,6 +277,7 @@ impl Whitelist {
             cache: GroupCache::new(p.cache_ttl),
             versions: p.versions,
             recorder: p.recorder,
+            group_locks: p.group_locks,
         }
     }
 
@@ -275,6 +297,16 @@ impl Whitelist {
             expires,
         };
         let description = render(template, &fill).map_err(invalid("description"))?;
+        // Under a cap, count and add under the host's lock on the group (held to the end).
+        let _counting = match self.policy.max_rules_per_group {
+            Some(_) => Some(self.group_locks.hold(&spec.group_id).await.map_err(|e| {
+                Error::Unavailable(format!(
+                    "nothing was changed: cannot lock {} to count its rules against max_rules_per_group: {e}",
+                    spec.group_id
+                ))
+            })?),
+            None => None,
+        };
         let rules = self.fresh(scope, &spec.group_id).await?;
         if let Some(existing) = rules.iter().find(|r| r.matches(&spec)) {
             return Ok(Added::unchanged(existing));

@@ -98,15 +98,31 @@ impl Recorder for Journal {
 
 const G: &str = "sg-0123456789abcdef0";
 
+/// The host's group locks, in memory: one lock for every group (enough for these tests).
+#[derive(Default)]
+struct OneLock(Arc<tokio::sync::Mutex<()>>);
+
+impl GroupLocks for OneLock {
+    fn hold<'a>(&'a self, _: &'a str) -> GroupLockFuture<'a> {
+        Box::pin(async move { Ok(Box::new(self.0.clone().lock_owned().await) as GroupGuard) })
+    }
+}
+
 struct Setup {
     ec2: Arc<FakeEc2>,
     journal: Arc<Journal>,
     versions: Arc<LocalVersions>,
+    locks: Arc<OneLock>,
 }
 
 impl Setup {
     fn new() -> Setup {
-        Setup { ec2: Arc::default(), journal: Arc::default(), versions: Arc::default() }
+        Setup {
+            ec2: Arc::default(),
+            journal: Arc::default(),
+            versions: Arc::default(),
+            locks: Arc::default(),
+        }
     }
     fn service(&self, policy: Policy) -> Whitelist {
         Whitelist::new(Parts {
@@ -117,6 +133,7 @@ impl Setup {
             cache_ttl: Duration::from_secs(60),
             versions: self.versions.clone(),
             recorder: self.journal.clone(),
+            group_locks: self.locks.clone(),
         })
     }
 }
