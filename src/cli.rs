@@ -152,6 +152,10 @@ pub struct ProxyArgs {
     /// Log filter for stderr (stdout carries nothing but MCP messages).
     #[arg(long, default_value = "warn", value_name = "FILTER")]
     pub log_level: String,
+    /// Allow a plain `http://` URL to a host that is not loopback: the token and every message
+    /// cross the network readable by anyone on the path. Off by default; use https://.
+    #[arg(long, env = "MCP_ALLOW_INSECURE_HTTP")]
+    pub allow_insecure_http: bool,
 }
 
 impl fmt::Debug for ProxyArgs {
@@ -162,6 +166,7 @@ impl fmt::Debug for ProxyArgs {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("timeout", &self.timeout)
             .field("log_level", &self.log_level)
+            .field("allow_insecure_http", &self.allow_insecure_http)
             .finish()
     }
 }

@@ -367,3 +367,71 @@ fn proxy_setup_errors_are_clear_and_the_token_stays_hidden() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("MCP_REMOTE_URL"), "{url}");
     }
 }
+
+#[test]
+fn proxy_refuses_plain_http_to_a_remote_host() {
+    let proxy = |url: &str, extra: &[&str]| {
+        Command::new(common::BIN)
+            .args(["proxy", "--url", url])
+            .args(extra)
+            .env("MCP_AUTH_TOKEN", "s3cret-token")
+            .env_remove("MCP_ALLOW_INSECURE_HTTP")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    for url in ["http://mcp.example.com/mcp", "http://192.0.2.10:8080/mcp", "http://[2001:db8::1]/mcp"] {
+        let out = proxy(url, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{url}: {stderr}");
+        assert!(out.stdout.is_empty(), "{url}: stdout {:?}", out.stdout);
+        assert!(stderr.contains("--allow-insecure-http") && stderr.contains("https://"), "{url}: {stderr}");
+        assert!(!stderr.contains("s3cret"), "{stderr}");
+    }
+    // Loopback stays allowed, and the flag lets a person choose plain http on purpose (stdin is
+    // empty: nothing is sent, the proxy just starts and ends).
+    for (url, extra) in [
+        ("http://localhost:9/mcp", &[][..]),
+        ("http://127.0.0.1:9/mcp", &[][..]),
+        ("http://[::1]:9/mcp", &[][..]),
+        ("http://mcp.example.com/mcp", &["--allow-insecure-http"][..]),
+    ] {
+        let out = proxy(url, extra);
+        assert_eq!(out.status.code(), Some(0), "{url} {extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
+fn stdio_refuses_a_state_dir_others_can_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, format!("[whitelist]\nstate_dir = \"{}\"\n", state.display())).unwrap();
+    let stdio = || {
+        Command::new(common::BIN)
+            .args(["stdio", "--config", config.to_str().unwrap()])
+            .env_remove("AWSWHITELIST_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = stdio();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("whitelist.state_dir") && stderr.contains("chmod"), "{stderr}");
+    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0, "a state file was created in the refused dir");
+    // Only the service's user may write it: owned by someone else is refused too (testable as root).
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        nix::unistd::chown(&state, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+        let out = stdio();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains("whitelist.state_dir") && stderr.contains("owned by"), "{stderr}");
+        nix::unistd::chown(&state, Some(nix::unistd::geteuid()), None).unwrap();
+    }
+    assert!(stdio().status.success(), "a private state dir is accepted");
+}

@@ -43,6 +43,16 @@ impl Remote {
     pub(super) fn new(args: &ProxyArgs) -> Result<Remote, ProxyError> {
         let url = parse_url(&args.url).map_err(ProxyError::Setup)?;
         let shown = format!("{}://{}{}", url.scheme_str().unwrap_or("http"), host_of(&url), url.path());
+        if url.scheme_str() == Some("http") && !args.allow_insecure_http && !is_loopback(&url) {
+            return Err(ProxyError::Setup(format!(
+                "MCP_REMOTE_URL {shown:?} is plain http:// to a host that is not loopback: the token and \
+                 every message would cross the network in clear; use an https:// URL, or pass \
+                 --allow-insecure-http (MCP_ALLOW_INSECURE_HTTP=true) to send them anyway",
+            )));
+        }
+        if url.scheme_str() == Some("http") && !is_loopback(&url) {
+            tracing::warn!(event = "insecure_http", url = %shown, "sending the token over plain http:// (--allow-insecure-http)");
+        }
         let auth = match args.token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
             None => None,
             Some(token) => {
@@ -227,6 +237,13 @@ fn parse_url(text: &str) -> Result<Uri, String> {
         return Err("MCP_REMOTE_URL must not hold credentials; pass the token in MCP_AUTH_TOKEN".into());
     }
     Ok(uri)
+}
+
+/// Whether the URL's host is this machine: `localhost` or a loopback address.
+fn is_loopback(uri: &Uri) -> bool {
+    let host = uri.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn host_of(uri: &Uri) -> &str {

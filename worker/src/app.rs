@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::aws::Ec2Firewall;
 use crate::host::{marker_key, sweeper};
-use crate::host::{AuditLog, ChangeCounters};
+use crate::host::{AuditLog, ChangeCounters, GroupLockFiles};
 use crate::mcp::{Dispatcher, RegistryError, ServerInfo};
 use crate::settings::WhitelistSettings;
 use crate::whitelist::{Defaults, Parts, Whitelist};
@@ -42,9 +42,7 @@ impl App {
     /// Builds everything; a file that cannot be opened stops the boot with a message naming it.
     pub fn build(settings: &Settings, info: ServerInfo) -> Result<App, BuildError> {
         let wl = &settings.whitelist;
-        std::fs::create_dir_all(&wl.state_dir).map_err(|e| {
-            std::io::Error::new(e.kind(), format!("cannot create state_dir {}: {e}", wl.state_dir.display()))
-        })?;
+        crate::host::state_file::prepare_dir(&wl.state_dir)?;
         let audit = Arc::new(AuditLog::open(&wl.audit_log)?);
         let versions = Arc::new(ChangeCounters::open(&wl.state_dir.join("cache-versions"))?);
         let marker_key = marker_key::load(&wl.marker_key, &wl.state_dir)?;
@@ -63,6 +61,7 @@ impl App {
             versions,
             recorder: audit.clone(),
             marker_key,
+            group_locks: Arc::new(GroupLockFiles::new(wl.state_dir.clone())),
         }));
         let registry =
             crate::tools::register_all(settings.mcp.page_size, service.clone(), Some(wl.state_dir.clone()))?;

@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use worker::auth::{AuthSettings, Authenticator, Denial, InvalidToken};
 
 const AUD: &str = "https://mcp.example.com/mcp";
+const ISS: &str = "https://login.example.com/";
 
 /// Serves whatever `body` holds, counting requests.
 struct JwksServer {
@@ -94,13 +95,14 @@ fn token(key: &EncodingKey, alg: Algorithm, kid: &str) -> String {
     let now = get_current_timestamp();
     let mut header = Header::new(alg);
     header.kid = Some(kid.to_string());
-    let claims = json!({"sub": "alice", "aud": AUD, "scope": "whitelist:read", "iat": now, "exp": now + 300});
+    let claims = json!({"sub": "alice", "iss": ISS, "aud": AUD, "scope": "whitelist:read", "iat": now, "exp": now + 300});
     encode(&header, &claims, key).unwrap()
 }
 
 fn settings(url: &str, cache: f64, min_refresh: f64) -> AuthSettings {
     AuthSettings {
         enabled: true,
+        issuer: Some(ISS.to_string()),
         audience: vec![AUD.to_string()],
         jwks_url: Some(url.to_string()),
         jwks_cache_seconds: cache,

@@ -26,6 +26,15 @@ use worker::whitelist::{
     RuleArgs, RuleSpec, Scope, Whitelist,
 };
 
+/// Group locks for one service alone: nobody else to exclude, so holding is immediate.
+struct OneService;
+
+impl worker::whitelist::GroupLocks for OneService {
+    fn hold<'a>(&'a self, _: &'a str) -> worker::whitelist::GroupLockFuture<'a> {
+        Box::pin(async { Ok(Box::new(()) as worker::whitelist::GroupGuard) })
+    }
+}
+
 /// The marker key of every service in these tests (a fixed test value, not a secret).
 fn marker_key() -> MarkerKey {
     MarkerKey::new(&[7u8; 32]).expect("a 32-byte key")
@@ -99,6 +108,7 @@ fn service(ec2: Arc<FakeEc2>, policy: Policy) -> Arc<Whitelist> {
         versions: Arc::new(LocalVersions::default()),
         recorder: Arc::new(NoAudit),
         marker_key: marker_key(),
+        group_locks: Arc::new(OneService),
     }))
 }
 

@@ -164,3 +164,162 @@ fn refill_across_processes_is_bounded_by_the_rate() {
         "{total} allowed in {window:?}: more than burst + {refilled} refilled"
     );
 }
+
+const HOLD_TABLE: &str = "RATELIMIT_TEST_HOLDER_TABLE";
+const ANSWER_TABLE: &str = "RATELIMIT_TEST_ANSWER_TABLE";
+/// The client key every process of the lock tests checks.
+const LOCK_KEY: &str = "client-locked";
+/// A burst nobody can refill during a test.
+const NO_REFILL: Limits = Limits { rate_per_minute: 1e-6, burst: 10 };
+
+/// The holder's role: takes the stripe lock, says so, and stalls inside the critical section
+/// until it is killed. A no-op in an ordinary test run.
+#[test]
+fn holder_child() {
+    let Ok(table) = std::env::var(HOLD_TABLE) else {
+        return;
+    };
+    let limiter = RateLimiter::open(&table, NO_REFILL).unwrap();
+    limiter.check_inside(LOCK_KEY, || {
+        use std::io::Write;
+        println!("HOLDING");
+        std::io::stdout().flush().unwrap();
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    });
+}
+
+/// An answering worker's role: one check of the locked key per stdin line, its outcome printed.
+/// A no-op in an ordinary test run.
+#[test]
+fn answer_child() {
+    let Ok(table) = std::env::var(ANSWER_TABLE) else {
+        return;
+    };
+    let limiter = RateLimiter::open(&table, NO_REFILL).unwrap();
+    println!("READY");
+    for line in std::io::stdin().lines() {
+        if line.unwrap().trim().is_empty() {
+            continue;
+        }
+        match limiter.check(LOCK_KEY) {
+            Decision::Allowed { remaining } => println!("ANSWER allowed {remaining}"),
+            Decision::Limited { .. } => println!("ANSWER limited"),
+        }
+    }
+}
+
+/// A child of this test binary in one of the roles above, its stdout lines on a channel (so a
+/// silent child is noticed within a deadline); killed and reaped when dropped.
+struct Peer {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Peer {
+    fn start(test: &str, role: &str, table: &Path) -> Peer {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", test, "--nocapture", "--test-threads", "1", "-q"])
+            .env(role, table)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Peer { child, lines }
+    }
+
+    /// The next line starting with `prefix` (the test harness prints its own lines too).
+    fn expect(&self, prefix: &str, within: Duration) -> Option<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let line = self.lines.recv_timeout(left).ok()?;
+            if let Some(pos) = line.find(prefix) {
+                return Some(line[pos..].trim().to_string());
+            }
+        }
+    }
+
+    fn ask(&mut self) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(b"check\n").unwrap();
+        stdin.flush().unwrap();
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_worker_killed_holding_the_lock_does_not_stop_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("requests.rl");
+    // One stripe: every process meets on the same lock.
+    let parent =
+        RateLimiter::open_with(&table, NO_REFILL, Options { slots: 64, ..Options::default() }).unwrap();
+    let holder = Peer::start("holder_child", HOLD_TABLE, &table);
+    let mut answerers: Vec<Peer> =
+        (0..3).map(|_| Peer::start("answer_child", ANSWER_TABLE, &table)).collect();
+    for a in &answerers {
+        assert!(a.expect("READY", Duration::from_secs(30)).is_some(), "an answerer did not start");
+    }
+    assert!(holder.expect("HOLDING", Duration::from_secs(30)).is_some(), "the holder never took the lock");
+    // Killed inside the critical section, and not reaped (a zombie, as while a busy supervisor
+    // has not got to its SIGCHLD yet): its pid still exists.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(holder.child.id() as i32), nix::sys::signal::SIGKILL)
+        .unwrap();
+    let mut answers = Vec::new();
+    for (i, a) in answerers.iter_mut().enumerate() {
+        a.ask();
+        let answer = a.expect("ANSWER", Duration::from_secs(1));
+        assert!(answer.is_some(), "answerer {i} hung after the lock holder was killed");
+        answers.extend(answer);
+    }
+    // The holder died after claiming a fresh slot, before charging it: the bucket is whole, and
+    // every answer after that is exact.
+    assert_eq!(answers, ["ANSWER allowed 9", "ANSWER allowed 8", "ANSWER allowed 7"]);
+    assert_eq!(parent.check(LOCK_KEY), Decision::Allowed { remaining: 6 });
+    drop(holder);
+}
+
+#[test]
+fn a_lock_word_naming_a_live_unrelated_process_does_not_hang() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("requests.rl");
+    let limiter = std::sync::Arc::new(
+        RateLimiter::open_with(&table, NO_REFILL, Options { slots: 64, ..Options::default() }).unwrap(),
+    );
+    let file = std::fs::OpenOptions::new().write(true).open(&table).unwrap();
+    // The first word of the only stripe, after the 4096-byte header: what a lock left by a dead
+    // worker whose pid now belongs to a live process (init, or this test) looks like.
+    for (round, pid) in [1u32, std::process::id()].into_iter().enumerate() {
+        file.write_at(&pid.to_ne_bytes(), 4096).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let limiter = limiter.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(limiter.check(LOCK_KEY));
+        });
+        let decision = rx.recv_timeout(Duration::from_secs(1));
+        assert_eq!(
+            decision,
+            Ok(Decision::Allowed { remaining: 9 - round as u32 }),
+            "a check hung on a lock word naming live pid {pid}"
+        );
+    }
+}

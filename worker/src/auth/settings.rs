@@ -24,7 +24,8 @@ pub struct AuthSettings {
     /// Require a credential on every MCP request. Off only on a loopback bind (the server
     /// enforces that, not this struct).
     pub enabled: bool,
-    /// The `iss` every JWT must carry; `None` accepts any issuer the keys vouch for.
+    /// The `iss` every JWT must carry; `None` accepts any issuer the keys vouch for (refused
+    /// with `jwks_url`: a JWKS vouches for every token its issuer mints, for any service).
     pub issuer: Option<String>,
     /// Accepted `aud` values: the server's canonical resource URI (e.g.
     /// `https://mcp.example.com/mcp`). Required whenever JWTs are accepted.
@@ -126,6 +127,14 @@ impl AuthSettings {
                 "JWTs are accepted, so the audience must be set: the server's canonical resource \
                  URI, e.g. [\"https://mcp.example.com/mcp\"] (tokens minted for other services \
                  must not work here)",
+            );
+        }
+        if self.enabled && self.jwks_url.is_some() && self.issuer.is_none() {
+            bad(
+                "auth.issuer",
+                "(unset)".into(),
+                "auth.jwks_url is set, so the issuer must be too: the `iss` its tokens carry \
+                 (the `issuer` of its OIDC discovery document, e.g. \"https://login.example.com/\")",
             );
         }
         if self.leeway_seconds > 300 {
@@ -257,4 +266,24 @@ fn is_loopback(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jwks_needs_an_issuer() {
+        let jwks = AuthSettings {
+            enabled: true,
+            audience: vec!["https://mcp.example.com/mcp".into()],
+            jwks_url: Some("https://login.example.com/jwks.json".into()),
+            ..AuthSettings::default()
+        };
+        let problems = jwks.validate().unwrap_err();
+        let issuer = problems.iter().find(|p| p.key == "auth.issuer");
+        assert!(issuer.is_some_and(|p| p.reason.contains("jwks_url")), "{problems:?}");
+        let pinned = AuthSettings { issuer: Some("https://login.example.com/".into()), ..jwks };
+        assert_eq!(pinned.validate(), Ok(()));
+    }
 }

@@ -2,7 +2,7 @@
 //! flushed to disk (fdatasync) before the tool answers, so an answered change is never lost —
 //! not even to a `kill -9` a moment later. Reopened on USR1 like the other logs.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -34,12 +34,10 @@ impl AuditLog {
     }
 }
 
+/// Mode `0640` (a log reader's group may read it), never through a symlink.
 fn open(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot open audit log {}: {e}", path.display())))
+    super::state_file::open_append(path, super::state_file::LOG)
+        .map_err(|e| io::Error::new(e.kind(), format!("audit log: {e}")))
 }
 
 impl Recorder for AuditLog {

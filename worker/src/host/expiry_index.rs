@@ -3,7 +3,6 @@
 //! appended by the worker that added the rule, read by whichever worker sweeps.
 
 use std::collections::BTreeSet;
-use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::Path;
 
@@ -33,12 +32,12 @@ pub fn note_expiring(state_dir: &Path, scope: &Scope, group: &str) -> io::Result
     }
     let mut line = serde_json::to_vec(&target).map_err(io::Error::other)?;
     line.push(b'\n');
-    let mut f = OpenOptions::new().create(true).append(true).open(state_dir.join(INDEX))?;
+    let mut f = super::state_file::open_append(&state_dir.join(INDEX), super::state_file::PRIVATE)?;
     f.write_all(&line)
 }
 
 pub(crate) fn read_index(state_dir: &Path) -> BTreeSet<Target> {
-    let Ok(f) = File::open(state_dir.join(INDEX)) else { return BTreeSet::new() };
+    let Ok(Some(f)) = super::state_file::open_read(&state_dir.join(INDEX)) else { return BTreeSet::new() };
     BufReader::new(f).lines().map_while(Result::ok).filter_map(|l| serde_json::from_str(&l).ok()).collect()
 }
 

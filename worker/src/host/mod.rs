@@ -1,6 +1,7 @@
 //! What the workers of one host share, through files in `state_dir`: the audit log, the cache
-//! change counters, the index of groups with expiring rules, and the sweeper (one per host,
-//! whoever holds its lock). Redis-backed versions of these, for many hosts, belong here too.
+//! change counters, the index of groups with expiring rules, the per-group locks of capped adds,
+//! and the sweeper (one per host, whoever holds its lock). Redis-backed versions of these, for
+//! many hosts, belong here too.
 //!
 //! May import: `whitelist` (the traits these files implement, and the service the sweeper
 //! calls), `settings`. Imported by: `app`, `tools` (the expiry index), `ratelimit` (its table is a
@@ -9,9 +10,11 @@
 pub mod audit_file;
 pub mod change_counters;
 pub mod expiry_index;
+pub mod group_locks;
 pub mod marker_key;
 pub mod state_file;
 pub mod sweeper;
 
 pub use audit_file::AuditLog;
 pub use change_counters::ChangeCounters;
+pub use group_locks::GroupLockFiles;

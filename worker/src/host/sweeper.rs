@@ -9,7 +9,7 @@
 //! does not is reported by the service (`marker_invalid` warning, `awswl_marker_invalid_total`)
 //! and left alone.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -71,7 +71,13 @@ pub async fn run(service: Arc<Whitelist>, config: Config) {
 }
 
 fn try_lock(state_dir: &Path) -> Option<Flock<File>> {
-    let file = OpenOptions::new().create(true).truncate(false).write(true).open(state_dir.join(LOCK)).ok()?;
+    let file = match super::state_file::open(&state_dir.join(LOCK)) {
+        Ok(file) => file,
+        Err(e) => {
+            warn!(event = "sweeper_lock_failed", error = %e, "{e}");
+            return None;
+        }
+    };
     Flock::lock(file, FlockArg::LockExclusiveNonblock).ok()
 }
 
@@ -87,5 +93,20 @@ mod tests {
         assert!(try_lock(dir.path()).is_none());
         drop(first);
         assert!(try_lock(dir.path()).is_some());
+    }
+
+    #[test]
+    fn the_lock_file_is_private_and_never_a_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        assert!(try_lock(dir.path()).is_some());
+        let mode = std::fs::metadata(dir.path().join(LOCK)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        let other = tempfile::tempdir().unwrap();
+        let victim = other.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, other.path().join(LOCK)).unwrap();
+        assert!(try_lock(other.path()).is_none(), "a symlinked lock file was followed");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     }
 }

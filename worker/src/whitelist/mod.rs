@@ -19,5 +19,7 @@ pub use firewall::{Firewall, FirewallError, FwFuture, Keys, Scope};
 pub use marker::{Marker, MarkerKey};
 pub use policy::{Policy, Refusal};
 pub use rules::{ExistingRule, RuleSpec};
-pub use service::{AddArgs, Defaults, Error, Parts, RuleArgs, RuleView, Whitelist};
+pub use service::{
+    AddArgs, Defaults, Error, GroupGuard, GroupLockFuture, GroupLocks, Parts, RuleArgs, RuleView, Whitelist,
+};
 pub use target::{NamedPort, Ports, Protocol};

@@ -4,8 +4,10 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashSet;
+use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -97,6 +99,9 @@ pub enum Error {
     /// The change happened but could not be audited.
     #[error("{0}")]
     Audit(String),
+    /// Something the host shares (a group's lock) could not be had; nothing was changed.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<Refusal> for Error {
@@ -217,6 +222,19 @@ pub struct Checked {
     pub message: String,
 }
 
+/// Holds a group locked until dropped.
+pub type GroupGuard = Box<dyn Send>;
+/// What [`GroupLocks::hold`] returns: the guard, or why the lock cannot be had.
+pub type GroupLockFuture<'a> = Pin<Box<dyn Future<Output = Result<GroupGuard, String>> + Send + 'a>>;
+
+/// Mutual exclusion per security group across every worker of the host, held while an add
+/// under `max_rules_per_group` counts the group's rules and adds one (else two workers can each
+/// count one place left and both take it). The host implements it with files; tests in memory.
+pub trait GroupLocks: Send + Sync {
+    /// Waits until this caller holds `group`'s lock (a validated group id).
+    fn hold<'a>(&'a self, group: &'a str) -> GroupLockFuture<'a>;
+}
+
 /// The whitelist service of one worker.
 pub struct Whitelist {
     firewall: Arc<dyn Firewall>,
@@ -229,6 +247,7 @@ pub struct Whitelist {
     key: MarkerKey,
     /// Rules (id and description) whose bad marker was already reported by this process.
     reported: Mutex<HashSet<(String, String)>>,
+    group_locks: Arc<dyn GroupLocks>,
 }
 
 /// Most bad markers remembered as reported; past it, the memory starts again.
@@ -252,6 +271,8 @@ pub struct Parts {
     pub recorder: Arc<dyn Recorder>,
     /// The key rule markers are signed with (the same on every host).
     pub marker_key: MarkerKey,
+    /// The host's per-group locks (taken only when `max_rules_per_group` is set).
+    pub group_locks: Arc<dyn GroupLocks>,
 }
 
 impl Whitelist {
@@ -267,6 +288,7 @@ impl Whitelist {
             recorder: p.recorder,
             key: p.marker_key,
             reported: Mutex::new(HashSet::new()),
+            group_locks: p.group_locks,
         }
     }
 
@@ -287,6 +309,16 @@ impl Whitelist {
         };
         let marker = self.key.marker(&spec, expires);
         let description = render(template, &fill, &marker).map_err(invalid("description"))?;
+        // Under a cap, count and add under the host's lock on the group (held to the end).
+        let _counting = match self.policy.max_rules_per_group {
+            Some(_) => Some(self.group_locks.hold(&spec.group_id).await.map_err(|e| {
+                Error::Unavailable(format!(
+                    "nothing was changed: cannot lock {} to count its rules against max_rules_per_group: {e}",
+                    spec.group_id
+                ))
+            })?),
+            None => None,
+        };
         let rules = self.fresh(scope, &spec.group_id).await?;
         if let Some(existing) = rules.iter().find(|r| r.matches(&spec)) {
             return Ok(Added::unchanged(self.view(existing)));

@@ -34,7 +34,11 @@ impl Firewall for FakeEc2 {
             if group == "sg-00000000" {
                 return Err(FirewallError::GroupNotFound { group: group.into(), region: "r".into() });
             }
-            Ok(self.rules.lock().unwrap().iter().filter(|r| r.group_id == group).cloned().collect())
+            let rules: Vec<ExistingRule> =
+                self.rules.lock().unwrap().iter().filter(|r| r.group_id == group).cloned().collect();
+            // A read takes time: others run between the snapshot and its answer, as on EC2.
+            tokio::task::yield_now().await;
+            Ok(rules)
         })
     }
     fn authorize<'a>(
@@ -95,15 +99,31 @@ impl Recorder for Journal {
 
 const G: &str = "sg-0123456789abcdef0";
 
+/// The host's group locks, in memory: one lock for every group (enough for these tests).
+#[derive(Default)]
+struct OneLock(Arc<tokio::sync::Mutex<()>>);
+
+impl GroupLocks for OneLock {
+    fn hold<'a>(&'a self, _: &'a str) -> GroupLockFuture<'a> {
+        Box::pin(async move { Ok(Box::new(self.0.clone().lock_owned().await) as GroupGuard) })
+    }
+}
+
 struct Setup {
     ec2: Arc<FakeEc2>,
     journal: Arc<Journal>,
     versions: Arc<LocalVersions>,
+    locks: Arc<OneLock>,
 }
 
 impl Setup {
     fn new() -> Setup {
-        Setup { ec2: Arc::default(), journal: Arc::default(), versions: Arc::default() }
+        Setup {
+            ec2: Arc::default(),
+            journal: Arc::default(),
+            versions: Arc::default(),
+            locks: Arc::default(),
+        }
     }
     fn service(&self, policy: Policy) -> Whitelist {
         Whitelist::new(Parts {
@@ -115,6 +135,7 @@ impl Setup {
             versions: self.versions.clone(),
             recorder: self.journal.clone(),
             marker_key: MarkerKey::new(&[5; 32]).unwrap(),
+            group_locks: self.locks.clone(),
         })
     }
 }
@@ -409,4 +430,25 @@ async fn the_per_group_cap_counts_only_verified_markers() {
     w.add(&scope(), &add("1.2.3.4", None, None), &Caller::default()).await.unwrap();
     let err = w.add(&scope(), &add("1.2.3.5", None, None), &Caller::default()).await.unwrap_err();
     assert!(matches!(err, Error::Policy(ref r) if r.setting == "max_rules_per_group"), "{err}");
+}
+
+#[tokio::test]
+async fn two_workers_adding_at_the_cap_cannot_both_succeed() {
+    // Two workers of one host (two services, one EC2), each adding a different rule while the
+    // group has room for one more.
+    let s = Setup::new();
+    let policy = Policy { max_rules_per_group: Some(2), ..Policy::default() };
+    let (first, second) = (s.service(policy.clone()), s.service(policy));
+    first.add(&scope(), &add("198.51.100.1", None, None), &Caller::default()).await.unwrap();
+    let (scope, who) = (scope(), Caller::default());
+    let (two, three) = (add("198.51.100.2", None, None), add("198.51.100.3", None, None));
+    let (a, b) = tokio::join!(first.add(&scope, &two, &who), second.add(&scope, &three, &who));
+    let added = [&a, &b].iter().filter(|r| r.is_ok()).count();
+    assert_eq!(added, 1, "{a:?} / {b:?}");
+    let refused = [a, b].into_iter().find_map(Result::err);
+    assert!(
+        matches!(refused, Some(Error::Policy(ref r)) if r.setting == "max_rules_per_group"),
+        "{refused:?}"
+    );
+    assert_eq!(s.ec2.rules.lock().unwrap().len(), 2);
 }
