@@ -161,3 +161,19 @@ fn a_bad_value_is_named_by_the_conversion_and_never_defaulted() {
     let all = c.validate().unwrap_err().to_string();
     assert_eq!(all.matches("mcp.body_timeout").count(), 1, "{all}");
 }
+
+#[test]
+fn auth_off_is_refused_when_a_proxy_or_public_host_names_are_configured() {
+    Jail::expect_with(|jail| {
+        for (toml, key) in [
+            ("forwarded_allow_ips = [\"127.0.0.1\"]\n[auth]\nenabled = false\n", "forwarded_allow_ips"),
+            ("[mcp]\nallowed_hosts = [\"mcp.example.com\"]\n[auth]\nenabled = false\n", "mcp.allowed_hosts"),
+        ] {
+            let text = load_in(jail, toml).unwrap_err().to_string();
+            assert!(text.contains("auth.enabled") && text.contains(key), "{toml}: {text}");
+        }
+        // Loopback and no proxy: auth off is still the reference-compatible local setup.
+        load_in(jail, "[auth]\nenabled = false\n").unwrap();
+        Ok(())
+    });
+}

@@ -195,6 +195,12 @@ fn origin_is_loopback(origin: &str) -> bool {
     is_loopback_name(host_name(rest))
 }
 
+/// Whether a peer may be served with authentication off: only this machine (a loopback
+/// address, or a Unix socket, `None`). Today: no check is made.
+pub fn local_peer(_peer: Option<std::net::SocketAddr>) -> bool {
+    true
+}
+
 /// Names that reach only this machine.
 pub fn is_loopback_name(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
@@ -276,6 +282,21 @@ mod tests {
         assert_eq!(status(&p, Method::POST, &[JSON, ("accept", "application/json;q=0")]), 406);
         assert_eq!(status(&p, Method::POST, &[JSON, ("content-length", "101")]), 413);
         assert_eq!(status(&p, Method::POST, &[JSON, ("content-length", "100")]), 200);
+    }
+
+    #[test]
+    fn without_auth_only_loopback_and_unix_peers_are_served() {
+        let peer = |s: &str| Some(s.parse::<std::net::SocketAddr>().unwrap());
+        assert!(local_peer(None), "a Unix-socket peer");
+        assert!(local_peer(peer("127.0.0.1:5000")));
+        assert!(local_peer(peer("127.9.9.9:5000")));
+        assert!(local_peer(peer("[::1]:5000")));
+        assert!(local_peer(peer("[::ffff:127.0.0.1]:5000")), "IPv4 loopback on a dual-stack socket");
+        assert!(!local_peer(peer("192.0.2.7:5000")));
+        assert!(!local_peer(peer("10.0.0.1:5000")));
+        assert!(!local_peer(peer("[2001:db8::1]:5000")));
+        assert!(!local_peer(peer("[::ffff:192.0.2.7]:5000")));
+        assert!(!local_peer(peer("0.0.0.0:5000")));
     }
 
     #[test]
