@@ -197,6 +197,16 @@ mod tests {
     use crate::auth::SCOPE_READ;
 
     #[test]
+    fn failed_auth_keys_ipv6_by_64_and_ipv4_by_address() {
+        let key = |s: &str| address_key(Some(s.parse().unwrap()));
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff:ffff:ffff:ffff"), "one /64, one budget");
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"), "another /64");
+        assert_ne!(key("192.0.2.1"), key("192.0.2.2"), "IPv4 by address");
+        assert_eq!(address_key(None), address_key(None), "Unix-socket peers");
+        assert_ne!(address_key(None), key("192.0.2.1"));
+    }
+
+    #[test]
     fn a_tool_declares_its_scope_and_an_unknown_name_needs_write() {
         let registry = crate::tools::standard_registry(10).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(needed_scope(&registry, "service_status"), Some(SCOPE_READ));
