@@ -870,3 +870,38 @@ fn auth_off_on_a_public_socket_from_systemd_is_refused() {
     assert!(text.contains(&format!("0.0.0.0:{port}")), "the refusal must name the socket:\n{text}");
     assert!(!matches!(answer, Ok(200)), "the request was answered without authentication");
 }
+
+/// POST /mcp without credentials from `source` (a loopback address of the test's choosing), with
+/// `X-Forwarded-Proto: https`; the challenge's metadata URL.
+fn challenge_from(source: &str, addr: &str) -> String {
+    use std::io::Write;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&format!("{source}:0").parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    socket.connect(&addr.parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    let mut s: std::net::TcpStream = socket.into();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(
+        s,
+        "POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nX-Forwarded-Proto: https\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{TOOLS_LIST}",
+        TOOLS_LIST.len()
+    )
+    .unwrap();
+    let r = http::read_response(&mut s).unwrap();
+    assert_eq!(r.status, 401, "{r:?}");
+    r.header("www-authenticate").unwrap_or_default().to_string()
+}
+
+#[test]
+fn x_forwarded_proto_is_believed_only_from_a_trusted_proxy() {
+    let (_key, entry) = keygen("proto", READ);
+    let svc = Service::start(&format!(
+        "workers = 1\nforwarded_allow_ips = [\"127.0.0.1\"]\n\n[auth]\nenabled = true\n\n{entry}"
+    ));
+    let trusted = challenge_from("127.0.0.1", &svc.addr);
+    assert!(trusted.contains("resource_metadata=\"https://localhost/"), "from the proxy: {trusted}");
+    let stranger = challenge_from("127.0.0.3", &svc.addr);
+    assert!(
+        stranger.contains("resource_metadata=\"http://localhost/"),
+        "a client that is not a trusted proxy chose the scheme: {stranger}"
+    );
+}

@@ -177,3 +177,16 @@ fn auth_off_is_refused_when_a_proxy_or_public_host_names_are_configured() {
         Ok(())
     });
 }
+
+#[test]
+fn forwarded_header_names_the_one_header_believed() {
+    Jail::expect_with(|jail| {
+        for value in ["x-forwarded-for", "forwarded", "x-real-ip"] {
+            let c = load_in(jail, &format!("forwarded_header = \"{value}\"\n")).unwrap();
+            c.settings().unwrap();
+        }
+        let text = load_in(jail, "forwarded_header = \"x-client-ip\"\n").unwrap_err().to_string();
+        assert!(text.contains("forwarded_header"), "{text}");
+        Ok(())
+    });
+}

@@ -539,6 +539,16 @@ mod tests {
     }
 
     #[test]
+    fn by_default_x_forwarded_for_is_believed_and_forwarded_is_not() {
+        // A proxy that appends to X-Forwarded-For passes a client's own `Forwarded` through.
+        let h = headers(&[("forwarded", "for=198.51.100.1"), ("x-forwarded-for", "198.51.100.2")]);
+        let proxies = TrustedProxies::parse(NGINX).unwrap();
+        assert_eq!(proxies.client_addr(Some(ip("127.0.0.1")), &h), Some(ip("198.51.100.2")));
+        let only_forwarded = headers(&[("forwarded", "for=198.51.100.1")]);
+        assert_eq!(proxies.client_addr(Some(ip("127.0.0.1")), &only_forwarded), Some(ip("127.0.0.1")));
+    }
+
+    #[test]
     fn pinned_source_ignores_the_others() {
         let h = headers(&[("forwarded", "for=198.51.100.1"), ("x-forwarded-for", "198.51.100.2")]);
         let peer = Some(ip("127.0.0.1"));
