@@ -126,7 +126,9 @@ fn the_file_converts_once_into_typed_settings() {
              [whitelist]\ncache_ttl = 7\nstate_dir = \"/tmp/awswl-state\"\n\
              [rate_limit]\nrequests_per_minute = 60\nburst = 3\n\
              [metrics]\nallow_ips = [\"192.0.2.1\"]\n\
-             token_hash = \"sha256:0000000000000000000000000000000000000000000000000000000000000001\"\n",
+             token_hash = \"sha256:0000000000000000000000000000000000000000000000000000000000000001\"\n\
+             [auth]\nenabled = true\n[[auth.api_keys]]\nid = \"k\"\n\
+             hash = \"sha256:0000000000000000000000000000000000000000000000000000000000000002\"\n",
         )
         .unwrap();
         let s = c.settings().unwrap();

@@ -196,9 +196,24 @@ fn origin_is_loopback(origin: &str) -> bool {
 }
 
 /// Whether a peer may be served with authentication off: only this machine (a loopback
-/// address, or a Unix socket, `None`). Today: no check is made.
-pub fn local_peer(_peer: Option<std::net::SocketAddr>) -> bool {
-    true
+/// address, IPv4-mapped or not, or a Unix socket: `None`).
+pub fn local_peer(peer: Option<std::net::SocketAddr>) -> bool {
+    match peer.map(|p| p.ip()) {
+        None => true,
+        Some(std::net::IpAddr::V4(v4)) => v4.is_loopback(),
+        Some(std::net::IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+    }
+}
+
+/// The refusal for a peer that is not [`local_peer`] while authentication is off (the serve
+/// command refuses such listeners; this is the worker's own check, in depth).
+pub fn unauthenticated_peer(peer: Option<std::net::SocketAddr>) -> Refusal {
+    let who = peer.map_or_else(|| "a Unix-socket peer".to_string(), |p| p.ip().to_string());
+    Refusal::new(
+        StatusCode::FORBIDDEN,
+        TRANSPORT_ERROR,
+        format!("authentication is off ([auth] enabled = false), so only this machine (loopback or a Unix socket) is served, and {who} is not; enable [auth] to serve other machines"),
+    )
 }
 
 /// Names that reach only this machine.
