@@ -56,9 +56,13 @@ pub struct Config {
     /// Group the workers run as (name or number); defaults to the user's group.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    /// Proxies (addresses, CIDRs, `unix`) whose X-Forwarded-For / X-Real-IP / Forwarded headers
-    /// are believed; from anyone else the TCP peer is the client.
+    /// Proxies (addresses, CIDRs, `unix`) whose forwarding header (and `X-Forwarded-Proto`) is
+    /// believed; from anyone else the TCP peer is the client.
     pub forwarded_allow_ips: Vec<String>,
+    /// The one header those proxies' chain is read from: `x-forwarded-for` (what nginx, AWS ALB
+    /// and HAProxy append to), `forwarded` (RFC 7239) or `x-real-ip`. The others are ignored, as
+    /// a proxy passes them through as the client wrote them.
+    pub forwarded_header: String,
     /// File mode creation mask, octal (`"0o027"` or `0o027`).
     #[serde(
         serialize_with = "ser_umask",
@@ -130,6 +134,7 @@ impl Default for Config {
             worker_connections: 1000,
             pidfile: None,
             forwarded_allow_ips: Vec::new(),
+            forwarded_header: "x-forwarded-for".to_string(),
             user: None,
             group: None,
             umask: None,
@@ -259,13 +264,22 @@ impl Config {
             };
             bad(key, format!("{value:?}"), &reason);
         }
+        let bound: Vec<String> = self.bind_addrs().iter().map(ToString::to_string).collect();
+        for p in self.refuse_unauthenticated(&bound).err().map(|e| e.0).unwrap_or_default() {
+            bad(&p.key, p.value, &p.reason);
+        }
         if !self.auth.enabled {
-            if let Some(open) = self.bind_addrs().iter().find(|a| !a.is_local()) {
-                bad(
-                    "auth.enabled",
-                    "false".into(),
-                    &format!("{open} is reachable from other machines: without authentication anyone there could open your firewall; set [auth] enabled = true with a secret, keys or a JWKS issuer (see deploy/awswhitelist.example.toml), or bind to loopback"),
-                );
+            for (key, set) in [
+                ("forwarded_allow_ips", !self.forwarded_allow_ips.is_empty()),
+                ("mcp.allowed_hosts", !self.mcp.allowed_hosts.is_empty()),
+            ] {
+                if set {
+                    bad(
+                        "auth.enabled",
+                        "false".into(),
+                        &format!("{key} is set, so clients of other machines reach this server (through a proxy, or by a public name): without authentication anyone there could open your firewall; set [auth] enabled = true with a secret, keys or a JWKS issuer (see deploy/awswhitelist.example.toml), or empty {key}"),
+                    );
+                }
             }
         }
         let worker_problems = self.settings().err().map(|e| e.0).unwrap_or_default();
@@ -327,6 +341,31 @@ impl Config {
             return Err("user: switching user or group needs the supervisor to start as root".into());
         }
         Ok(Some(RunAs { uid, gid }))
+    }
+
+    /// With `[auth] enabled = false`, refuses any of `listening` (addresses as `bind` writes them,
+    /// or as the supervisor reports the sockets it bound or adopted) that another machine could
+    /// reach: only loopback and Unix sockets may be served without authentication. An address
+    /// that cannot be read counts as reachable.
+    pub fn refuse_unauthenticated(&self, listening: &[String]) -> Result<(), ConfigError> {
+        if self.auth.enabled {
+            return Ok(());
+        }
+        let local = |a: &String| a.starts_with("unix:") || a.parse::<BindAddr>().is_ok_and(|b| b.is_local());
+        let problems: Vec<Problem> = listening
+            .iter()
+            .filter(|a| !local(a))
+            .map(|open| Problem::new(
+                "auth.enabled",
+                "false",
+                format!("{open} is reachable from other machines: without authentication anyone there could open your firewall; set [auth] enabled = true with a secret, keys or a JWKS issuer (see deploy/awswhitelist.example.toml), or listen on loopback only"),
+            ))
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(problems))
+        }
     }
 
     /// Bind addresses, parsed (valid after [`Config::validate`]).

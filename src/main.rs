@@ -96,6 +96,12 @@ fn serve(args: &ConfigArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The sockets really listened on: systemd may have passed ones that no `bind` names.
+    if let Err(e) = config.refuse_unauthenticated(&supervisor.local_addrs()) {
+        error!(event = "start_refused", error = %e, "{e}");
+        eprintln!("awswhitelist: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     match supervisor.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

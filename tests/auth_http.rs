@@ -781,3 +781,127 @@ fn a_public_bind_with_auth_serves_and_derives_the_resource_from_the_request() {
     assert_eq!(doc["resource"], json!("http://mcp.example.test:8443/mcp"), "{doc}");
     assert!(doc.get("authorization_servers").is_none(), "none configured, none published: {doc}");
 }
+
+/// The supervisor started by `systemd-socket-activate` on 0.0.0.0 adopts a public socket that
+/// is in no `bind` list: with `[auth] enabled = false` it must refuse to start, naming the
+/// setting and the address, and never answer the connection that woke it.
+#[test]
+fn auth_off_on_a_public_socket_from_systemd_is_refused() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::process::CommandExt;
+    use std::sync::{Arc, Mutex};
+
+    let Some(activate) = common::tool("AWSWL_SYSTEMD_SOCKET_ACTIVATE", "systemd-socket-activate", "systemd")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    // Loopback in `bind`, so the file alone passes validation: only the adopted socket is public.
+    std::fs::write(
+        &config,
+        format!(
+            "bind = \"127.0.0.1:0\"\nworkers = 1\n\n[log]\nformat = \"json\"\n\n[whitelist]\nstate_dir = \"{}\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(activate)
+        .arg("-l")
+        .arg(format!("0.0.0.0:{port}"))
+        .arg(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    struct KillGroup(i32);
+    impl Drop for KillGroup {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.0), nix::sys::signal::SIGKILL);
+        }
+    }
+    let _group = KillGroup(child.id() as i32);
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let (listening_tx, listening_rx) = std::sync::mpsc::channel();
+    let sink = stderr.clone();
+    let pipe = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if line.starts_with("Listening on") {
+                let _ = listening_tx.send(());
+            }
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    listening_rx.recv_timeout(PATIENCE).expect("systemd-socket-activate listens");
+
+    // The first connection starts the service; the Host check alone would let this through.
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(PATIENCE)).unwrap();
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{TOOLS_LIST}",
+        TOOLS_LIST.len()
+    );
+    conn.write_all(request.as_bytes()).unwrap();
+    let answer = http::read_response(&mut conn).map(|r| r.status);
+
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve kept running with auth off on 0.0.0.0:{port} (the request got {answer:?}):\n{}",
+            stderr.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = stderr.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(2), "{text}");
+    assert!(text.contains("auth.enabled"), "the refusal must name [auth] enabled:\n{text}");
+    assert!(text.contains(&format!("0.0.0.0:{port}")), "the refusal must name the socket:\n{text}");
+    assert!(!matches!(answer, Ok(200)), "the request was answered without authentication");
+}
+
+/// POST /mcp without credentials from `source` (a loopback address of the test's choosing), with
+/// `X-Forwarded-Proto: https`; the challenge's metadata URL.
+fn challenge_from(source: &str, addr: &str) -> String {
+    use std::io::Write;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&format!("{source}:0").parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    socket.connect(&addr.parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    let mut s: std::net::TcpStream = socket.into();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(
+        s,
+        "POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nX-Forwarded-Proto: https\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{TOOLS_LIST}",
+        TOOLS_LIST.len()
+    )
+    .unwrap();
+    let r = http::read_response(&mut s).unwrap();
+    assert_eq!(r.status, 401, "{r:?}");
+    r.header("www-authenticate").unwrap_or_default().to_string()
+}
+
+#[test]
+fn x_forwarded_proto_is_believed_only_from_a_trusted_proxy() {
+    let (_key, entry) = keygen("proto", READ);
+    let svc = Service::start(&format!(
+        "workers = 1\nforwarded_allow_ips = [\"127.0.0.1\"]\n\n[auth]\nenabled = true\n\n{entry}"
+    ));
+    let trusted = challenge_from("127.0.0.1", &svc.addr);
+    assert!(trusted.contains("resource_metadata=\"https://localhost/"), "from the proxy: {trusted}");
+    let stranger = challenge_from("127.0.0.3", &svc.addr);
+    assert!(
+        stranger.contains("resource_metadata=\"http://localhost/"),
+        "a client that is not a trusted proxy chose the scheme: {stranger}"
+    );
+}

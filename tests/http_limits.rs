@@ -69,3 +69,36 @@ fn worker_connections_caps_what_one_worker_holds_open() {
     third.set_read_timeout(Some(PATIENCE)).unwrap();
     assert_eq!(http::read_response(&mut third).unwrap().status, 200);
 }
+
+#[test]
+fn a_request_that_outlasts_request_timeout_gets_a_json_rpc_error() {
+    // An "EC2" that accepts connections (the kernel completes them into the queue) and never
+    // answers: each AWS call would wait the whole aws.operation_timeout.
+    let blackhole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", blackhole.local_addr().unwrap());
+    let svc = common::Service::start_with(common::Options {
+        config: format!(
+            "workers = 1\n[mcp]\nrequest_timeout = 2.0\n[aws]\nendpoint_url = \"{endpoint}\"\nregion = \"us-east-1\"\noperation_timeout = 60.0\nmax_attempts = 1\n"
+        ),
+        env: vec![
+            ("AWS_ACCESS_KEY_ID".into(), "AKIAEXAMPLEEXAMPLE00".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "0".repeat(40)),
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        ],
+        wait_ready: true,
+    });
+    let body = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"whitelist_list","arguments":{"security_group_id":"sg-0123456789abcdef0"}}}"#;
+    let req = format!(
+        "POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nMCP-Protocol-Version: 2025-06-18\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let started = std::time::Instant::now();
+    let r = http::raw(&svc.addr, req.as_bytes()).unwrap();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(15), "answered after {took:?}, not at request_timeout");
+    let v = r.json();
+    assert_eq!(v["id"], 7, "{r:?}");
+    let message = v.pointer("/error/message").and_then(|m| m.as_str()).unwrap_or_default();
+    assert!(message.contains("mcp.request_timeout"), "the error names the setting: {r:?}");
+    assert_eq!(svc.health()["status"], "ok", "the worker still serves");
+}

@@ -109,6 +109,19 @@ impl Drop for Nginx {
     }
 }
 
+/// A read-write API key (`awswhitelist keygen`) and its `[[auth.api_keys]]` entry.
+fn api_key() -> (String, String) {
+    let out = Command::new(common::BIN)
+        .args(["keygen", "--id", "nginx", "--scopes", "whitelist:read whitelist:write"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = String::from_utf8(out.stdout).unwrap();
+    let key = out.lines().find(|l| l.starts_with("awsk_")).expect("a key line").to_string();
+    let entry = out[out.find("[[auth.api_keys]]").expect("a config entry")..].to_string();
+    (key, entry)
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -139,9 +152,11 @@ fn current_is_the_address_nginx_saw_and_forged_headers_are_ignored() {
     let Some(moto) = Moto::start() else { return };
     let group = moto.create_group("nginx");
     let state = tempfile::tempdir().unwrap();
+    // Behind a proxy, authentication is required (forwarded_allow_ips with auth off is refused).
+    let (key, entry) = api_key();
     let svc = Service::start_with(Options {
         config: format!(
-            "workers = 2\nforwarded_allow_ips = [\"127.0.0.1\"]\n[aws]\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\n[whitelist]\nstate_dir = \"{}\"\n",
+            "workers = 2\nforwarded_allow_ips = [\"127.0.0.1\"]\n[aws]\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\n[whitelist]\nstate_dir = \"{}\"\n[auth]\nenabled = true\n\n{entry}",
             moto.url(),
             state.path().display()
         ),
@@ -173,7 +188,9 @@ fn current_is_the_address_nginx_saw_and_forged_headers_are_ignored() {
         &front,
         "whitelist_add",
         json!({"security_group_id": group, "ip_address": "current"}),
-        "X-Forwarded-For: 203.0.113.66\r\nForwarded: for=203.0.113.67\r\n",
+        &format!(
+            "Authorization: Bearer {key}\r\nX-Forwarded-For: 203.0.113.66\r\nForwarded: for=203.0.113.67\r\n"
+        ),
     );
     assert_eq!(via["structuredContent"]["rule"]["cidr_ip"], "127.0.0.5/32", "{via}");
     // Straight to the service from an untrusted 127.0.0.7, forging the header: ignored.
@@ -182,7 +199,7 @@ fn current_is_the_address_nginx_saw_and_forged_headers_are_ignored() {
         &svc.addr,
         "whitelist_add",
         json!({"security_group_id": group, "ip_address": "current"}),
-        "X-Forwarded-For: 203.0.113.77\r\nForwarded: for=203.0.113.78\r\nX-Real-IP: 203.0.113.79\r\n",
+        &format!("Authorization: Bearer {key}\r\nX-Forwarded-For: 203.0.113.77\r\nForwarded: for=203.0.113.78\r\nX-Real-IP: 203.0.113.79\r\n"),
     );
     assert_eq!(direct["structuredContent"]["rule"]["cidr_ip"], "127.0.0.7/32", "{direct}");
     let cidrs: Vec<String> = moto.ingress(&group).into_iter().map(|r| r[1].clone()).collect();

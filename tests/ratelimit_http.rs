@@ -34,15 +34,26 @@ const SERVICE_STATUS: &str =
 /// POST /mcp from `source` on a new connection (so successive requests spread over the workers
 /// sharing the listener), with this `Authorization` value (if any).
 fn post_from(source: IpAddr, addr: &str, authorization: Option<&str>) -> http::Response {
+    post_body_from(source, addr, authorization, Some("2025-06-18"), SERVICE_STATUS)
+}
+
+/// POST /mcp of `body` from `source`, with `MCP-Protocol-Version: version` when given (a batch
+/// is only accepted without one, or with a revision that has batches).
+fn post_body_from(
+    source: IpAddr,
+    addr: &str,
+    authorization: Option<&str>,
+    version: Option<&str>,
+    body: &str,
+) -> http::Response {
     let mut req = String::from("POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n");
-    req.push_str("MCP-Protocol-Version: 2025-06-18\r\n");
+    if let Some(v) = version {
+        req.push_str(&format!("MCP-Protocol-Version: {v}\r\n"));
+    }
     if let Some(v) = authorization {
         req.push_str(&format!("Authorization: {v}\r\n"));
     }
-    req.push_str(&format!(
-        "Content-Length: {}\r\nConnection: close\r\n\r\n{SERVICE_STATUS}",
-        SERVICE_STATUS.len()
-    ));
+    req.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()));
     let attempt = || -> std::io::Result<http::Response> {
         let target: SocketAddr = addr.parse().expect("a TCP address");
         let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
@@ -200,14 +211,28 @@ fn failed_authentication_is_limited_per_address() {
     assert_eq!(statuses, [401, 401, 401, 429, 429], "3 failures allowed, then limited");
     let r = post_from(CLIENT_A, addr, Some(&forged));
     assert_limited(&r, "another bad token from the same address");
+    // The limit is consulted before any credential is checked, so guessing is slowed down: even
+    // a valid token from the limited address waits (else a guess would still be verified, and a
+    // right one would be told so).
+    assert_limited(
+        &post_from(CLIENT_A, addr, Some(&s.bearer("dave"))),
+        "a valid token from the limited address",
+    );
 
     // Another address: its failures have their own budget, and a valid token works.
     assert_eq!(post_from(CLIENT_B, addr, Some(&s.bearer("carol"))).status, 200);
     let r = post_from(CLIENT_B, addr, Some(&forged));
     assert_eq!(r.status, 401, "client B's first failure: {r:?}");
     assert!(r.header("www-authenticate").unwrap_or("").contains("error=\"invalid_token\""), "{r:?}");
-    // The limit counts failed credentials only: a valid token from the limited address passes.
-    assert_eq!(post_from(CLIENT_A, addr, Some(&s.bearer("dave"))).status, 200);
+    // The limit counts failed credentials only: successes from client B charge nothing.
+    for i in 0..5 {
+        assert_eq!(
+            post_from(CLIENT_B, addr, Some(&s.bearer("carol"))).status,
+            200,
+            "carol, request {}",
+            i + 1
+        );
+    }
 }
 
 #[test]
@@ -224,4 +249,33 @@ fn authenticated_requests_are_limited_per_subject_not_per_address() {
         assert_eq!(post_from(CLIENT_A, addr, Some(&bob)).status, 200, "bob, request {}", i + 1);
     }
     assert_limited(&post_from(CLIENT_A, addr, Some(&bob)), "bob over his burst");
+}
+
+/// `n` `tools/call` messages in one JSON-RPC batch.
+fn batch_of(n: usize) -> String {
+    let calls: Vec<Value> = (0..n)
+        .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {"name": "service_status", "arguments": {}}}))
+        .collect();
+    Value::Array(calls).to_string()
+}
+
+#[test]
+fn every_tool_call_of_a_batch_is_charged_all_or_nothing() {
+    let svc = Service::start(
+        "bind = \"127.0.0.1:0\"\nworkers = 2\n\n[rate_limit]\nrequests_per_minute = 1.0\nburst = 5\n",
+    );
+    let send = |n: usize| post_body_from(CLIENT_A, &svc.addr, None, None, &batch_of(n));
+    // More calls than the burst can never pass: refused whole, saying why and which setting.
+    let r = send(7);
+    assert_eq!(r.status, 429, "a batch of 7 calls with a burst of 5: {r:?}");
+    let message = r.json().pointer("/error/message").and_then(Value::as_str).unwrap_or("").to_string();
+    assert!(message.contains('7') && message.contains("rate_limit.burst"), "{message}");
+    // Nothing was charged for it: 4 of the 5 pass, as 4 replies.
+    let r = send(4);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json().as_array().map(Vec::len), Some(4), "{r:?}");
+    // One left: a batch of 2 is refused whole (and charged nothing), one call still passes.
+    assert_limited(&send(2), "a batch of 2 with one call left");
+    assert_eq!(post_from(CLIENT_A, &svc.addr, None).status, 200, "the last call of the burst");
+    assert_limited(&post_from(CLIENT_A, &svc.addr, None), "over the burst");
 }

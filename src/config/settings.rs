@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use worker::http::forwarded::TrustedProxies;
+use worker::http::forwarded::{Source, TrustedProxies};
 use worker::http::guard::EndpointPolicy;
 use worker::ratelimit::Limits;
 
@@ -26,6 +26,10 @@ pub struct McpConfig {
     pub max_body_bytes: usize,
     /// Seconds a client has to send a request body.
     pub body_timeout: f64,
+    /// Seconds the whole dispatch of one request (a message, or a batch of at most 100) may
+    /// take; past it the client gets a JSON-RPC error naming this setting, while a change
+    /// already under way still finishes and is audited.
+    pub request_timeout: f64,
     /// Tools per `tools/list` page.
     pub page_size: usize,
 }
@@ -38,6 +42,7 @@ impl Default for McpConfig {
             allowed_hosts: Vec::new(),
             max_body_bytes: 1024 * 1024,
             body_timeout: 10.0,
+            request_timeout: 60.0,
             page_size: 50,
         }
     }
@@ -100,6 +105,15 @@ impl Config {
             bad("forwarded_allow_ips", format!("{:?}", e.0), "not an IP address, CIDR, \"*\" or \"unix\"");
             TrustedProxies::default()
         });
+        let source = Source::from_name(&self.forwarded_header).unwrap_or_else(|| {
+            bad(
+                "forwarded_header",
+                format!("{:?}", self.forwarded_header),
+                &format!("must be one of {}: the header your proxy appends to", Source::NAMES.join(", ")),
+            );
+            Source::default()
+        });
+        let forwarded = forwarded.with_source(source);
         let m = &self.mcp;
         if !m.path.starts_with('/')
             || m.path == "/"
@@ -121,6 +135,14 @@ impl Config {
         }
         let body_timeout = seconds(m.body_timeout, f64::MIN_POSITIVE, 3600.0).unwrap_or_else(|| {
             bad("mcp.body_timeout", m.body_timeout.to_string(), "must be a number of seconds in (0, 3600]");
+            Duration::ZERO
+        });
+        let request_timeout = seconds(m.request_timeout, f64::MIN_POSITIVE, 3600.0).unwrap_or_else(|| {
+            bad(
+                "mcp.request_timeout",
+                m.request_timeout.to_string(),
+                "must be a number of seconds in (0, 3600]",
+            );
             Duration::ZERO
         });
         if !(1..=1000).contains(&m.page_size) {
@@ -196,6 +218,7 @@ impl Config {
                     mcp: worker::McpSettings {
                         policy: self.endpoint_policy(),
                         body_timeout,
+                        request_timeout,
                         page_size: m.page_size,
                     },
                     whitelist,

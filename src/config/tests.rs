@@ -126,7 +126,9 @@ fn the_file_converts_once_into_typed_settings() {
              [whitelist]\ncache_ttl = 7\nstate_dir = \"/tmp/awswl-state\"\n\
              [rate_limit]\nrequests_per_minute = 60\nburst = 3\n\
              [metrics]\nallow_ips = [\"192.0.2.1\"]\n\
-             token_hash = \"sha256:0000000000000000000000000000000000000000000000000000000000000001\"\n",
+             token_hash = \"sha256:0000000000000000000000000000000000000000000000000000000000000001\"\n\
+             [auth]\nenabled = true\n[[auth.api_keys]]\nid = \"k\"\n\
+             hash = \"sha256:0000000000000000000000000000000000000000000000000000000000000002\"\n",
         )
         .unwrap();
         let s = c.settings().unwrap();
@@ -192,4 +194,33 @@ fn marker_key_source_and_remove_unmanaged_convert_and_bad_ones_are_named() {
     let text = value.settings().unwrap_err().to_string();
     assert!(text.contains("whitelist.marker_key_env") && text.contains("NAME"), "{text}");
     assert!(!text.contains("hunter2"), "a key written in the wrong place is not echoed: {text}");
+}
+
+#[test]
+fn auth_off_is_refused_when_a_proxy_or_public_host_names_are_configured() {
+    Jail::expect_with(|jail| {
+        for (toml, key) in [
+            ("forwarded_allow_ips = [\"127.0.0.1\"]\n[auth]\nenabled = false\n", "forwarded_allow_ips"),
+            ("[mcp]\nallowed_hosts = [\"mcp.example.com\"]\n[auth]\nenabled = false\n", "mcp.allowed_hosts"),
+        ] {
+            let text = load_in(jail, toml).unwrap_err().to_string();
+            assert!(text.contains("auth.enabled") && text.contains(key), "{toml}: {text}");
+        }
+        // Loopback and no proxy: auth off is still the reference-compatible local setup.
+        load_in(jail, "[auth]\nenabled = false\n").unwrap();
+        Ok(())
+    });
+}
+
+#[test]
+fn forwarded_header_names_the_one_header_believed() {
+    Jail::expect_with(|jail| {
+        for value in ["x-forwarded-for", "forwarded", "x-real-ip"] {
+            let c = load_in(jail, &format!("forwarded_header = \"{value}\"\n")).unwrap();
+            c.settings().unwrap();
+        }
+        let text = load_in(jail, "forwarded_header = \"x-client-ip\"\n").unwrap_err().to_string();
+        assert!(text.contains("forwarded_header"), "{text}");
+        Ok(())
+    });
 }

@@ -293,7 +293,7 @@ proptest! {
     fn a_forwarded_client_is_the_peer_or_an_address_some_hop_wrote(
         nets in trusted_nets(),
         unix in any::<bool>(),
-        source in prop_oneof![Just(Source::Auto), Just(Source::Forwarded), Just(Source::XForwardedFor), Just(Source::XRealIp)],
+        source in prop_oneof![Just(Source::Forwarded), Just(Source::XForwardedFor), Just(Source::XRealIp)],
         peer in peer(),
         xff in prop::collection::vec(hop(), 0..5),
         fwd in prop::collection::vec(hop(), 0..5),

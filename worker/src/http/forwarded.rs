@@ -12,11 +12,10 @@
 //! element without `for=` — ends the walk: the last address a trusted hop reported (the nearest
 //! proxy's view) is the answer, never a value further left.
 //!
-//! Which header carries the chain: `Forwarded` if present, else `X-Forwarded-For`, else
-//! `X-Real-IP` ([`Source::Auto`]). A proxy that appends to one header passes the others through
-//! as the client sent them, so with `Auto` the proxy in front must set or clear the headers that
-//! take precedence over the one it appends to (nginx: `proxy_set_header Forwarded "";`), or the
-//! header can be pinned with [`TrustedProxies::with_source`].
+//! Which header carries the chain is a setting (`forwarded_header`, [`Source`]), by default
+//! `X-Forwarded-For`, and only that one is read: a proxy that appends to one header passes the
+//! others through as the client sent them (AWS ALB and HAProxy pass `Forwarded` through), so
+//! believing whichever header is present would let a client write its own address.
 //!
 //! IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`, what a dual-stack socket reports for an IPv4
 //! peer) are folded to IPv4 everywhere: peers, chain entries and the allow-list.
@@ -29,18 +28,31 @@ use ipnet::{IpNet, Ipv4Net};
 /// The value of `forwarded_allow_ips` that stands for Unix-socket peers.
 pub const UNIX: &str = "unix";
 
-/// Which header(s) a trusted proxy's chain is read from.
+/// The one header a trusted proxy's chain is read from (`forwarded_header`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Source {
-    /// `Forwarded` if the request has one, else `X-Forwarded-For`, else `X-Real-IP`.
-    #[default]
-    Auto,
-    /// Only `Forwarded` (RFC 7239).
+    /// `Forwarded` (RFC 7239).
     Forwarded,
-    /// Only `X-Forwarded-For`.
+    /// `X-Forwarded-For`: what nginx, AWS ALB and HAProxy append to.
+    #[default]
     XForwardedFor,
-    /// Only `X-Real-IP`.
+    /// `X-Real-IP`.
     XRealIp,
+}
+
+impl Source {
+    /// The values `forwarded_header` takes, as written in the file.
+    pub const NAMES: [&'static str; 3] = ["x-forwarded-for", "forwarded", "x-real-ip"];
+
+    /// The source named by a `forwarded_header` value (case-insensitive).
+    pub fn from_name(name: &str) -> Option<Source> {
+        match name.to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Some(Source::XForwardedFor),
+            "forwarded" => Some(Source::Forwarded),
+            "x-real-ip" => Some(Source::XRealIp),
+            _ => None,
+        }
+    }
 }
 
 /// An entry of `forwarded_allow_ips` that is neither an address, a CIDR, `*` nor `unix`.
@@ -72,7 +84,7 @@ impl TrustedProxies {
     /// [`with_unix`](Self::with_unix).
     pub fn new(nets: Vec<IpNet>) -> TrustedProxies {
         let nets = nets.into_iter().map(fold_net).collect();
-        TrustedProxies { nets, trust_unix: false, source: Source::Auto }
+        TrustedProxies { nets, trust_unix: false, source: Source::default() }
     }
 
     /// Nobody is trusted: the TCP peer is always the client.
@@ -113,7 +125,7 @@ impl TrustedProxies {
         self
     }
 
-    /// Reads the chain from one header only, instead of the `Auto` precedence.
+    /// Reads the chain from this header (by default `X-Forwarded-For`).
     pub fn with_source(mut self, source: Source) -> TrustedProxies {
         self.source = source;
         self
@@ -135,16 +147,21 @@ impl TrustedProxies {
         self.nets.iter().any(|net| net.contains(&addr))
     }
 
+    /// Whether this TCP peer (`None`: a Unix-socket peer) is a trusted proxy, whose forwarding
+    /// headers (the chain, `X-Forwarded-Proto`) are believed.
+    pub fn trusts_peer(&self, peer: Option<IpAddr>) -> bool {
+        match peer {
+            Some(addr) => self.is_trusted(addr),
+            None => self.trust_unix,
+        }
+    }
+
     /// The client's address: `peer` (the TCP peer, `None` on a Unix socket) unless it is a trusted
     /// proxy, in which case the forwarding headers are followed as described in the module docs.
     /// `None` when no address is known (a Unix-socket peer whose headers name nobody).
     pub fn client_addr(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
         let peer = peer.map(fold);
-        let trusted = match peer {
-            Some(addr) => self.is_trusted(addr),
-            None => self.trust_unix,
-        };
-        if !trusted {
+        if !self.trusts_peer(peer) {
             return peer;
         }
         self.walk(peer, &self.chain(headers))
@@ -158,15 +175,6 @@ impl TrustedProxies {
             Source::Forwarded => forwarded(),
             Source::XForwardedFor => xff(),
             Source::XRealIp => real_ip(),
-            Source::Auto => {
-                if headers.contains_key(hyper::header::FORWARDED) {
-                    forwarded()
-                } else if headers.contains_key(&X_FORWARDED_FOR) {
-                    xff()
-                } else {
-                    real_ip()
-                }
-            }
         }
     }
 
@@ -490,13 +498,6 @@ mod tests {
         Case { name: "several Forwarded headers", trusted: NGINX, peer: Some("127.0.0.1"),
             headers: &[("forwarded", "for=198.51.100.1"), ("forwarded", "for=10.0.0.4")],
             want: Some("198.51.100.1") },
-        Case { name: "precedence: Forwarded over XFF and X-Real-IP", trusted: NGINX, peer: Some("127.0.0.1"),
-            headers: &[("x-forwarded-for", "198.51.100.2"), ("x-real-ip", "198.51.100.3"),
-                       ("forwarded", "for=198.51.100.1")],
-            want: Some("198.51.100.1") },
-        Case { name: "precedence: XFF over X-Real-IP", trusted: NGINX, peer: Some("127.0.0.1"),
-            headers: &[("x-real-ip", "198.51.100.3"), ("x-forwarded-for", "198.51.100.2")],
-            want: Some("198.51.100.2") },
         Case { name: "IPv4-mapped peer and entries folded", trusted: &["10.0.0.0/8"], peer: Some("::ffff:10.0.0.1"),
             headers: &[("x-forwarded-for", "::ffff:198.51.100.9, ::ffff:10.2.2.2")], want: Some("198.51.100.9") },
         Case { name: "IPv4-mapped allow-list entry matches an IPv4 peer", trusted: &["::ffff:127.0.0.1"],
@@ -520,7 +521,16 @@ mod tests {
         assert!(CASES.len() >= 15);
         let mut failures = Vec::new();
         for case in CASES {
-            let proxies = TrustedProxies::parse(case.trusted).unwrap();
+            // Each case is about one header: the source is set to it (X-Forwarded-For when the
+            // case has several, as it is the default).
+            let has = |name: &str| case.headers.iter().any(|(n, _)| *n == name);
+            let source = match () {
+                _ if has("x-forwarded-for") => Source::XForwardedFor,
+                _ if has("forwarded") => Source::Forwarded,
+                _ if has("x-real-ip") => Source::XRealIp,
+                _ => Source::default(),
+            };
+            let proxies = TrustedProxies::parse(case.trusted).unwrap().with_source(source);
             let got = proxies.client_addr(case.peer.map(ip), &headers(case.headers));
             if got != case.want.map(ip) {
                 failures.push(format!("{}: got {got:?}, want {:?}", case.name, case.want));
@@ -536,6 +546,16 @@ mod tests {
         map.append(X_FORWARDED_FOR.clone(), HeaderValue::from_static("198.51.100.1"));
         map.append(X_FORWARDED_FOR.clone(), HeaderValue::from_bytes(b"\xff\xfe").unwrap());
         assert_eq!(proxies.client_addr(Some(ip("127.0.0.1")), &map), Some(ip("127.0.0.1")));
+    }
+
+    #[test]
+    fn by_default_x_forwarded_for_is_believed_and_forwarded_is_not() {
+        // A proxy that appends to X-Forwarded-For passes a client's own `Forwarded` through.
+        let h = headers(&[("forwarded", "for=198.51.100.1"), ("x-forwarded-for", "198.51.100.2")]);
+        let proxies = TrustedProxies::parse(NGINX).unwrap();
+        assert_eq!(proxies.client_addr(Some(ip("127.0.0.1")), &h), Some(ip("198.51.100.2")));
+        let only_forwarded = headers(&[("forwarded", "for=198.51.100.1")]);
+        assert_eq!(proxies.client_addr(Some(ip("127.0.0.1")), &only_forwarded), Some(ip("127.0.0.1")));
     }
 
     #[test]

@@ -195,6 +195,27 @@ fn origin_is_loopback(origin: &str) -> bool {
     is_loopback_name(host_name(rest))
 }
 
+/// Whether a peer may be served with authentication off: only this machine (a loopback
+/// address, IPv4-mapped or not, or a Unix socket: `None`).
+pub fn local_peer(peer: Option<std::net::SocketAddr>) -> bool {
+    match peer.map(|p| p.ip()) {
+        None => true,
+        Some(std::net::IpAddr::V4(v4)) => v4.is_loopback(),
+        Some(std::net::IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+    }
+}
+
+/// The refusal for a peer that is not [`local_peer`] while authentication is off (the serve
+/// command refuses such listeners; this is the worker's own check, in depth).
+pub fn unauthenticated_peer(peer: Option<std::net::SocketAddr>) -> Refusal {
+    let who = peer.map_or_else(|| "a Unix-socket peer".to_string(), |p| p.ip().to_string());
+    Refusal::new(
+        StatusCode::FORBIDDEN,
+        TRANSPORT_ERROR,
+        format!("authentication is off ([auth] enabled = false), so only this machine (loopback or a Unix socket) is served, and {who} is not; enable [auth] to serve other machines"),
+    )
+}
+
 /// Names that reach only this machine.
 pub fn is_loopback_name(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
@@ -276,6 +297,21 @@ mod tests {
         assert_eq!(status(&p, Method::POST, &[JSON, ("accept", "application/json;q=0")]), 406);
         assert_eq!(status(&p, Method::POST, &[JSON, ("content-length", "101")]), 413);
         assert_eq!(status(&p, Method::POST, &[JSON, ("content-length", "100")]), 200);
+    }
+
+    #[test]
+    fn without_auth_only_loopback_and_unix_peers_are_served() {
+        let peer = |s: &str| Some(s.parse::<std::net::SocketAddr>().unwrap());
+        assert!(local_peer(None), "a Unix-socket peer");
+        assert!(local_peer(peer("127.0.0.1:5000")));
+        assert!(local_peer(peer("127.9.9.9:5000")));
+        assert!(local_peer(peer("[::1]:5000")));
+        assert!(local_peer(peer("[::ffff:127.0.0.1]:5000")), "IPv4 loopback on a dual-stack socket");
+        assert!(!local_peer(peer("192.0.2.7:5000")));
+        assert!(!local_peer(peer("10.0.0.1:5000")));
+        assert!(!local_peer(peer("[2001:db8::1]:5000")));
+        assert!(!local_peer(peer("[::ffff:192.0.2.7]:5000")));
+        assert!(!local_peer(peer("0.0.0.0:5000")));
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! `POST /mcp`, as a short pipeline of steps, each of which may answer instead of the next:
-//! guard (method, Host, Origin, size, content type) → authenticate (with the failed-auth limit)
-//! → rate limit → read the body within its size and time → parse → scope of every tool call →
-//! caller → dispatch.
+//! guard (method, Host, Origin, size, content type) → failed-auth limit (consulted before any
+//! credential is verified) → authenticate → rate limit, a client already out of tokens → read
+//! the body within its size and time → parse → rate limit, charged for every `tools/call` the
+//! request carries (at least one), all or nothing → scope of every tool call → caller →
+//! dispatch within `mcp.request_timeout`.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -12,17 +15,17 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::Value;
 
 use super::guard::{self, Refusal};
-use super::response::{denial, json, rate_limited, refused};
+use super::response::{denial, json, rate_limited, refused, too_many_calls};
 use super::{Body, State};
 use crate::auth::{Denial, Principal, SCOPE_WRITE};
 use crate::mcp::{parse_json, Outcome, Registry, TransportMeta};
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{Decision, RateLimiter};
 
 /// Runs the pipeline for one request.
 pub(super) async fn endpoint(
     req: Request<Incoming>,
     peer: Option<SocketAddr>,
-    state: &State,
+    state: &Arc<State>,
     request_id: &str,
 ) -> Response<Body> {
     let policy = &state.settings.mcp.policy;
@@ -30,23 +33,31 @@ pub(super) async fn endpoint(
         return refused(&refusal);
     }
     let client_addr = super::client_addr(&req, peer, state);
-    let principal = match authenticate(&req, client_addr, state).await {
+    let principal = match authenticate(&req, peer, client_addr, state).await {
         Ok(p) => p,
         Err(resp) => return resp,
     };
     let client_key = if state.auth.enabled() { principal.identity() } else { address_key(client_addr) };
-    if let Some(limited) = limit(state.limits.as_ref().map(|l| &l.requests), &client_key) {
+    let requests = state.limits.as_ref().map(|l| &l.requests);
+    // A client already out of tokens is answered before its body is read.
+    if let Some(limited) = limited(requests.map(|l| l.peek(&client_key))) {
         state.metrics.rate_limited.inc();
         return limited;
     }
     let headers = req.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
     let mut meta = TransportMeta::from_headers(headers);
-    let metadata_url = metadata_url(&req, state);
+    let metadata_url = metadata_url(&req, peer, state);
     let bytes = match read_body(req.into_body(), state).await {
         Ok(b) => b,
         Err(refusal) => return refused(&refusal),
     };
-    let message = match parse_json(&bytes) {
+    let message = parse_json(&bytes);
+    let calls = message.as_ref().map_or(0, |m| called_tools(m).len());
+    if let Some(limited) = requests.and_then(|l| charge(l, &client_key, calls)) {
+        state.metrics.rate_limited.inc();
+        return limited;
+    }
+    let message = match message {
         Ok(v) => v,
         Err(e) => return json(StatusCode::BAD_REQUEST, &e.to_response()),
     };
@@ -59,35 +70,52 @@ pub(super) async fn endpoint(
         }
     }
     meta.caller = principal.caller(state.auth.enabled(), client_addr, request_id);
-    dispatch(message, &meta, state).await
+    dispatch(message, meta, state).await
 }
 
-/// The principal, or the 401/429 to answer. A failed credential counts against the address's
-/// failed-authentication limit.
+/// The principal, or the 401/429 to answer. An address over its failed-authentication limit is
+/// refused before its credential is even verified (so guessing is slowed, and a right guess is
+/// not told so); a failed credential is charged to that limit, a valid one is not.
 async fn authenticate(
     req: &Request<Incoming>,
+    peer: Option<SocketAddr>,
     client_addr: Option<IpAddr>,
     state: &State,
 ) -> Result<Principal, Response<Body>> {
+    let failures = state.limits.as_ref().map(|l| &l.auth_failures).filter(|_| state.auth.enabled());
+    let key = address_key(client_addr);
+    if let Some(limited) = limited(failures.map(|l| l.peek(&key))) {
+        state.metrics.rate_limited.inc();
+        return Err(limited);
+    }
     let authorization = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
     match state.auth.authenticate(authorization).await {
         Ok(p) => Ok(p),
         Err(d) => {
             state.metrics.auth_failures.with_label_values(&[denial_reason(&d)]).inc();
             if d.is_failed_credential() {
-                let limiter = state.limits.as_ref().map(|l| &l.auth_failures);
-                if let Some(limited) = limit(limiter, &address_key(client_addr)) {
+                if let Some(limited) = limited(failures.map(|l| l.check(&key))) {
                     state.metrics.rate_limited.inc();
                     return Err(limited);
                 }
             }
-            Err(denial(&d, &state.auth.www_authenticate(&d, &metadata_url(req, state))))
+            Err(denial(&d, &state.auth.www_authenticate(&d, &metadata_url(req, peer, state))))
         }
     }
 }
 
+/// The rate-limit key of an address: IPv4 by address, IPv6 by its /64 (what one client, one
+/// LAN, usually gets whole, so that rotating addresses within it buys nothing), Unix-socket
+/// peers all one.
 fn address_key(client_addr: Option<IpAddr>) -> String {
-    format!("ip:{}", client_addr.map_or("unix".to_string(), |a| a.to_string()))
+    match client_addr.map(|a| a.to_canonical()) {
+        None => "ip:unix".to_string(),
+        Some(IpAddr::V4(v4)) => format!("ip:{v4}"),
+        Some(IpAddr::V6(v6)) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            format!("ip:{}/64", std::net::Ipv6Addr::from(prefix))
+        }
+    }
 }
 
 /// The whole body within `max_body_bytes` and `body_timeout`, or the refusal that says which.
@@ -105,8 +133,11 @@ async fn read_body(body: Incoming, state: &State) -> Result<Bytes, Refusal> {
     }
 }
 
-/// Hands the message to the dispatcher, counts it, and turns the outcome into a response.
-async fn dispatch(message: Value, meta: &TransportMeta, state: &State) -> Response<Body> {
+/// Hands the message to the dispatcher, counts it, and turns the outcome into a response. The
+/// dispatch runs as a task of its own: past `mcp.request_timeout` the client is answered with
+/// an error, while the task finishes what it started (a change under way is completed and
+/// audited, never cut between EC2 and the audit log).
+async fn dispatch(message: Value, meta: TransportMeta, state: &Arc<State>) -> Response<Body> {
     let method = match &message {
         Value::Array(_) => "batch",
         m => crate::metrics::Metrics::method_label(m.get("method").and_then(|v| v.as_str()).unwrap_or("")),
@@ -114,7 +145,31 @@ async fn dispatch(message: Value, meta: &TransportMeta, state: &State) -> Respon
     // Bounded like the metric label, so the access line says which MCP method this was.
     tracing::Span::current().record("mcp_method", method);
     let started = std::time::Instant::now();
-    let outcome = state.dispatcher.handle(message, meta).await;
+    let id = message.get("id").cloned().unwrap_or(Value::Null);
+    let task = tokio::spawn({
+        let state = state.clone();
+        async move { state.dispatcher.handle(message, &meta).await }
+    });
+    let timeout = state.settings.mcp.request_timeout;
+    let outcome = match tokio::time::timeout(timeout, task).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(e)) => {
+            tracing::error!(event = "dispatch_failed", error = %e, "the request's dispatch failed: {e}");
+            Outcome::Reply(rpc_error(id, INTERNAL_ERROR, "internal error while handling the request"))
+        }
+        Err(_) => {
+            tracing::warn!(
+                event = "request_timeout",
+                timeout_s = timeout.as_secs_f64(),
+                "request outlasted mcp.request_timeout; answered, and left to finish"
+            );
+            Outcome::Reply(rpc_error(
+                id,
+                REQUEST_TIMEOUT,
+                &format!("the request did not finish within {} s (mcp.request_timeout); a change it makes is still completed and audited: check with whitelist_list before retrying", timeout.as_secs_f64()),
+            ))
+        }
+    };
     let ok = match &outcome {
         Outcome::Reply(Value::Array(replies)) => replies.iter().all(|r| r.get("error").is_none()),
         Outcome::Reply(body) => body.get("error").is_none(),
@@ -135,6 +190,15 @@ async fn dispatch(message: Value, meta: &TransportMeta, state: &State) -> Respon
     }
 }
 
+/// JSON-RPC "internal error".
+const INTERNAL_ERROR: i64 = -32603;
+/// JSON-RPC server-error code for a request that outlasted `mcp.request_timeout`.
+const REQUEST_TIMEOUT: i64 = -32000;
+
+fn rpc_error(id: Value, code: i64, message: &str) -> Value {
+    serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+}
+
 /// A bounded label for why authentication or authorization failed.
 fn denial_reason(denial: &Denial) -> &'static str {
     match denial {
@@ -145,10 +209,19 @@ fn denial_reason(denial: &Denial) -> &'static str {
     }
 }
 
-/// 429 with Retry-After when `key` is over its limit (counting this request).
-fn limit(limiter: Option<&RateLimiter>, key: &str) -> Option<Response<Body>> {
-    let secs = limiter?.check(key).retry_after_secs()?;
-    Some(rate_limited(secs))
+/// 429 with Retry-After when a limiter decided so.
+fn limited(decision: Option<Decision>) -> Option<Response<Body>> {
+    Some(rate_limited(decision?.retry_after_secs()?))
+}
+
+/// Charges a request carrying `calls` tool calls (at least one token), all or nothing; the 429
+/// to answer if it does not fit.
+fn charge(limiter: &RateLimiter, key: &str, calls: usize) -> Option<Response<Body>> {
+    let burst = limiter.limits().burst;
+    match u32::try_from(calls.max(1)) {
+        Ok(cost) if cost <= burst => limited(Some(limiter.check_n(key, cost))),
+        _ => Some(too_many_calls(calls, burst)),
+    }
 }
 
 /// The scope a call of `name` needs: the tool's own; a name no tool has needs the widest, so a
@@ -157,7 +230,7 @@ fn needed_scope(registry: &Registry, name: &str) -> Option<&'static str> {
     registry.get(name).map_or(Some(SCOPE_WRITE), |t| t.spec().scope)
 }
 
-/// Names of the tools a message (or batch) calls.
+/// Names of the tools a message (or batch) calls: one per `tools/call`, the rate limit's cost.
 fn called_tools(message: &Value) -> Vec<&str> {
     match message {
         Value::Array(batch) => batch.iter().filter_map(called_tool).collect(),
@@ -172,29 +245,41 @@ fn called_tool(m: &Value) -> Option<&str> {
     m.pointer("/params/name")?.as_str()
 }
 
-/// The canonical URI of this MCP endpoint, as clients reach it (through trusted proxies).
-pub(super) fn resource_uri(req: &Request<Incoming>, state: &State) -> String {
+/// The canonical URI of this MCP endpoint, as clients reach it: `X-Forwarded-Proto` is believed
+/// only from a trusted proxy (`peer` in `forwarded_allow_ips`).
+pub(super) fn resource_uri(req: &Request<Incoming>, peer: Option<SocketAddr>, state: &State) -> String {
     let host = req.headers().get(HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
+    let trusted = state.settings.forwarded.trusts_peer(peer.map(|p| p.ip()));
     let proto = req
         .headers()
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
-        .filter(|p| matches!(*p, "http" | "https") && !state.settings.forwarded.is_empty())
+        .filter(|p| trusted && matches!(*p, "http" | "https"))
         .unwrap_or("http");
     format!("{proto}://{host}{}", state.settings.mcp.policy.path)
 }
 
-fn metadata_url(req: &Request<Incoming>, state: &State) -> String {
+fn metadata_url(req: &Request<Incoming>, peer: Option<SocketAddr>, state: &State) -> String {
     state
         .auth
         .resource_metadata_url()
-        .unwrap_or_else(|| crate::auth::metadata_url_for(&resource_uri(req, state)).unwrap_or_default())
+        .unwrap_or_else(|| crate::auth::metadata_url_for(&resource_uri(req, peer, state)).unwrap_or_default())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::auth::SCOPE_READ;
+
+    #[test]
+    fn failed_auth_keys_ipv6_by_64_and_ipv4_by_address() {
+        let key = |s: &str| address_key(Some(s.parse().unwrap()));
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff:ffff:ffff:ffff"), "one /64, one budget");
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"), "another /64");
+        assert_ne!(key("192.0.2.1"), key("192.0.2.2"), "IPv4 by address");
+        assert_eq!(address_key(None), address_key(None), "Unix-socket peers");
+        assert_ne!(address_key(None), key("192.0.2.1"));
+    }
 
     #[test]
     fn a_tool_declares_its_scope_and_an_unknown_name_needs_write() {

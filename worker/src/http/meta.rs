@@ -1,6 +1,8 @@
 //! The small routes beside MCP: `GET /` (what this service is), `GET /health` (which worker
 //! answered, and whether it is draining), and the RFC 9728 protected resource metadata.
 
+use std::net::SocketAddr;
+
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
@@ -12,12 +14,12 @@ use super::{Body, State};
 const WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
 
 /// Every path that is neither the MCP endpoint nor `/metrics`.
-pub(super) fn route(req: &Request<Incoming>, state: &State) -> Response<Body> {
+pub(super) fn route(req: &Request<Incoming>, peer: Option<SocketAddr>, state: &State) -> Response<Body> {
     let path = req.uri().path();
     let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
     let mcp_path = state.settings.mcp.policy.path.as_str();
     if path == WELL_KNOWN || path.strip_prefix(WELL_KNOWN) == Some(mcp_path) {
-        return if read_only { resource_metadata(req, state) } else { method_not_allowed("GET, HEAD") };
+        return if read_only { resource_metadata(req, peer, state) } else { method_not_allowed("GET, HEAD") };
     }
     match path {
         "/" if read_only => service_info(state),
@@ -28,14 +30,14 @@ pub(super) fn route(req: &Request<Incoming>, state: &State) -> Response<Body> {
 }
 
 /// RFC 9728 protected resource metadata, at the well-known path and at it + the MCP path.
-fn resource_metadata(req: &Request<Incoming>, state: &State) -> Response<Body> {
+fn resource_metadata(req: &Request<Incoming>, peer: Option<SocketAddr>, state: &State) -> Response<Body> {
     if !state.auth.enabled() {
         return json(
             StatusCode::NOT_FOUND,
             &json!({"error": "authentication is not enabled on this server"}),
         );
     }
-    let resource = state.auth.audience_or(&super::mcp::resource_uri(req, state));
+    let resource = state.auth.audience_or(&super::mcp::resource_uri(req, peer, state));
     json(StatusCode::OK, &state.auth.protected_resource_metadata(&resource))
 }
 

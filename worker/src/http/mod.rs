@@ -45,11 +45,14 @@ pub async fn handle(
     let mut resp = async {
         match check_limits(&req, &state) {
             Some(refused) => refused,
+            None if !state.auth.enabled() && !guard::local_peer(peer) => {
+                response::refused(&guard::unauthenticated_peer(peer))
+            }
             None if req.uri().path() == state.settings.mcp.policy.path => {
                 mcp::endpoint(req, peer, &state, &request_id).await
             }
             None if req.uri().path() == "/metrics" => metrics::endpoint(&req, peer, &state).await,
-            None => meta::route(&req, &state),
+            None => meta::route(&req, peer, &state),
         }
     }
     .instrument(span.clone())

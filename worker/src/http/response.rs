@@ -50,6 +50,16 @@ pub(super) fn denial(denial: &Denial, challenge: &str) -> Response<Body> {
     resp
 }
 
+/// 429 for a request carrying more tool calls than the rate limit's burst: it could never pass,
+/// so there is no `Retry-After`.
+pub(super) fn too_many_calls(calls: usize, burst: u32) -> Response<Body> {
+    let message = format!("this request carries {calls} tool calls, more than a client may make at once (rate_limit.burst = {burst}): every tools/call of a batch is charged; send at most {burst} per request");
+    json(
+        StatusCode::TOO_MANY_REQUESTS,
+        &json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32000, "message": message}}),
+    )
+}
+
 /// 429 with `Retry-After`.
 pub(super) fn rate_limited(retry_after_secs: u64) -> Response<Body> {
     let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32000, "message": format!("rate limit exceeded; retry after {retry_after_secs} s")}});

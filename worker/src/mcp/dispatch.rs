@@ -18,7 +18,8 @@ use super::registry::Registry;
 use super::transport::{Outcome, TransportMeta};
 use super::version::ProtocolVersion;
 
-/// Most messages accepted in one batch (2025-03-26 and older).
+/// Most messages accepted in one batch (2025-03-26 and older). Fixed, not a setting; each
+/// `tools/call` in a batch is also charged to the client's rate limit.
 pub const MAX_BATCH: usize = 100;
 
 /// Routes MCP messages to their handlers; cheap to share behind an `Arc`.
@@ -164,7 +165,7 @@ fn batch_allowed(meta: &TransportMeta, len: usize) -> Result<(), RpcError> {
     }
     if len > MAX_BATCH {
         return Err(RpcError::invalid_request(format!(
-            "a batch of {len} messages exceeds the limit of {MAX_BATCH}"
+            "a batch of {len} messages exceeds the limit of {MAX_BATCH} messages per batch; split it into several requests"
         )));
     }
     Ok(())

@@ -124,9 +124,17 @@ pub(super) fn timing(limits: Limits) -> io::Result<(u64, u64)> {
 /// time is `tat`, and the bucket's new `tat` (unchanged when refused). `interval` is `T`,
 /// `window` is `W`, in nanoseconds.
 pub fn decide(tat: u64, now: u64, interval: u64, window: u64) -> (Decision, u64) {
+    decide_n(tat, now, interval, window, 1)
+}
+
+/// [`decide`] for `n` tokens at once, all or nothing: allowed iff `max(tat, now) + n·T ≤ now + W`
+/// (then `tat ← max(tat, now) + n·T`), else refused and nothing is taken. More tokens than the
+/// burst are never allowed; the `retry_after` of such a refusal is meaningless (check `n`
+/// against the burst first).
+pub fn decide_n(tat: u64, now: u64, interval: u64, window: u64, n: u32) -> (Decision, u64) {
     // A tat beyond now + W cannot come from this limiter: a fresh bucket, not a lock-out.
     let tat = if tat > now.saturating_add(window) { 0 } else { tat };
-    let next = tat.max(now).saturating_add(interval);
+    let next = tat.max(now).saturating_add(interval.saturating_mul(u64::from(n)));
     let limit = now.saturating_add(window);
     if next <= limit {
         let remaining = (limit - next) / interval.max(1);

@@ -70,7 +70,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use memmap2::MmapMut;
 
-use super::gcra::{decide, timing, Clock, Decision, Limits, MonotonicClock};
+use super::gcra::{decide, decide_n, timing, Clock, Decision, Limits, MonotonicClock};
 
 /// `"AWR"` and the layout version, in the high half of header word 0.
 const MAGIC: u32 = 0x4157_5200 | LAYOUT_VERSION;
@@ -241,13 +241,23 @@ impl RateLimiter {
 
     /// Takes one token from `key`'s bucket, or says how long until there is one.
     pub fn check(&self, key: &str) -> Decision {
-        self.check_inside(key, || {})
+        self.check_n(key, 1)
+    }
+
+    /// Takes `n` tokens from `key`'s bucket at once, or none: a refusal takes nothing. More than
+    /// the burst is never allowed (compare `n` with [`limits`](Self::limits) first to say so).
+    pub fn check_n(&self, key: &str, n: u32) -> Decision {
+        self.check_n_inside(key, n, || {})
     }
 
     /// [`check`](Self::check), calling `inside` in the middle of the critical section (the
     /// stripe locked, the key's slot claimed, its charge not yet written). A test hook: a test
     /// makes a process stall there and kills it, as if a worker died holding the lock.
     pub fn check_inside(&self, key: &str, inside: impl FnOnce()) -> Decision {
+        self.check_n_inside(key, 1, inside)
+    }
+
+    fn check_n_inside(&self, key: &str, n: u32, inside: impl FnOnce()) -> Decision {
         let hash = self.hash(key);
         let stripe = (hash as usize) & (self.stripes - 1);
         let _guard = self.lock(stripe);
@@ -255,13 +265,57 @@ impl RateLimiter {
         let (key_word, tat_word) = self.find_or_claim(stripe, hash, now);
         debug_assert_eq!(key_word.load(Ordering::Relaxed), hash);
         inside();
-        let (decision, tat) = decide(tat_word.load(Ordering::Relaxed), now, self.interval_ns, self.window_ns);
+        let (decision, tat) =
+            decide_n(tat_word.load(Ordering::Relaxed), now, self.interval_ns, self.window_ns, n);
         tat_word.store(tat, Ordering::Relaxed);
         decision
     }
 
+    /// Whether `key` could take one token now, without taking it (nor giving the key a slot):
+    /// the decision [`check`](Self::check) would make, with nothing charged.
+    pub fn peek(&self, key: &str) -> Decision {
+        let hash = self.hash(key);
+        let stripe = (hash as usize) & (self.stripes - 1);
+        let _guard = self.lock(stripe);
+        let now = self.clock.now_ns();
+        let tat = match self.probe(stripe, hash, now) {
+            Ok(index) => self.slot(stripe, index).1.load(Ordering::Relaxed),
+            Err(_) => 0,
+        };
+        decide(tat, now, self.interval_ns, self.window_ns).0
+    }
+
     /// With the stripe locked: the slot holding `hash`, claimed for it if it had none.
     fn find_or_claim(&self, stripe: usize, hash: u64, now: u64) -> (&AtomicU64, &AtomicU64) {
+        let (reusable, oldest) = match self.probe(stripe, hash, now) {
+            Ok(index) => return self.slot(stripe, index),
+            Err(free) => free,
+        };
+        let index = match (reusable, oldest) {
+            (Some(index), _) => index,
+            (None, Some((index, _))) => {
+                self.header(H_FORCED_EVICTIONS).fetch_add(1, Ordering::Relaxed);
+                index
+            }
+            (None, None) => unreachable!("a stripe has slots"),
+        };
+        let (key, tat) = self.slot(stripe, index);
+        // In this order, a holder dying halfway leaves either the old key or the new one with a
+        // fresh bucket: a limit loosened by one request at most, never a wrong charge.
+        tat.store(0, Ordering::Relaxed);
+        key.store(hash, Ordering::Relaxed);
+        (key, tat)
+    }
+
+    /// With the stripe locked: the index of the slot holding `hash`, or where it could go (the
+    /// first reusable slot, and the slot with the oldest `tat`).
+    #[allow(clippy::type_complexity)]
+    fn probe(
+        &self,
+        stripe: usize,
+        hash: u64,
+        now: u64,
+    ) -> Result<usize, (Option<usize>, Option<(usize, u64)>)> {
         let start = (hash >> 58) as usize;
         let mut reusable = None;
         let mut oldest: Option<(usize, u64)> = None;
@@ -269,7 +323,7 @@ impl RateLimiter {
             let index = (start + i) % SLOTS_PER_STRIPE;
             let (key, tat) = self.slot(stripe, index);
             match key.load(Ordering::Relaxed) {
-                k if k == hash => return (key, tat),
+                k if k == hash => return Ok(index),
                 EMPTY => {
                     // Keys are only ever placed before the first empty slot of their probe
                     // sequence and slots are never emptied, so the key is not further on.
@@ -288,20 +342,7 @@ impl RateLimiter {
                 }
             }
         }
-        let index = match (reusable, oldest) {
-            (Some(index), _) => index,
-            (None, Some((index, _))) => {
-                self.header(H_FORCED_EVICTIONS).fetch_add(1, Ordering::Relaxed);
-                index
-            }
-            (None, None) => unreachable!("a stripe has slots"),
-        };
-        let (key, tat) = self.slot(stripe, index);
-        // In this order, a holder dying halfway leaves either the old key or the new one with a
-        // fresh bucket: a limit loosened by one request at most, never a wrong charge.
-        tat.store(0, Ordering::Relaxed);
-        key.store(hash, Ordering::Relaxed);
-        (key, tat)
+        Err((reusable, oldest))
     }
 
     fn hash(&self, key: &str) -> u64 {
@@ -491,6 +532,31 @@ mod tests {
         assert_eq!(rl.check("a"), allowed(1), "2.5 tokens back, one spent: 1.5 left");
         clock.advance(MINUTE);
         assert_eq!(rl.check("a"), allowed(2), "never more than the burst");
+    }
+
+    #[test]
+    fn check_n_is_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rl, clock) = limiter(&dir, "t", Limits { rate_per_minute: 60.0, burst: 5 }, 64);
+        assert!(!rl.check_n("a", 6).is_allowed(), "more than the burst never passes");
+        assert_eq!(rl.check_n("a", 3), allowed(2), "…and took nothing");
+        assert_eq!(rl.check_n("a", 3), limited(1000), "two left: three refused whole");
+        assert_eq!(rl.check_n("a", 2), allowed(0), "the refusal took nothing either");
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(rl.check_n("a", 2), allowed(0));
+    }
+
+    #[test]
+    fn peek_says_what_check_would_and_charges_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rl, _clock) = limiter(&dir, "t", Limits { rate_per_minute: 1.0, burst: 2 }, 64);
+        assert_eq!(rl.peek("a"), allowed(1), "an unknown key has a full bucket");
+        assert_eq!(rl.peek("a"), allowed(1), "peeking took nothing");
+        assert_eq!(rl.check("a"), allowed(1));
+        assert_eq!(rl.peek("a"), allowed(0));
+        assert_eq!(rl.check("a"), allowed(0));
+        assert_eq!(rl.peek("a"), limited(60_000));
+        assert_eq!(rl.peek("b"), allowed(1), "other keys unaffected");
     }
 
     #[test]

@@ -36,7 +36,8 @@ pub struct Settings {
     pub limit_request_field_size: usize,
     /// Most connections open at once in this worker; more wait in the shared accept queue.
     pub worker_connections: usize,
-    /// Proxies whose forwarding headers are believed (`forwarded_allow_ips`).
+    /// Proxies whose forwarding headers are believed (`forwarded_allow_ips`), and which header
+    /// they are read from (`forwarded_header`).
     pub forwarded: TrustedProxies,
     /// The MCP endpoint.
     pub mcp: McpSettings,
@@ -134,6 +135,9 @@ pub struct McpSettings {
     pub policy: EndpointPolicy,
     /// How long a client has to send the whole request body (slowloris guard).
     pub body_timeout: Duration,
+    /// How long the whole dispatch of one request (a message or a batch) may take before the
+    /// client is answered with a JSON-RPC error; work in flight still finishes (and is audited).
+    pub request_timeout: Duration,
     /// Tools per `tools/list` page.
     pub page_size: usize,
 }
