@@ -343,3 +343,92 @@ fn per_call_credentials_and_assume_role_profiles_work_and_can_be_switched_off() 
     let m = failed(&r);
     assert!(m.contains("disabled") || m.contains("not allowed"), "{m}");
 }
+
+/// A 64 KiB tmpfs for the audit log, unmounted on drop; `None` (and why) where mounting is not
+/// permitted.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount() -> Result<SmallDisk, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map_err(|e| format!("mount: {e}"))?;
+        if status.success() {
+            Ok(SmallDisk(dir))
+        } else {
+            Err(format!("mount -t tmpfs {status}"))
+        }
+    }
+
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.0.path().join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        while f.write_all(&[b'x'; 4096]).is_ok() {}
+        while f.write_all(b"x").is_ok() {}
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn a_full_audit_disk_stops_changes_before_aws_and_never_corrupts_the_log() {
+    let disk = match SmallDisk::mount() {
+        Ok(d) => d,
+        Err(why) => {
+            eprintln!("SKIPPED a_full_audit_disk_…: cannot mount a 64 KiB tmpfs ({why}); needs root");
+            return;
+        }
+    };
+    let Some(e) = env() else { return };
+    let g = e.moto.create_group("fulldisk");
+    let log = disk.0.path().join("audit.log");
+    let svc = e.serve("workers = 1\n", &format!("audit_log = \"{}\"\n", log.display()), "");
+    let add = |ip: &str| svc.call_tool("whitelist_add", json!({"security_group_id": g, "ip_address": ip}));
+    ok(&add("203.0.113.1"));
+    let filler = disk.fill();
+    let mut refused = 0;
+    for i in 2..=16 {
+        let ip = format!("203.0.113.{i}");
+        let r = add(&ip);
+        let in_ec2 = e.moto.ingress(&g).iter().any(|x| x[1] == format!("{ip}/32"));
+        if r["isError"].as_bool() == Some(true) {
+            let m = failed(&r);
+            if m.contains("no change was made") {
+                refused += 1;
+                assert!(!in_ec2, "{ip} refused, yet added to EC2: {m}");
+            } else {
+                // Only the outcome was lost: the intent is on disk, the reconciler completes it.
+                assert!(in_ec2 && m.contains("intent"), "{ip}: {m}");
+            }
+        } else {
+            assert!(in_ec2, "{ip} answered as added but is not in EC2");
+        }
+    }
+    assert!(refused > 0, "the disk was full, so changes must have been refused");
+    std::fs::remove_file(filler).unwrap();
+    ok(&add("203.0.113.99"));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let entries: Vec<Value> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|err| panic!("unparseable audit line ({err}): {l:?}"))
+        })
+        .collect();
+    for rule in e.moto.ingress(&g) {
+        let cidr = rule[1].as_str();
+        assert!(
+            entries.iter().any(|a| a["phase"] == "intent" && a["rule"]["cidr_ip"] == cidr),
+            "{cidr} is in EC2 without an intent in the audit log"
+        );
+    }
+}

@@ -88,4 +88,88 @@ mod tests {
         assert_eq!(new.lines().count(), 1);
         assert!(new.contains("user3"));
     }
+
+    #[test]
+    fn a_line_left_half_written_never_glues_to_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let torn = r#"{"time":"2026-11-24T09:59:59.000Z","action":"add","identi"#;
+        std::fs::write(&path, format!("{}\n{torn}", serde_json::to_string(&entry(0)).unwrap())).unwrap();
+        let log = AuditLog::open(&path).unwrap();
+        log.record(&entry(1)).unwrap();
+        log.record(&entry(2)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.ends_with('\n'), "{text}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "the torn line stays alone on its line: {text}");
+        assert_eq!(lines[1], torn, "what was on disk is kept as it was");
+        for l in [lines[0], lines[2], lines[3]] {
+            serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        }
+    }
+
+    /// A small tmpfs mounted for one test, unmounted on drop.
+    pub(crate) struct Tmpfs(tempfile::TempDir);
+
+    impl Tmpfs {
+        /// Mounts `kib` KiB, or says why it cannot (not root, no mount namespace).
+        pub(crate) fn mount(kib: u32) -> Result<Tmpfs, String> {
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let status = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+                .arg(dir.path())
+                .stderr(std::process::Stdio::null())
+                .status();
+            match status {
+                Ok(s) if s.success() => Ok(Tmpfs(dir)),
+                Ok(s) => Err(format!("mount -t tmpfs {s}")),
+                Err(e) => Err(format!("mount: {e}")),
+            }
+        }
+
+        pub(crate) fn path(&self) -> &Path {
+            self.0.path()
+        }
+
+        /// Fills the file system with a file; returns its path.
+        pub(crate) fn fill(&self) -> PathBuf {
+            let path = self.path().join("filler");
+            let mut f = File::create(&path).unwrap();
+            let chunk = vec![b'x'; 4096];
+            while f.write_all(&chunk).is_ok() {}
+            while f.write_all(b"x").is_ok() {}
+            path
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0.path()).status();
+        }
+    }
+
+    #[test]
+    fn a_full_disk_never_leaves_half_a_line() {
+        let fs = match Tmpfs::mount(64) {
+            Ok(fs) => fs,
+            Err(why) => {
+                eprintln!("SKIPPED a_full_disk_never_leaves_half_a_line: cannot mount a tmpfs ({why})");
+                return;
+            }
+        };
+        let path = fs.path().join("audit.log");
+        let log = AuditLog::open(&path).unwrap();
+        log.record(&entry(0)).unwrap();
+        let filler = fs.fill();
+        let failed = (1..=40).filter(|n| log.record(&entry(*n)).is_err()).count();
+        assert!(failed > 0, "the disk was full");
+        std::fs::remove_file(filler).unwrap();
+        log.record(&entry(99)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.ends_with('\n'));
+        for l in text.lines() {
+            serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l:?}"));
+        }
+        assert!(text.lines().last().unwrap().contains("user99"));
+    }
 }

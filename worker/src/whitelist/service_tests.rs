@@ -10,6 +10,8 @@ use crate::whitelist::firewall::FwFuture;
 struct FakeEc2 {
     rules: Mutex<Vec<ExistingRule>>,
     calls: AtomicUsize,
+    /// Authorize and revoke calls: the calls that change EC2.
+    changes: AtomicUsize,
     next: AtomicUsize,
     fail: Mutex<Option<FirewallError>>,
 }
@@ -43,6 +45,7 @@ impl Firewall for FakeEc2 {
         description: &'a str,
     ) -> FwFuture<'a, String> {
         Box::pin(async move {
+            self.changes.fetch_add(1, Ordering::SeqCst);
             if let Some(e) = self.failure() {
                 return Err(e);
             }
@@ -63,6 +66,7 @@ impl Firewall for FakeEc2 {
     }
     fn revoke<'a>(&'a self, _: &'a Scope, _: &'a str, ids: &'a [String]) -> FwFuture<'a, ()> {
         Box::pin(async move {
+            self.changes.fetch_add(1, Ordering::SeqCst);
             if let Some(e) = self.failure() {
                 return Err(e);
             }
@@ -279,12 +283,24 @@ async fn aws_errors_are_errors_never_a_silent_false() {
 }
 
 #[tokio::test]
-async fn a_change_that_cannot_be_audited_is_reported() {
+async fn a_change_that_cannot_be_recorded_first_is_not_made() {
     let s = Setup::new();
     let w = s.service(Policy::default());
+    let who = Caller::default();
+    w.add(&scope(), &add("1.2.3.9", None, None), &who).await.unwrap();
+    let before = s.ec2.changes.load(Ordering::SeqCst);
     s.journal.broken.store(true, Ordering::SeqCst);
-    let err = w.add(&scope(), &add("1.2.3.4", None, None), &Caller::default()).await.unwrap_err();
-    assert!(matches!(err, Error::Audit(ref m) if m.contains("was made")), "{err}");
+    let err = w.add(&scope(), &add("1.2.3.4", None, None), &who).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Audit(ref m) if m.contains("no change was made") && m.contains("disk full")),
+        "the caller is told why: {err}"
+    );
+    let err = w.remove(&scope(), &rule("1.2.3.9", None, None), &who).await.unwrap_err();
+    assert!(matches!(err, Error::Audit(ref m) if m.contains("no change was made")), "{err}");
+    assert_eq!(s.ec2.changes.load(Ordering::SeqCst), before, "no AWS change was even attempted");
+    let left: Vec<String> =
+        s.ec2.rules.lock().unwrap().iter().filter_map(|r| r.cidr.map(|c| c.to_string())).collect();
+    assert_eq!(left, ["1.2.3.9/32"], "EC2 unchanged: nothing added, nothing removed");
 }
 
 #[tokio::test]
