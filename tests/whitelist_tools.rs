@@ -432,3 +432,34 @@ fn a_full_audit_disk_stops_changes_before_aws_and_never_corrupts_the_log() {
         );
     }
 }
+
+#[test]
+fn an_intent_left_by_a_crash_is_reconciled_at_boot_and_its_group_noted_for_the_sweeper() {
+    let Some(e) = env() else { return };
+    let g = e.moto.create_group("crashed");
+    // The worker crashed after EC2 added the rule and before it wrote the outcome.
+    let expires = "2099-01-01T00:00:00Z";
+    e.moto.authorize(&g, "203.0.113.60/32", 22, &format!("for erin [awswl exp={expires}]"));
+    let intent = json!({
+        "time": "2026-01-01T00:00:00.000Z", "id": "crashed-1", "phase": "intent", "action": "add",
+        "identity": "erin", "group_id": g, "region": "us-east-1", "pid": 0, "result": "pending",
+        "rule": {"rule_id": null, "cidr_ip": "203.0.113.60/32", "protocol": "tcp", "port": "22",
+                 "description": format!("for erin [awswl exp={expires}]"), "expires_at": expires}
+    });
+    std::fs::write(e.state.path().join("audit.log"), format!("{intent}\n")).unwrap();
+    // Allowed only by a pattern: the sweeper finds the group through the index alone.
+    let svc = e.serve("workers = 2\n", "", "[policy]\nallowed_security_groups = [\"sg-*\"]\n");
+    let (_, done) = svc.logs.wait(0, "reconcile", |v| event(v) == "change_reconciled");
+    assert_eq!(done["id"], "crashed-1", "{done}");
+    assert!(done["found"].as_str().unwrap().starts_with("present (rule sgr-"), "{done}");
+    let outcomes: Vec<Value> =
+        e.audit().into_iter().filter(|a| a["id"] == "crashed-1" && a["phase"] == "outcome").collect();
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert_eq!(
+        (outcomes[0]["result"].as_str(), outcomes[0]["identity"].as_str()),
+        (Some("reconciled"), Some("erin"))
+    );
+    let index = std::fs::read_to_string(e.state.path().join("expiring-groups.jsonl")).unwrap_or_default();
+    assert!(index.contains(&g), "the group is noted for the sweeper again: {index:?}");
+    assert_eq!(svc.logs.all().iter().filter(|v| event(v) == "change_reconciled").count(), 1, "once per host");
+}
