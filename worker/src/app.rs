@@ -45,7 +45,7 @@ impl App {
         std::fs::create_dir_all(&wl.state_dir).map_err(|e| {
             std::io::Error::new(e.kind(), format!("cannot create state_dir {}: {e}", wl.state_dir.display()))
         })?;
-        let audit = Arc::new(AuditLog::open(&wl.audit_log)?);
+        let audit = Arc::new(AuditLog::open(&wl.audit_log)?.with_expiry_index(wl.state_dir.clone()));
         let versions = Arc::new(ChangeCounters::open(&wl.state_dir.join("cache-versions"))?);
         let service = Arc::new(Whitelist::new(Parts {
             firewall: Arc::new(Ec2Firewall::new(settings.aws.clone())),
@@ -62,8 +62,7 @@ impl App {
             versions,
             recorder: audit.clone(),
         }));
-        let registry =
-            crate::tools::register_all(settings.mcp.page_size, service.clone(), Some(wl.state_dir.clone()))?;
+        let registry = crate::tools::register_all(settings.mcp.page_size, service.clone())?;
         Ok(App { dispatcher: Dispatcher::new(info, registry), service, audit, sweeper: sweeper_config(wl) })
     }
 

@@ -1,24 +1,41 @@
-//! The audit log file: one JSON line per change, appended with O_APPEND by every worker and
+//! The audit log file: one JSON line per entry, appended with O_APPEND by every worker and
 //! flushed to disk (fdatasync) before the tool answers, so an answered change is never lost —
 //! not even to a `kill -9` a moment later. Reopened on USR1 like the other logs.
+//!
+//! Whole lines or nothing: each append holds an exclusive `flock` on the file (the host's
+//! workers all append to it), ends a tail left without `'\n'` (a crash mid-write) before its
+//! own line, and cuts a short or failed write (a full disk) back off, so the log never holds
+//! half a line glued to the next. Readers skip lines that do not parse.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::whitelist::audit::{AuditEntry, Recorder};
+use super::expiry_index;
+use crate::whitelist::audit::{AuditEntry, LoggedEntry, Recorder};
+use crate::whitelist::Scope;
 
-/// An append-only, durable audit file.
+/// How much of the log's end the reconciler reads (the intents it can still complete).
+const TAIL_BYTES: u64 = 4 << 20;
+
+/// An append-only, durable audit file (and the expiry index noted with it).
 pub struct AuditLog {
     path: PathBuf,
     file: Mutex<File>,
+    index_dir: Option<PathBuf>,
 }
 
 impl AuditLog {
     /// Opens (creating) the file for appending; the directory must exist.
     pub fn open(path: &Path) -> io::Result<AuditLog> {
-        Ok(AuditLog { path: path.to_path_buf(), file: Mutex::new(open(path)?) })
+        Ok(AuditLog { path: path.to_path_buf(), file: Mutex::new(open(path)?), index_dir: None })
+    }
+
+    /// Notes expiring rules in the index in `state_dir` (the sweeper reads it).
+    pub fn with_expiry_index(self, state_dir: PathBuf) -> AuditLog {
+        AuditLog { index_dir: Some(state_dir), ..self }
     }
 
     /// Reopens at the same path (after logrotate moved the file).
@@ -37,19 +54,76 @@ impl AuditLog {
 fn open(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
         .open(path)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot open audit log {}: {e}", path.display())))
+}
+
+/// Appends `line` (ending in `'\n'`) durably as a whole line, or leaves the file as it was.
+/// `file` must be open for reading and appending.
+pub(crate) fn append_line(file: &File, line: &[u8]) -> io::Result<()> {
+    file.lock()?;
+    let result = append_locked(file, line);
+    let _ = file.unlock();
+    result
+}
+
+fn append_locked(mut file: &File, line: &[u8]) -> io::Result<()> {
+    let start = file.metadata()?.len();
+    let mut buf = Vec::with_capacity(line.len() + 1);
+    if start > 0 && last_byte(file, start)? != b'\n' {
+        buf.push(b'\n');
+    }
+    buf.extend_from_slice(line);
+    let written = file.write_all(&buf).and_then(|()| file.sync_data());
+    if written.is_err() {
+        // Nobody else appends while we hold the lock: cut back to where we started.
+        let _ = file.set_len(start).and_then(|()| file.sync_data());
+    }
+    written
+}
+
+fn last_byte(file: &File, len: u64) -> io::Result<u8> {
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, len - 1)?;
+    Ok(byte[0])
+}
+
+/// The entries in the last `max` bytes of the file at `path`, skipping unparseable lines.
+fn read_tail(path: &Path, max: u64) -> io::Result<Vec<LoggedEntry>> {
+    let mut f = match File::open(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        other => other?,
+    };
+    let from = f.metadata()?.len().saturating_sub(max);
+    f.seek(SeekFrom::Start(from))?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes)?;
+    let text = String::from_utf8_lossy(&bytes);
+    // Started mid-file: the first line is only the end of one.
+    let skip = usize::from(from > 0);
+    Ok(text.lines().skip(skip).filter_map(|l| serde_json::from_str(l).ok()).collect())
 }
 
 impl Recorder for AuditLog {
     fn record(&self, entry: &AuditEntry) -> Result<(), String> {
         let mut line = serde_json::to_vec(entry).map_err(|e| e.to_string())?;
         line.push(b'\n');
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        // One write per entry: with O_APPEND, lines of different workers never interleave.
-        file.write_all(&line).map_err(|e| format!("writing {}: {e}", self.path.display()))?;
-        file.sync_data().map_err(|e| format!("syncing {}: {e}", self.path.display()))
+        let file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        append_line(&file, &line).map_err(|e| format!("writing {}: {e}", self.path.display()))
+    }
+
+    fn note_expiring(&self, scope: &Scope, group: &str) -> Result<(), String> {
+        match &self.index_dir {
+            Some(dir) => expiry_index::note_expiring(dir, scope, group)
+                .map_err(|e| format!("noting {group} in the expiry index in {}: {e}", dir.display())),
+            None => Ok(()),
+        }
+    }
+
+    fn recent(&self) -> Result<Vec<LoggedEntry>, String> {
+        read_tail(&self.path, TAIL_BYTES).map_err(|e| format!("reading {}: {e}", self.path.display()))
     }
 }
 
@@ -62,13 +136,10 @@ mod tests {
             time: "2026-11-24T10:00:00.000Z".into(),
             action: "add",
             identity: format!("user{n}"),
-            source: None,
-            request_id: None,
             group_id: "sg-12345678".into(),
-            region: None,
             rule: serde_json::json!({}),
             result: "added",
-            error: None,
+            ..AuditEntry::default()
         }
     }
 

@@ -4,11 +4,12 @@
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::audit_file::append_line;
 use crate::whitelist::Scope;
 
 const INDEX: &str = "expiring-groups.jsonl";
@@ -24,7 +25,8 @@ pub struct Target {
     pub profile: Option<String>,
 }
 
-/// Records that `group` holds an expiring rule, so the sweeper will look at it.
+/// Records durably that `group` holds an expiring rule, so the sweeper will look at it (a
+/// whole line or nothing, like the audit log).
 pub fn note_expiring(state_dir: &Path, scope: &Scope, group: &str) -> io::Result<()> {
     let target =
         Target { group: group.to_string(), region: scope.region.clone(), profile: scope.profile.clone() };
@@ -33,8 +35,8 @@ pub fn note_expiring(state_dir: &Path, scope: &Scope, group: &str) -> io::Result
     }
     let mut line = serde_json::to_vec(&target).map_err(io::Error::other)?;
     line.push(b'\n');
-    let mut f = OpenOptions::new().create(true).append(true).open(state_dir.join(INDEX))?;
-    f.write_all(&line)
+    let f = OpenOptions::new().create(true).read(true).append(true).open(state_dir.join(INDEX))?;
+    append_line(&f, &line)
 }
 
 pub(crate) fn read_index(state_dir: &Path) -> BTreeSet<Target> {

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod description;
 pub mod firewall;
 pub mod policy;
+pub mod reconcile;
 pub mod rules;
 pub mod service;
 pub mod target;
