@@ -302,7 +302,7 @@ fn expiring_rules_are_removed_once_and_also_at_startup() {
     );
     let second = ok(&r)["rule"]["rule_id"].as_str().unwrap().to_string();
     svc.logs.wait(from, "second expiry", |v| event(v) == "rules_expired" && v.to_string().contains(&second));
-    let expirations: Vec<Value> = e.audit().into_iter().filter(|a| a["action"] == "expire").collect();
+    let expirations: Vec<Value> = e.audit().into_iter().filter(|a| a["result"] == "expired").collect();
     for id in [&rule_id, &second] {
         assert_eq!(
             expirations.iter().filter(|a| a["rule"]["rule_id"] == id.as_str()).count(),
@@ -340,7 +340,9 @@ fn an_answered_change_is_in_the_audit_log_even_if_the_worker_dies_at_once() {
         assert_eq!(entry["source"], "127.0.0.1");
         svc.logs.wait(from, "replacement", |v| common::sup_event(v, "worker_ready"));
     }
-    assert_eq!(e.audit().len(), 3);
+    let audit = e.audit();
+    assert_eq!(audit.iter().filter(|a| a["phase"] == "outcome").count(), 3);
+    assert_eq!(audit.iter().filter(|a| a["phase"] == "intent").count(), 3, "each change announced first");
 }
 
 #[test]
@@ -405,7 +407,9 @@ fn removing_a_rule_added_by_hand_is_refused_and_changes_nothing() {
     );
     assert_eq!(ok(&r)["changed"], true);
     assert!(e.moto.ingress(&g).is_empty());
-    assert_eq!(e.audit().len(), 1);
+    let outcomes: Vec<Value> = e.audit().into_iter().filter(|v| v["phase"] == "outcome").collect();
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert_eq!(outcomes[0]["result"], "removed", "{outcomes:?}");
 }
 
 #[test]
@@ -470,4 +474,123 @@ fn a_forged_marker_is_reported_and_never_swept() {
         assert!(std::time::Instant::now() < deadline, "awswl_marker_invalid_total never counted\n{text}");
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
+}
+/// A 64 KiB tmpfs for the audit log, unmounted on drop; `None` (and why) where mounting is not
+/// permitted.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount() -> Result<SmallDisk, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map_err(|e| format!("mount: {e}"))?;
+        if status.success() {
+            Ok(SmallDisk(dir))
+        } else {
+            Err(format!("mount -t tmpfs {status}"))
+        }
+    }
+
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.0.path().join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        while f.write_all(&[b'x'; 4096]).is_ok() {}
+        while f.write_all(b"x").is_ok() {}
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn a_full_audit_disk_stops_changes_before_aws_and_never_corrupts_the_log() {
+    let disk = match SmallDisk::mount() {
+        Ok(d) => d,
+        Err(why) => {
+            eprintln!("SKIPPED a_full_audit_disk_…: cannot mount a 64 KiB tmpfs ({why}); needs root");
+            return;
+        }
+    };
+    let Some(e) = env() else { return };
+    let g = e.moto.create_group("fulldisk");
+    let log = disk.0.path().join("audit.log");
+    let svc = e.serve("workers = 1\n", &format!("audit_log = \"{}\"\n", log.display()), "");
+    let add = |ip: &str| svc.call_tool("whitelist_add", json!({"security_group_id": g, "ip_address": ip}));
+    ok(&add("203.0.113.1"));
+    let filler = disk.fill();
+    let mut refused = 0;
+    for i in 2..=16 {
+        let ip = format!("203.0.113.{i}");
+        let r = add(&ip);
+        let in_ec2 = e.moto.ingress(&g).iter().any(|x| x[1] == format!("{ip}/32"));
+        if r["isError"].as_bool() == Some(true) {
+            let m = failed(&r);
+            if m.contains("no change was made") {
+                refused += 1;
+                assert!(!in_ec2, "{ip} refused, yet added to EC2: {m}");
+            } else {
+                // Only the outcome was lost: the intent is on disk, the reconciler completes it.
+                assert!(in_ec2 && m.contains("intent"), "{ip}: {m}");
+            }
+        } else {
+            assert!(in_ec2, "{ip} answered as added but is not in EC2");
+        }
+    }
+    assert!(refused > 0, "the disk was full, so changes must have been refused");
+    std::fs::remove_file(filler).unwrap();
+    ok(&add("203.0.113.99"));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let entries: Vec<Value> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|err| panic!("unparseable audit line ({err}): {l:?}"))
+        })
+        .collect();
+    for rule in e.moto.ingress(&g) {
+        let cidr = rule[1].as_str();
+        assert!(
+            entries.iter().any(|a| a["phase"] == "intent" && a["rule"]["cidr_ip"] == cidr),
+            "{cidr} is in EC2 without an intent in the audit log"
+        );
+    }
+}
+
+#[test]
+fn an_intent_left_by_a_crash_is_reconciled_at_boot_and_its_group_noted_for_the_sweeper() {
+    let Some(e) = env() else { return };
+    let g = e.moto.create_group("crashed");
+    // The worker crashed after EC2 added the rule and before it wrote the outcome.
+    let expires = "2099-01-01T00:00:00Z";
+    e.moto.authorize(&g, "203.0.113.60/32", 22, &format!("for erin [awswl exp={expires}]"));
+    let intent = json!({
+        "time": "2026-01-01T00:00:00.000Z", "id": "crashed-1", "phase": "intent", "action": "add",
+        "identity": "erin", "group_id": g, "region": "us-east-1", "pid": 0, "result": "pending",
+        "rule": {"rule_id": null, "cidr_ip": "203.0.113.60/32", "protocol": "tcp", "port": "22",
+                 "description": format!("for erin [awswl exp={expires}]"), "expires_at": expires}
+    });
+    std::fs::write(e.state.path().join("audit.log"), format!("{intent}\n")).unwrap();
+    // Allowed only by a pattern: the sweeper finds the group through the index alone.
+    let svc = e.serve("workers = 2\n", "", "[policy]\nallowed_security_groups = [\"sg-*\"]\n");
+    let (_, done) = svc.logs.wait(0, "reconcile", |v| event(v) == "change_reconciled");
+    assert_eq!(done["id"], "crashed-1", "{done}");
+    assert!(done["found"].as_str().unwrap().starts_with("present (rule sgr-"), "{done}");
+    let outcomes: Vec<Value> =
+        e.audit().into_iter().filter(|a| a["id"] == "crashed-1" && a["phase"] == "outcome").collect();
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert_eq!(
+        (outcomes[0]["result"].as_str(), outcomes[0]["identity"].as_str()),
+        (Some("reconciled"), Some("erin"))
+    );
+    let index = std::fs::read_to_string(e.state.path().join("expiring-groups.jsonl")).unwrap_or_default();
+    assert!(index.contains(&g), "the group is noted for the sweeper again: {index:?}");
+    assert_eq!(svc.logs.all().iter().filter(|v| event(v) == "change_reconciled").count(), 1, "once per host");
 }

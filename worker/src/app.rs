@@ -43,7 +43,7 @@ impl App {
     pub fn build(settings: &Settings, info: ServerInfo) -> Result<App, BuildError> {
         let wl = &settings.whitelist;
         crate::host::state_file::prepare_dir(&wl.state_dir)?;
-        let audit = Arc::new(AuditLog::open(&wl.audit_log)?);
+        let audit = Arc::new(AuditLog::open(&wl.audit_log)?.with_expiry_index(wl.state_dir.clone()));
         let versions = Arc::new(ChangeCounters::open(&wl.state_dir.join("cache-versions"))?);
         let marker_key = marker_key::load(&wl.marker_key, &wl.state_dir)?;
         let service = Arc::new(Whitelist::new(Parts {
@@ -63,8 +63,7 @@ impl App {
             marker_key,
             group_locks: Arc::new(GroupLockFiles::new(wl.state_dir.clone())),
         }));
-        let registry =
-            crate::tools::register_all(settings.mcp.page_size, service.clone(), Some(wl.state_dir.clone()))?;
+        let registry = crate::tools::register_all(settings.mcp.page_size, service.clone())?;
         Ok(App { dispatcher: Dispatcher::new(info, registry), service, audit, sweeper: sweeper_config(wl) })
     }
 

@@ -96,6 +96,14 @@ impl Recorder for NoAudit {
     fn record(&self, _: &AuditEntry) -> Result<(), String> {
         Ok(())
     }
+
+    fn note_expiring(&self, _: &Scope, _: &str) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn recent(&self) -> Result<Vec<worker::whitelist::audit::LoggedEntry>, String> {
+        Ok(Vec::new())
+    }
 }
 
 fn service(ec2: Arc<FakeEc2>, policy: Policy) -> Arc<Whitelist> {
@@ -130,7 +138,7 @@ fn hand_made() -> ExistingRule {
 fn dispatcher(policy: Policy) -> (Dispatcher, Arc<FakeEc2>) {
     let ec2 = Arc::new(FakeEc2::default());
     ec2.rules.lock().unwrap_or_else(|e| e.into_inner()).push(hand_made());
-    let registry = worker::tools::register_all(50, service(ec2.clone(), policy), None).expect("registry");
+    let registry = worker::tools::register_all(50, service(ec2.clone(), policy)).expect("registry");
     (Dispatcher::new(ServerInfo::new("prop", "0"), registry), ec2)
 }
 

@@ -3,11 +3,12 @@
 //! appended by the worker that added the rule, read by whichever worker sweeps.
 
 use std::collections::BTreeSet;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::audit_file::append_line;
 use crate::whitelist::Scope;
 
 const INDEX: &str = "expiring-groups.jsonl";
@@ -23,7 +24,8 @@ pub struct Target {
     pub profile: Option<String>,
 }
 
-/// Records that `group` holds an expiring rule, so the sweeper will look at it.
+/// Records durably that `group` holds an expiring rule, so the sweeper will look at it (a
+/// whole line or nothing, like the audit log).
 pub fn note_expiring(state_dir: &Path, scope: &Scope, group: &str) -> io::Result<()> {
     let target =
         Target { group: group.to_string(), region: scope.region.clone(), profile: scope.profile.clone() };
@@ -32,8 +34,8 @@ pub fn note_expiring(state_dir: &Path, scope: &Scope, group: &str) -> io::Result
     }
     let mut line = serde_json::to_vec(&target).map_err(io::Error::other)?;
     line.push(b'\n');
-    let mut f = super::state_file::open_append(&state_dir.join(INDEX), super::state_file::PRIVATE)?;
-    f.write_all(&line)
+    let f = super::state_file::open_append(&state_dir.join(INDEX), super::state_file::PRIVATE)?;
+    append_line(&f, &line)
 }
 
 pub(crate) fn read_index(state_dir: &Path) -> BTreeSet<Target> {

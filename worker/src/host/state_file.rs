@@ -29,7 +29,8 @@ pub fn open(path: &Path) -> io::Result<File> {
 
 /// Opens (creating with `mode`) a file for appending whole lines.
 pub fn open_append(path: &Path, mode: u32) -> io::Result<File> {
-    secure(path, OpenOptions::new().append(true).create(true), mode)
+    // Readable too: an append first looks at the file's last byte (a line left torn by a crash).
+    secure(path, OpenOptions::new().read(true).append(true).create(true), mode)
 }
 
 /// Opens an existing state file for reading; `None` when there is none.

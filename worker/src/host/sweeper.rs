@@ -8,19 +8,36 @@
 //! rules whose signed marker verifies (see [`crate::whitelist::marker`]); a rule whose marker
 //! does not is reported by the service (`marker_invalid` warning, `awswl_marker_invalid_total`)
 //! and left alone.
+//!
+//! Before each sweep it completes the changes whose intent is in the audit log without an
+//! outcome (see `whitelist::reconcile`), once their writer is dead (checked by pid) and
+//! [`DEAD_WRITER_GRACE`] has passed, or once [`ABANDONED_AFTER`] has passed whatever the pid
+//! says (a pid may be reused; a live worker may have failed to write the outcome).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
 use tracing::{info, warn};
 
 use super::expiry_index::{read_index, Target};
+use crate::whitelist::audit::LoggedEntry;
 use crate::whitelist::{Scope, Whitelist};
 
 const LOCK: &str = "sweeper.lock";
+
+/// How long after its intent a change by a dead process is reconciled: time for an AWS call it
+/// sent just before dying to have landed.
+pub const DEAD_WRITER_GRACE: Duration = Duration::from_secs(30);
+
+/// How long after its intent a change is reconciled even if its writer seems alive: far longer
+/// than any AWS call (with retries) takes.
+pub const ABANDONED_AFTER: Duration = Duration::from_secs(15 * 60);
 
 /// What the sweeper needs besides the service.
 #[derive(Debug, Clone)]
@@ -48,6 +65,7 @@ pub async fn run(service: Arc<Whitelist>, config: Config) {
                 continue;
             }
         }
+        reconcile(&service).await;
         let mut targets = read_index(&config.state_dir);
         targets.extend(config.groups.iter().map(|g| Target {
             group: g.clone(),
@@ -67,6 +85,39 @@ pub async fn run(service: Arc<Whitelist>, config: Config) {
                 }
             }
         }
+    }
+}
+
+/// Completes intents left without an outcome, logging what it found.
+async fn reconcile(service: &Whitelist) {
+    let settled = |e: &LoggedEntry| settled(e, SystemTime::now());
+    match service.reconcile(&settled).await {
+        Ok(results) => {
+            for r in results {
+                match r {
+                    Ok(r) => {
+                        info!(event = "change_reconciled", id = %r.id, group = %r.group, found = %r.found, "completed change {} in {}: {}", r.id, r.group, r.found)
+                    }
+                    Err(e) => warn!(event = "reconcile_failed", error = %e, "{e}"),
+                }
+            }
+        }
+        Err(e) => {
+            warn!(event = "reconcile_failed", error = %e, "cannot read the audit log to reconcile: {e}")
+        }
+    }
+}
+
+/// Whether an intent's writer can no longer be making the change.
+fn settled(intent: &LoggedEntry, now: SystemTime) -> bool {
+    let age = intent.written().and_then(|t| now.duration_since(t).ok()).unwrap_or(Duration::MAX);
+    age >= ABANDONED_AFTER || (age >= DEAD_WRITER_GRACE && !alive(intent.pid))
+}
+
+fn alive(pid: u32) -> bool {
+    match i32::try_from(pid) {
+        Ok(p) if p > 0 => kill(Pid::from_raw(p), None) != Err(Errno::ESRCH),
+        _ => false,
     }
 }
 
@@ -108,5 +159,22 @@ mod tests {
         std::os::unix::fs::symlink(&victim, other.path().join(LOCK)).unwrap();
         assert!(try_lock(other.path()).is_none(), "a symlinked lock file was followed");
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn an_intent_is_settled_when_its_writer_is_dead_or_it_is_long_abandoned() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        let now = SystemTime::now();
+        let at = |ago: u64, pid: u32| LoggedEntry {
+            time: humantime::format_rfc3339_millis(now - Duration::from_secs(ago)).to_string(),
+            pid,
+            ..LoggedEntry::default()
+        };
+        let (me, dead) = (std::process::id(), child.id());
+        assert!(!settled(&at(60, me), now), "a live writer may still be making it");
+        assert!(settled(&at(ABANDONED_AFTER.as_secs(), me), now), "abandoned whatever the pid says");
+        assert!(!settled(&at(1, dead), now), "an AWS call sent just before dying may still land");
+        assert!(settled(&at(DEAD_WRITER_GRACE.as_secs(), dead), now));
     }
 }

@@ -3,14 +3,13 @@
 //! adding a file here and one line in [`register_all`]; nothing in `auth/`, `http/` or `mcp/`
 //! changes.
 //!
-//! May import: `mcp` (the tool trait), `whitelist` (the domain), `host` (the expiry index),
+//! May import: `mcp` (the tool trait), `whitelist` (the domain),
 //! `auth` (scope names), `caller`. Imported by: `app` only.
 
 mod args;
 pub mod status;
 pub mod whitelist;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::mcp::{Registry, RegistryError};
@@ -19,12 +18,8 @@ use crate::whitelist::Whitelist;
 pub use status::{standard_registry, ServiceStatus};
 
 /// Every tool of the server on one registry: `service_status` and the whitelist tools.
-pub fn register_all(
-    page_size: usize,
-    service: Arc<Whitelist>,
-    state_dir: Option<PathBuf>,
-) -> Result<Registry, RegistryError> {
+pub fn register_all(page_size: usize, service: Arc<Whitelist>) -> Result<Registry, RegistryError> {
     let mut registry = standard_registry(page_size)?;
-    whitelist::register(&mut registry, service, state_dir)?;
+    whitelist::register(&mut registry, service)?;
     Ok(registry)
 }

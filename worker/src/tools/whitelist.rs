@@ -1,7 +1,6 @@
 //! The four whitelist tools of the reference system — same names, same parameters — as MCP
 //! tools with input and output schemas and their scopes, on top of [`crate::whitelist::Whitelist`].
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
@@ -13,16 +12,11 @@ use crate::mcp::{
 };
 use crate::whitelist::{RuleView, Whitelist};
 
-/// Registers `whitelist_add`, `whitelist_remove`, `whitelist_list` and `whitelist_check`;
-/// expiring rules are noted in `state_dir` for the sweeper.
-pub fn register(
-    registry: &mut Registry,
-    service: Arc<Whitelist>,
-    state_dir: Option<PathBuf>,
-) -> Result<(), RegistryError> {
+/// Registers `whitelist_add`, `whitelist_remove`, `whitelist_list` and `whitelist_check`
+/// (the service notes expiring rules for the sweeper, before it adds them).
+pub fn register(registry: &mut Registry, service: Arc<Whitelist>) -> Result<(), RegistryError> {
     for kind in [Kind::Add, Kind::Remove, Kind::List, Kind::Check] {
-        let tool =
-            WhitelistTool { spec: spec(kind), kind, service: service.clone(), state_dir: state_dir.clone() };
+        let tool = WhitelistTool { spec: spec(kind), kind, service: service.clone() };
         registry.register(Arc::new(tool))?;
     }
     Ok(())
@@ -40,7 +34,6 @@ struct WhitelistTool {
     spec: ToolSpec,
     kind: Kind,
     service: Arc<Whitelist>,
-    state_dir: Option<PathBuf>,
 }
 
 impl Tool for WhitelistTool {
@@ -60,13 +53,6 @@ impl Tool for WhitelistTool {
                 Kind::Add => {
                     let a = add_args(&args);
                     let r = self.service.add(&scope, &a, &who).await.map_err(fail)?;
-                    if let (Some(dir), Some(_)) = (&self.state_dir, &r.rule.expires_at) {
-                        if let Err(e) =
-                            crate::host::expiry_index::note_expiring(dir, &scope, &r.rule.group_id)
-                        {
-                            tracing::error!(error = %e, "cannot record the expiring rule for the sweeper");
-                        }
-                    }
                     (
                         r.message.clone(),
                         json!({"success": true, "changed": r.changed, "message": r.message, "rule": rule_value(&r.rule)}),

@@ -10,6 +10,7 @@ pub mod description;
 pub mod firewall;
 pub mod marker;
 pub mod policy;
+pub mod reconcile;
 pub mod rules;
 pub mod service;
 pub mod target;

@@ -14,12 +14,13 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tracing::warn;
 
-use super::audit::{AuditEntry, Recorder};
+use super::audit::{About, Change, LoggedEntry, Recorder};
 use super::cache::{GroupCache, Versions};
 use super::description::{self, parse_duration, render, rfc3339, Fill};
 use super::firewall::{Firewall, FirewallError, Scope};
 use super::marker::{Invalid, Marker, MarkerKey};
 use super::policy::{Policy, Refusal};
+use super::reconcile::{self, Reconciled};
 use super::rules::{ExistingRule, RuleSpec};
 use super::target::{host_net, parse_cidr, parse_ports, NamedPort, Ports, Protocol};
 use crate::caller::Caller;
@@ -96,7 +97,8 @@ pub enum Error {
     /// AWS refused or failed.
     #[error("{0}")]
     Aws(FirewallError),
-    /// The change happened but could not be audited.
+    /// The audit log could not record the change: before the AWS call (no change was made) or
+    /// after it (the change was made; its intent is recorded and will be reconciled).
     #[error("{0}")]
     Audit(String),
     /// Something the host shares (a group's lock) could not be had; nothing was changed.
@@ -324,24 +326,24 @@ impl Whitelist {
             return Ok(Added::unchanged(self.view(existing)));
         }
         self.policy.check_count(rules.iter().filter(|r| r.marker(&self.key).managed()).count())?;
+        let about = About { action: "add", spec: &spec, rule_id: None, description: &description, expires };
+        let change = Change::new(about, who, scope);
+        change.intend(&self.recorder).await?;
         let rule_id = match self.firewall.authorize(scope, &spec, &description).await {
             Ok(id) => id,
             Err(FirewallError::Duplicate) => {
                 // Another request added the same rule between our read and our write.
                 let rules = self.fresh(scope, &spec.group_id).await?;
                 if let Some(existing) = rules.iter().find(|r| r.matches(&spec)) {
+                    change.finish(&self.recorder, "already_present", Some(&existing.rule_id), None).await?;
                     return Ok(Added::unchanged(self.view(existing)));
                 }
-                return Err(Error::Aws(FirewallError::Duplicate));
+                return Err(self.failed(&change, FirewallError::Duplicate).await);
             }
-            Err(e) => {
-                self.audit("add", who, scope, &spec, None, &description, "failed", Some(e.to_string()))
-                    .await?;
-                return Err(e.into());
-            }
+            Err(e) => return Err(self.failed(&change, e).await),
         };
         self.versions.bump(&spec.group_id);
-        self.audit("add", who, scope, &spec, Some(&rule_id), &description, "added", None).await?;
+        change.finish(&self.recorder, "added", Some(&rule_id), None).await?;
         let rule = RuleView {
             rule_id: rule_id.clone(),
             group_id: spec.group_id.clone(),
@@ -386,35 +388,22 @@ impl Whitelist {
             }
         }
         let ids: Vec<String> = matching.iter().map(|r| r.rule_id.clone()).collect();
+        let changes = self.intend_removal(&matching, &spec, who, scope).await?;
         match self.firewall.revoke(scope, &spec.group_id, &ids).await {
             Ok(()) => {}
             Err(FirewallError::RuleNotFound) => {
                 self.versions.bump(&spec.group_id);
+                self.finish_all(&changes, "not_present", None).await?;
                 let message = format!("{wanted} was already removed from {} by someone else", spec.group_id);
                 return Ok(Removed { changed: false, removed: Vec::new(), message });
             }
             Err(e) => {
-                for r in &matching {
-                    self.audit(
-                        "remove",
-                        who,
-                        scope,
-                        &spec,
-                        Some(&r.rule_id),
-                        &r.description,
-                        "failed",
-                        Some(e.to_string()),
-                    )
-                    .await?;
-                }
+                self.finish_all(&changes, "failed", Some(e.to_string())).await?;
                 return Err(e.into());
             }
         }
         self.versions.bump(&spec.group_id);
-        for r in &matching {
-            self.audit("remove", who, scope, &spec, Some(&r.rule_id), &r.description, "removed", None)
-                .await?;
-        }
+        self.finish_all(&changes, "removed", None).await?;
         let removed: Vec<RuleView> = matching.into_iter().map(|r| self.view(r)).collect();
         let message = format!("removed {wanted} from {} (rule {})", spec.group_id, ids.join(", "));
         Ok(Removed { changed: true, removed, message })
@@ -461,12 +450,6 @@ impl Whitelist {
                 }
                 _ => continue,
             }
-            match self.firewall.revoke(scope, group, std::slice::from_ref(&r.rule_id)).await {
-                Ok(()) => {}
-                Err(FirewallError::RuleNotFound) => continue,
-                Err(e) => return Err(e.into()),
-            }
-            self.versions.bump(group);
             let spec = RuleSpec {
                 group_id: group.to_string(),
                 cidr: r.cidr.unwrap_or_else(|| host_net(IpAddr::from([0, 0, 0, 0]))),
@@ -474,8 +457,25 @@ impl Whitelist {
                 ports: r.ports(),
             };
             let who = Caller { identity: Some("expiry-sweeper".into()), ..Caller::default() };
-            self.audit("expire", &who, scope, &spec, Some(&r.rule_id), &r.description, "expired", None)
-                .await?;
+            let about = About {
+                action: "expire",
+                spec: &spec,
+                rule_id: Some(&r.rule_id),
+                description: &r.description,
+                expires: None,
+            };
+            let change = Change::new(about, &who, scope);
+            change.intend(&self.recorder).await?;
+            match self.firewall.revoke(scope, group, std::slice::from_ref(&r.rule_id)).await {
+                Ok(()) => {}
+                Err(FirewallError::RuleNotFound) => {
+                    change.finish(&self.recorder, "not_present", None, None).await?;
+                    continue;
+                }
+                Err(e) => return Err(self.failed(&change, e).await),
+            }
+            self.versions.bump(group);
+            change.finish(&self.recorder, "expired", None, None).await?;
             removed.push(self.view(r));
         }
         Ok(removed)
@@ -566,47 +566,57 @@ impl Whitelist {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn audit(
+    /// Completes the changes whose intent is in the audit log without an outcome, for which
+    /// `settled` says the writer can no longer be making them (see `whitelist::reconcile`).
+    pub async fn reconcile(
         &self,
-        action: &'static str,
+        settled: &(dyn Fn(&LoggedEntry) -> bool + Sync),
+    ) -> Result<Vec<Result<Reconciled, String>>, Error> {
+        reconcile::run(&*self.firewall, &self.recorder, settled).await.map_err(Error::Audit)
+    }
+
+    /// Records a failed AWS call as the change's outcome; returns the error to give the caller.
+    async fn failed(&self, change: &Change, e: FirewallError) -> Error {
+        match change.finish(&self.recorder, "failed", None, Some(e.to_string())).await {
+            Ok(()) => e.into(),
+            Err(audit) => audit,
+        }
+    }
+
+    /// One intent per rule to remove, all durable before the revoke.
+    async fn intend_removal(
+        &self,
+        matching: &[&ExistingRule],
+        spec: &RuleSpec,
         who: &Caller,
         scope: &Scope,
-        spec: &RuleSpec,
-        rule_id: Option<&str>,
-        description: &str,
+    ) -> Result<Vec<Change>, Error> {
+        let mut changes = Vec::new();
+        for r in matching {
+            let about = About {
+                action: "remove",
+                spec,
+                rule_id: Some(&r.rule_id),
+                description: &r.description,
+                expires: None,
+            };
+            let change = Change::new(about, who, scope);
+            change.intend(&self.recorder).await?;
+            changes.push(change);
+        }
+        Ok(changes)
+    }
+
+    async fn finish_all(
+        &self,
+        changes: &[Change],
         result: &'static str,
         error: Option<String>,
     ) -> Result<(), Error> {
-        crate::metrics::global().whitelist_changes.with_label_values(&[action, result]).inc();
-        let entry = AuditEntry {
-            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-            action,
-            identity: who.identity.clone().unwrap_or_else(|| "anonymous".into()),
-            source: who.addr.map(|a| a.to_string()),
-            request_id: who.request_id.clone(),
-            group_id: spec.group_id.clone(),
-            region: scope.region.clone(),
-            rule: serde_json::json!({
-                "rule_id": rule_id,
-                "cidr_ip": spec.cidr.to_string(),
-                "protocol": spec.protocol.to_string(),
-                "port": spec.ports.to_string(),
-                "description": description,
-            }),
-            result,
-            error,
-        };
-        let recorder = self.recorder.clone();
-        let outcome = tokio::task::spawn_blocking(move || recorder.record(&entry)).await;
-        match outcome {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Error::Audit(format!(
-                "the change to {} was made ({result}) but could not be written to the audit log: {e}",
-                spec.group_id
-            ))),
-            Err(e) => Err(Error::Audit(format!("audit writer failed: {e}"))),
+        for c in changes {
+            c.finish(&self.recorder, result, None, error.clone()).await?;
         }
+        Ok(())
     }
 }
 

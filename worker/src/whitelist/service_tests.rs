@@ -1,7 +1,8 @@
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::*;
+use crate::whitelist::audit::{AuditEntry, INTENT, OUTCOME};
 use crate::whitelist::cache::LocalVersions;
 use crate::whitelist::firewall::FwFuture;
 use crate::whitelist::marker::MarkerKey;
@@ -11,6 +12,8 @@ use crate::whitelist::marker::MarkerKey;
 struct FakeEc2 {
     rules: Mutex<Vec<ExistingRule>>,
     calls: AtomicUsize,
+    /// Authorize and revoke calls: the calls that change EC2.
+    changes: AtomicUsize,
     next: AtomicUsize,
     fail: Mutex<Option<FirewallError>>,
 }
@@ -48,6 +51,7 @@ impl Firewall for FakeEc2 {
         description: &'a str,
     ) -> FwFuture<'a, String> {
         Box::pin(async move {
+            self.changes.fetch_add(1, Ordering::SeqCst);
             if let Some(e) = self.failure() {
                 return Err(e);
             }
@@ -68,6 +72,7 @@ impl Firewall for FakeEc2 {
     }
     fn revoke<'a>(&'a self, _: &'a Scope, _: &'a str, ids: &'a [String]) -> FwFuture<'a, ()> {
         Box::pin(async move {
+            self.changes.fetch_add(1, Ordering::SeqCst);
             if let Some(e) = self.failure() {
                 return Err(e);
             }
@@ -84,16 +89,41 @@ impl Firewall for FakeEc2 {
 #[derive(Default)]
 struct Journal {
     entries: Mutex<Vec<AuditEntry>>,
-    broken: std::sync::atomic::AtomicBool,
+    expiring: Mutex<Vec<String>>,
+    broken: AtomicBool,
+    outcomes_broken: AtomicBool,
+    index_broken: AtomicBool,
 }
 
 impl Recorder for Journal {
     fn record(&self, e: &AuditEntry) -> Result<(), String> {
-        if self.broken.load(Ordering::SeqCst) {
+        let outcome = e.phase == Some(OUTCOME);
+        if self.broken.load(Ordering::SeqCst) || (outcome && self.outcomes_broken.load(Ordering::SeqCst)) {
             return Err("disk full".into());
         }
         self.entries.lock().unwrap().push(e.clone());
         Ok(())
+    }
+    fn note_expiring(&self, _: &Scope, group: &str) -> Result<(), String> {
+        if self.index_broken.load(Ordering::SeqCst) {
+            return Err("index: disk full".into());
+        }
+        self.expiring.lock().unwrap().push(group.into());
+        Ok(())
+    }
+    fn recent(&self) -> Result<Vec<LoggedEntry>, String> {
+        // Through the real line format, as the file recorder reads it back.
+        let entries = self.entries.lock().unwrap();
+        Ok(entries
+            .iter()
+            .map(|e| serde_json::from_value(serde_json::to_value(e).unwrap()).unwrap())
+            .collect())
+    }
+}
+
+impl Journal {
+    fn outcomes(&self) -> Vec<AuditEntry> {
+        self.entries.lock().unwrap().iter().filter(|e| e.phase == Some(OUTCOME)).cloned().collect()
     }
 }
 
@@ -183,10 +213,26 @@ async fn add_list_check_remove_round_trip() {
     let missing = w.remove(&scope(), &rule("203.0.113.7", None, None), &who).await.unwrap();
     assert!(!missing.changed && missing.message.contains("was not allowed"), "{}", missing.message);
     let journal = s.journal.entries.lock().unwrap();
-    let results: Vec<&str> = journal.iter().map(|e| e.result).collect();
-    assert_eq!(results, ["added", "added", "removed"], "only changes are audited");
-    assert_eq!(journal[0].identity, "alice");
-    assert_eq!(journal[0].request_id.as_deref(), Some("r1"));
+    let phases: Vec<(Option<&str>, &str)> = journal.iter().map(|e| (e.phase, e.result)).collect();
+    let (intent, outcome) = (Some(INTENT), Some(OUTCOME));
+    assert_eq!(
+        phases,
+        [
+            (intent, "pending"),
+            (outcome, "added"),
+            (intent, "pending"),
+            (outcome, "added"),
+            (intent, "pending"),
+            (outcome, "removed")
+        ],
+        "only changes are audited, each intent before its outcome"
+    );
+    for pair in journal.chunks(2) {
+        assert!(pair[0].id.is_some() && pair[0].id == pair[1].id, "joined by id: {pair:?}");
+    }
+    assert_ne!(journal[0].id, journal[2].id);
+    assert_eq!(journal[1].identity, "alice");
+    assert_eq!(journal[1].request_id.as_deref(), Some("r1"));
 }
 
 #[tokio::test]
@@ -266,7 +312,8 @@ async fn expiry_is_capped_recorded_and_swept() {
     assert_eq!(swept[0].cidr_ip.as_deref(), Some("1.2.3.4/32"));
     assert!(w.sweep(&scope(), G, later).await.unwrap().is_empty(), "removed exactly once");
     assert_eq!(w.list(&scope(), G, &Caller::default()).await.unwrap().len(), 1, "the permanent rule stays");
-    assert_eq!(s.journal.entries.lock().unwrap().last().unwrap().action, "expire");
+    assert_eq!(s.journal.outcomes().last().unwrap().action, "expire");
+    assert_eq!(*s.journal.expiring.lock().unwrap(), [G], "the expiring group was noted for the sweeper");
 }
 
 #[tokio::test]
@@ -302,12 +349,72 @@ async fn aws_errors_are_errors_never_a_silent_false() {
 }
 
 #[tokio::test]
-async fn a_change_that_cannot_be_audited_is_reported() {
+async fn a_change_that_cannot_be_recorded_first_is_not_made() {
     let s = Setup::new();
     let w = s.service(Policy::default());
+    let who = Caller::default();
+    w.add(&scope(), &add("1.2.3.9", None, None), &who).await.unwrap();
+    let before = s.ec2.changes.load(Ordering::SeqCst);
     s.journal.broken.store(true, Ordering::SeqCst);
-    let err = w.add(&scope(), &add("1.2.3.4", None, None), &Caller::default()).await.unwrap_err();
-    assert!(matches!(err, Error::Audit(ref m) if m.contains("was made")), "{err}");
+    let err = w.add(&scope(), &add("1.2.3.4", None, None), &who).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Audit(ref m) if m.contains("no change was made") && m.contains("disk full")),
+        "the caller is told why: {err}"
+    );
+    let err = w.remove(&scope(), &rule("1.2.3.9", None, None), &who).await.unwrap_err();
+    assert!(matches!(err, Error::Audit(ref m) if m.contains("no change was made")), "{err}");
+    assert_eq!(s.ec2.changes.load(Ordering::SeqCst), before, "no AWS change was even attempted");
+    let left: Vec<String> =
+        s.ec2.rules.lock().unwrap().iter().filter_map(|r| r.cidr.map(|c| c.to_string())).collect();
+    assert_eq!(left, ["1.2.3.9/32"], "EC2 unchanged: nothing added, nothing removed");
+}
+
+#[tokio::test]
+async fn an_expiring_rule_that_cannot_be_noted_for_the_sweeper_is_not_added() {
+    let s = Setup::new();
+    let w = s.service(Policy::default());
+    s.journal.index_broken.store(true, Ordering::SeqCst);
+    let args = AddArgs { duration: Some("1h".into()), ..add("1.2.3.4", None, None) };
+    let err = w.add(&scope(), &args, &Caller::default()).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Audit(ref m) if m.contains("no change was made") && m.contains("index")),
+        "{err}"
+    );
+    assert_eq!(s.ec2.changes.load(Ordering::SeqCst), 0, "no AWS call");
+    assert!(s.journal.entries.lock().unwrap().is_empty(), "no intent either");
+}
+
+#[tokio::test]
+async fn an_intent_left_without_outcome_is_reconciled_against_ec2() {
+    let s = Setup::new();
+    let w = s.service(Policy::default());
+    let who = Caller { identity: Some("dave".into()), ..Caller::default() };
+    // Made in EC2, then the outcome was lost (a crash or a full disk right after the call).
+    s.journal.outcomes_broken.store(true, Ordering::SeqCst);
+    let args = AddArgs { duration: Some("1h".into()), ..add("1.2.3.4", None, None) };
+    let err = w.add(&scope(), &args, &who).await.unwrap_err();
+    assert!(matches!(err, Error::Audit(ref m) if m.contains("will be reconciled")), "{err}");
+    s.journal.outcomes_broken.store(false, Ordering::SeqCst);
+    // Recorded, then the process died before the AWS call.
+    let mut never_made = s.journal.entries.lock().unwrap()[0].clone();
+    never_made.id = Some("lost-before-the-call".into());
+    never_made.rule["cidr_ip"] = "1.2.3.5/32".into();
+    s.journal.entries.lock().unwrap().push(never_made);
+    s.journal.expiring.lock().unwrap().clear();
+
+    assert!(w.reconcile(&|_| false).await.unwrap().is_empty(), "a live writer's intents are left alone");
+    let done: Vec<Reconciled> =
+        w.reconcile(&|_| true).await.unwrap().into_iter().map(Result::unwrap).collect();
+    let found: Vec<&str> = done.iter().map(|r| r.found.as_str()).collect();
+    let rule_id = s.ec2.rules.lock().unwrap()[0].rule_id.clone();
+    assert_eq!(found, [format!("present (rule {rule_id})").as_str(), "absent"]);
+    let outcomes = s.journal.outcomes();
+    assert_eq!(outcomes.len(), 2);
+    assert!(outcomes.iter().all(|o| o.result == "reconciled" && o.identity == "dave"), "{outcomes:?}");
+    assert_eq!(outcomes[1].id.as_deref(), Some("lost-before-the-call"));
+    assert_eq!(outcomes[1].found.as_deref(), Some("absent"));
+    assert_eq!(*s.journal.expiring.lock().unwrap(), [G], "the present expiring rule is noted again");
+    assert!(w.reconcile(&|_| true).await.unwrap().is_empty(), "each intent is completed once");
 }
 
 #[tokio::test]
