@@ -258,3 +258,22 @@ impl Config {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use worker::whitelist::{Ports, Protocol};
+
+    #[test]
+    fn protocol_all_is_refused_unless_named() {
+        let all = |config: &Config| {
+            let settings = config.whitelist_settings().unwrap_or_else(|p| panic!("{p:?}"));
+            settings.policy.check_rule(&"10.1.0.0/16".parse().unwrap(), Protocol::All, &Ports::ANY)
+        };
+        let mut config = Config::default();
+        config.whitelist.state_dir = "/var/lib/awswhitelist".into();
+        assert_eq!(all(&config).unwrap_err().setting, "allowed_protocols");
+        config.policy.allowed_protocols.push("all".into());
+        assert!(all(&config).is_ok(), "naming `all` allows it");
+    }
+}

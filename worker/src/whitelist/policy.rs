@@ -245,6 +245,25 @@ mod tests {
     }
 
     #[test]
+    fn protocol_all_must_be_named_in_allowed_protocols() {
+        let p = Policy::default();
+        let r = p.check_rule(&net("10.1.0.0/16"), Protocol::All, &Ports::ANY).unwrap_err();
+        assert_eq!(r.setting, "allowed_protocols");
+        assert!(r.to_string().contains("[policy] allowed_protocols"), "{r}");
+        assert!(p.check_rule(&net("10.1.0.0/16"), Protocol::Tcp, &Ports::single(22)).is_ok());
+        assert!(p.check_rule(&net("10.1.0.0/16"), Protocol::Udp, &Ports::single(53)).is_ok());
+        assert!(p.check_rule(&net("10.1.0.0/16"), Protocol::Icmp, &Ports::ANY).is_ok());
+        let empty = Policy { allowed_protocols: Vec::new(), ..Policy::default() };
+        assert_eq!(
+            empty.check_rule(&net("10.1.0.0/16"), Protocol::All, &Ports::ANY).unwrap_err().setting,
+            "allowed_protocols",
+            "an empty list never means every port"
+        );
+        let named = Policy { allowed_protocols: vec![Protocol::Tcp, Protocol::All], ..Policy::default() };
+        assert!(named.check_rule(&net("10.1.0.0/16"), Protocol::All, &Ports::ANY).is_ok());
+    }
+
+    #[test]
     fn durations_and_counts() {
         let p = Policy { max_rule_duration: Some(Duration::from_secs(3600)), ..Policy::default() };
         assert_eq!(p.check_duration(Some(Duration::from_secs(60))).unwrap(), Some(Duration::from_secs(60)));
