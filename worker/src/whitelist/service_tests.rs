@@ -320,3 +320,24 @@ async fn a_token_limited_to_some_groups_cannot_touch_others() {
     };
     assert!(w.add(&scope(), &mine, &who).await.is_ok());
 }
+
+#[tokio::test]
+async fn ipv4_mapped_networks_meet_the_ipv4_policy() {
+    let s = Setup::new();
+    let w = s.service(Policy::default());
+    let who = Caller::default();
+    let setting = |err: Error| match err {
+        Error::Invalid { field, .. } => field,
+        Error::Policy(r) => r.setting,
+        other => panic!("{other}"),
+    };
+    let world = w.add(&scope(), &add("::ffff:0:0/96", None, None), &who).await.unwrap_err();
+    assert_eq!(setting(world), "allow_world", "the whole IPv4 internet");
+    let wide = w.add(&scope(), &add("::ffff:10.0.0.0/104", None, None), &who).await.unwrap_err();
+    assert_eq!(setting(wide), "min_prefix_v4", "a /8 written as an IPv6 /104");
+    let compatible = w.add(&scope(), &add("::198.51.100.0/120", None, None), &who).await.unwrap_err();
+    assert_eq!(setting(compatible), "ip_address");
+    assert_eq!(s.ec2.calls.load(Ordering::SeqCst), 0, "nothing reached AWS");
+    let one = w.add(&scope(), &add("::ffff:198.51.100.9/128", None, None), &who).await.unwrap();
+    assert_eq!(one.rule.cidr_ip.as_deref(), Some("198.51.100.9/32"));
+}

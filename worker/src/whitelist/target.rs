@@ -274,6 +274,26 @@ mod tests {
     }
 
     #[test]
+    fn ipv4_mapped_networks_fold_and_compatible_ones_are_refused() {
+        let folded = |s: &str| parse_cidr(s).map(|n| n.to_string());
+        assert_eq!(folded("::ffff:198.51.100.9/128").unwrap(), "198.51.100.9/32");
+        assert_eq!(folded("::ffff:198.51.100.0/120").unwrap(), "198.51.100.0/24");
+        assert_eq!(folded("::ffff:0:0/96").unwrap(), "0.0.0.0/0");
+        assert_eq!(folded("::FFFF:10.0.0.0/104").unwrap(), "10.0.0.0/8");
+        for compatible in ["::198.51.100.9", "::198.51.100.0/120", "::/96", "::1"] {
+            let e = parse_cidr(compatible).unwrap_err();
+            assert!(e.contains("IPv4-compatible") && e.contains("::/96"), "{compatible}: {e}");
+        }
+        for wide in ["::/80", "::/64", "::fffe:0:0/95", "::/81"] {
+            let e = parse_cidr(wide).unwrap_err();
+            assert!(e.contains("::ffff:0:0/96") || e.contains("::/96"), "{wide}: {e}");
+        }
+        assert_eq!(folded("::/0").unwrap(), "::/0", "the world is the policy's to refuse");
+        assert_eq!(folded("2001:db8::/32").unwrap(), "2001:db8::/32");
+        assert_eq!(folded("::1:0:0/96").unwrap(), "::1:0:0/96", "a neighbour of the mapped range");
+    }
+
+    #[test]
     fn port_containment() {
         let wide = Ports { from: 1000, to: 2000 };
         assert!(wide.contains(&Ports::single(1500)));
