@@ -343,3 +343,24 @@ fn per_call_credentials_and_assume_role_profiles_work_and_can_be_switched_off() 
     let m = failed(&r);
     assert!(m.contains("disabled") || m.contains("not allowed"), "{m}");
 }
+
+#[test]
+fn a_huge_duration_is_answered_and_the_next_term_is_quick() {
+    let Some(e) = env() else { return };
+    let g = e.moto.create_group("huge-duration");
+    let mut svc =
+        e.serve("workers = 1\ngraceful_timeout = 20\n", "", "[policy]\nmax_rule_duration_hours = 0\n");
+    let r = svc.call_tool(
+        "whitelist_add",
+        json!({"security_group_id": g, "ip_address": "203.0.113.10", "duration": "10000y"}),
+    );
+    let message = failed(&r);
+    assert!(message.contains("duration") && message.contains("10 years"), "{message}");
+    assert!(e.moto.ingress(&g).is_empty(), "moto must show no change");
+    assert!(!svc.logs.dump().contains("panicked"), "{}", svc.logs.dump());
+    let asked = std::time::Instant::now();
+    svc.signal(Signal::SIGTERM);
+    let status = svc.wait_exit(std::time::Duration::from_secs(10));
+    assert!(status.is_some(), "TERM waited for a leaked connection:\n{}", svc.logs.dump());
+    assert!(asked.elapsed() < std::time::Duration::from_secs(10));
+}

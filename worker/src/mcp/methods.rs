@@ -174,3 +174,64 @@ pub fn decorate_modern(result: Value, info: &ServerInfo) -> Value {
     }
     Value::Object(obj)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::jsonrpc::INTERNAL_ERROR;
+    use super::super::tool::{Tool, ToolAnnotations, ToolFuture, ToolSpec};
+    use super::*;
+
+    /// A tool with a bug: it panics inside its future.
+    struct Panicking(ToolSpec);
+
+    impl Tool for Panicking {
+        fn spec(&self) -> &ToolSpec {
+            &self.0
+        }
+        fn call<'a>(&'a self, _: Map<String, Value>, _: &'a CallContext) -> ToolFuture<'a> {
+            Box::pin(async move {
+                let v: Vec<u8> = Vec::new();
+                let i = v.len() + 3;
+                Ok(ToolOutput::text(format!("{}", v[i])))
+            })
+        }
+    }
+
+    fn panics_counted() -> f64 {
+        let families = crate::metrics::global().snapshot();
+        let family = families.iter().find(|f| f.name == "mcp_panics_total");
+        family.map_or(-1.0, |f| f.samples.iter().map(|s| s.value).sum())
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_panicking_tool_is_an_internal_error_and_counted() {
+        let mut registry = Registry::new(10);
+        let spec = ToolSpec {
+            name: "buggy".into(),
+            title: None,
+            description: "panics".into(),
+            input_schema: json!({"type": "object"}),
+            output_schema: None,
+            annotations: ToolAnnotations::default(),
+            scope: None,
+        };
+        registry.register(Arc::new(Panicking(spec))).unwrap_or_else(|e| panic!("{e}"));
+        let info = Arc::new(ServerInfo::new("awswhitelist", "0"));
+        let id = RequestId::Num(7.into());
+        let caller = Caller::default();
+        let before = panics_counted();
+        let input = CallInput {
+            info: &info,
+            registry: &registry,
+            version: ProtocolVersion::LATEST,
+            id: &id,
+            caller: &caller,
+        };
+        let params = json!({"name": "buggy", "arguments": {}});
+        let err = tools_call(input, params.as_object()).await.unwrap_err();
+        assert_eq!(err.code, INTERNAL_ERROR);
+        assert!(err.message.contains("buggy"), "{}", err.message);
+        assert!(before >= 0.0, "the panic counter is exported");
+        assert_eq!(panics_counted(), before + 1.0);
+    }
+}

@@ -179,4 +179,17 @@ mod tests {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
         }
     }
+
+    #[test]
+    fn durations_have_a_hard_upper_bound() {
+        let ten_years = Duration::from_secs(315_576_000);
+        assert_eq!(parse_duration("10y").unwrap(), ten_years);
+        for huge in ["10000y", "10y 1s", "3653d", "18446744073709551615s", "99999999999999999999h"] {
+            let e = parse_duration(huge).unwrap_err();
+            assert!(e.contains("10 years") || e.contains("is not like"), "{huge:?}: {e}");
+        }
+        let e = parse_duration("10000y").unwrap_err();
+        assert!(e.contains("10 years"), "{e}");
+        assert!(rfc3339(SystemTime::now() + ten_years).starts_with("20"));
+    }
 }

@@ -341,3 +341,21 @@ async fn ipv4_mapped_networks_meet_the_ipv4_policy() {
     let one = w.add(&scope(), &add("::ffff:198.51.100.9/128", None, None), &who).await.unwrap();
     assert_eq!(one.rule.cidr_ip.as_deref(), Some("198.51.100.9/32"));
 }
+
+#[tokio::test]
+async fn a_huge_duration_is_refused_without_a_panic() {
+    let s = Setup::new();
+    let w = s.service(Policy { max_rule_duration: None, ..Policy::default() });
+    let who = Caller::default();
+    for huge in ["10000y", "11y", "3660d", "100000000000000h"] {
+        let args = AddArgs { duration: Some(huge.into()), ..add("1.2.3.4", None, None) };
+        let err = w.add(&scope(), &args, &who).await.unwrap_err();
+        assert!(
+            matches!(err, Error::Invalid { field: "duration", ref message } if message.contains("10 years")),
+            "{huge}: {err}"
+        );
+    }
+    assert_eq!(s.ec2.calls.load(Ordering::SeqCst), 0, "nothing reached AWS");
+    let ten = AddArgs { duration: Some("10y".into()), ..add("1.2.3.4", None, None) };
+    assert!(w.add(&scope(), &ten, &who).await.unwrap().rule.expires_at.is_some());
+}
