@@ -364,3 +364,19 @@ fn a_huge_duration_is_answered_and_the_next_term_is_quick() {
     assert!(status.is_some(), "TERM waited for a leaked connection:\n{}", svc.logs.dump());
     assert!(asked.elapsed() < std::time::Duration::from_secs(10));
 }
+
+#[test]
+fn per_call_credentials_are_off_by_default_and_expiring_rules_need_a_server_that_can_revoke() {
+    let Some(e) = env() else { return };
+    let g = e.moto.create_group("per-call-default");
+    let keys = json!({"access_key_id": generated_key_id(), "secret_access_key": generated_secret()});
+    let svc = e.serve("workers = 1\n", "", "");
+    let r = svc.call_tool(
+        "whitelist_add",
+        json!({"security_group_id": g, "ip_address": "203.0.113.11", "credentials": keys}),
+    );
+    let m = failed(&r);
+    assert!(m.contains("aws.allow_per_call_credentials = true"), "the refusal names the setting: {m}");
+    assert!(!m.contains(keys["secret_access_key"].as_str().unwrap()));
+    assert!(e.moto.ingress(&g).is_empty(), "moto must show no change");
+}

@@ -153,7 +153,7 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_compatible() {
         let s = AwsSettings::default();
-        assert!(s.allow_per_call_credentials);
+        assert!(!s.allow_per_call_credentials, "raw keys through the model's context only when asked for");
         assert_eq!(s.operation_timeout(), Duration::from_secs(10));
         assert_eq!(s.per_call_cache_ttl(), Duration::from_secs(900));
         assert_eq!(s.validate(), Ok(()));

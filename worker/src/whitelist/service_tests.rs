@@ -4,6 +4,7 @@ use std::sync::Mutex;
 use super::*;
 use crate::whitelist::cache::LocalVersions;
 use crate::whitelist::firewall::FwFuture;
+use crate::whitelist::Keys;
 
 /// An in-memory EC2 that behaves like moto for the calls the service makes.
 #[derive(Default)]
@@ -12,6 +13,8 @@ struct FakeEc2 {
     calls: AtomicUsize,
     next: AtomicUsize,
     fail: Mutex<Option<FirewallError>>,
+    /// What the server's own identity is refused when it tries to revoke (a dry run).
+    server_cannot_revoke: Mutex<Option<FirewallError>>,
 }
 
 impl FakeEc2 {
@@ -358,4 +361,42 @@ async fn a_huge_duration_is_refused_without_a_panic() {
     assert_eq!(s.ec2.calls.load(Ordering::SeqCst), 0, "nothing reached AWS");
     let ten = AddArgs { duration: Some("10y".into()), ..add("1.2.3.4", None, None) };
     assert!(w.add(&scope(), &ten, &who).await.unwrap().rule.expires_at.is_some());
+}
+
+fn per_call_scope() -> Scope {
+    let keys = Keys {
+        access_key_id: "AKIAEXAMPLEPERCALL01".into(),
+        secret_access_key: "made-up-secret".into(),
+        session_token: None,
+    };
+    Scope { keys: Some(keys), ..scope() }
+}
+
+#[tokio::test]
+async fn an_expiring_rule_with_per_call_keys_needs_a_server_that_can_revoke_it() {
+    let s = Setup::new();
+    let w = s.service(Policy::default());
+    let who = Caller::default();
+    let denied = FirewallError::PermissionDenied {
+        action: "ec2:RevokeSecurityGroupIngress".into(),
+        detail: "You are not authorized to perform this operation.".into(),
+    };
+    *s.ec2.server_cannot_revoke.lock().unwrap() = Some(denied);
+    let expiring = AddArgs { duration: Some("1h".into()), ..add("1.2.3.4", None, None) };
+    let err = w.add(&per_call_scope(), &expiring, &who).await.unwrap_err();
+    match &err {
+        Error::Policy(r) => {
+            assert_eq!(r.setting, "aws.allow_per_call_credentials", "{err}");
+            assert!(r.message.contains("not authorized") && r.message.contains("never"), "{err}");
+            assert!(!r.message.contains("made-up-secret"), "{err}");
+        }
+        other => panic!("{other}"),
+    }
+    assert!(s.ec2.rules.lock().unwrap().is_empty(), "nothing was added");
+    assert!(w.add(&scope(), &expiring, &who).await.is_ok(), "the server's own identity is not asked");
+    let permanent = add("1.2.3.5", None, None);
+    assert!(w.add(&per_call_scope(), &permanent, &who).await.is_ok(), "a rule that never expires");
+    *s.ec2.server_cannot_revoke.lock().unwrap() = None;
+    let other = AddArgs { duration: Some("1h".into()), ..add("1.2.3.6", None, None) };
+    assert!(w.add(&per_call_scope(), &other, &who).await.unwrap().rule.expires_at.is_some());
 }
