@@ -71,7 +71,9 @@ fn failed(r: &Value) -> String {
 fn every_tool_end_to_end_across_workers() {
     let Some(e) = env() else { return };
     let g = e.moto.create_group("roundtrip");
-    let svc = e.serve("workers = 2\n", "", "");
+    // `all` opens every port: named in the policy, as it must be since it is not a default.
+    let policy = "[policy]\nallowed_protocols = [\"tcp\", \"udp\", \"icmp\", \"all\"]\n";
+    let svc = e.serve("workers = 2\n", "", policy);
     let add = |args: Value| svc.call_tool("whitelist_add", args);
 
     let r = add(

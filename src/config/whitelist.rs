@@ -89,7 +89,7 @@ pub struct PolicyConfig {
     pub allowed_security_groups: Vec<String>,
     /// Ports or ranges a rule may open (`"22"`, `"8000-8100"`, `"https"`); empty = any.
     pub allowed_ports: Vec<String>,
-    /// Protocols allowed; empty = any.
+    /// Protocols allowed; default tcp, udp, icmp. `all` (every port) only when named here.
     pub allowed_protocols: Vec<String>,
     /// Networks requested CIDRs must lie inside; empty = any.
     pub allowed_ip_ranges: Vec<String>,
@@ -113,7 +113,7 @@ impl Default for PolicyConfig {
         PolicyConfig {
             allowed_security_groups: Vec::new(),
             allowed_ports: Vec::new(),
-            allowed_protocols: Vec::new(),
+            allowed_protocols: p.allowed_protocols.iter().map(ToString::to_string).collect(),
             allowed_ip_ranges: Vec::new(),
             min_prefix_v4: p.min_prefix_v4,
             min_prefix_v6: p.min_prefix_v6,
