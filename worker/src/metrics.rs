@@ -72,6 +72,8 @@ pub struct Metrics {
     pub cache_misses: IntCounter,
     /// `whitelist_changes_total{action,result}`.
     pub whitelist_changes: IntCounterVec,
+    /// `mcp_panics_total`: tool calls that panicked (each answered with -32603).
+    pub panics: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -121,6 +123,7 @@ impl Metrics {
         let rate_limited = plain("rate_limited_total", "Requests refused by a rate limit.");
         let cache_hits = plain("cache_hits_total", "Security group cache hits.");
         let cache_misses = plain("cache_misses_total", "Security group cache misses.");
+        let panics = plain("mcp_panics_total", "Tool calls that panicked (answered with an internal error).");
         let mcp_duration = HistogramVec::new(
             HistogramOpts::new("mcp_request_duration_seconds", "MCP request duration by method."),
             &["method"],
@@ -162,6 +165,7 @@ impl Metrics {
             cache_hits,
             cache_misses,
             whitelist_changes,
+            panics,
         }
     }
 

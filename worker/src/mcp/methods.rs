@@ -1,8 +1,10 @@
 //! The MCP methods this server implements, each building its result for one protocol revision:
 //! `initialize` (legacy), `server/discover` (2026-07-28), `tools/list` and `tools/call` (both).
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use futures_util::FutureExt;
 use serde_json::{json, Map, Value};
 use tracing::error;
 
@@ -130,7 +132,19 @@ pub async fn tools_call(
         caller: input.caller.clone(),
         server: Arc::clone(input.info),
     };
-    match tool.call(args, &ctx).await {
+    // A bug in a tool must cost its request only: a panic becomes -32603, logged and counted,
+    // and the transport (HTTP or stdio) answers and goes on.
+    let called = AssertUnwindSafe(async { tool.call(args, &ctx).await }).catch_unwind().await;
+    let outcome = match called {
+        Ok(outcome) => outcome,
+        Err(payload) => {
+            crate::metrics::global().panics.inc();
+            let detail = panic_message(payload.as_ref());
+            error!(event = "panic", tool = name, request = %input.id, %detail, "tool call panicked");
+            return Err(RpcError::internal(format!("Internal error in tool {name}")));
+        }
+    };
+    match outcome {
         Ok(output) => Ok(success_result(input.version, output)),
         Err(ToolError::Failed(message)) => Ok(error_result(&message)),
         Err(ToolError::Internal(detail)) => {
@@ -138,6 +152,15 @@ pub async fn tools_call(
             Err(RpcError::internal(format!("Internal error in tool {name}")))
         }
     }
+}
+
+/// The text a panic was raised with (`panic!("…")`, an index out of bounds, …).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 fn success_result(version: ProtocolVersion, output: ToolOutput) -> Value {

@@ -106,12 +106,23 @@ pub fn parse_marker(description: &str) -> Option<Marker> {
     humantime::parse_rfc3339(at).ok().map(|t| Marker { expires: Some(t) })
 }
 
-/// Parses `duration` (`"8h"`, `"30m"`, `"1h30m"`, `"2d"`); at least one second.
+/// The longest `duration` any rule may have, whatever the policy: 10 years (of 365.25 days,
+/// so `"10y"` is accepted). Expiries stay far inside what timestamps and markers can hold.
+pub const MAX_DURATION: Duration = Duration::from_secs(315_576_000);
+
+/// Parses `duration` (`"8h"`, `"30m"`, `"1h30m"`, `"2d"`); at least one second, at most
+/// [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s.trim())
-        .map_err(|_| format!("duration {s:?} is not like \"30m\", \"8h\" or \"2d\""))?;
+    let too_long = || format!("duration {s:?} is longer than 10 years, the longest any rule may have");
+    let d = humantime::parse_duration(s.trim()).map_err(|e| match e {
+        humantime::DurationError::NumberOverflow => too_long(),
+        _ => format!("duration {s:?} is not like \"30m\", \"8h\" or \"2d\""),
+    })?;
     if d < Duration::from_secs(1) {
         return Err(format!("duration {s:?} is shorter than a second"));
+    }
+    if d > MAX_DURATION {
+        return Err(too_long());
     }
     Ok(d)
 }

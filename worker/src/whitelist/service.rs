@@ -266,7 +266,7 @@ impl Whitelist {
         let requested =
             args.duration.as_deref().map(parse_duration).transpose().map_err(invalid("duration"))?;
         let now = SystemTime::now();
-        let expires = self.policy.check_duration(requested)?.map(|d| now + d);
+        let expires = self.policy.check_duration(requested)?.map(|d| expiry(now, d)).transpose()?;
         let template = args.description.as_deref().unwrap_or(&self.defaults.description_template);
         let fill = Fill {
             user: args.user.as_deref().unwrap_or(&self.defaults.user),
@@ -509,6 +509,19 @@ impl Whitelist {
             Err(e) => Err(Error::Audit(format!("audit writer failed: {e}"))),
         }
     }
+}
+
+/// When a rule given `duration` at `now` expires: never past [`description::MAX_DURATION`],
+/// and never an overflow.
+fn expiry(now: SystemTime, duration: Duration) -> Result<SystemTime, Error> {
+    let at = (duration <= description::MAX_DURATION).then(|| now.checked_add(duration)).flatten();
+    at.ok_or_else(|| Error::Invalid {
+        field: "duration",
+        message: format!(
+            "duration {} is longer than 10 years, the longest any rule may have",
+            humantime::format_duration(duration)
+        ),
+    })
 }
 
 /// The caller's own limit on groups (a token claim or an API key's list).
