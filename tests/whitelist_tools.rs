@@ -20,10 +20,14 @@ fn env() -> Option<Env> {
 impl Env {
     /// Starts serve against this moto; `top` goes before the tables, `tables` after.
     fn serve(&self, top: &str, whitelist: &str, tables: &str) -> Service {
+        self.serve_aws(top, "", whitelist, tables)
+    }
+
+    /// Like `serve`, with `aws` added to the `[aws]` table.
+    fn serve_aws(&self, top: &str, aws: &str, whitelist: &str, tables: &str) -> Service {
         let config = format!(
-            "{top}\n[aws]\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\noperation_timeout = 20.0\n{}\n[whitelist]\nstate_dir = \"{}\"\n{whitelist}\n{tables}\n",
+            "{top}\n[aws]\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\noperation_timeout = 20.0\n{aws}\n[whitelist]\nstate_dir = \"{}\"\n{whitelist}\n{tables}\n",
             self.moto.url(),
-            "",
             self.state.path().display()
         );
         Service::start_with(Options {
@@ -313,8 +317,9 @@ fn an_answered_change_is_in_the_audit_log_even_if_the_worker_dies_at_once() {
 fn per_call_credentials_and_assume_role_profiles_work_and_can_be_switched_off() {
     let Some(e) = env() else { return };
     let g = e.moto.create_group("creds");
-    let svc = e.serve(
+    let svc = e.serve_aws(
         "workers = 2\n",
+        "allow_per_call_credentials = true\n",
         "",
         "[[aws.profiles]]\nname = \"ops\"\nrole_arn = \"arn:aws:iam::123456789012:role/whitelist\"\n",
     );
@@ -381,4 +386,18 @@ fn per_call_credentials_are_off_by_default_and_expiring_rules_need_a_server_that
     assert!(m.contains("aws.allow_per_call_credentials = true"), "the refusal names the setting: {m}");
     assert!(!m.contains(keys["secret_access_key"].as_str().unwrap()));
     assert!(e.moto.ingress(&g).is_empty(), "moto must show no change");
+}
+
+#[test]
+fn an_expiring_rule_with_per_call_credentials_is_added_when_the_server_can_revoke_it() {
+    let Some(e) = env() else { return };
+    let g = e.moto.create_group("per-call-expiring");
+    let keys = json!({"access_key_id": generated_key_id(), "secret_access_key": generated_secret()});
+    let svc = e.serve_aws("workers = 1\n", "allow_per_call_credentials = true\n", "", "");
+    let r = svc.call_tool(
+        "whitelist_add",
+        json!({"security_group_id": g, "ip_address": "203.0.113.12", "duration": "1h", "credentials": keys}),
+    );
+    assert!(ok(&r)["rule"]["expires_at"].is_string(), "{r}");
+    assert_eq!(e.moto.ingress(&g).len(), 1, "moto answered the server's dry run: allowed");
 }

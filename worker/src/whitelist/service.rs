@@ -280,6 +280,9 @@ impl Whitelist {
             return Ok(Added::unchanged(existing));
         }
         self.policy.check_count(rules.iter().filter(|r| r.marker().is_some()).count())?;
+        if let (Some(at), Some(_)) = (expires, &scope.keys) {
+            self.check_server_can_revoke(scope, &spec, at).await?;
+        }
         let rule_id = match self.firewall.authorize(scope, &spec, &description).await {
             Ok(id) => id,
             Err(FirewallError::Duplicate) => {
@@ -314,6 +317,31 @@ impl Whitelist {
         let until = rule.expires_at.as_ref().map_or(String::new(), |at| format!(" until {at}"));
         let message = format!("allowed {} in {} (rule {rule_id}){until}", rule.summary(), spec.group_id);
         Ok(Added { changed: true, rule, message })
+    }
+
+    /// A rule added with per-call keys expires only if the sweeper, which runs with the
+    /// server's own identity, can remove it: asked of EC2 with a dry run before the add.
+    async fn check_server_can_revoke(
+        &self,
+        scope: &Scope,
+        spec: &RuleSpec,
+        at: SystemTime,
+    ) -> Result<(), Error> {
+        let server = Scope { keys: None, ..scope.clone() };
+        match self.firewall.can_revoke(&server, spec).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(Error::Policy(Refusal {
+                setting: "aws.allow_per_call_credentials",
+                message: format!(
+                    "this rule would expire at {} but would never be removed: expired rules are removed \
+                     with this server's own AWS identity, and a dry run of removing it from {} with that \
+                     identity failed ({e}); omit `credentials`, omit `duration`, or grant the server's \
+                     identity ec2:RevokeSecurityGroupIngress",
+                    rfc3339(at),
+                    spec.group_id
+                ),
+            })),
+        }
     }
 
     /// Removes the exact rule, or reports that it was not there (`changed: false`).

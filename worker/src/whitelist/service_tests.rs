@@ -64,6 +64,12 @@ impl Firewall for FakeEc2 {
             Ok(id)
         })
     }
+    fn can_revoke<'a>(&'a self, scope: &'a Scope, _: &'a RuleSpec) -> FwFuture<'a, ()> {
+        Box::pin(async move {
+            assert!(scope.keys.is_none(), "the dry run asks the server's own identity");
+            self.server_cannot_revoke.lock().unwrap().clone().map_or(Ok(()), Err)
+        })
+    }
     fn revoke<'a>(&'a self, _: &'a Scope, _: &'a str, ids: &'a [String]) -> FwFuture<'a, ()> {
         Box::pin(async move {
             if let Some(e) = self.failure() {
