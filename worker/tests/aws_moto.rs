@@ -405,6 +405,4 @@ async fn a_dry_run_revoke_asks_without_changing_anything() {
     assert_eq!(fw.can_revoke(&scope, &ssh).await, Ok(()), "moto answers DryRunOperation: allowed");
     let rules = fw.list(&scope, &group).await.expect("list");
     assert_eq!(rules.len(), 1, "a dry run removes nothing: {rules:?}");
-    let missing = spec("sg-00000000000000000", "203.0.113.7/32", Protocol::Tcp, Ports::single(22));
-    assert!(fw.can_revoke(&scope, &missing).await.is_err(), "a missing group is no permission");
 }

@@ -258,10 +258,11 @@ fn fold_ipv4_in_ipv6(net: Ipv6Net) -> Result<IpNet, String> {
             "lies in {COMPATIBLE}, the deprecated IPv4-compatible IPv6 range (RFC 4291); give the IPv4 address or network instead"
         ));
     }
-    for inner in [MAPPED, COMPATIBLE] {
+    // Written out: Display shows the mapped range as `::ffff:0.0.0.0/96`.
+    for (inner, name) in [(MAPPED, "::ffff:0:0/96"), (COMPATIBLE, "::/96")] {
         if net.contains(&inner) {
             return Err(format!(
-                "holds {inner}, IPv6 addresses that stand for IPv4 ones (for {MAPPED}, the whole IPv4 internet); give a narrower IPv6 network, or the IPv4 network meant"
+                "holds {name}, IPv6 addresses that stand for IPv4 ones (for ::ffff:0:0/96, the whole IPv4 internet); give a narrower IPv6 network, or the IPv4 network meant"
             ));
         }
     }
