@@ -20,15 +20,26 @@ fn env() -> Option<Env> {
 impl Env {
     /// Starts serve against this moto; `top` goes before the tables, `tables` after.
     fn serve(&self, top: &str, whitelist: &str, tables: &str) -> Service {
-        self.serve_in(self.state.path(), top, whitelist, tables)
+        self.serve_aws(self.state.path(), top, "", whitelist, tables)
     }
 
     /// Like [`Env::serve`], with another state directory (another host).
     fn serve_in(&self, state: &std::path::Path, top: &str, whitelist: &str, tables: &str) -> Service {
+        self.serve_aws(state, top, "", whitelist, tables)
+    }
+
+    /// Like `serve`, in `state`, with `aws` added to the `[aws]` table.
+    fn serve_aws(
+        &self,
+        state: &std::path::Path,
+        top: &str,
+        aws: &str,
+        whitelist: &str,
+        tables: &str,
+    ) -> Service {
         let config = format!(
-            "{top}\n[aws]\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\noperation_timeout = 20.0\n{}\n[whitelist]\nstate_dir = \"{}\"\n{whitelist}\n{tables}\n",
+            "{top}\n[aws]\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\noperation_timeout = 20.0\n{aws}\n[whitelist]\nstate_dir = \"{}\"\n{whitelist}\n{tables}\n",
             self.moto.url(),
-            "",
             state.display()
         );
         Service::start_with(Options {
@@ -95,7 +106,9 @@ fn failed(r: &Value) -> String {
 fn every_tool_end_to_end_across_workers() {
     let Some(e) = env() else { return };
     let g = e.moto.create_group("roundtrip");
-    let svc = e.serve("workers = 2\n", "", "");
+    // `all` opens every port: named in the policy, as it must be since it is not a default.
+    let policy = "[policy]\nallowed_protocols = [\"tcp\", \"udp\", \"icmp\", \"all\"]\n";
+    let svc = e.serve("workers = 2\n", "", policy);
     let add = |args: Value| svc.call_tool("whitelist_add", args);
 
     let r = add(
@@ -349,8 +362,10 @@ fn an_answered_change_is_in_the_audit_log_even_if_the_worker_dies_at_once() {
 fn per_call_credentials_and_assume_role_profiles_work_and_can_be_switched_off() {
     let Some(e) = env() else { return };
     let g = e.moto.create_group("creds");
-    let svc = e.serve(
+    let svc = e.serve_aws(
+        e.state.path(),
         "workers = 2\n",
+        "allow_per_call_credentials = true\n",
         "",
         "[[aws.profiles]]\nname = \"ops\"\nrole_arn = \"arn:aws:iam::123456789012:role/whitelist\"\n",
     );
@@ -593,4 +608,55 @@ fn an_intent_left_by_a_crash_is_reconciled_at_boot_and_its_group_noted_for_the_s
     let index = std::fs::read_to_string(e.state.path().join("expiring-groups.jsonl")).unwrap_or_default();
     assert!(index.contains(&g), "the group is noted for the sweeper again: {index:?}");
     assert_eq!(svc.logs.all().iter().filter(|v| event(v) == "change_reconciled").count(), 1, "once per host");
+}
+
+#[test]
+fn a_huge_duration_is_answered_and_the_next_term_is_quick() {
+    let Some(e) = env() else { return };
+    let g = e.moto.create_group("huge-duration");
+    let mut svc =
+        e.serve("workers = 1\ngraceful_timeout = 20\n", "", "[policy]\nmax_rule_duration_hours = 0\n");
+    let r = svc.call_tool(
+        "whitelist_add",
+        json!({"security_group_id": g, "ip_address": "203.0.113.10", "duration": "10000y"}),
+    );
+    let message = failed(&r);
+    assert!(message.contains("duration") && message.contains("10 years"), "{message}");
+    assert!(e.moto.ingress(&g).is_empty(), "moto must show no change");
+    assert!(!svc.logs.dump().contains("panicked"), "{}", svc.logs.dump());
+    let asked = std::time::Instant::now();
+    svc.signal(Signal::SIGTERM);
+    let status = svc.wait_exit(std::time::Duration::from_secs(10));
+    assert!(status.is_some(), "TERM waited for a leaked connection:\n{}", svc.logs.dump());
+    assert!(asked.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn per_call_credentials_are_off_by_default_and_expiring_rules_need_a_server_that_can_revoke() {
+    let Some(e) = env() else { return };
+    let g = e.moto.create_group("per-call-default");
+    let keys = json!({"access_key_id": generated_key_id(), "secret_access_key": generated_secret()});
+    let svc = e.serve("workers = 1\n", "", "");
+    let r = svc.call_tool(
+        "whitelist_add",
+        json!({"security_group_id": g, "ip_address": "203.0.113.11", "credentials": keys}),
+    );
+    let m = failed(&r);
+    assert!(m.contains("aws.allow_per_call_credentials = true"), "the refusal names the setting: {m}");
+    assert!(!m.contains(keys["secret_access_key"].as_str().unwrap()));
+    assert!(e.moto.ingress(&g).is_empty(), "moto must show no change");
+}
+
+#[test]
+fn an_expiring_rule_with_per_call_credentials_is_added_when_the_server_can_revoke_it() {
+    let Some(e) = env() else { return };
+    let g = e.moto.create_group("per-call-expiring");
+    let keys = json!({"access_key_id": generated_key_id(), "secret_access_key": generated_secret()});
+    let svc = e.serve_aws(e.state.path(), "workers = 1\n", "allow_per_call_credentials = true\n", "", "");
+    let r = svc.call_tool(
+        "whitelist_add",
+        json!({"security_group_id": g, "ip_address": "203.0.113.12", "duration": "1h", "credentials": keys}),
+    );
+    assert!(ok(&r)["rule"]["expires_at"].is_string(), "{r}");
+    assert_eq!(e.moto.ingress(&g).len(), 1, "moto answered the server's dry run: allowed");
 }

@@ -98,7 +98,7 @@ pub struct PolicyConfig {
     pub allowed_security_groups: Vec<String>,
     /// Ports or ranges a rule may open (`"22"`, `"8000-8100"`, `"https"`); empty = any.
     pub allowed_ports: Vec<String>,
-    /// Protocols allowed; empty = any.
+    /// Protocols allowed; default tcp, udp, icmp. `all` (every port) only when named here.
     pub allowed_protocols: Vec<String>,
     /// Networks requested CIDRs must lie inside; empty = any.
     pub allowed_ip_ranges: Vec<String>,
@@ -124,7 +124,7 @@ impl Default for PolicyConfig {
         PolicyConfig {
             allowed_security_groups: Vec::new(),
             allowed_ports: Vec::new(),
-            allowed_protocols: Vec::new(),
+            allowed_protocols: p.allowed_protocols.iter().map(ToString::to_string).collect(),
             allowed_ip_ranges: Vec::new(),
             min_prefix_v4: p.min_prefix_v4,
             min_prefix_v6: p.min_prefix_v6,
@@ -305,4 +305,23 @@ fn env_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use worker::whitelist::{Ports, Protocol};
+
+    #[test]
+    fn protocol_all_is_refused_unless_named() {
+        let all = |config: &Config| {
+            let settings = config.whitelist_settings().unwrap_or_else(|p| panic!("{p:?}"));
+            settings.policy.check_rule(&"10.1.0.0/16".parse().unwrap(), Protocol::All, &Ports::ANY)
+        };
+        let mut config = Config::default();
+        config.whitelist.state_dir = "/var/lib/awswhitelist".into();
+        assert_eq!(all(&config).unwrap_err().setting, "allowed_protocols");
+        config.policy.allowed_protocols.push("all".into());
+        assert!(all(&config).is_ok(), "naming `all` allows it");
+    }
 }

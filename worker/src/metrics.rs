@@ -74,6 +74,8 @@ pub struct Metrics {
     pub whitelist_changes: IntCounterVec,
     /// `awswl_marker_invalid_total{reason}`: rules seen whose marker does not verify.
     pub marker_invalid: IntCounterVec,
+    /// `mcp_panics_total`: tool calls that panicked (each answered with -32603).
+    pub panics: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -131,6 +133,7 @@ impl Metrics {
         let rate_limited = plain("rate_limited_total", "Requests refused by a rate limit.");
         let cache_hits = plain("cache_hits_total", "Security group cache hits.");
         let cache_misses = plain("cache_misses_total", "Security group cache misses.");
+        let panics = plain("mcp_panics_total", "Tool calls that panicked (answered with an internal error).");
         let mcp_duration = HistogramVec::new(
             HistogramOpts::new("mcp_request_duration_seconds", "MCP request duration by method."),
             &["method"],
@@ -173,6 +176,7 @@ impl Metrics {
             cache_misses,
             whitelist_changes,
             marker_invalid,
+            panics,
         }
     }
 

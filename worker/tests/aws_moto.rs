@@ -244,7 +244,8 @@ async fn per_call_keys_are_verified_once() {
     };
     let scope = Scope { profile: None, region: Some(REGION.into()), keys: Some(keys.clone()) };
 
-    let fw = Ec2Firewall::new(AwsSettings { region: None, ..settings(&moto) });
+    let fw =
+        Ec2Firewall::new(AwsSettings { region: None, allow_per_call_credentials: true, ..settings(&moto) });
     assert_eq!(fw.per_call_verifications(), 0);
     fw.list(&scope, &group).await.expect("list with per-call keys");
     assert_eq!(fw.per_call_verifications(), 1, "first use checks the keys with STS");
@@ -258,7 +259,11 @@ async fn per_call_keys_are_verified_once() {
     fw.list(&other_scope, &group).await.expect("list with other keys");
     assert_eq!(fw.per_call_verifications(), 2, "different keys are checked on their own");
 
-    let expiring = Ec2Firewall::new(AwsSettings { per_call_cache_ttl: 0.0, ..settings(&moto) });
+    let expiring = Ec2Firewall::new(AwsSettings {
+        per_call_cache_ttl: 0.0,
+        allow_per_call_credentials: true,
+        ..settings(&moto)
+    });
     expiring.list(&scope, &group).await.expect("list");
     expiring.list(&scope, &group).await.expect("list");
     assert_eq!(expiring.per_call_verifications(), 2, "a zero TTL checks every time");
@@ -381,4 +386,18 @@ async fn unreachable_endpoint_is_named() {
         }
         other => panic!("expected an unreachable endpoint, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_dry_run_revoke_asks_without_changing_anything() {
+    let Some(moto) = start_moto() else { return };
+    let ec2 = ec2(&moto).await;
+    let group = create_group(&ec2, "dry-run").await;
+    let fw = Ec2Firewall::new(settings(&moto));
+    let scope = default_chain();
+    let ssh = spec(&group, "203.0.113.7/32", Protocol::Tcp, Ports::single(22));
+    fw.authorize(&scope, &ssh, "kept").await.expect("authorize");
+    assert_eq!(fw.can_revoke(&scope, &ssh).await, Ok(()), "moto answers DryRunOperation: allowed");
+    let rules = fw.list(&scope, &group).await.expect("list");
+    assert_eq!(rules.len(), 1, "a dry run removes nothing: {rules:?}");
 }

@@ -121,7 +121,8 @@ impl Clients {
         if scope.keys.is_some() && !self.settings.allow_per_call_credentials {
             return Err(refuse(
                 "PerCallCredentialsDisabled",
-                "per-call credentials are disabled on this server (aws.allow_per_call_credentials = false); \
+                "per-call credentials are disabled on this server (they would pass through the \
+                 assistant's context; the operator may set aws.allow_per_call_credentials = true); \
                  omit `credentials` to use the server's own AWS identity or a configured profile"
                     .into(),
             ));

@@ -1,6 +1,7 @@
 //! [`Firewall`] on EC2: security group ingress rules read with DescribeSecurityGroupRules,
 //! added with AuthorizeSecurityGroupIngress and removed by rule id.
 
+use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Ipv6Range, SecurityGroupRule};
 use ipnet::IpNet;
 
@@ -108,6 +109,32 @@ impl Ec2Firewall {
     }
 }
 
+impl Ec2Firewall {
+    /// RevokeSecurityGroupIngress of `spec` with `DryRun`: EC2 answers `DryRunOperation` when
+    /// the identity may, `UnauthorizedOperation` when it may not; nothing changes either way.
+    async fn dry_run_revoke(&self, scope: &Scope, spec: &RuleSpec) -> Result<(), FirewallError> {
+        const ACTION: &str = "ec2:RevokeSecurityGroupIngress";
+        let group = spec.group_id.as_str();
+        let s = self.clients.session(scope, group).await?;
+        let call = s.call(ACTION, group);
+        let sent = s
+            .ec2
+            .revoke_security_group_ingress()
+            .group_id(group)
+            .ip_permissions(permission(spec, ""))
+            .dry_run(true)
+            .send()
+            .await;
+        let allowed = match sent {
+            // An endpoint that ignores DryRun: the rule is not there yet, so nothing changed.
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("DryRunOperation") => Ok(()),
+            Err(e) => Err(s.fail(&call, &e)),
+        };
+        aws_call(ACTION, allowed)
+    }
+}
+
 impl Firewall for Ec2Firewall {
     fn list<'a>(&'a self, scope: &'a Scope, group: &'a str) -> FwFuture<'a, Vec<ExistingRule>> {
         Box::pin(self.list_rules(scope, group))
@@ -124,6 +151,10 @@ impl Firewall for Ec2Firewall {
 
     fn revoke<'a>(&'a self, scope: &'a Scope, group: &'a str, rule_ids: &'a [String]) -> FwFuture<'a, ()> {
         Box::pin(self.remove(scope, group, rule_ids))
+    }
+
+    fn can_revoke<'a>(&'a self, scope: &'a Scope, spec: &'a RuleSpec) -> FwFuture<'a, ()> {
+        Box::pin(self.dry_run_revoke(scope, spec))
     }
 }
 

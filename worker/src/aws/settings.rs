@@ -17,7 +17,8 @@ pub struct AwsSettings {
     pub endpoint_url: Option<String>,
     /// Named credential profiles a call may pick by name (the reference's `credential_profiles`).
     pub profiles: Vec<CredentialProfile>,
-    /// Whether a call may carry its own keys (the reference's `credentials` argument).
+    /// Whether a call may carry its own keys (the reference's `credentials` argument). Off by
+    /// default: the keys would pass through the model's context.
     pub allow_per_call_credentials: bool,
     /// Seconds one AWS operation may take, retries included.
     pub operation_timeout: f64,
@@ -57,7 +58,7 @@ impl Default for AwsSettings {
             region: None,
             endpoint_url: None,
             profiles: Vec::new(),
-            allow_per_call_credentials: true,
+            allow_per_call_credentials: false,
             operation_timeout: 10.0,
             max_attempts: 3,
             per_call_cache_ttl: 900.0,
@@ -153,7 +154,7 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_compatible() {
         let s = AwsSettings::default();
-        assert!(s.allow_per_call_credentials);
+        assert!(!s.allow_per_call_credentials, "raw keys through the model's context only when asked for");
         assert_eq!(s.operation_timeout(), Duration::from_secs(10));
         assert_eq!(s.per_call_cache_ttl(), Duration::from_secs(900));
         assert_eq!(s.validate(), Ok(()));

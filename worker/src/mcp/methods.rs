@@ -1,8 +1,10 @@
 //! The MCP methods this server implements, each building its result for one protocol revision:
 //! `initialize` (legacy), `server/discover` (2026-07-28), `tools/list` and `tools/call` (both).
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use futures_util::FutureExt;
 use serde_json::{json, Map, Value};
 use tracing::error;
 
@@ -130,7 +132,19 @@ pub async fn tools_call(
         caller: input.caller.clone(),
         server: Arc::clone(input.info),
     };
-    match tool.call(args, &ctx).await {
+    // A bug in a tool must cost its request only: a panic becomes -32603, logged and counted,
+    // and the transport (HTTP or stdio) answers and goes on.
+    let called = AssertUnwindSafe(async { tool.call(args, &ctx).await }).catch_unwind().await;
+    let outcome = match called {
+        Ok(outcome) => outcome,
+        Err(payload) => {
+            crate::metrics::global().panics.inc();
+            let detail = panic_message(payload.as_ref());
+            error!(event = "panic", tool = name, request = %input.id, %detail, "tool call panicked");
+            return Err(RpcError::internal(format!("Internal error in tool {name}")));
+        }
+    };
+    match outcome {
         Ok(output) => Ok(success_result(input.version, output)),
         Err(ToolError::Failed(message)) => Ok(error_result(&message)),
         Err(ToolError::Internal(detail)) => {
@@ -138,6 +152,15 @@ pub async fn tools_call(
             Err(RpcError::internal(format!("Internal error in tool {name}")))
         }
     }
+}
+
+/// The text a panic was raised with (`panic!("…")`, an index out of bounds, …).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 fn success_result(version: ProtocolVersion, output: ToolOutput) -> Value {
@@ -173,4 +196,65 @@ pub fn decorate_modern(result: Value, info: &ServerInfo) -> Value {
         meta.insert(META_SERVER_INFO.into(), info.implementation(true));
     }
     Value::Object(obj)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::jsonrpc::INTERNAL_ERROR;
+    use super::super::tool::{Tool, ToolAnnotations, ToolFuture, ToolSpec};
+    use super::*;
+
+    /// A tool with a bug: it panics inside its future.
+    struct Panicking(ToolSpec);
+
+    impl Tool for Panicking {
+        fn spec(&self) -> &ToolSpec {
+            &self.0
+        }
+        fn call<'a>(&'a self, _: Map<String, Value>, _: &'a CallContext) -> ToolFuture<'a> {
+            Box::pin(async move {
+                let v: Vec<u8> = Vec::new();
+                let i = v.len() + 3;
+                Ok(ToolOutput::text(format!("{}", v[i])))
+            })
+        }
+    }
+
+    fn panics_counted() -> f64 {
+        let families = crate::metrics::global().snapshot();
+        let family = families.iter().find(|f| f.name == "mcp_panics_total");
+        family.map_or(-1.0, |f| f.samples.iter().map(|s| s.value).sum())
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_panicking_tool_is_an_internal_error_and_counted() {
+        let mut registry = Registry::new(10);
+        let spec = ToolSpec {
+            name: "buggy".into(),
+            title: None,
+            description: "panics".into(),
+            input_schema: json!({"type": "object"}),
+            output_schema: None,
+            annotations: ToolAnnotations::default(),
+            scope: None,
+        };
+        registry.register(Arc::new(Panicking(spec))).unwrap_or_else(|e| panic!("{e}"));
+        let info = Arc::new(ServerInfo::new("awswhitelist", "0"));
+        let id = RequestId::Num(7.into());
+        let caller = Caller::default();
+        let before = panics_counted();
+        let input = CallInput {
+            info: &info,
+            registry: &registry,
+            version: ProtocolVersion::LATEST,
+            id: &id,
+            caller: &caller,
+        };
+        let params = json!({"name": "buggy", "arguments": {}});
+        let err = tools_call(input, params.as_object()).await.unwrap_err();
+        assert_eq!(err.code, INTERNAL_ERROR);
+        assert!(err.message.contains("buggy"), "{}", err.message);
+        assert!(before >= 0.0, "the panic counter is exported");
+        assert_eq!(panics_counted(), before + 1.0);
+    }
 }

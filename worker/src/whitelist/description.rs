@@ -84,12 +84,23 @@ fn check_text(field: &str, text: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses `duration` (`"8h"`, `"30m"`, `"1h30m"`, `"2d"`); at least one second.
+/// The longest `duration` any rule may have, whatever the policy: 10 years (of 365.25 days,
+/// so `"10y"` is accepted). Expiries stay far inside what timestamps and markers can hold.
+pub const MAX_DURATION: Duration = Duration::from_secs(315_576_000);
+
+/// Parses `duration` (`"8h"`, `"30m"`, `"1h30m"`, `"2d"`); at least one second, at most
+/// [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s.trim())
-        .map_err(|_| format!("duration {s:?} is not like \"30m\", \"8h\" or \"2d\""))?;
+    let too_long = || format!("duration {s:?} is longer than 10 years, the longest any rule may have");
+    let d = humantime::parse_duration(s.trim()).map_err(|e| match e {
+        humantime::DurationError::NumberOverflow => too_long(),
+        _ => format!("duration {s:?} is not like \"30m\", \"8h\" or \"2d\""),
+    })?;
     if d < Duration::from_secs(1) {
         return Err(format!("duration {s:?} is shorter than a second"));
+    }
+    if d > MAX_DURATION {
+        return Err(too_long());
     }
     Ok(d)
 }
@@ -154,5 +165,18 @@ mod tests {
         for bad in ["", "8", "soon", "500ms", "-1h"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn durations_have_a_hard_upper_bound() {
+        let ten_years = Duration::from_secs(315_576_000);
+        assert_eq!(parse_duration("10y").unwrap(), ten_years);
+        for huge in ["10000y", "10y 1s", "3653d", "18446744073709551615s", "99999999999999999999h"] {
+            let e = parse_duration(huge).unwrap_err();
+            assert!(e.contains("10 years") || e.contains("is not like"), "{huge:?}: {e}");
+        }
+        let e = parse_duration("10000y").unwrap_err();
+        assert!(e.contains("10 years"), "{e}");
+        assert!(rfc3339(SystemTime::now() + ten_years).starts_with("20"));
     }
 }

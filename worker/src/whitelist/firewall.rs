@@ -50,6 +50,9 @@ pub trait Firewall: Send + Sync {
     ) -> FwFuture<'a, String>;
     /// Removes ingress rules by id.
     fn revoke<'a>(&'a self, scope: &'a Scope, group: &'a str, rule_ids: &'a [String]) -> FwFuture<'a, ()>;
+    /// Whether `scope` may revoke the rule `spec`, asked without changing anything (EC2's
+    /// `DryRun`): `Ok` when it may, else why not (`PermissionDenied`, …).
+    fn can_revoke<'a>(&'a self, scope: &'a Scope, spec: &'a RuleSpec) -> FwFuture<'a, ()>;
 }
 
 /// Why a firewall call failed, in terms a person can act on.

@@ -17,7 +17,8 @@ pub struct Policy {
     pub allowed_security_groups: Vec<String>,
     /// Port ranges a rule may open; a rule's whole range must fit in one of them.
     pub allowed_ports: Vec<Ports>,
-    /// Protocols a rule may use.
+    /// Protocols a rule may use. `all` (every protocol and port) only when named here, even
+    /// when the list is empty; the default is tcp, udp and icmp.
     pub allowed_protocols: Vec<Protocol>,
     /// Networks requested CIDRs must lie inside.
     pub allowed_ip_ranges: Vec<IpNet>,
@@ -44,7 +45,7 @@ impl Default for Policy {
         Policy {
             allowed_security_groups: Vec::new(),
             allowed_ports: Vec::new(),
-            allowed_protocols: Vec::new(),
+            allowed_protocols: DEFAULT_PROTOCOLS.to_vec(),
             allowed_ip_ranges: Vec::new(),
             min_prefix_v4: 16,
             min_prefix_v6: 48,
@@ -56,6 +57,9 @@ impl Default for Policy {
         }
     }
 }
+
+/// The protocols allowed when the operator names none: not `all`, which opens every port.
+pub const DEFAULT_PROTOCOLS: [Protocol; 3] = [Protocol::Tcp, Protocol::Udp, Protocol::Icmp];
 
 /// A policy refusal: which setting, and why in words.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +96,12 @@ impl Policy {
 
     /// May this rule be added?
     pub fn check_rule(&self, cidr: &IpNet, protocol: Protocol, ports: &Ports) -> Result<(), Refusal> {
+        if protocol == Protocol::All && !self.allowed_protocols.contains(&Protocol::All) {
+            return refuse(
+                "allowed_protocols",
+                "protocol all opens every protocol and port; it is allowed only when `all` is named in [policy] allowed_protocols".into(),
+            );
+        }
         if !self.allowed_protocols.is_empty() && !self.allowed_protocols.contains(&protocol) {
             let list: Vec<String> = self.allowed_protocols.iter().map(|p| p.to_string()).collect();
             return refuse(
@@ -257,6 +267,25 @@ mod tests {
         assert!(p.check_group("sg-0abcdef").is_ok());
         assert!(p.check_group("sg-12345678").is_ok());
         assert!(p.check_group("sg-99999999").unwrap_err().message.contains("sg-99999999"));
+    }
+
+    #[test]
+    fn protocol_all_must_be_named_in_allowed_protocols() {
+        let p = Policy::default();
+        let r = p.check_rule(&net("10.1.0.0/16"), Protocol::All, &Ports::ANY).unwrap_err();
+        assert_eq!(r.setting, "allowed_protocols");
+        assert!(r.to_string().contains("[policy] allowed_protocols"), "{r}");
+        assert!(p.check_rule(&net("10.1.0.0/16"), Protocol::Tcp, &Ports::single(22)).is_ok());
+        assert!(p.check_rule(&net("10.1.0.0/16"), Protocol::Udp, &Ports::single(53)).is_ok());
+        assert!(p.check_rule(&net("10.1.0.0/16"), Protocol::Icmp, &Ports::ANY).is_ok());
+        let empty = Policy { allowed_protocols: Vec::new(), ..Policy::default() };
+        assert_eq!(
+            empty.check_rule(&net("10.1.0.0/16"), Protocol::All, &Ports::ANY).unwrap_err().setting,
+            "allowed_protocols",
+            "an empty list never means every port"
+        );
+        let named = Policy { allowed_protocols: vec![Protocol::Tcp, Protocol::All], ..Policy::default() };
+        assert!(named.check_rule(&net("10.1.0.0/16"), Protocol::All, &Ports::ANY).is_ok());
     }
 
     #[test]

@@ -301,7 +301,7 @@ impl Whitelist {
         let requested =
             args.duration.as_deref().map(parse_duration).transpose().map_err(invalid("duration"))?;
         let now = SystemTime::now();
-        let expires = self.policy.check_duration(requested)?.map(|d| now + d);
+        let expires = self.policy.check_duration(requested)?.map(|d| expiry(now, d)).transpose()?;
         let template = args.description.as_deref().unwrap_or(&self.defaults.description_template);
         let fill = Fill {
             user: args.user.as_deref().unwrap_or(&self.defaults.user),
@@ -326,6 +326,9 @@ impl Whitelist {
             return Ok(Added::unchanged(self.view(existing)));
         }
         self.policy.check_count(rules.iter().filter(|r| r.marker(&self.key).managed()).count())?;
+        if let (Some(at), Some(_)) = (expires, &scope.keys) {
+            self.check_server_can_revoke(scope, &spec, at).await?;
+        }
         let about = About { action: "add", spec: &spec, rule_id: None, description: &description, expires };
         let change = Change::new(about, who, scope);
         change.intend(&self.recorder).await?;
@@ -360,6 +363,31 @@ impl Whitelist {
         let until = rule.expires_at.as_ref().map_or(String::new(), |at| format!(" until {at}"));
         let message = format!("allowed {} in {} (rule {rule_id}){until}", rule.summary(), spec.group_id);
         Ok(Added { changed: true, rule, message })
+    }
+
+    /// A rule added with per-call keys expires only if the sweeper, which runs with the
+    /// server's own identity, can remove it: asked of EC2 with a dry run before the add.
+    async fn check_server_can_revoke(
+        &self,
+        scope: &Scope,
+        spec: &RuleSpec,
+        at: SystemTime,
+    ) -> Result<(), Error> {
+        let server = Scope { keys: None, ..scope.clone() };
+        match self.firewall.can_revoke(&server, spec).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(Error::Policy(Refusal {
+                setting: "aws.allow_per_call_credentials",
+                message: format!(
+                    "this rule would expire at {} but would never be removed: expired rules are removed \
+                     with this server's own AWS identity, and a dry run of removing it from {} with that \
+                     identity failed ({e}); omit `credentials`, omit `duration`, or grant the server's \
+                     identity ec2:RevokeSecurityGroupIngress",
+                    rfc3339(at),
+                    spec.group_id
+                ),
+            })),
+        }
     }
 
     /// Removes the exact rule, or reports that it was not there (`changed: false`).
@@ -618,6 +646,19 @@ impl Whitelist {
         }
         Ok(())
     }
+}
+
+/// When a rule given `duration` at `now` expires: never past [`description::MAX_DURATION`],
+/// and never an overflow.
+fn expiry(now: SystemTime, duration: Duration) -> Result<SystemTime, Error> {
+    let at = (duration <= description::MAX_DURATION).then(|| now.checked_add(duration)).flatten();
+    at.ok_or_else(|| Error::Invalid {
+        field: "duration",
+        message: format!(
+            "duration {} is longer than 10 years, the longest any rule may have",
+            humantime::format_duration(duration)
+        ),
+    })
 }
 
 /// The caller's own limit on groups (a token claim or an API key's list).

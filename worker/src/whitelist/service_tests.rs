@@ -6,6 +6,7 @@ use crate::whitelist::audit::{AuditEntry, INTENT, OUTCOME};
 use crate::whitelist::cache::LocalVersions;
 use crate::whitelist::firewall::FwFuture;
 use crate::whitelist::marker::MarkerKey;
+use crate::whitelist::Keys;
 
 /// An in-memory EC2 that behaves like moto for the calls the service makes.
 #[derive(Default)]
@@ -16,6 +17,8 @@ struct FakeEc2 {
     changes: AtomicUsize,
     next: AtomicUsize,
     fail: Mutex<Option<FirewallError>>,
+    /// What the server's own identity is refused when it tries to revoke (a dry run).
+    server_cannot_revoke: Mutex<Option<FirewallError>>,
 }
 
 impl FakeEc2 {
@@ -68,6 +71,12 @@ impl Firewall for FakeEc2 {
                 description: description.into(),
             });
             Ok(id)
+        })
+    }
+    fn can_revoke<'a>(&'a self, scope: &'a Scope, _: &'a RuleSpec) -> FwFuture<'a, ()> {
+        Box::pin(async move {
+            assert!(scope.keys.is_none(), "the dry run asks the server's own identity");
+            self.server_cannot_revoke.lock().unwrap().clone().map_or(Ok(()), Err)
         })
     }
     fn revoke<'a>(&'a self, _: &'a Scope, _: &'a str, ids: &'a [String]) -> FwFuture<'a, ()> {
@@ -558,4 +567,81 @@ async fn two_workers_adding_at_the_cap_cannot_both_succeed() {
         "{refused:?}"
     );
     assert_eq!(s.ec2.rules.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn ipv4_mapped_networks_meet_the_ipv4_policy() {
+    let s = Setup::new();
+    let w = s.service(Policy::default());
+    let who = Caller::default();
+    let setting = |err: Error| match err {
+        Error::Invalid { field, .. } => field,
+        Error::Policy(r) => r.setting,
+        other => panic!("{other}"),
+    };
+    let world = w.add(&scope(), &add("::ffff:0:0/96", None, None), &who).await.unwrap_err();
+    assert_eq!(setting(world), "allow_world", "the whole IPv4 internet");
+    let wide = w.add(&scope(), &add("::ffff:10.0.0.0/104", None, None), &who).await.unwrap_err();
+    assert_eq!(setting(wide), "min_prefix_v4", "a /8 written as an IPv6 /104");
+    let compatible = w.add(&scope(), &add("::198.51.100.0/120", None, None), &who).await.unwrap_err();
+    assert_eq!(setting(compatible), "ip_address");
+    assert_eq!(s.ec2.calls.load(Ordering::SeqCst), 0, "nothing reached AWS");
+    let one = w.add(&scope(), &add("::ffff:198.51.100.9/128", None, None), &who).await.unwrap();
+    assert_eq!(one.rule.cidr_ip.as_deref(), Some("198.51.100.9/32"));
+}
+
+#[tokio::test]
+async fn a_huge_duration_is_refused_without_a_panic() {
+    let s = Setup::new();
+    let w = s.service(Policy { max_rule_duration: None, ..Policy::default() });
+    let who = Caller::default();
+    for huge in ["10000y", "11y", "3660d", "100000000000000h"] {
+        let args = AddArgs { duration: Some(huge.into()), ..add("1.2.3.4", None, None) };
+        let err = w.add(&scope(), &args, &who).await.unwrap_err();
+        assert!(
+            matches!(err, Error::Invalid { field: "duration", ref message } if message.contains("10 years")),
+            "{huge}: {err}"
+        );
+    }
+    assert_eq!(s.ec2.calls.load(Ordering::SeqCst), 0, "nothing reached AWS");
+    let ten = AddArgs { duration: Some("10y".into()), ..add("1.2.3.4", None, None) };
+    assert!(w.add(&scope(), &ten, &who).await.unwrap().rule.expires_at.is_some());
+}
+
+fn per_call_scope() -> Scope {
+    let keys = Keys {
+        access_key_id: "AKIAEXAMPLEPERCALL01".into(),
+        secret_access_key: "made-up-secret".into(),
+        session_token: None,
+    };
+    Scope { keys: Some(keys), ..scope() }
+}
+
+#[tokio::test]
+async fn an_expiring_rule_with_per_call_keys_needs_a_server_that_can_revoke_it() {
+    let s = Setup::new();
+    let w = s.service(Policy::default());
+    let who = Caller::default();
+    let denied = FirewallError::PermissionDenied {
+        action: "ec2:RevokeSecurityGroupIngress".into(),
+        detail: "You are not authorized to perform this operation.".into(),
+    };
+    *s.ec2.server_cannot_revoke.lock().unwrap() = Some(denied);
+    let expiring = AddArgs { duration: Some("1h".into()), ..add("1.2.3.4", None, None) };
+    let err = w.add(&per_call_scope(), &expiring, &who).await.unwrap_err();
+    match &err {
+        Error::Policy(r) => {
+            assert_eq!(r.setting, "aws.allow_per_call_credentials", "{err}");
+            assert!(r.message.contains("not authorized") && r.message.contains("never"), "{err}");
+            assert!(!r.message.contains("made-up-secret"), "{err}");
+        }
+        other => panic!("{other}"),
+    }
+    assert!(s.ec2.rules.lock().unwrap().is_empty(), "nothing was added");
+    assert!(w.add(&scope(), &expiring, &who).await.is_ok(), "the server's own identity is not asked");
+    let permanent = add("1.2.3.5", None, None);
+    assert!(w.add(&per_call_scope(), &permanent, &who).await.is_ok(), "a rule that never expires");
+    *s.ec2.server_cannot_revoke.lock().unwrap() = None;
+    let other = AddArgs { duration: Some("1h".into()), ..add("1.2.3.6", None, None) };
+    assert!(w.add(&per_call_scope(), &other, &who).await.unwrap().rule.expires_at.is_some());
 }

@@ -2,9 +2,9 @@
 //! (`"203.0.113.7"`, `"ssh"`, `"8000-8100"`, `"all"`) into values EC2 accepts.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 /// An IP protocol as EC2 names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -207,11 +207,16 @@ fn parse_port_number(s: &str, whole: &str) -> Result<u16, String> {
     }
 }
 
-/// Parses an address or CIDR; a single address becomes /32 or /128. IPv4-mapped IPv6
-/// addresses (`::ffff:1.2.3.4`, what dual-stack sockets report) become IPv4.
+/// Parses an address or CIDR; a single address becomes /32 or /128.
+///
+/// IPv6 networks that stand for IPv4 ones are never judged as IPv6: a network inside the
+/// IPv4-mapped range `::ffff:0:0/96` is folded to IPv4 (`::ffff:198.51.100.9` →
+/// `198.51.100.9/32`, `::ffff:0:0/96` → `0.0.0.0/0`), so the IPv4 policy applies to it; a
+/// network inside the deprecated IPv4-compatible range `::/96` (RFC 4291), or any network
+/// wider than /96 that holds either range but is not the whole internet, is refused.
 pub fn parse_cidr(value: &str) -> Result<IpNet, String> {
     let v = value.trim();
-    if let Some((addr, len)) = v.split_once('/') {
+    let net = if let Some((addr, len)) = v.split_once('/') {
         let ip: IpAddr = addr.parse().map_err(|_| format!("{value:?} is not an IP address or CIDR"))?;
         let len: u8 = len.parse().map_err(|_| format!("{value:?} has an invalid prefix length"))?;
         let net = IpNet::new(ip, len)
@@ -219,10 +224,49 @@ pub fn parse_cidr(value: &str) -> Result<IpNet, String> {
         if net.trunc() != net {
             return Err(format!("{value:?} has host bits set; the network is {}", net.trunc()));
         }
-        return Ok(net);
+        net
+    } else {
+        let ip: IpAddr = v.parse().map_err(|_| format!("{value:?} is not an IP address or CIDR"))?;
+        IpNet::from(ip)
+    };
+    match net {
+        IpNet::V6(v6) => fold_ipv4_in_ipv6(v6).map_err(|why| format!("{value:?} {why}")),
+        v4 => Ok(v4),
     }
-    let ip: IpAddr = v.parse().map_err(|_| format!("{value:?} is not an IP address or CIDR"))?;
-    Ok(host_net(ip))
+}
+
+/// The IPv4-mapped range: IPv4 addresses as dual-stack sockets show them.
+const MAPPED: Ipv6Net = Ipv6Net::new_assert(Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96);
+/// The IPv4-compatible range (deprecated by RFC 4291).
+const COMPATIBLE: Ipv6Net = Ipv6Net::new_assert(Ipv6Addr::UNSPECIFIED, 96);
+
+/// An IPv6 network inside `::ffff:0:0/96` as the IPv4 network it means; refuses networks in
+/// (or holding) the IPv4-compatible range and wider networks holding the mapped one.
+fn fold_ipv4_in_ipv6(net: Ipv6Net) -> Result<IpNet, String> {
+    if MAPPED.contains(&net) {
+        let [.., a, b, c, d] = net.addr().octets();
+        let v4 = Ipv4Net::new(Ipv4Addr::new(a, b, c, d), net.prefix_len() - 96)
+            .map_err(|_| "is not a valid IPv4-mapped network".to_string())?;
+        return Ok(IpNet::V4(v4));
+    }
+    if net.prefix_len() == 0 {
+        // The whole internet: the policy's world check decides (allow_world).
+        return Ok(IpNet::V6(net));
+    }
+    if COMPATIBLE.contains(&net) {
+        return Err(format!(
+            "lies in {COMPATIBLE}, the deprecated IPv4-compatible IPv6 range (RFC 4291); give the IPv4 address or network instead"
+        ));
+    }
+    // Written out: Display shows the mapped range as `::ffff:0.0.0.0/96`.
+    for (inner, name) in [(MAPPED, "::ffff:0:0/96"), (COMPATIBLE, "::/96")] {
+        if net.contains(&inner) {
+            return Err(format!(
+                "holds {name}, IPv6 addresses that stand for IPv4 ones (for ::ffff:0:0/96, the whole IPv4 internet); give a narrower IPv6 network, or the IPv4 network meant"
+            ));
+        }
+    }
+    Ok(IpNet::V6(net))
 }
 
 /// The /32 or /128 network of one address (IPv4-mapped IPv6 folded to IPv4).
@@ -271,6 +315,26 @@ mod tests {
         for bad in ["999.1.1.1", "1.2.3", "10.0.0.0/33", "::/129", "abc", "", "1.2.3.4/x"] {
             assert!(parse_cidr(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn ipv4_mapped_networks_fold_and_compatible_ones_are_refused() {
+        let folded = |s: &str| parse_cidr(s).map(|n| n.to_string());
+        assert_eq!(folded("::ffff:198.51.100.9/128").unwrap(), "198.51.100.9/32");
+        assert_eq!(folded("::ffff:198.51.100.0/120").unwrap(), "198.51.100.0/24");
+        assert_eq!(folded("::ffff:0:0/96").unwrap(), "0.0.0.0/0");
+        assert_eq!(folded("::FFFF:10.0.0.0/104").unwrap(), "10.0.0.0/8");
+        for compatible in ["::198.51.100.9", "::198.51.100.0/120", "::/96", "::1"] {
+            let e = parse_cidr(compatible).unwrap_err();
+            assert!(e.contains("IPv4-compatible") && e.contains("::/96"), "{compatible}: {e}");
+        }
+        for wide in ["::/80", "::/64", "::fffe:0:0/95", "::/81"] {
+            let e = parse_cidr(wide).unwrap_err();
+            assert!(e.contains("::ffff:0:0/96") || e.contains("::/96"), "{wide}: {e}");
+        }
+        assert_eq!(folded("::/0").unwrap(), "::/0", "the world is the policy's to refuse");
+        assert_eq!(folded("2001:db8::/32").unwrap(), "2001:db8::/32");
+        assert_eq!(folded("::1:0:0/96").unwrap(), "::1:0:0/96", "a neighbour of the mapped range");
     }
 
     #[test]
