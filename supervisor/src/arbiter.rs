@@ -16,11 +16,13 @@
 //! - [`run`]: the main loop, the report to systemd and the sleep;
 //! - [`handlers`]: one handler per signal (`handle_hup`, `handle_ttin`, …);
 //! - [`workers`]: spawning, reaping, replacing, aborting and stopping worker processes;
-//! - [`channel`]: the private channel to each worker (reading, writing, routing messages).
+//! - [`channel`]: the private channel to each worker (reading, writing, routing messages);
+//! - [`handover`]: the binary upgrade (USR2) on both sides, old and new supervisor.
 
 mod channel;
 mod error;
 mod handlers;
+mod handover;
 mod phase;
 mod run;
 mod settings;
@@ -37,6 +39,7 @@ use crate::pidfile::Pidfile;
 use crate::signals::SignalQueue;
 use crate::sock::{self, BindAddr, Listener};
 use crate::table::Table;
+use crate::upgrade::{InFlight, Predecessor, Successor};
 use phase::Phase;
 use workers::Backoff;
 
@@ -84,12 +87,21 @@ pub struct Supervisor {
     last_status: String,
     /// The supervisor's own figures and the metrics of exited workers.
     metrics: Metrics,
+    /// The binary USR2 starts again (resolved at start, so a replaced file is found).
+    successor: Option<Successor>,
+    /// A new supervisor started by USR2 that has not said READY yet.
+    upgrade: Option<InFlight>,
+    /// When this supervisor was started by an upgrade: the old one, told once we are ready.
+    predecessor: Option<Predecessor>,
+    /// This supervisor handed the service to a new one and is draining out.
+    handed_over: bool,
 }
 
 impl Supervisor {
     /// Binds (or adopts) the listeners, writes the pidfile and installs signal handlers.
     pub fn new(settings: Settings, reload: ReloadFn) -> Result<Supervisor, Error> {
         apply_umask(settings.umask);
+        let predecessor = Predecessor::from_env();
         let (listeners, socket_activated) = match sock::adopt_systemd_listeners().map_err(Error::Adopt)? {
             Some(adopted) => (adopted.into_iter().map(Rc::new).collect(), true),
             None => (bind_all(&settings.binds, &settings, &[])?, false),
@@ -115,6 +127,10 @@ impl Supervisor {
             pidfile,
             last_status: String::new(),
             metrics: Metrics::default(),
+            successor: Successor::current(),
+            upgrade: None,
+            predecessor,
+            handed_over: false,
         })
     }
 

@@ -19,6 +19,7 @@ pub mod sock;
 mod spawn;
 pub mod systemd;
 mod table;
+pub mod upgrade;
 
 pub use arbiter::{Error, ReloadFn, Settings, Supervisor, WorkerSpec};
 pub use sock::BindAddr;

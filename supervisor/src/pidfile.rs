@@ -40,6 +40,14 @@ impl Pidfile {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Moves the pidfile to `to` (an upgrade keeps the old pid at `<pidfile>.oldbin`, and
+    /// moves it back if the new binary fails); dropping it then removes `to`.
+    pub fn rename(&mut self, to: &Path) -> io::Result<()> {
+        std::fs::rename(&self.path, to)?;
+        self.path = to.to_path_buf();
+        Ok(())
+    }
 }
 
 /// Writes `bytes` to a new file with an unpredictable name beside `path`, mode `0644` (a pid is

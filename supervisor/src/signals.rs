@@ -82,7 +82,8 @@ impl SignalQueue {
     ///   is asking once. INT/QUIT after TERM still escalates, because they are different signals.
     /// - USR1 reopens the log files: once after the last rotation is enough.
     /// - CHLD only says "reap"; reaping collects every exited worker each turn anyway.
-    /// - USR2 is ignored (with a warning each drain).
+    /// - USR2 starts a binary upgrade; a second one while that upgrade is in flight would be
+    ///   refused anyway, so several arrivals mean one upgrade.
     pub fn drain(&mut self) -> Vec<i32> {
         let mut sink = [0u8; 64];
         while matches!((&self.wake).read(&mut sink), Ok(n) if n > 0) {}

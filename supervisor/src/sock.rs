@@ -12,6 +12,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
@@ -144,8 +145,21 @@ impl Listener {
     }
 }
 
+/// Set once this process has handed its listeners to an upgraded supervisor: their socket
+/// files belong to that one now.
+static KEEP_SOCKET_FILES: AtomicBool = AtomicBool::new(false);
+
+/// From now on, dropping a Unix listener leaves its socket file in place (an upgrade handed
+/// the socket to a new supervisor, which still listens on it).
+pub fn keep_socket_files() {
+    KEEP_SOCKET_FILES.store(true, Ordering::SeqCst);
+}
+
 impl Drop for Listener {
     fn drop(&mut self) {
+        if KEEP_SOCKET_FILES.load(Ordering::SeqCst) {
+            return;
+        }
         // The socket file of a Unix listener would otherwise stay behind and make the next
         // start think something still listens there.
         if let BindAddr::Unix(path) = &self.configured {

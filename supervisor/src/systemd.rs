@@ -9,6 +9,18 @@ pub fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
+/// A supervisor started by an upgrade is ready: it is now the service's main process.
+pub fn ready_as_main(status: &str) {
+    send(&[NotifyState::MainPid(std::process::id()), NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+/// The old supervisor of an upgrade hands the service over to `pid`. With `NotifyAccess=main`
+/// systemd only listens to the main process, so the old one must say it (the new one's own
+/// `MAINPID=` counts only with `NotifyAccess=all`).
+pub fn main_pid(pid: u32) {
+    send(&[NotifyState::MainPid(pid), NotifyState::Status("upgraded: handed over to the new binary")]);
+}
+
 /// A reload began; systemd waits for the next [`ready`] before calling it done.
 pub fn reloading() {
     match NotifyState::monotonic_usec_now() {

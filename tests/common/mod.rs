@@ -138,12 +138,17 @@ impl Service {
 
     /// Starts with options.
     pub fn start_with(opts: Options) -> Service {
+        Service::start_program(Path::new(BIN), opts)
+    }
+
+    /// Starts `program` (a copy of the binary under test, say) with options.
+    pub fn start_program(program: &Path, opts: Options) -> Service {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.toml");
         std::fs::write(&config, full_config(&opts.config)).unwrap();
         let notify_path = dir.path().join("notify.sock");
         let notify = UnixDatagram::bind(&notify_path).unwrap();
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(program);
         cmd.arg("serve")
             .arg("--config")
             .arg(&config)
@@ -361,6 +366,19 @@ pub struct Load {
 pub struct LoadResult {
     pub ok: u64,
     pub failures: Vec<String>,
+}
+
+impl LoadResult {
+    /// Fails the test, with the first few failures, unless every request was answered.
+    pub fn assert_no_failures(&self) {
+        assert!(
+            self.failures.is_empty(),
+            "{} failed of {}: {:?}",
+            self.failures.len(),
+            self.ok,
+            &self.failures[..self.failures.len().min(10)]
+        );
+    }
 }
 
 impl Load {

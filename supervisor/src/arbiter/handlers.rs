@@ -29,11 +29,7 @@ impl Supervisor {
             SIGTTIN => self.handle_ttin(),
             SIGTTOU => self.handle_ttou(),
             SIGUSR1 => self.handle_usr1(),
-            SIGUSR2 => warn!(
-                event = "signal_ignored",
-                signal = "USR2",
-                "USR2 (binary upgrade) is not supported; ignored"
-            ),
+            SIGUSR2 => self.handle_usr2(),
             _ => {} // SIGCHLD: reaping happens on every turn of the loop.
         }
     }
@@ -121,7 +117,10 @@ impl Supervisor {
             return;
         }
         let fast = cause.is_fast();
-        systemd::stopping();
+        // After an upgrade's handover the service goes on in the new supervisor.
+        if !self.handed_over {
+            systemd::stopping();
+        }
         let grace = if fast { FAST_STOP_GRACE } else { self.settings.graceful_timeout };
         let deadline = Instant::now() + grace;
         info!(event = "stopping", graceful = !fast, grace_ms = grace.as_millis() as u64, "stopping");

@@ -74,7 +74,9 @@ impl Supervisor {
                     generation = self.generation,
                     "all workers ready"
                 );
-                systemd::ready(&self.status_line());
+                if !self.announce_upgrade_ready() {
+                    systemd::ready(&self.status_line());
+                }
             }
             Some(Settled::ReloadComplete) => {
                 info!(
@@ -113,10 +115,20 @@ impl Supervisor {
         if let Some(at) = self.backoff.respawn_after.filter(|at| *at > now) {
             wake = wake.min(at);
         }
+        if let Some(u) = &self.upgrade {
+            wake = wake.min(u.deadline);
+        }
         let ms = wake.saturating_duration_since(now).as_millis().clamp(1, MAX_TICK.as_millis()) as u16;
         let pids: Vec<Pid> = self.table.workers.values().filter(|w| w.ipc_open).map(|w| w.pid).collect();
+        let upgrade_ready;
         let ready: Vec<(Pid, PollFlags)> = {
             let mut fds = vec![PollFd::new(self.signals.wake_fd(), PollFlags::POLLIN)];
+            // The upgrade channel, if any, right after the signal socket (index 1).
+            let upgrade_fd = self.upgrade.as_ref().and_then(|u| u.fd());
+            let skip = 1 + usize::from(upgrade_fd.is_some());
+            if let Some(fd) = upgrade_fd {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            }
             for pid in &pids {
                 let w = &self.table.workers[pid];
                 let mut events = PollFlags::POLLIN;
@@ -134,7 +146,8 @@ impl Supervisor {
                     return;
                 }
             }
-            fds[1..]
+            upgrade_ready = skip == 2 && fds[1].revents().is_some_and(|r| !r.is_empty());
+            fds[skip..]
                 .iter()
                 .zip(&pids)
                 .filter_map(|(fd, pid)| fd.revents().filter(|r| !r.is_empty()).map(|r| (*pid, r)))
@@ -147,6 +160,9 @@ impl Supervisor {
             if events.intersects(!PollFlags::POLLOUT) {
                 self.read_channel(pid);
             }
+        }
+        if upgrade_ready {
+            self.read_upgrade();
         }
     }
 }

@@ -54,6 +54,9 @@ impl Supervisor {
 
     /// What one worker's exit means: a requested stop, a crash, or a failed boot.
     fn on_exit(&mut self, pid: Pid, status: WaitStatus) {
+        if self.reap_upgrade(pid, &status) {
+            return;
+        }
         // Whatever the worker wrote before it exited (its final metrics) is still buffered in
         // the channel: read it before the worker's state is dropped.
         if self.table.workers.get(&pid).is_some_and(|w| w.ipc_open) {
@@ -141,6 +144,7 @@ impl Supervisor {
 
     /// Aborts silent workers and kills those that overstay their stop deadline.
     pub(super) fn murder(&mut self) {
+        self.check_upgrade_deadline();
         let now = Instant::now();
         let timeout = self.settings.timeout;
         let mut aborts = Vec::new();
