@@ -8,12 +8,12 @@
 //! half a line glued to the next. Readers skip lines that do not parse.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::expiry_index;
+use super::state_file::append_line;
 use crate::whitelist::audit::{AuditEntry, LoggedEntry, Recorder};
 use crate::whitelist::Scope;
 
@@ -55,36 +55,6 @@ impl AuditLog {
 fn open(path: &Path) -> io::Result<File> {
     super::state_file::open_append(path, super::state_file::LOG)
         .map_err(|e| io::Error::new(e.kind(), format!("audit log: {e}")))
-}
-
-/// Appends `line` (ending in `'\n'`) durably as a whole line, or leaves the file as it was.
-/// `file` must be open for reading and appending.
-pub(crate) fn append_line(file: &File, line: &[u8]) -> io::Result<()> {
-    file.lock()?;
-    let result = append_locked(file, line);
-    let _ = file.unlock();
-    result
-}
-
-fn append_locked(mut file: &File, line: &[u8]) -> io::Result<()> {
-    let start = file.metadata()?.len();
-    let mut buf = Vec::with_capacity(line.len() + 1);
-    if start > 0 && last_byte(file, start)? != b'\n' {
-        buf.push(b'\n');
-    }
-    buf.extend_from_slice(line);
-    let written = file.write_all(&buf).and_then(|()| file.sync_data());
-    if written.is_err() {
-        // Nobody else appends while we hold the lock: cut back to where we started.
-        let _ = file.set_len(start).and_then(|()| file.sync_data());
-    }
-    written
-}
-
-fn last_byte(file: &File, len: u64) -> io::Result<u8> {
-    let mut byte = [0u8];
-    file.read_exact_at(&mut byte, len - 1)?;
-    Ok(byte[0])
 }
 
 /// The entries in the last `max` bytes of the file at `path`, skipping unparseable lines.

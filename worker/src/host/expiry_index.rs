@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::audit_file::append_line;
+use super::state_file::append_line;
 use crate::whitelist::Scope;
 
 const INDEX: &str = "expiring-groups.jsonl";

@@ -13,8 +13,8 @@
 //! service's user could write: links and files planted there would be trusted.
 
 use std::fs::{DirBuilder, File, OpenOptions};
-use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Mode of a state file: the service's user only.
@@ -112,6 +112,36 @@ pub fn prepare_dir(dir: &Path) -> io::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Appends `line` (ending in `'\n'`) durably as a whole line, or leaves the file as it was.
+/// `file` must be open for reading and appending.
+pub fn append_line(file: &File, line: &[u8]) -> io::Result<()> {
+    file.lock()?;
+    let result = append_locked(file, line);
+    let _ = file.unlock();
+    result
+}
+
+fn append_locked(mut file: &File, line: &[u8]) -> io::Result<()> {
+    let start = file.metadata()?.len();
+    let mut buf = Vec::with_capacity(line.len() + 1);
+    if start > 0 && last_byte(file, start)? != b'\n' {
+        buf.push(b'\n');
+    }
+    buf.extend_from_slice(line);
+    let written = file.write_all(&buf).and_then(|()| file.sync_data());
+    if written.is_err() {
+        // Nobody else appends while we hold the lock: cut back to where we started.
+        let _ = file.set_len(start).and_then(|()| file.sync_data());
+    }
+    written
+}
+
+fn last_byte(file: &File, len: u64) -> io::Result<u8> {
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, len - 1)?;
+    Ok(byte[0])
 }
 
 #[cfg(test)]

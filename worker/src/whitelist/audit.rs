@@ -13,9 +13,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::description::rfc3339;
+use super::error::Error;
 use super::firewall::Scope;
 use super::rules::RuleSpec;
-use super::service::Error;
 use crate::caller::Caller;
 
 /// `phase` of an entry written before the AWS call.

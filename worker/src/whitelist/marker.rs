@@ -20,7 +20,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
 use super::description::rfc3339;
-use super::rules::RuleSpec;
+use super::target::RuleSpec;
 
 /// How a marker starts; the last one in a description is the one read.
 pub const OPEN: &str = "[awswl";

@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod cache;
 pub mod description;
+pub mod error;
 pub mod firewall;
 pub mod marker;
 pub mod policy;

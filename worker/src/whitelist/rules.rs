@@ -8,18 +8,7 @@ use serde::Serialize;
 use super::marker::{Marker, MarkerKey};
 use super::target::{Ports, Protocol};
 
-/// A rule to add or remove, fully resolved (no defaults or names left).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleSpec {
-    /// The security group.
-    pub group_id: String,
-    /// The network allowed in.
-    pub cidr: IpNet,
-    /// The protocol.
-    pub protocol: Protocol,
-    /// The ports (ANY for `all` and ICMP).
-    pub ports: Ports,
-}
+pub use super::target::RuleSpec;
 
 /// An ingress rule a group holds, as read from EC2.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -17,6 +17,7 @@ use tracing::warn;
 use super::audit::{About, Change, LoggedEntry, Recorder};
 use super::cache::{GroupCache, Versions};
 use super::description::{self, parse_duration, render, rfc3339, Fill};
+pub use super::error::Error;
 use super::firewall::{Firewall, FirewallError, Scope};
 use super::marker::{Invalid, Marker, MarkerKey};
 use super::policy::{Policy, Refusal};
@@ -78,44 +79,6 @@ pub struct AddArgs {
     pub reason: Option<String>,
     /// `duration`, e.g. `"8h"`.
     pub duration: Option<String>,
-}
-
-/// Why an operation did not happen; each says what to do about it.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum Error {
-    /// An argument is wrong.
-    #[error("invalid {field}: {message}")]
-    Invalid {
-        /// The argument.
-        field: &'static str,
-        /// What is wrong with it.
-        message: String,
-    },
-    /// Policy refused.
-    #[error("{0}")]
-    Policy(Refusal),
-    /// AWS refused or failed.
-    #[error("{0}")]
-    Aws(FirewallError),
-    /// The audit log could not record the change: before the AWS call (no change was made) or
-    /// after it (the change was made; its intent is recorded and will be reconciled).
-    #[error("{0}")]
-    Audit(String),
-    /// Something the host shares (a group's lock) could not be had; nothing was changed.
-    #[error("{0}")]
-    Unavailable(String),
-}
-
-impl From<Refusal> for Error {
-    fn from(r: Refusal) -> Error {
-        Error::Policy(r)
-    }
-}
-
-impl From<FirewallError> for Error {
-    fn from(e: FirewallError) -> Error {
-        Error::Aws(e)
-    }
 }
 
 fn invalid(field: &'static str) -> impl Fn(String) -> Error {

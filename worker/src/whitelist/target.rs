@@ -278,6 +278,19 @@ pub fn host_net(ip: IpAddr) -> IpNet {
     IpNet::from(ip)
 }
 
+/// A rule to add or remove, fully resolved (no defaults or names left).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleSpec {
+    /// The security group.
+    pub group_id: String,
+    /// The network allowed in.
+    pub cidr: IpNet,
+    /// The protocol.
+    pub protocol: Protocol,
+    /// The ports (ANY for `all` and ICMP).
+    pub ports: Ports,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
