@@ -96,6 +96,8 @@ impl Recorder for AuditLog {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
 
     fn entry(n: u32) -> AuditEntry {
