@@ -2,7 +2,7 @@
 //! proxy parse a body with [`parse_json`] (or call [`Dispatcher::handle_bytes`]), describe the
 //! message with a [`TransportMeta`], and turn the [`Outcome`] into a status and bytes.
 //!
-//! May import: `caller` only (it knows no tool, no HTTP, no AWS). Imported by: `http`, `tools`
+//! May import: `caller`, and `metrics` to count panics (it knows no tool, no HTTP, no AWS). Imported by: `http`, `tools`
 //! (the `Tool` trait), `app`, the binary's `stdio`.
 //!
 //! # What is implemented
