@@ -4,7 +4,7 @@
 //! many hosts, belong here too.
 //!
 //! May import: `whitelist` (the traits these files implement, and the service the sweeper
-//! calls), `settings`. Imported by: `app`, `tools` (the expiry index), `ratelimit` (its table is a
+//! calls), `settings`. Imported by: `app`, `ratelimit` (its table is a
 //! state file), `process` (reopening the audit log on USR1).
 
 pub mod audit_file;
