@@ -271,7 +271,11 @@ impl Config {
                 bad("control_socket", path.display().to_string(), "must be an absolute path");
             } else if path.as_os_str().len() > supervisor::control::socket::MAX_PATH {
                 let max = supervisor::control::socket::MAX_PATH;
-                bad("control_socket", path.display().to_string(), &format!("longer than {max} bytes: a Unix socket address cannot hold it"));
+                bad(
+                    "control_socket",
+                    path.display().to_string(),
+                    &format!("longer than {max} bytes: a Unix socket address cannot hold it"),
+                );
             } else if !dir.is_some_and(|d| d.is_dir()) {
                 bad("control_socket", path.display().to_string(), "its directory does not exist");
             }

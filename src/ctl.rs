@@ -239,9 +239,13 @@ mod tests {
     #[test]
     fn answers_render_for_people() {
         let mut ok = Response::ok();
-        ok.accepted = Some(Accepted { message: "one worker more: 3 workers".into(), target: 3, generation: 1 });
+        ok.accepted =
+            Some(Accepted { message: "one worker more: 3 workers".into(), target: 3, generation: 1 });
         assert_eq!(render(&ok), "one worker more: 3 workers\n(workers: 3, generation 1)\n");
-        assert_eq!(render(&Response::error("at least one worker stays")), "refused: at least one worker stays\n");
+        assert_eq!(
+            render(&Response::error("at least one worker stays")),
+            "refused: at least one worker stays\n"
+        );
         let w = WorkerStatus {
             slot: 2,
             pid: 4242,

@@ -5,9 +5,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -74,8 +75,11 @@ fn children_of(pid: i64) -> BTreeSet<i64> {
 /// What `ps -o args` shows: `/proc/<pid>/cmdline`, its NUL-separated words joined by spaces.
 fn title_of(pid: i64) -> String {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    let words: Vec<String> =
-        raw.split(|b| *b == 0).filter(|w| !w.is_empty()).map(|w| String::from_utf8_lossy(w).into_owned()).collect();
+    let words: Vec<String> = raw
+        .split(|b| *b == 0)
+        .filter(|w| !w.is_empty())
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
     words.join(" ")
 }
 
@@ -185,9 +189,9 @@ fn add_worker_three_times_adds_three_and_remove_worker_removes_one() {
     let from = svc.logs.len();
     let removed = ask(&socket, "remove-worker");
     assert_eq!(removed["accepted"]["target"], 3, "{removed}");
-    let (_, exit) = svc.logs.wait(from, "a worker scaled down", |v| {
-        sup_event(v, "worker_exited") && v["reason"] == "scale_down"
-    });
+    let (_, exit) = svc
+        .logs
+        .wait(from, "a worker scaled down", |v| sup_event(v, "worker_exited") && v["reason"] == "scale_down");
     let status = ask(&socket, "status")["status"].clone();
     assert_eq!((status["target"].as_i64(), status["serving"].as_i64()), (Some(3), Some(3)), "{status}");
     assert!(!worker_pids(&status).contains(&int(&exit, "pid")));
@@ -234,6 +238,27 @@ fn another_user_is_refused_by_the_socket_mode_and_by_the_peer_check() {
     assert!(answer.get("status").is_none(), "nothing is told to a refused peer: {answer}");
     assert!(svc.wait_exit(std::time::Duration::from_millis(200)).is_none(), "the refused stop stopped it");
     assert_eq!(ask(&socket, "status")["status"]["phase"], "running");
+}
+
+#[test]
+fn a_silent_or_endless_client_holds_up_nothing() {
+    let dir = open_dir();
+    let (svc, socket) = start(dir.path(), "workers = 1\n");
+    // One client that connects and says nothing, one that never finishes its line.
+    let _silent = UnixStream::connect(&socket).unwrap();
+    let mut endless = UnixStream::connect(&socket).unwrap();
+    endless.write_all(br#"{"v":1,"command":"sta"#).unwrap();
+    let from = svc.logs.len();
+    svc.signal(Signal::SIGTTIN);
+    svc.logs.wait(from, "TTIN handled", |v| sup_event(v, "scale") && int(v, "workers") == 2);
+    assert_eq!(ask(&socket, "status")["status"]["target"], 2, "other clients are answered meanwhile");
+    // An oversized request is refused at the limit, not buffered.
+    let mut big = UnixStream::connect(&socket).unwrap();
+    big.set_read_timeout(Some(PATIENCE)).unwrap();
+    let _ = big.write_all(&vec![b' '; 64 * 1024]);
+    let mut answer = String::new();
+    let _ = BufReader::new(&big).read_line(&mut answer);
+    assert!(answer.contains("longer than 4096 bytes"), "{answer:?}");
 }
 
 #[test]
@@ -298,7 +323,11 @@ fn a_draining_worker_says_so_in_its_title_and_status() {
     let status = ask(&socket, "status")["status"].clone();
     let entry = status["workers"].as_array().unwrap().iter().find(|w| w["pid"] == old).cloned();
     let entry = entry.unwrap_or_else(|| panic!("the draining worker is listed: {status}"));
-    assert_eq!((entry["state"].as_str(), entry["stopping"].as_str()), (Some("draining"), Some("reload")), "{entry}");
+    assert_eq!(
+        (entry["state"].as_str(), entry["stopping"].as_str()),
+        (Some("draining"), Some("reload")),
+        "{entry}"
+    );
     // Its next request is answered and closes the connection; then it is gone.
     conn.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     assert_eq!(http::read_response(&mut conn).unwrap().header("connection"), Some("close"));

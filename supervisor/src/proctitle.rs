@@ -197,7 +197,10 @@ mod tests {
     #[test]
     fn titles_say_what_the_process_is() {
         assert_eq!(supervisor("awswhitelist", 3, None), "awswhitelist: supervisor gen 3");
-        assert_eq!(supervisor("awswhitelist", 1, Some("starting")), "awswhitelist: supervisor gen 1 (starting)");
+        assert_eq!(
+            supervisor("awswhitelist", 1, Some("starting")),
+            "awswhitelist: supervisor gen 1 (starting)"
+        );
         assert_eq!(worker("awswhitelist", 2, 3, false), "awswhitelist: worker 2 gen 3");
         assert_eq!(worker("awswhitelist", 2, 3, true), "awswhitelist: worker 2 gen 3 (draining)");
     }

@@ -19,7 +19,14 @@ impl Supervisor {
         for Incoming { id, request, peer: (uid, pid) } in incoming {
             let response = match request {
                 Ok(command) => {
-                    info!(event = "control_command", command = command.name(), uid, peer_pid = pid, "ctl {}", command.name());
+                    info!(
+                        event = "control_command",
+                        command = command.name(),
+                        uid,
+                        peer_pid = pid,
+                        "ctl {}",
+                        command.name()
+                    );
                     self.run_command(command)
                 }
                 Err(reason) => {

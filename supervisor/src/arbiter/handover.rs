@@ -158,7 +158,9 @@ impl Supervisor {
         if let Some(path) = self.control_pending.take() {
             match ControlSocket::open(&path, true) {
                 Ok(c) => self.control = Some(c),
-                Err(e) => error!(event = "control_socket_failed", error = %e, "control socket {e}; `ctl` cannot reach this supervisor"),
+                Err(e) => {
+                    error!(event = "control_socket_failed", error = %e, "control socket {e}; `ctl` cannot reach this supervisor")
+                }
             }
         }
         systemd::ready_as_main(&self.status_line());

@@ -19,7 +19,9 @@ pub enum ClientError {
     #[error("no control socket at {0}: is the service running, and is this the socket its configuration names (control_socket)?")]
     Missing(PathBuf),
     /// The file's mode or owner keeps this user out.
-    #[error("permission denied on {path}{owner}: only the user the service runs as, and root, may control it")]
+    #[error(
+        "permission denied on {path}{owner}: only the user the service runs as, and root, may control it"
+    )]
     Denied {
         /// The socket.
         path: PathBuf,
@@ -38,7 +40,9 @@ pub enum ClientError {
         source: io::Error,
     },
     /// An answer that is not one.
-    #[error("the supervisor's answer is not understood ({0}): is `ctl` from the same release as the service?")]
+    #[error(
+        "the supervisor's answer is not understood ({0}): is `ctl` from the same release as the service?"
+    )]
     BadAnswer(String),
 }
 

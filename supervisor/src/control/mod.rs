@@ -50,7 +50,8 @@ pub enum Command {
 }
 
 /// Every command name, as requests spell them (and as `ctl` names its subcommands).
-pub const COMMANDS: [&str; 7] = ["status", "workers", "reload", "add-worker", "remove-worker", "upgrade", "stop"];
+pub const COMMANDS: [&str; 7] =
+    ["status", "workers", "reload", "add-worker", "remove-worker", "upgrade", "stop"];
 
 impl Command {
     /// The name requests use.
@@ -146,7 +147,14 @@ pub struct Response {
 impl Response {
     /// A refusal with its reason.
     pub fn error(reason: impl Into<String>) -> Response {
-        Response { v: VERSION, ok: false, error: Some(reason.into()), status: None, workers: None, accepted: None }
+        Response {
+            v: VERSION,
+            ok: false,
+            error: Some(reason.into()),
+            status: None,
+            workers: None,
+            accepted: None,
+        }
     }
 
     /// A success with nothing in it yet.

@@ -94,7 +94,10 @@ impl ControlSocket {
                     return Err(refusal("it exists and is not a socket; not touching it".into()));
                 }
                 if meta.uid() != owner {
-                    return Err(refusal(format!("it belongs to uid {}, not to this process's uid {owner}; not replacing it", meta.uid())));
+                    return Err(refusal(format!(
+                        "it belongs to uid {}, not to this process's uid {owner}; not replacing it",
+                        meta.uid()
+                    )));
                 }
                 if !takeover && UnixStream::connect(path).is_ok() {
                     return Err(refusal("another supervisor answers on it (is the service already running?); stop that one, or set control_socket to another path".into()));
@@ -197,7 +200,12 @@ impl ControlSocket {
             let refusal = match peer_of(&stream) {
                 Some((uid, _)) if uid == self.owner || uid == 0 => None,
                 Some((uid, pid)) => {
-                    warn!(event = "control_refused", uid, peer_pid = pid, "control socket: refused uid {uid} (pid {pid})");
+                    warn!(
+                        event = "control_refused",
+                        uid,
+                        peer_pid = pid,
+                        "control socket: refused uid {uid} (pid {pid})"
+                    );
                     Some(format!(
                         "uid {uid} may not control this service: only its own user (uid {}) and root may",
                         self.owner
