@@ -333,7 +333,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
-    use crate::control::client;
+    use crate::control::{client, Accepted};
 
     /// One poll of everything `sock` watches, and the requests it read.
     fn poll_once(sock: &mut ControlSocket) -> Vec<Incoming> {
@@ -351,11 +351,10 @@ mod tests {
         while !until() && Instant::now() < deadline {
             for inc in poll_once(sock) {
                 let response = match inc.request {
-                    Ok(cmd) => {
-                        let mut r = Response::ok();
-                        r.error = Some(cmd.name().into());
-                        r
-                    }
+                    Ok(cmd) => Response {
+                        accepted: Some(Accepted { message: cmd.name().into(), target: 1, generation: 1 }),
+                        ..Response::ok()
+                    },
                     Err(e) => Response::error(e),
                 };
                 sock.answer(inc.id, &response);
@@ -376,7 +375,7 @@ mod tests {
         let asker = std::thread::spawn(move || client::call(&p, Command::AddWorker, Duration::from_secs(5)));
         serve(&mut sock, || asker.is_finished());
         let r = asker.join().unwrap().unwrap();
-        assert!(r.ok && r.error.as_deref() == Some("add-worker"), "{r:?}");
+        assert!(r.ok && r.accepted.as_ref().is_some_and(|a| a.message == "add-worker"), "answered: {r:?}");
 
         // A raw client sending garbage gets an error line, not silence.
         let p = path.clone();
