@@ -17,12 +17,12 @@ use tracing::{error, info, warn};
 
 use super::phase::{Previous, StopCause};
 use super::{apply_umask, bind_all, Supervisor, FAST_STOP_GRACE};
-
-/// What a handler made of a request: accepted (what happens now, in words) or refused (why).
-pub(super) type Outcome = Result<String, String>;
 use crate::pidfile::Pidfile;
 use crate::systemd;
 use crate::table::ExitReason;
+
+/// What a handler made of a request: accepted (what happens now, in words) or refused (why).
+pub(super) type Outcome = Result<String, String>;
 
 impl Supervisor {
     /// Runs the handler of one queued signal.
