@@ -91,6 +91,7 @@ fn settings() -> AuthSettings {
             hash: apikey::hash(&api_key()),
             scopes: vec![SCOPE_READ.into()],
             security_groups: vec!["sg-0abc*".into()],
+            read_only: false,
         }],
         ..AuthSettings::default()
     }
@@ -585,18 +586,21 @@ fn validation_names_keys() {
                 hash: "md5:00".into(),
                 scopes: vec!["admin".into()],
                 security_groups: vec![],
+                read_only: false,
             },
             ApiKeyConfig {
                 id: "ok".into(),
                 hash: apikey::hash("x"),
                 scopes: vec![],
                 security_groups: vec![],
+                read_only: false,
             },
             ApiKeyConfig {
                 id: "ok".into(),
                 hash: apikey::hash("y"),
                 scopes: vec![],
                 security_groups: vec![],
+                read_only: false,
             },
         ],
         groups_claim: "".into(),
@@ -647,6 +651,7 @@ fn api_keys_round_trip() {
         hash: made.hash.clone(),
         scopes: vec![SCOPE_WRITE.into()],
         security_groups: vec![],
+        read_only: false,
     }]);
     let p = keys.verify(&made.key).unwrap();
     assert_eq!((p.subject.as_str(), p.security_groups.clone()), ("deploy-bot", None));

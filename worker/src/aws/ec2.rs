@@ -133,6 +133,36 @@ impl Ec2Firewall {
         };
         aws_call(ACTION, allowed)
     }
+
+    /// AuthorizeSecurityGroupIngress of `spec` with `DryRun`: `Ok` only on EC2's
+    /// `DryRunOperation`. An endpoint that answers with success ignored `DryRun` and added the
+    /// rule: that is reported as an error, never as "allowed".
+    async fn dry_run_authorize(&self, scope: &Scope, spec: &RuleSpec) -> Result<(), FirewallError> {
+        const ACTION: &str = "ec2:AuthorizeSecurityGroupIngress";
+        let group = spec.group_id.as_str();
+        let s = self.clients.session(scope, group).await?;
+        let call = s.call(ACTION, group);
+        let sent = s
+            .ec2
+            .authorize_security_group_ingress()
+            .group_id(group)
+            .ip_permissions(permission(spec, ""))
+            .dry_run(true)
+            .send()
+            .await;
+        let allowed = match sent {
+            Ok(_) => Err(FirewallError::Other {
+                action: ACTION.to_string(),
+                code: "DryRunIgnored".into(),
+                message: format!(
+                    "the EC2 endpoint ignored DryRun and added the rule to {group}; check the group"
+                ),
+            }),
+            Err(e) if e.code() == Some("DryRunOperation") => Ok(()),
+            Err(e) => Err(s.fail(&call, &e)),
+        };
+        aws_call(ACTION, allowed)
+    }
 }
 
 impl Firewall for Ec2Firewall {
@@ -155,6 +185,10 @@ impl Firewall for Ec2Firewall {
 
     fn can_revoke<'a>(&'a self, scope: &'a Scope, spec: &'a RuleSpec) -> FwFuture<'a, ()> {
         Box::pin(self.dry_run_revoke(scope, spec))
+    }
+
+    fn can_authorize<'a>(&'a self, scope: &'a Scope, spec: &'a RuleSpec) -> FwFuture<'a, ()> {
+        Box::pin(self.dry_run_authorize(scope, spec))
     }
 }
 

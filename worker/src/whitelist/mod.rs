@@ -9,6 +9,7 @@ pub mod cache;
 pub mod description;
 pub mod error;
 pub mod firewall;
+pub mod instructions;
 pub mod marker;
 pub mod policy;
 pub mod reconcile;
@@ -22,6 +23,7 @@ pub use marker::{Marker, MarkerKey};
 pub use policy::{Policy, Refusal};
 pub use rules::{ExistingRule, RuleSpec};
 pub use service::{
-    AddArgs, Defaults, Error, GroupGuard, GroupLockFuture, GroupLocks, Parts, RuleArgs, RuleView, Whitelist,
+    AddArgs, AwsVerdict, ChangeKind, Defaults, DryRun, Error, GroupGuard, GroupLockFuture, GroupLocks, Parts,
+    PlannedChange, PlannedRule, RuleArgs, RuleView, Whitelist,
 };
 pub use target::{NamedPort, Ports, Protocol};
