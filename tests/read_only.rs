@@ -84,8 +84,10 @@ fn a_read_only_api_key_is_refused_the_changes_another_key_makes() {
     let both = "whitelist:read whitelist:write";
     let (ro, ro_entry) = keygen("ci-ro", both, &["--read-only"]);
     let (rw, rw_entry) = keygen("ci-rw", both, &[]);
+    let (reader, reader_entry) = keygen("ci-reader", "whitelist:read", &[]);
     assert!(ro_entry.contains("read_only = true") && !rw_entry.contains("read_only"), "{ro_entry}");
-    let svc = serve(&moto, "workers = 2\n", &format!("[auth]\nenabled = true\n{ro_entry}\n{rw_entry}\n"));
+    let keys = format!("{ro_entry}\n{rw_entry}\n{reader_entry}");
+    let svc = serve(&moto, "workers = 2\n", &format!("[auth]\nenabled = true\n{keys}\n"));
 
     let names = tool_names(&rpc(&svc, Some(&ro), "tools/list", json!({})));
     assert!(names.iter().all(|n| !CHANGING.contains(&n.as_str())), "{names:?}");
@@ -108,6 +110,9 @@ fn a_read_only_api_key_is_refused_the_changes_another_key_makes() {
     let instructions = initialize(&svc, Some(&ro));
     assert!(instructions.contains("Your credential is read-only"), "{instructions}");
     assert!(!initialize(&svc, Some(&rw)).contains("Your credential is read-only"));
+    // A credential is also read-only by its scope set (its changing calls are answered 403).
+    let instructions = initialize(&svc, Some(&reader));
+    assert!(instructions.contains("read-only (its scopes do not include whitelist:write)"), "{instructions}");
 }
 
 /// `server/discover` the 2026-07-28 way; its instructions.

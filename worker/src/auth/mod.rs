@@ -117,18 +117,23 @@ impl Principal {
             request_id: Some(request_id.to_string()),
             scopes: auth_enabled.then(|| self.scopes.iter().cloned().collect()),
             security_groups: self.security_groups.clone(),
-            read_only: (auth_enabled && self.read_only).then(|| self.read_only_setting()),
+            read_only: auth_enabled.then(|| self.read_only_setting()).flatten(),
         }
     }
 
-    /// The setting that makes this credential read-only, as a refusal names it.
-    fn read_only_setting(&self) -> String {
-        match self.kind {
-            PrincipalKind::ApiKey => {
-                format!("read_only = true in the [[auth.api_keys]] entry with id {:?}", self.subject)
-            }
-            _ => "read_only on this credential".to_string(),
+    /// What makes this credential read-only, as a refusal names it: an API key's `read_only`,
+    /// or scopes without `whitelist:write` (a token is read-only by its scope set).
+    fn read_only_setting(&self) -> Option<String> {
+        if self.read_only && self.kind == PrincipalKind::ApiKey {
+            return Some(format!(
+                "read_only = true in the [[auth.api_keys]] entry with id {:?}",
+                self.subject
+            ));
         }
+        if self.read_only {
+            return Some("read_only on this credential".to_string());
+        }
+        (!self.may(SCOPE_WRITE)).then(|| format!("its scopes do not include {SCOPE_WRITE}"))
     }
 
     /// A key unique across kinds (`jwt:alice`, `key:ci`, `anonymous`), for rate limits and
