@@ -1,0 +1,121 @@
+//! What a user sees when AWS cannot be used: each failure as the message a tool call answers
+//! with, through the real binary (`awswhitelist stdio`) and the real SDK. Missing credentials
+//! with the instance metadata service refusing or hanging on loopback, an unreachable endpoint
+//! (a dead loopback port), a missing group (moto), and the answers moto cannot give (expired
+//! token, clock skew, missing permission, throttling) from a loopback endpoint that speaks
+//! EC2's error XML.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+/// A group id that passes validation; no call in these tests gets far enough to need it real.
+const GROUP: &str = "sg-12345678";
+
+/// An environment with no AWS credentials anywhere: no variables, no shared files, a home
+/// directory of its own; the instance metadata service at `imds`.
+fn bare_env(home: &Path, imds: &str) -> Vec<(String, String)> {
+    vec![
+        ("HOME".into(), home.display().to_string()),
+        ("AWS_CONFIG_FILE".into(), home.join("no-config").display().to_string()),
+        ("AWS_SHARED_CREDENTIALS_FILE".into(), home.join("no-credentials").display().to_string()),
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), imds.to_string()),
+    ]
+}
+
+/// Made-up keys (moto and the fake endpoint accept anything); generated, not anyone's.
+fn keys_env(home: &Path) -> Vec<(String, String)> {
+    let mut env = bare_env(home, "http://127.0.0.1:1");
+    env.push(("AWS_ACCESS_KEY_ID".into(), format!("AKIA{:016}", std::process::id())));
+    env.push(("AWS_SECRET_ACCESS_KEY".into(), format!("{:040}", std::process::id() as u64 * 7919)));
+    env.push(("AWS_EC2_METADATA_DISABLED".into(), "true".into()));
+    env
+}
+
+/// Calls `whitelist_list` on `group` through `awswhitelist stdio` with only `env` and `aws`
+/// (lines of the `[aws]` table); returns the error text the tool answered with.
+fn tool_error(env: &[(String, String)], aws: &str, group: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[aws]\nregion = \"us-east-1\"\n{aws}\n[whitelist]\nstate_dir = \"{}\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(common::BIN)
+        .args(["stdio", "--config", config.to_str().unwrap()])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let init = json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}});
+    let lines = [
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+               "params": {"name": "whitelist_list", "arguments": {"security_group_id": group}}}),
+    ];
+    let mut stdin = child.stdin.take().unwrap();
+    for l in lines {
+        writeln!(stdin, "{l}").unwrap();
+    }
+    let mut answer = None;
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    for line in stdout.lines() {
+        let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if v["id"] == 2 {
+            answer = Some(v);
+            break;
+        }
+    }
+    drop(stdin);
+    let mut stderr = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+    let _ = child.wait();
+    let answer = answer.unwrap_or_else(|| panic!("no answer to the call; stderr:\n{stderr}"));
+    let result = &answer["result"];
+    assert_eq!(result["isError"], true, "{answer}");
+    result["content"][0]["text"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn no_credentials_anywhere_says_where_it_looked_and_what_to_set() {
+    let home = tempfile::tempdir().unwrap();
+    // The instance metadata service refuses connections (not on EC2).
+    let refused = dead_port();
+    let imds = format!("http://127.0.0.1:{refused}");
+    let message = tool_error(&bare_env(home.path(), &imds), "endpoint_url = \"http://127.0.0.1:1\"", GROUP);
+    assert_no_credentials(&message);
+    // It accepts connections and never answers (a firewalled metadata address).
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let imds = format!("http://{}", silent.local_addr().unwrap());
+    let message = tool_error(&bare_env(home.path(), &imds), "endpoint_url = \"http://127.0.0.1:1\"", GROUP);
+    assert_no_credentials(&message);
+}
+
+fn assert_no_credentials(message: &str) {
+    assert!(message.starts_with("no AWS credentials found"), "{message}");
+    assert!(!message.contains("rejected"), "nothing was rejected: {message}");
+    for place in ["AWS_ACCESS_KEY_ID", "AWS_PROFILE", "SSO", "web identity", "ECS", "IMDS"] {
+        assert!(message.contains(place), "{place} not named: {message}");
+    }
+    assert!(message.contains("doctor"), "{message}");
+}
+
+/// A loopback port nobody listens on (bound, then released).
+fn dead_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
