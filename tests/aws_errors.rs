@@ -119,3 +119,118 @@ fn assert_no_credentials(message: &str) {
 fn dead_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+/// A loopback endpoint that answers every request with one EC2 error (status, code, message)
+/// and counts the requests (the SDK's retries show as more than one).
+struct Refusing {
+    addr: String,
+    requests: Arc<AtomicUsize>,
+}
+
+impl Refusing {
+    fn start(status: u16, code: &'static str, message: &'static str) -> Refusing {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let count = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { break };
+                count.fetch_add(1, Ordering::SeqCst);
+                let _ = refuse(stream, status, code, message);
+            }
+        });
+        Refusing { addr, requests }
+    }
+
+    fn url(&self) -> String {
+        format!("endpoint_url = \"http://{}\"", self.addr)
+    }
+}
+
+/// Reads one request (head and body) and answers with EC2's error document.
+fn refuse(stream: TcpStream, status: u16, code: &str, message: &str) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body)?;
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>00000000-0000-0000-0000-000000000000</RequestID></Response>"
+    );
+    let mut stream = stream;
+    write!(
+        stream,
+        "HTTP/1.1 {status} Refused\r\nContent-Type: text/xml;charset=UTF-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+        xml.len()
+    )?;
+    stream.flush()
+}
+
+#[test]
+fn an_expired_session_token_says_how_to_renew_it() {
+    let home = tempfile::tempdir().unwrap();
+    let aws = Refusing::start(400, "ExpiredToken", "The security token included in the request is expired");
+    let message = tool_error(&keys_env(home.path()), &aws.url(), GROUP);
+    assert!(message.contains("the session token has expired"), "{message}");
+    assert!(message.contains("aws sso login") && message.contains("AWS_SESSION_TOKEN"), "{message}");
+}
+
+#[test]
+fn a_request_expired_by_clock_skew_points_at_the_clock() {
+    let home = tempfile::tempdir().unwrap();
+    let aws = Refusing::start(400, "RequestExpired", "Request has expired.");
+    let message = tool_error(&keys_env(home.path()), &aws.url(), GROUP);
+    assert!(message.contains("clock") && message.contains("NTP"), "{message}");
+}
+
+#[test]
+fn a_missing_permission_names_the_action_and_the_resource() {
+    let home = tempfile::tempdir().unwrap();
+    let aws = Refusing::start(403, "UnauthorizedOperation", "You are not authorized to perform this operation.");
+    let message = tool_error(&keys_env(home.path()), &aws.url(), GROUP);
+    // The first call of a list is DescribeSecurityGroups, which IAM grants only on "*".
+    assert!(message.starts_with("AWS denied ec2:DescribeSecurityGroups: resource *"), "{message}");
+    assert!(message.contains("grant the IAM action ec2:DescribeSecurityGroups"), "{message}");
+}
+
+#[test]
+fn throttling_is_retried_then_reported_as_retried() {
+    let home = tempfile::tempdir().unwrap();
+    let aws = Refusing::start(503, "RequestLimitExceeded", "Request limit exceeded.");
+    let message = tool_error(&keys_env(home.path()), &format!("{}\nmax_attempts = 3", aws.url()), GROUP);
+    assert!(message.contains("throttling ec2:DescribeSecurityGroups"), "{message}");
+    assert!(message.contains("retried") && message.contains("aws.max_attempts"), "{message}");
+    assert_eq!(aws.requests.load(Ordering::SeqCst), 3, "max_attempts = 3: the SDK tried three times");
+}
+
+#[test]
+fn an_unreachable_endpoint_is_named_with_what_to_check() {
+    let home = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{}", dead_port());
+    let message = tool_error(&keys_env(home.path()), &format!("endpoint_url = \"{url}\""), GROUP);
+    assert!(message.contains(&format!("cannot reach the EC2 endpoint ({url})")), "{message}");
+    assert!(message.contains("check aws.endpoint_url"), "{message}");
+}
+
+#[test]
+fn a_missing_group_names_the_group_and_the_region() {
+    let Some(moto) = common::moto::Moto::start() else { return };
+    let home = tempfile::tempdir().unwrap();
+    let message =
+        tool_error(&keys_env(home.path()), &format!("endpoint_url = \"{}\"", moto.url()), "sg-0123456789abcdef0");
+    assert_eq!(
+        message,
+        "security group sg-0123456789abcdef0 was not found (check the id and the region us-east-1)"
+    );
+}

@@ -19,7 +19,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_ec2::config::{Credentials, SharedCredentialsProvider};
 use tokio::sync::OnceCell;
 
-use super::errors::{from_sdk, scrub, Call};
+use super::errors::{from_sdk, scrub, Call, REGION_SOURCES};
 use super::settings::{AwsSettings, CredentialProfile};
 use crate::whitelist::{FirewallError, Keys, Scope};
 
@@ -198,9 +198,10 @@ impl Clients {
         }
         let mut sdk = loader.load().await;
         let region = sdk.region().map(|r| r.to_string()).ok_or_else(|| {
-            "no AWS region: name one in the call (`region`), in the credential profile, or in the \
-             configuration (aws.region), or set AWS_REGION"
-                .to_string()
+            format!(
+                "no AWS region found; it is taken from, first match wins: {REGION_SOURCES}; set one, \
+                 e.g. [aws] region = \"eu-west-1\""
+            )
         })?;
         if let Some(source) = source {
             // Only that shared-config profile: the default chain would let env keys win.
