@@ -35,6 +35,9 @@ pub enum Command {
     Token(crate::keys::TokenArgs),
     /// Make an API key: prints the key once and the config entry holding its hash.
     Keygen(crate::keys::KeygenArgs),
+    /// Check the whole deployment before an assistant uses it: config, listeners, state,
+    /// audit log, marker key, AWS identity, groups (DryRun), JWKS, clock. Changes nothing.
+    Doctor(crate::doctor::DoctorArgs),
     /// Internal: one worker process, started by `serve`.
     #[command(hide = true)]
     Worker,

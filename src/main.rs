@@ -4,6 +4,7 @@
 
 mod cli;
 mod config;
+mod doctor;
 mod keys;
 mod logging;
 mod proxy;
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
         Command::Proxy(args) => proxy_main(&args),
         Command::Token(args) => keys::token_main(&args),
         Command::Keygen(args) => keys::keygen_main(&args),
+        Command::Doctor(args) => doctor::main(&args),
         Command::Worker => worker_main(),
     }
 }

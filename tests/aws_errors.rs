@@ -30,13 +30,9 @@ fn bare_env(home: &Path, imds: &str) -> Vec<(String, String)> {
     ]
 }
 
-/// Made-up keys (moto and the fake endpoint accept anything); generated, not anyone's.
+/// Made-up keys (moto and the fake endpoint accept anything) and nothing else.
 fn keys_env(home: &Path) -> Vec<(String, String)> {
-    let mut env = bare_env(home, "http://127.0.0.1:1");
-    env.push(("AWS_ACCESS_KEY_ID".into(), format!("AKIA{:016}", std::process::id())));
-    env.push(("AWS_SECRET_ACCESS_KEY".into(), format!("{:040}", std::process::id() as u64 * 7919)));
-    env.push(("AWS_EC2_METADATA_DISABLED".into(), "true".into()));
-    env
+    common::moto::client_env(home)
 }
 
 /// Calls `whitelist_list` on `group` through `awswhitelist stdio` with only `env` and `aws`

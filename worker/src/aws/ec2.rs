@@ -29,6 +29,11 @@ impl Ec2Firewall {
         self.clients.settings()
     }
 
+    /// The clients it calls through (for [`Ec2Firewall::identity`]).
+    pub(super) fn clients(&self) -> &Clients {
+        &self.clients
+    }
+
     /// How many STS GetCallerIdentity checks of per-call keys were made (shows the cache works).
     pub fn per_call_verifications(&self) -> u64 {
         self.clients.sts_verifications()
@@ -135,6 +140,40 @@ impl Ec2Firewall {
     }
 }
 
+impl Ec2Firewall {
+    /// AuthorizeSecurityGroupIngress of `spec` with `DryRun`: EC2 answers `DryRunOperation`
+    /// when the identity may, `UnauthorizedOperation` when it may not; nothing changes.
+    async fn dry_run_authorize(&self, scope: &Scope, spec: &RuleSpec) -> Result<(), FirewallError> {
+        const ACTION: &str = "ec2:AuthorizeSecurityGroupIngress";
+        let group = spec.group_id.as_str();
+        let s = self.clients.session(scope, group).await?;
+        let call = s.call(ACTION, group);
+        let sent = s
+            .ec2
+            .authorize_security_group_ingress()
+            .group_id(group)
+            .ip_permissions(permission(spec, ""))
+            .dry_run(true)
+            .send()
+            .await;
+        let allowed = match sent {
+            Err(e) if e.code() == Some("DryRunOperation") => Ok(()),
+            Err(e) => Err(s.fail(&call, &e)),
+            // Unlike a revoke, an add the endpoint did not treat as a dry run did happen: say so.
+            Ok(_) => Err(FirewallError::Other {
+                action: ACTION.to_string(),
+                code: "DryRunIgnored".into(),
+                message: format!(
+                    "the endpoint ignored DryRun and added {} {} to {group}; remove that rule by hand",
+                    spec.cidr,
+                    spec.protocol.ec2_name(&spec.cidr)
+                ),
+            }),
+        };
+        aws_call(ACTION, allowed)
+    }
+}
+
 impl Firewall for Ec2Firewall {
     fn list<'a>(&'a self, scope: &'a Scope, group: &'a str) -> FwFuture<'a, Vec<ExistingRule>> {
         Box::pin(self.list_rules(scope, group))
@@ -155,6 +194,10 @@ impl Firewall for Ec2Firewall {
 
     fn can_revoke<'a>(&'a self, scope: &'a Scope, spec: &'a RuleSpec) -> FwFuture<'a, ()> {
         Box::pin(self.dry_run_revoke(scope, spec))
+    }
+
+    fn can_authorize<'a>(&'a self, scope: &'a Scope, spec: &'a RuleSpec) -> FwFuture<'a, ()> {
+        Box::pin(self.dry_run_authorize(scope, spec))
     }
 }
 

@@ -228,7 +228,7 @@ pub fn from_credentials(call: &Call<'_>, cred: &CredentialsError) -> FirewallErr
 /// What the chain said about IMDS, its last stop (the others only say "not set").
 fn imds_reason(detail: &str) -> Option<&str> {
     let line = detail.lines().find(|l| l.trim_start().starts_with("Ec2InstanceMetadata:"))?;
-    Some(line.trim().trim_end_matches(')').trim())
+    Some(line.trim())
 }
 
 /// Nothing in the default chain had credentials: where it looked and the one setting to fix.

@@ -13,7 +13,9 @@
 mod clients;
 pub mod ec2;
 pub mod errors;
+pub mod identity;
 pub mod settings;
 
 pub use ec2::Ec2Firewall;
+pub use identity::Identity;
 pub use settings::{AwsSettings, CredentialProfile};

@@ -79,6 +79,9 @@ impl Firewall for FakeEc2 {
             self.server_cannot_revoke.lock().unwrap().clone().map_or(Ok(()), Err)
         })
     }
+    fn can_authorize<'a>(&'a self, _: &'a Scope, _: &'a RuleSpec) -> FwFuture<'a, ()> {
+        Box::pin(async move { self.failure().map_or(Ok(()), Err) })
+    }
     fn revoke<'a>(&'a self, _: &'a Scope, _: &'a str, ids: &'a [String]) -> FwFuture<'a, ()> {
         Box::pin(async move {
             self.changes.fetch_add(1, Ordering::SeqCst);
