@@ -14,8 +14,6 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use serde_json::{json, Value};
-
 /// A group id that passes validation; no call in these tests gets far enough to need it real.
 const GROUP: &str = "sg-12345678";
 
@@ -57,27 +55,7 @@ fn tool_error(env: &[(String, String)], aws: &str, group: &str) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let init = json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}});
-    let lines = [
-        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init}),
-        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-               "params": {"name": "whitelist_list", "arguments": {"security_group_id": group}}}),
-    ];
-    let mut stdin = child.stdin.take().unwrap();
-    for l in lines {
-        writeln!(stdin, "{l}").unwrap();
-    }
-    let mut answer = None;
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    for line in stdout.lines() {
-        let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
-        if v["id"] == 2 {
-            answer = Some(v);
-            break;
-        }
-    }
-    drop(stdin);
+    let answer = common::list_over_stdio(&mut child, group);
     let mut stderr = String::new();
     let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
     let _ = child.wait();
@@ -193,7 +171,8 @@ fn a_request_expired_by_clock_skew_points_at_the_clock() {
 #[test]
 fn a_missing_permission_names_the_action_and_the_resource() {
     let home = tempfile::tempdir().unwrap();
-    let aws = Refusing::start(403, "UnauthorizedOperation", "You are not authorized to perform this operation.");
+    let aws =
+        Refusing::start(403, "UnauthorizedOperation", "You are not authorized to perform this operation.");
     let message = tool_error(&keys_env(home.path()), &aws.url(), GROUP);
     // The first call of a list is DescribeSecurityGroups, which IAM grants only on "*".
     assert!(message.starts_with("AWS denied ec2:DescribeSecurityGroups: resource *"), "{message}");
@@ -223,8 +202,11 @@ fn an_unreachable_endpoint_is_named_with_what_to_check() {
 fn a_missing_group_names_the_group_and_the_region() {
     let Some(moto) = common::moto::Moto::start() else { return };
     let home = tempfile::tempdir().unwrap();
-    let message =
-        tool_error(&keys_env(home.path()), &format!("endpoint_url = \"{}\"", moto.url()), "sg-0123456789abcdef0");
+    let message = tool_error(
+        &keys_env(home.path()),
+        &format!("endpoint_url = \"{}\"", moto.url()),
+        "sg-0123456789abcdef0",
+    );
     assert_eq!(
         message,
         "security group sg-0123456789abcdef0 was not found (check the id and the region us-east-1)"

@@ -66,15 +66,15 @@ fn a_sound_deployment_is_all_ok_and_nothing_is_changed() {
         assert!(c.get("fix").is_none(), "an ok line has no fix: {c}");
     }
     let found = |name: &str| {
-        checks
-            .iter()
-            .find(|c| c["check"] == name)
-            .unwrap_or_else(|| panic!("no {name} check: {doc:#}"))["found"]
+        checks.iter().find(|c| c["check"] == name).unwrap_or_else(|| panic!("no {name} check: {doc:#}"))
+            ["found"]
             .as_str()
             .unwrap()
             .to_string()
     };
-    for name in ["config", "listen 127.0.0.1:0", "state_dir", "audit_log", "marker_key", "aws.region", "clock"] {
+    for name in
+        ["config", "listen 127.0.0.1:0", "state_dir", "audit_log", "marker_key", "aws.region", "clock"]
+    {
         found(name);
     }
     assert!(found("aws.credentials").contains("environment variables"), "the source is named");
@@ -100,7 +100,8 @@ fn a_missing_group_fails_with_its_fix_also_when_only_the_sweeper_knows_it() {
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
     // A group the sweeper will visit because an expiring rule was once added there.
     let index = state.join("expiring-groups.jsonl");
-    std::fs::write(&index, "{\"group\":\"sg-0fedcba987654321f\",\"region\":null,\"profile\":null}\n").unwrap();
+    std::fs::write(&index, "{\"group\":\"sg-0fedcba987654321f\",\"region\":null,\"profile\":null}\n")
+        .unwrap();
     std::fs::set_permissions(&index, std::fs::Permissions::from_mode(0o600)).unwrap();
     let cfg = config(&moto, &state, "allowed_security_groups = [\"sg-0123456789abcdef0\"]");
     let out = doctor(dir.path(), &cfg, &[]);
@@ -175,6 +176,9 @@ fn an_invalid_config_is_one_fail_line_per_problem() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     let fails: Vec<&Value> = doc["checks"].as_array().unwrap().iter().collect();
-    assert!(fails.len() >= 2 && fails.iter().all(|c| c["status"] == "fail" && c["check"] == "config"), "{doc:#}");
+    assert!(
+        fails.len() >= 2 && fails.iter().all(|c| c["status"] == "fail" && c["check"] == "config"),
+        "{doc:#}"
+    );
     assert!(fails.iter().any(|c| c["found"].as_str().unwrap().starts_with("workers = 0")), "{doc:#}");
 }

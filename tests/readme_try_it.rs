@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -15,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// How long the whole walk-through may take (moto's start is the slow part).
 const LIMIT: Duration = Duration::from_secs(120);
@@ -89,8 +88,14 @@ fn the_readme_try_it_steps_run_as_written() {
     // boto3 and mcp) from the venv, curl, and the awswhitelist under test.
     let dir_of = |p: &Path| p.parent().unwrap().to_path_buf();
     let bin_dir = dir_of(Path::new(common::BIN));
-    let path: Vec<PathBuf> =
-        vec![bin_dir.clone(), dir_of(&moto), dir_of(&python), dir_of(&curl), "/usr/bin".into(), "/bin".into()];
+    let path: Vec<PathBuf> = vec![
+        bin_dir.clone(),
+        dir_of(&moto),
+        dir_of(&python),
+        dir_of(&curl),
+        "/usr/bin".into(),
+        "/bin".into(),
+    ];
     let path = std::env::join_paths(path).unwrap();
     let (port, mcp_port) = (free_port(), free_port());
     let stdout = std::fs::File::create(dir.path().join("out.txt")).unwrap();
@@ -163,27 +168,9 @@ fn desktop_call(program: &Path, args: &[&str], url: &str, group: &str) -> Value 
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let init = json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "desktop", "version": "1"}});
-    let mut stdin = child.stdin.take().unwrap();
-    for message in [
-        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init}),
-        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-               "params": {"name": "whitelist_list", "arguments": {"security_group_id": group}}}),
-    ] {
-        writeln!(stdin, "{message}").unwrap();
-    }
-    let mut answer = Value::Null;
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
-        if v["id"] == 2 {
-            answer = v;
-            break;
-        }
-    }
-    drop(stdin);
+    let answer = common::list_over_stdio(&mut child, group);
     let _ = child.wait();
-    answer
+    answer.unwrap_or(Value::Null)
 }
 
 /// What the steps printed, and the logs of moto and serve, for a failure message.

@@ -39,7 +39,9 @@ pub async fn check(settings: &Settings, extra_groups: &[String]) -> Vec<Check> {
         let scope = Scope { profile: Some(p.name.clone()), region: None, keys: None };
         let name = format!("aws.profile {}", p.name);
         out.push(match fw.identity(&scope).await {
-            Ok(id) => Check::ok(name, format!("{} in {} ({}, from {})", id.account, id.region, id.arn, id.source)),
+            Ok(id) => {
+                Check::ok(name, format!("{} in {} ({}, from {})", id.account, id.region, id.arn, id.source))
+            }
             Err(e) => Check::fail(name, e.to_string(), fix_for(&e)),
         });
     }
@@ -224,7 +226,6 @@ fn fix_for(e: &FirewallError) -> String {
         _ => "see the message".into(),
     }
 }
-
 
 #[cfg(test)]
 mod tests {

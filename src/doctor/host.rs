@@ -78,11 +78,9 @@ fn in_use(name: String, port: u16) -> Check {
             format!("already served by {comm} (pid {pid}), a running instance of this service"),
             "stop it first, or hand over with USR2 (an upgrade); set reuse_port = true to bind beside it",
         ),
-        Some((pid, comm)) => Check::fail(
-            name,
-            format!("in use by {comm} (pid {pid})"),
-            "stop that program, or change `bind`",
-        ),
+        Some((pid, comm)) => {
+            Check::fail(name, format!("in use by {comm} (pid {pid})"), "stop that program, or change `bind`")
+        }
         None => Check::warn(
             name,
             "in use by a process this user cannot see",
@@ -108,7 +106,10 @@ fn holder(port: u16) -> Option<(u32, String)> {
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
         let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
-        if fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == target.as_str())) {
+        if fds
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == target.as_str()))
+        {
             let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
             return Some((pid, comm.trim().to_string()));
         }
@@ -189,7 +190,10 @@ pub fn audit_log(path: &Path, state_dir: &Path) -> Check {
             if dir == state_dir && !dir.exists() {
                 Check::ok(NAME, format!("{shown} is created, in state_dir, by the first change"))
             } else if dir.is_dir() && access(dir, AccessFlags::W_OK | AccessFlags::X_OK).is_ok() {
-                Check::ok(NAME, format!("{shown} does not exist yet; the first change creates it (mode 0640)"))
+                Check::ok(
+                    NAME,
+                    format!("{shown} does not exist yet; the first change creates it (mode 0640)"),
+                )
             } else {
                 Check::fail(
                     NAME,

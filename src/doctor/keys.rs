@@ -14,7 +14,11 @@ pub fn load(settings: &AuthSettings) -> (Option<Authenticator>, Option<Check>) {
         Ok(auth) => (Some(auth), Some(Check::ok("auth", "enabled; its secret and key files load"))),
         Err(e) => (
             None,
-            Some(Check::fail("auth", e.to_string(), "fix the [auth] key named (the file must exist and be readable)")),
+            Some(Check::fail(
+                "auth",
+                e.to_string(),
+                "fix the [auth] key named (the file must exist and be readable)",
+            )),
         ),
     }
 }

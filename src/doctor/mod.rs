@@ -147,8 +147,12 @@ impl Report {
 pub fn main(args: &DoctorArgs) -> ExitCode {
     let mut report = Report { json: args.json, checks: Vec::new() };
     let sources = args.config.sources();
-    let shown = sources.file.as_ref().map_or("the embedded defaults".to_string(), |f| f.display().to_string());
-    let source = sources.file.as_ref().map_or("the embedded defaults".to_string(), |f| format!("the file {}", f.display()));
+    let shown =
+        sources.file.as_ref().map_or("the embedded defaults".to_string(), |f| f.display().to_string());
+    let source = sources
+        .file
+        .as_ref()
+        .map_or("the embedded defaults".to_string(), |f| format!("the file {}", f.display()));
     let config = match Config::load(&sources) {
         Ok(config) => config,
         Err(e) => {

@@ -135,8 +135,7 @@ impl Clients {
             }
             bases.entry(key).or_default().clone()
         };
-        cell
-            .get_or_try_init(|| self.load(profile, region.as_deref()))
+        cell.get_or_try_init(|| self.load(profile, region.as_deref()))
             .await
             .map_err(|m| refuse("NoRegion", m))
             .cloned()

@@ -1,11 +1,12 @@
 //! [`Firewall`] on EC2: security group ingress rules read with DescribeSecurityGroupRules,
 //! added with AuthorizeSecurityGroupIngress and removed by rule id.
 
-use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Ipv6Range, SecurityGroupRule};
 use ipnet::IpNet;
 
 use super::clients::{Clients, Session};
+use super::errors::Call;
 use super::settings::AwsSettings;
 use crate::metrics::aws_call;
 use crate::whitelist::{ExistingRule, Firewall, FirewallError, FwFuture, Protocol, RuleSpec, Scope};
@@ -115,53 +116,29 @@ impl Ec2Firewall {
 }
 
 impl Ec2Firewall {
-    /// RevokeSecurityGroupIngress of `spec` with `DryRun`: EC2 answers `DryRunOperation` when
-    /// the identity may, `UnauthorizedOperation` when it may not; nothing changes either way.
-    async fn dry_run_revoke(&self, scope: &Scope, spec: &RuleSpec) -> Result<(), FirewallError> {
-        const ACTION: &str = "ec2:RevokeSecurityGroupIngress";
+    /// AuthorizeSecurityGroupIngress (`add`) or RevokeSecurityGroupIngress of `spec` with
+    /// `DryRun`: EC2 answers `DryRunOperation` when the identity may, `UnauthorizedOperation`
+    /// when it may not; nothing changes either way.
+    async fn dry_run(&self, scope: &Scope, spec: &RuleSpec, add: bool) -> Result<(), FirewallError> {
+        let action = if add { "ec2:AuthorizeSecurityGroupIngress" } else { "ec2:RevokeSecurityGroupIngress" };
         let group = spec.group_id.as_str();
         let s = self.clients.session(scope, group).await?;
-        let call = s.call(ACTION, group);
-        let sent = s
-            .ec2
-            .revoke_security_group_ingress()
-            .group_id(group)
-            .ip_permissions(permission(spec, ""))
-            .dry_run(true)
-            .send()
-            .await;
-        let allowed = match sent {
-            // An endpoint that ignores DryRun: the rule is not there yet, so nothing changed.
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("DryRunOperation") => Ok(()),
-            Err(e) => Err(s.fail(&call, &e)),
+        let call = s.call(action, group);
+        let rule = permission(spec, "");
+        let answer = if add {
+            let add = s.ec2.authorize_security_group_ingress().group_id(group).ip_permissions(rule);
+            verdict(&s, &call, add.dry_run(true).send().await)
+        } else {
+            let remove = s.ec2.revoke_security_group_ingress().group_id(group).ip_permissions(rule);
+            verdict(&s, &call, remove.dry_run(true).send().await)
         };
-        aws_call(ACTION, allowed)
-    }
-}
-
-impl Ec2Firewall {
-    /// AuthorizeSecurityGroupIngress of `spec` with `DryRun`: EC2 answers `DryRunOperation`
-    /// when the identity may, `UnauthorizedOperation` when it may not; nothing changes.
-    async fn dry_run_authorize(&self, scope: &Scope, spec: &RuleSpec) -> Result<(), FirewallError> {
-        const ACTION: &str = "ec2:AuthorizeSecurityGroupIngress";
-        let group = spec.group_id.as_str();
-        let s = self.clients.session(scope, group).await?;
-        let call = s.call(ACTION, group);
-        let sent = s
-            .ec2
-            .authorize_security_group_ingress()
-            .group_id(group)
-            .ip_permissions(permission(spec, ""))
-            .dry_run(true)
-            .send()
-            .await;
-        let allowed = match sent {
-            Err(e) if e.code() == Some("DryRunOperation") => Ok(()),
-            Err(e) => Err(s.fail(&call, &e)),
-            // Unlike a revoke, an add the endpoint did not treat as a dry run did happen: say so.
-            Ok(_) => Err(FirewallError::Other {
-                action: ACTION.to_string(),
+        let allowed = match answer {
+            Ok(Applied::No) => Ok(()),
+            // An endpoint that ignores DryRun: removing a rule that is not there changed nothing,
+            Ok(Applied::Yes) if !add => Ok(()),
+            // but an add did happen: say so.
+            Ok(Applied::Yes) => Err(FirewallError::Other {
+                action: action.to_string(),
                 code: "DryRunIgnored".into(),
                 message: format!(
                     "the endpoint ignored DryRun and added {} {} to {group}; remove that rule by hand",
@@ -169,8 +146,34 @@ impl Ec2Firewall {
                     spec.protocol.ec2_name(&spec.cidr)
                 ),
             }),
+            Err(e) => Err(e),
         };
-        aws_call(ACTION, allowed)
+        aws_call(action, allowed)
+    }
+}
+
+/// Whether a call meant as a dry run was carried out.
+enum Applied {
+    /// EC2 answered `DryRunOperation`: it would have been allowed, nothing changed.
+    No,
+    /// The endpoint carried it out.
+    Yes,
+}
+
+/// A dry run's answer: `DryRunOperation` is the yes, any other error is mapped.
+fn verdict<T, E, R>(
+    s: &Session,
+    call: &Call<'_>,
+    sent: Result<T, SdkError<E, R>>,
+) -> Result<Applied, FirewallError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    match sent {
+        Ok(_) => Ok(Applied::Yes),
+        Err(e) if e.code() == Some("DryRunOperation") => Ok(Applied::No),
+        Err(e) => Err(s.fail(call, &e)),
     }
 }
 
@@ -193,11 +196,11 @@ impl Firewall for Ec2Firewall {
     }
 
     fn can_revoke<'a>(&'a self, scope: &'a Scope, spec: &'a RuleSpec) -> FwFuture<'a, ()> {
-        Box::pin(self.dry_run_revoke(scope, spec))
+        Box::pin(self.dry_run(scope, spec, false))
     }
 
     fn can_authorize<'a>(&'a self, scope: &'a Scope, spec: &'a RuleSpec) -> FwFuture<'a, ()> {
-        Box::pin(self.dry_run_authorize(scope, spec))
+        Box::pin(self.dry_run(scope, spec, true))
     }
 }
 

@@ -295,7 +295,9 @@ mod tests {
         assert_eq!(c("UnauthorizedOperation"), denied);
         assert_eq!(c("AccessDenied"), denied);
         assert_eq!(c("AccessDeniedException"), denied);
-        for code in ["AuthFailure", "InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken", "RequestExpired"] {
+        for code in
+            ["AuthFailure", "InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken", "RequestExpired"]
+        {
             assert!(matches!(c(code), FirewallError::BadCredentials(m) if m.contains(code)), "{code}");
         }
         for code in ["Throttling", "RequestLimitExceeded"] {
@@ -363,7 +365,8 @@ mod tests {
 
     #[test]
     fn what_each_aws_refusal_tells_the_user() {
-        let expired = classify(&CALL, "ExpiredToken", "The security token included in the request is expired");
+        let expired =
+            classify(&CALL, "ExpiredToken", "The security token included in the request is expired");
         let m = expired.to_string();
         assert!(m.contains("session token has expired") && m.contains("aws sso login"), "{m}");
         let skew = classify(&CALL, "RequestExpired", "Request has expired.").to_string();
