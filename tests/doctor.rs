@@ -128,7 +128,7 @@ fn a_dead_endpoint_fails_naming_it() {
     let out = doctor(dir.path(), &cfg, &[]);
     let report = text(&out);
     assert_eq!(out.status.code(), Some(1), "{report}");
-    let aws = line(&report, "aws.credentials");
+    let aws = line(&report, "aws.endpoint");
     assert!(aws.starts_with("fail"), "{aws}");
     assert!(aws.contains(&format!("cannot reach the STS endpoint (http://127.0.0.1:{port})")), "{aws}");
     assert!(aws.contains("-- fix: check aws.endpoint_url"), "{aws}");

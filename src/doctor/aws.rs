@@ -29,7 +29,12 @@ pub async fn check(settings: &Settings, extra_groups: &[String]) -> Vec<Check> {
     let identity = match fw.identity(&default).await {
         Ok(identity) => identity,
         Err(e) => {
-            out.push(Check::fail("aws.credentials", e.to_string(), fix_for(&e)));
+            let name = match &e {
+                FirewallError::Refused { code, .. } if code.contains("Region") => "aws.region",
+                FirewallError::Refused { .. } | FirewallError::BadCredentials(_) => "aws.credentials",
+                _ => "aws.endpoint",
+            };
+            out.push(Check::fail(name, e.to_string(), fix_for(&e)));
             return out;
         }
     };
