@@ -7,12 +7,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Read;
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// A group id that passes validation; no call in these tests gets far enough to need it real.
 const GROUP: &str = "sg-12345678";
@@ -94,61 +93,20 @@ fn dead_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A loopback endpoint that answers every request with one EC2 error (status, code, message)
-/// and counts the requests (the SDK's retries show as more than one).
-struct Refusing {
-    addr: String,
-    requests: Arc<AtomicUsize>,
-}
+/// A loopback endpoint that answers every request with one EC2 error (status, code, message).
+struct Refusing(common::http::Canned);
 
 impl Refusing {
-    fn start(status: u16, code: &'static str, message: &'static str) -> Refusing {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let requests = Arc::new(AtomicUsize::new(0));
-        let count = requests.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { break };
-                count.fetch_add(1, Ordering::SeqCst);
-                let _ = refuse(stream, status, code, message);
-            }
-        });
-        Refusing { addr, requests }
+    fn start(status: u16, code: &str, message: &str) -> Refusing {
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>00000000-0000-0000-0000-000000000000</RequestID></Response>"
+        );
+        Refusing(common::http::Canned::start(status, "text/xml;charset=UTF-8", xml))
     }
 
     fn url(&self) -> String {
-        format!("endpoint_url = \"http://{}\"", self.addr)
+        format!("endpoint_url = \"http://{}\"", self.0.addr)
     }
-}
-
-/// Reads one request (head and body) and answers with EC2's error document.
-fn refuse(stream: TcpStream, status: u16, code: &str, message: &str) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut length = 0usize;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut body = vec![0u8; length];
-    reader.read_exact(&mut body)?;
-    let xml = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>00000000-0000-0000-0000-000000000000</RequestID></Response>"
-    );
-    let mut stream = stream;
-    write!(
-        stream,
-        "HTTP/1.1 {status} Refused\r\nContent-Type: text/xml;charset=UTF-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
-        xml.len()
-    )?;
-    stream.flush()
 }
 
 #[test]
@@ -186,7 +144,7 @@ fn throttling_is_retried_then_reported_as_retried() {
     let message = tool_error(&keys_env(home.path()), &format!("{}\nmax_attempts = 3", aws.url()), GROUP);
     assert!(message.contains("throttling ec2:DescribeSecurityGroups"), "{message}");
     assert!(message.contains("retried") && message.contains("aws.max_attempts"), "{message}");
-    assert_eq!(aws.requests.load(Ordering::SeqCst), 3, "max_attempts = 3: the SDK tried three times");
+    assert_eq!(aws.0.requests.load(Ordering::SeqCst), 3, "max_attempts = 3: the SDK tried three times");
 }
 
 #[test]

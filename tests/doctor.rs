@@ -182,3 +182,32 @@ fn an_invalid_config_is_one_fail_line_per_problem() {
     );
     assert!(fails.iter().any(|c| c["found"].as_str().unwrap().starts_with("workers = 0")), "{doc:#}");
 }
+
+/// RFC 8037's example Ed25519 public key (public test data, not a secret of anyone's).
+const JWKS: &str = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"k1","alg":"EdDSA","use":"sig"}]}"#;
+
+#[test]
+fn the_jwks_is_fetched_and_its_keys_counted_or_the_failure_named() {
+    let issuer = common::http::Canned::start(200, "application/json", JWKS.to_string());
+    let dead_aws = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = |jwks: &str| {
+        format!(
+            "bind = \"127.0.0.1:0\"\n[aws]\nendpoint_url = \"http://127.0.0.1:{dead_aws}\"\nregion = \"us-east-1\"\nmax_attempts = 1\n[whitelist]\nstate_dir = \"{}\"\n[auth]\nenabled = true\nissuer = \"https://issuer.test\"\naudience = [\"http://127.0.0.1/mcp\"]\njwks_url = \"{jwks}\"\n",
+            dir.path().join("state").display()
+        )
+    };
+    let out = doctor(dir.path(), &config(&format!("http://{}/jwks", issuer.addr)), &[]);
+    let report = text(&out);
+    assert!(line(&report, "auth:").starts_with("ok"), "{report}");
+    let jwks = line(&report, "auth.jwks_url");
+    assert!(jwks.starts_with("ok") && jwks.ends_with("/jwks: 1 usable keys"), "{jwks}");
+    assert_eq!(issuer.requests.load(std::sync::atomic::Ordering::SeqCst), 1, "one fetch");
+    let gone = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = doctor(dir.path(), &config(&format!("http://127.0.0.1:{gone}/jwks")), &[]);
+    let report = text(&out);
+    let jwks = line(&report, "auth.jwks_url");
+    assert!(jwks.starts_with("fail") && jwks.contains("-- fix: check the URL"), "{jwks}");
+    // Without --offline, AWS was asked too (and is down here): its line fails on its own.
+    assert!(line(&report, "aws.endpoint").starts_with("fail"), "{report}");
+}
