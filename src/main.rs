@@ -6,6 +6,7 @@
 mod cli;
 mod config;
 mod ctl;
+mod doctor;
 mod keys;
 mod logging;
 mod proxy;
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
         Command::Token(args) => keys::token_main(&args),
         Command::Keygen(args) => keys::keygen_main(&args),
         Command::Ctl(args) => ctl::main(&args),
+        Command::Doctor(args) => doctor::main(&args),
         Command::Worker => worker_main(),
     }
 }
