@@ -8,6 +8,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use super::consent::ConsentRules;
 use super::target::{Ports, Protocol};
 
 /// What may be opened. Empty lists mean "no restriction" for that dimension.
@@ -38,6 +39,8 @@ pub struct Policy {
     /// Let `whitelist_remove` remove rules this service did not add (no marker, or one that
     /// does not verify), like the reference system; never by default.
     pub remove_unmanaged: bool,
+    /// `[policy.consent]`: which changes need a person's consent (none by default).
+    pub consent: ConsentRules,
 }
 
 impl Default for Policy {
@@ -54,6 +57,7 @@ impl Default for Policy {
             require_expiry: false,
             max_rules_per_group: None,
             remove_unmanaged: false,
+            consent: ConsentRules::default(),
         }
     }
 }

@@ -102,5 +102,6 @@ fn outcome_of(intent: &LoggedEntry, found: &str) -> Option<AuditEntry> {
         result: "reconciled",
         found: Some(found.to_string()),
         error: None,
+        consent: None,
     })
 }

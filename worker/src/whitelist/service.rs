@@ -16,9 +16,11 @@ use tracing::warn;
 
 use super::audit::{About, Change, LoggedEntry, Recorder};
 use super::cache::{GroupCache, Versions};
+use super::consent::{Action, Asker, NobodyToAsk, ProposedChange};
 use super::description::{self, parse_duration, render, rfc3339, Fill};
 pub use super::error::Error;
 use super::firewall::{Firewall, FirewallError, Scope};
+use super::gate::{self, Approval};
 use super::marker::{Invalid, Marker, MarkerKey};
 use super::policy::{Policy, Refusal};
 use super::reconcile::{self, Reconciled};
@@ -257,14 +259,27 @@ impl Whitelist {
         }
     }
 
-    /// Adds a rule, or reports the identical one already there (`changed: false`).
+    /// Adds a rule, or reports the identical one already there (`changed: false`); a change
+    /// that needs a person's consent is refused (nobody to ask).
     pub async fn add(&self, scope: &Scope, args: &AddArgs, who: &Caller) -> Result<Added, Error> {
+        self.add_with(scope, args, who, &NobodyToAsk).await
+    }
+
+    /// [`Whitelist::add`], asking `asker` when `[policy.consent]` wants a person's consent.
+    pub async fn add_with(
+        &self,
+        scope: &Scope,
+        args: &AddArgs,
+        who: &Caller,
+        asker: &dyn Asker,
+    ) -> Result<Added, Error> {
         let spec = self.resolve(&args.rule, who)?;
         self.policy.check_rule(&spec.cidr, spec.protocol, &spec.ports)?;
         let requested =
             args.duration.as_deref().map(parse_duration).transpose().map_err(invalid("duration"))?;
         let now = SystemTime::now();
-        let expires = self.policy.check_duration(requested)?.map(|d| expiry(now, d)).transpose()?;
+        let lasting = self.policy.check_duration(requested)?;
+        let expires = lasting.map(|d| expiry(now, d)).transpose()?;
         let template = args.description.as_deref().unwrap_or(&self.defaults.description_template);
         let fill = Fill {
             user: args.user.as_deref().unwrap_or(&self.defaults.user),
@@ -274,6 +289,14 @@ impl Whitelist {
         };
         let marker = self.key.marker(&spec, expires);
         let description = render(template, &fill, &marker).map_err(invalid("description"))?;
+        let about = About { action: "add", spec: &spec, rule_id: None, description: &description, expires };
+        let proposed = ProposedChange {
+            duration: lasting,
+            expires,
+            details: format!("{template}\n{}\n{}", fill.user, fill.reason),
+            ..proposed(Action::Add, &spec, scope, who)
+        };
+        let approval = self.consent(&proposed, asker, Change::new(about, who, scope)).await?;
         // Under a cap, count and add under the host's lock on the group (held to the end).
         let _counting = match self.policy.max_rules_per_group {
             Some(_) => Some(self.group_locks.hold(&spec.group_id).await.map_err(|e| {
@@ -292,8 +315,7 @@ impl Whitelist {
         if let (Some(at), Some(_)) = (expires, &scope.keys) {
             self.check_server_can_revoke(scope, &spec, at).await?;
         }
-        let about = About { action: "add", spec: &spec, rule_id: None, description: &description, expires };
-        let change = Change::new(about, who, scope);
+        let change = stamped(Change::new(about, who, scope), approval.as_ref());
         change.intend(&self.recorder).await?;
         let rule_id = match self.firewall.authorize(scope, &spec, &description).await {
             Ok(id) => id,
@@ -353,8 +375,20 @@ impl Whitelist {
         }
     }
 
-    /// Removes the exact rule, or reports that it was not there (`changed: false`).
+    /// Removes the exact rule, or reports that it was not there (`changed: false`); a removal
+    /// that needs a person's consent is refused (nobody to ask).
     pub async fn remove(&self, scope: &Scope, args: &RuleArgs, who: &Caller) -> Result<Removed, Error> {
+        self.remove_with(scope, args, who, &NobodyToAsk).await
+    }
+
+    /// [`Whitelist::remove`], asking `asker` when `[policy.consent]` wants a person's consent.
+    pub async fn remove_with(
+        &self,
+        scope: &Scope,
+        args: &RuleArgs,
+        who: &Caller,
+        asker: &dyn Asker,
+    ) -> Result<Removed, Error> {
         let spec = self.resolve(args, who)?;
         let rules = self.fresh(scope, &spec.group_id).await?;
         let matching: Vec<&ExistingRule> = rules.iter().filter(|r| r.matches(&spec)).collect();
@@ -379,7 +413,19 @@ impl Whitelist {
             }
         }
         let ids: Vec<String> = matching.iter().map(|r| r.rule_id.clone()).collect();
-        let changes = self.intend_removal(&matching, &spec, who, scope).await?;
+        let mut sorted = ids.clone();
+        sorted.sort();
+        let proposed = ProposedChange { rule_ids: sorted, ..proposed(Action::Remove, &spec, scope, who) };
+        let joined = ids.join(",");
+        let about = About {
+            action: "remove",
+            spec: &spec,
+            rule_id: Some(&joined),
+            description: &matching[0].description,
+            expires: None,
+        };
+        let approval = self.consent(&proposed, asker, Change::new(about, who, scope)).await?;
+        let changes = self.intend_removal(&matching, &spec, who, scope, approval.as_ref()).await?;
         match self.firewall.revoke(scope, &spec.group_id, &ids).await {
             Ok(()) => {}
             Err(FirewallError::RuleNotFound) => {
@@ -574,6 +620,18 @@ impl Whitelist {
         }
     }
 
+    /// The one place a change meets `[policy.consent]`: after the request is resolved and the
+    /// policy allowed it, before any AWS write (see [`gate::check`]). `record` describes the
+    /// change for the audit entry of a decline.
+    async fn consent(
+        &self,
+        change: &ProposedChange,
+        asker: &dyn Asker,
+        record: Change,
+    ) -> Result<Option<Approval>, Error> {
+        gate::check(&self.policy.consent, &self.recorder, change, asker, record).await
+    }
+
     /// One intent per rule to remove, all durable before the revoke.
     async fn intend_removal(
         &self,
@@ -581,6 +639,7 @@ impl Whitelist {
         spec: &RuleSpec,
         who: &Caller,
         scope: &Scope,
+        approval: Option<&Approval>,
     ) -> Result<Vec<Change>, Error> {
         let mut changes = Vec::new();
         for r in matching {
@@ -591,7 +650,7 @@ impl Whitelist {
                 description: &r.description,
                 expires: None,
             };
-            let change = Change::new(about, who, scope);
+            let change = stamped(Change::new(about, who, scope), approval);
             change.intend(&self.recorder).await?;
             changes.push(change);
         }
@@ -622,6 +681,37 @@ fn expiry(now: SystemTime, duration: Duration) -> Result<SystemTime, Error> {
             humantime::format_duration(duration)
         ),
     })
+}
+
+/// A change's audit entries, carrying the person's consent when one was given.
+fn stamped(change: Change, approval: Option<&Approval>) -> Change {
+    match approval {
+        Some(a) => a.stamp(change),
+        None => change,
+    }
+}
+
+/// The change as a person is asked about it (an add fills in duration, expiry and details).
+fn proposed(action: Action, spec: &RuleSpec, scope: &Scope, who: &Caller) -> ProposedChange {
+    let keys = scope.keys.as_ref().map_or(String::new(), |k| format!(" keys {}", k.access_key_id));
+    ProposedChange {
+        action,
+        group_id: spec.group_id.clone(),
+        cidr: spec.cidr,
+        protocol: spec.protocol,
+        ports: spec.ports,
+        duration: None,
+        expires: None,
+        rule_ids: Vec::new(),
+        details: String::new(),
+        account: format!(
+            "profile {} region {}{keys}",
+            scope.profile.as_deref().unwrap_or("-"),
+            scope.region.as_deref().unwrap_or("-")
+        ),
+        requested_by: who.identity.clone().unwrap_or_else(|| "anonymous".into()),
+        source: who.addr,
+    }
 }
 
 /// The caller's own limit on groups (a token claim or an API key's list).
