@@ -483,7 +483,7 @@ mod settings;
 mod whitelist;
 
 pub use settings::{McpConfig, MetricsConfig, RateLimitConfig};
-pub use whitelist::{ConsentConfig, PolicyConfig, WhitelistConfig};
+pub use whitelist::{PolicyConfig, WhitelistConfig};
 
 #[cfg(test)]
 mod tests;

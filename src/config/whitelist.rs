@@ -297,11 +297,11 @@ impl Config {
         if !longer.is_finite() || !(0.0..=87_600.0).contains(&longer) {
             bad("policy.consent.longer_than_hours", &longer.to_string(), "must be between 0 (off) and 87600".into());
         }
-        let consent_ttl = super::settings::seconds(c.state_ttl_seconds, 10.0, 3600.0).unwrap_or_else(|| {
+        let consent_ttl = super::settings::seconds(c.state_ttl_seconds, 2.0, 3600.0).unwrap_or_else(|| {
             bad(
                 "policy.consent.state_ttl_seconds",
                 &c.state_ttl_seconds.to_string(),
-                "must be a number of seconds between 10 and 3600".into(),
+                "must be a number of seconds between 2 and 3600".into(),
             );
             Duration::ZERO
         });
