@@ -86,7 +86,7 @@ impl McpAsker<'_> {
             if let Some(answer) = answer {
                 info!(
                     event = "consent_answer",
-                    worker = ?self.ctx.server.worker_id,
+                    worker = self.ctx.server.worker_id.map_or(-1, i64::from),
                     via = "input_required",
                     "the answer to a consent question arrived on this worker"
                 );
@@ -157,7 +157,7 @@ impl McpAsker<'_> {
         crate::metrics::global().consent.with_label_values(&["asked"]).inc();
         info!(
             event = "consent_asked",
-            worker = ?self.ctx.server.worker_id,
+            worker = self.ctx.server.worker_id.map_or(-1, i64::from),
             via,
             tool = self.tool,
             "a person's consent is asked for through the client"
