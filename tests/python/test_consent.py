@@ -10,7 +10,11 @@ The SDK's `Client` is given an elicitation callback (the "person"), which it adv
   a new connection, so the retry lands on either worker; the server logs which worker asked
   (`consent_asked`) and which received the answer (`consent_answer`), and at least one answer
   must have landed on another worker than its question.
-- legacy mode (2025-11-25): the SDK declares elicitation at `initialize`.
+- legacy mode (2025-11-25): the SDK declares elicitation at `initialize` and gets a signed
+  `Mcp-Session-Id`; the server answers the `tools/call` POST with an event stream carrying
+  `elicitation/create`; the SDK POSTs its answer (a new connection, so either worker), which the
+  receiving worker routes, through the supervisor when it is not its own, to the worker holding
+  the stream; the result follows on the stream. Again one answer must cross workers.
 
 Accept puts the rule in moto; decline leaves moto as it was; both are in the audit log with the
 decision. A client without a callback is refused when consent is needed, and served when not.
@@ -126,16 +130,13 @@ def test_accept_adds_the_rule_and_decline_changes_nothing(setup: tuple[Server, M
         asked = server.events_named("consent_asked")[asked_before:]
         answered = server.events_named("consent_answer")
         assert len(asked) == 1, asked
-        if mode == "auto":
-            # The answer came on a retry: which worker took it?
-            last = answered[-1]
-            if last["worker"] != asked[0]["worker"]:
-                cross_worker = True
-                break
-        else:
+        assert asked[0]["via"] == ("input_required" if mode == "auto" else "elicitation"), asked
+        # The answer came on another request (the retry, or the POST of the JSON-RPC response):
+        # which worker took it?
+        if answered[-1]["worker"] != asked[0]["worker"]:
+            cross_worker = True
             break
-    if mode == "auto":
-        assert cross_worker, "every retry landed on the worker that asked"
+    assert cross_worker, "every answer landed on the worker that asked"
 
     before = moto.ingress(group)
     no = person("decline")

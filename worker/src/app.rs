@@ -13,7 +13,7 @@ use crate::host::{marker_key, sweeper};
 use crate::host::{AuditLog, ChangeCounters, GroupLockFiles, NonceFiles};
 use crate::mcp::{Dispatcher, RegistryError, ServerInfo};
 use crate::settings::WhitelistSettings;
-use crate::whitelist::{consent_token, ConsentSeal, Defaults, Parts, Whitelist};
+use crate::whitelist::{consent_token, ConsentSeal, Defaults, MarkerKey, Parts, Whitelist};
 use crate::Settings;
 
 /// Why the services could not be built; each names the file or the part at fault.
@@ -35,6 +35,8 @@ pub struct App {
     pub service: Arc<Whitelist>,
     /// The audit log, reopened on USR1.
     pub audit: Arc<AuditLog>,
+    /// The marker key, from which the transports derive theirs (one secret to manage).
+    marker_key: MarkerKey,
     sweeper: sweeper::Config,
 }
 
@@ -67,11 +69,22 @@ impl App {
             cache_ttl: wl.cache_ttl,
             versions,
             recorder: audit.clone(),
-            marker_key,
+            marker_key: marker_key.clone(),
             group_locks: Arc::new(GroupLockFiles::new(wl.state_dir.clone())),
         }));
         let registry = crate::tools::register_all(settings.mcp.page_size, service.clone(), Some(Arc::new(seal)))?;
-        Ok(App { dispatcher: Dispatcher::new(info, registry), service, audit, sweeper: sweeper_config(wl) })
+        Ok(App {
+            dispatcher: Dispatcher::new(info, registry),
+            service,
+            audit,
+            marker_key,
+            sweeper: sweeper_config(wl),
+        })
+    }
+
+    /// A secret for `label`'s use, derived from the marker key (`Mcp-Session-Id` signing).
+    pub fn derive_key(&self, label: &str) -> [u8; 32] {
+        self.marker_key.derive(label)
     }
 
     /// Starts the expiry sweeper on the current runtime (it runs only while this process holds

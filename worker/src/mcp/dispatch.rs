@@ -119,7 +119,11 @@ impl Dispatcher {
             "ping" => Ok(json!({})),
             "tools/list" => methods::tools_list(&self.registry, &self.info, version, params, &meta.caller),
             "tools/call" => {
-                methods::tools_call(self.call_input(version, &req.id, meta, ClientInput::default()), params).await
+                let client =
+                    ClientInput { capabilities: meta.session_capabilities.clone(), ..ClientInput::default() };
+                let mut input = self.call_input(version, &req.id, meta, client);
+                input.requester = meta.requester.as_ref().map(|r| r.0.clone());
+                methods::tools_call(input, params).await
             }
             "server/discover" => Err(discover_under_legacy(version)),
             other => Err(RpcError::method_not_found(other)),
