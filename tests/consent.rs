@@ -242,3 +242,103 @@ fn a_client_that_cannot_ask_is_refused_and_uncovered_changes_are_not_asked() {
     assert_eq!(r["structuredContent"]["changed"], true, "{r}");
     assert_eq!(e.rules(), [format!("{cidr} 443")]);
 }
+
+// ------------------------------------------------------------------------------------------
+// Handshake-era clients: signed session, event stream, answers routed between workers
+// ------------------------------------------------------------------------------------------
+
+const LEGACY: &str = "2025-11-25";
+
+impl Env {
+    /// A legacy POST of `body` as `key` with an optional session id; the response.
+    fn legacy_post(&self, key: &str, session: Option<&str>, body: &Value) -> http::Response {
+        let body = body.to_string();
+        let session = session.map_or(String::new(), |s| format!("Mcp-Session-Id: {s}\r\n"));
+        let req = format!(
+            "POST /mcp HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n\
+             Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: {LEGACY}\r\n{session}Content-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        );
+        http::raw(&self.svc.addr, req.as_bytes()).unwrap()
+    }
+
+    /// `initialize` declaring `capabilities`; the session id issued, if any.
+    fn initialize(&self, key: &str, capabilities: Value) -> Option<String> {
+        let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": LEGACY, "capabilities": capabilities, "clientInfo": {"name": "raw", "version": "1"}}});
+        let r = self.legacy_post(key, None, &body);
+        assert_eq!(r.status, 200, "{r:?}");
+        r.header("mcp-session-id").map(str::to_string)
+    }
+
+    /// Opens a legacy `tools/call` of whitelist_add whose answer is an event stream.
+    fn open_stream(&self, key: &str, session: &str, args: Value) -> std::io::BufReader<std::net::TcpStream> {
+        use std::io::Write;
+        let body = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "whitelist_add", "arguments": args}}).to_string();
+        let mut s = std::net::TcpStream::connect(&self.svc.addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+        write!(
+            s,
+            "POST /mcp HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n\
+             Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: {LEGACY}\r\nMcp-Session-Id: {session}\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        std::io::BufReader::new(s)
+    }
+}
+
+/// The next `data:` line of an event stream, as JSON; `None` at its end.
+fn next_event(stream: &mut std::io::BufReader<std::net::TcpStream>) -> Option<Value> {
+    use std::io::BufRead;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if stream.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if let Some(data) = line.trim_end().strip_prefix("data: ") {
+            return Some(serde_json::from_str(data).unwrap());
+        }
+    }
+}
+
+#[test]
+fn legacy_sessions_are_signed_and_an_unanswered_or_foreign_answer_changes_nothing() {
+    let Some(e) = env(3) else { return };
+    assert_eq!(e.initialize(&e.alice, json!({})), None, "nothing to remember, no session");
+    let session = e.initialize(&e.alice, json!({"elicitation": {}})).expect("a session id for an eliciting client");
+
+    let call = |session: &str| {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "whitelist_list", "arguments": {"security_group_id": e.group}}});
+        e.legacy_post(&e.alice, Some(session), &body)
+    };
+    assert_eq!(call(&session).status, 200, "the session verifies on whichever worker");
+    let mut forged = session.clone().into_bytes();
+    forged[10] = if forged[10] == b'A' { b'B' } else { b'A' };
+    let r = call(&String::from_utf8(forged).unwrap());
+    assert_eq!(r.status, 404, "an altered session id is not found: {r:?}");
+
+    // The question comes on the stream; Bob's answer to Alice's question is not taken; nobody
+    // else answers, so after state_ttl_seconds the call fails and nothing changes.
+    let cidr = "203.0.113.20/32";
+    let mut stream = e.open_stream(&e.alice, &session, e.ssh(cidr));
+    let question = next_event(&mut stream).expect("a question on the stream");
+    assert_eq!(question["method"], "elicitation/create", "{question}");
+    let message = question["params"]["message"].as_str().unwrap();
+    assert!(message.contains(cidr) && message.contains("port 22"), "{message}");
+    let id = question["id"].as_str().unwrap();
+    assert!(id.starts_with("awswl-"), "{id}");
+    let answer = json!({"jsonrpc": "2.0", "id": id, "result": {"action": "accept", "content": {"confirm": true}}});
+    let bob_session = e.initialize(&e.bob, json!({"elicitation": {}})).unwrap();
+    assert_eq!(e.legacy_post(&e.bob, Some(&bob_session), &answer).status, 202);
+    let last = next_event(&mut stream).expect("the call's response on the stream");
+    assert_eq!(last["id"], 5, "{last}");
+    let text = failure(&last["result"]);
+    assert!(text.contains("nobody answered") && text.contains("state_ttl_seconds"), "{text}");
+    assert!(next_event(&mut stream).is_none(), "the stream ends with the response");
+    assert!(e.rules().is_empty(), "nothing changed");
+    assert!(e.svc.logs.all().iter().any(|l| l["event"] == "answer_undelivered"), "Bob's answer was refused");
+}
