@@ -342,3 +342,66 @@ fn legacy_sessions_are_signed_and_an_unanswered_or_foreign_answer_changes_nothin
     assert!(e.rules().is_empty(), "nothing changed");
     assert!(e.svc.logs.all().iter().any(|l| l["event"] == "answer_undelivered"), "Bob's answer was refused");
 }
+
+/// `awswhitelist stdio`: the question is a line on stdout, the client's answer a line on stdin.
+#[test]
+fn stdio_asks_with_a_request_line_and_takes_the_answer_line() {
+    use std::io::{BufRead, BufReader, Write};
+    let Some(moto) = Moto::start() else { return };
+    let group = moto.create_group("consent-stdio");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[aws]\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\n[whitelist]\nstate_dir = \"{}\"\n\
+             [policy.consent]\nports = [22]\n",
+            moto.url(),
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["stdio", "--config", config.to_str().unwrap()])
+        .env("AWS_ACCESS_KEY_ID", format!("AKIA{:016}", std::process::id()))
+        .env("AWS_SECRET_ACCESS_KEY", "0".repeat(40))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel::<Value>();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = tx.send(serde_json::from_str(&line).unwrap_or(Value::Null));
+        }
+    });
+    let mut send = |v: Value| writeln!(stdin, "{v}").and_then(|()| stdin.flush()).unwrap();
+    let recv = || lines.recv_timeout(std::time::Duration::from_secs(60)).expect("a line from stdio");
+    let add = |id: u32, ip: &str| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "whitelist_add",
+            "arguments": {"security_group_id": group, "ip_address": ip, "port": 22, "duration": "1h"}}})
+    };
+
+    send(json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": LEGACY,
+        "capabilities": {"elicitation": {}}, "clientInfo": {"name": "stdio-test", "version": "1"}}}));
+    assert_eq!(recv()["id"], 0);
+    for (id, ip, action, added) in [(1, "203.0.113.30", "accept", true), (2, "203.0.113.31", "decline", false)] {
+        send(add(id, ip));
+        let question = recv();
+        assert_eq!(question["method"], "elicitation/create", "{question}");
+        assert!(question["params"]["message"].as_str().unwrap().contains(ip), "{question}");
+        send(json!({"jsonrpc": "2.0", "id": question["id"], "result": {"action": action, "content": {"confirm": true}}}));
+        let result = recv();
+        assert_eq!(result["id"], id, "{result}");
+        assert_eq!(result["result"]["isError"].as_bool().unwrap_or(false), !added, "{result}");
+        let present = moto.ingress(&group).iter().any(|r| r[1] == format!("{ip}/32"));
+        assert_eq!(present, added, "{action}");
+    }
+    drop(send);
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -145,9 +145,9 @@ impl McpAsker<'_> {
                 .into()
         } else {
             format!(
-                "this client cannot be asked over this connection (protocol {}: it must declare the \
-                 elicitation capability at initialize and keep the Mcp-Session-Id this server issues; \
-                 stdio cannot ask)",
+                "this client cannot be asked (protocol {}: it must declare the elicitation capability \
+                 at initialize and, over HTTP, send the Mcp-Session-Id this server issues and accept \
+                 text/event-stream)",
                 self.ctx.protocol_version
             )
         }
