@@ -15,10 +15,10 @@ use std::io;
 use std::rc::Rc;
 
 use serde_json::{json, Value};
+use std::sync::Arc;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet, LocalSet};
-use std::sync::Arc;
 
 use serde_json::Map;
 use worker::http::stream::{owner_pid, StreamRequester, Waiters};

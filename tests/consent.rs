@@ -149,7 +149,14 @@ fn accepted_consent_adds_once_and_declined_changes_nothing() {
     assert_eq!(e.rules(), [format!("{cidr} 22")]);
 
     // The same state again (on whichever worker): refused, nothing more happens.
-    e.moto.ec2(&[("Action", "RevokeSecurityGroupIngress"), ("GroupId", &e.group), ("IpPermissions.1.IpProtocol", "tcp"), ("IpPermissions.1.FromPort", "22"), ("IpPermissions.1.ToPort", "22"), ("IpPermissions.1.IpRanges.1.CidrIp", cidr)]);
+    e.moto.ec2(&[
+        ("Action", "RevokeSecurityGroupIngress"),
+        ("GroupId", &e.group),
+        ("IpPermissions.1.IpProtocol", "tcp"),
+        ("IpPermissions.1.FromPort", "22"),
+        ("IpPermissions.1.ToPort", "22"),
+        ("IpPermissions.1.IpRanges.1.CidrIp", cidr),
+    ]);
     assert!(e.rules().is_empty());
     let replay = e.add(&e.alice, e.ssh(cidr), elicit(), answer("accept", Some(true), &state));
     assert!(failure(&replay).contains("already used"), "{replay}");
@@ -309,7 +316,8 @@ fn next_event(stream: &mut std::io::BufReader<std::net::TcpStream>) -> Option<Va
 fn legacy_sessions_are_signed_and_an_unanswered_or_foreign_answer_changes_nothing() {
     let Some(e) = env(3) else { return };
     assert_eq!(e.initialize(&e.alice, json!({})), None, "nothing to remember, no session");
-    let session = e.initialize(&e.alice, json!({"elicitation": {}})).expect("a session id for an eliciting client");
+    let session =
+        e.initialize(&e.alice, json!({"elicitation": {}})).expect("a session id for an eliciting client");
 
     let call = |session: &str| {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "whitelist_list", "arguments": {"security_group_id": e.group}}});
@@ -331,7 +339,8 @@ fn legacy_sessions_are_signed_and_an_unanswered_or_foreign_answer_changes_nothin
     assert!(message.contains(cidr) && message.contains("port 22"), "{message}");
     let id = question["id"].as_str().unwrap();
     assert!(id.starts_with("awswl-"), "{id}");
-    let answer = json!({"jsonrpc": "2.0", "id": id, "result": {"action": "accept", "content": {"confirm": true}}});
+    let answer =
+        json!({"jsonrpc": "2.0", "id": id, "result": {"action": "accept", "content": {"confirm": true}}});
     let bob_session = e.initialize(&e.bob, json!({"elicitation": {}})).unwrap();
     assert_eq!(e.legacy_post(&e.bob, Some(&bob_session), &answer).status, 202);
     let last = next_event(&mut stream).expect("the call's response on the stream");
@@ -389,19 +398,22 @@ fn stdio_asks_with_a_request_line_and_takes_the_answer_line() {
     send(json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": LEGACY,
         "capabilities": {"elicitation": {}}, "clientInfo": {"name": "stdio-test", "version": "1"}}}));
     assert_eq!(recv()["id"], 0);
-    for (id, ip, action, added) in [(1, "203.0.113.30", "accept", true), (2, "203.0.113.31", "decline", false)] {
+    for (id, ip, action, added) in
+        [(1, "203.0.113.30", "accept", true), (2, "203.0.113.31", "decline", false)]
+    {
         send(add(id, ip));
         let question = recv();
         assert_eq!(question["method"], "elicitation/create", "{question}");
         assert!(question["params"]["message"].as_str().unwrap().contains(ip), "{question}");
-        send(json!({"jsonrpc": "2.0", "id": question["id"], "result": {"action": action, "content": {"confirm": true}}}));
+        send(
+            json!({"jsonrpc": "2.0", "id": question["id"], "result": {"action": action, "content": {"confirm": true}}}),
+        );
         let result = recv();
         assert_eq!(result["id"], id, "{result}");
         assert_eq!(result["result"]["isError"].as_bool().unwrap_or(false), !added, "{result}");
         let present = moto.ingress(&group).iter().any(|r| r[1] == format!("{ip}/32"));
         assert_eq!(present, added, "{action}");
     }
-    drop(send);
     let _ = child.kill();
     let _ = child.wait();
 }

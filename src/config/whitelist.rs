@@ -291,11 +291,19 @@ impl Config {
             bad("policy.consent.wider_than_v4", &c.wider_than_v4.to_string(), "must be 0 (off) to 32".into());
         }
         if c.wider_than_v6 > 128 {
-            bad("policy.consent.wider_than_v6", &c.wider_than_v6.to_string(), "must be 0 (off) to 128".into());
+            bad(
+                "policy.consent.wider_than_v6",
+                &c.wider_than_v6.to_string(),
+                "must be 0 (off) to 128".into(),
+            );
         }
         let longer = c.longer_than_hours;
         if !longer.is_finite() || !(0.0..=87_600.0).contains(&longer) {
-            bad("policy.consent.longer_than_hours", &longer.to_string(), "must be between 0 (off) and 87600".into());
+            bad(
+                "policy.consent.longer_than_hours",
+                &longer.to_string(),
+                "must be between 0 (off) and 87600".into(),
+            );
         }
         let consent_ttl = super::settings::seconds(c.state_ttl_seconds, 2.0, 3600.0).unwrap_or_else(|| {
             bad(

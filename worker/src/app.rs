@@ -72,7 +72,8 @@ impl App {
             marker_key: marker_key.clone(),
             group_locks: Arc::new(GroupLockFiles::new(wl.state_dir.clone())),
         }));
-        let registry = crate::tools::register_all(settings.mcp.page_size, service.clone(), Some(Arc::new(seal)))?;
+        let registry =
+            crate::tools::register_all(settings.mcp.page_size, service.clone(), Some(Arc::new(seal)))?;
         Ok(App {
             dispatcher: Dispatcher::new(info, registry),
             service,

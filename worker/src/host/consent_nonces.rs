@@ -49,7 +49,8 @@ impl NonceFiles {
 
 impl NonceStore for NonceFiles {
     fn consume(&self, nonce: &str, until: SystemTime) -> Result<bool, String> {
-        let hex = nonce.len() == 32 && nonce.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let hex =
+            nonce.len() == 32 && nonce.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !hex {
             return Err("a consent nonce must be 32 lower-case hex digits".into());
         }

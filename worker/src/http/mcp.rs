@@ -107,8 +107,11 @@ pub(super) async fn endpoint(
         meta.session_capabilities = Some(s.capabilities);
         if accepts_events && called_tool(&message).is_some() {
             let (tx, rx) = mpsc::unbounded_channel();
-            let requester =
-                StreamRequester { events: tx, waiters: state.waiters.clone(), identity: meta.caller.identity.clone() };
+            let requester = StreamRequester {
+                events: tx,
+                waiters: state.waiters.clone(),
+                identity: meta.caller.identity.clone(),
+            };
             meta.requester = Some(RequesterHandle(Arc::new(requester)));
             events = Some(rx);
         }
@@ -135,7 +138,8 @@ fn initialize_capabilities(message: &Value) -> Option<Map<String, Value>> {
 /// A client's JSON-RPC response to a question this service asked (an id of ours).
 fn answer_to_us(message: &Value) -> Option<&Value> {
     let id = message.get("id")?.as_str()?;
-    let is_response = message.get("method").is_none() && (message.get("result").is_some() || message.get("error").is_some());
+    let is_response = message.get("method").is_none()
+        && (message.get("result").is_some() || message.get("error").is_some());
     (is_response && stream::owner_pid(id).is_some()).then_some(message)
 }
 

@@ -56,8 +56,11 @@ impl Sessions {
     /// An id for a client that declared `capabilities` at `initialize` and got `version`;
     /// `None` when nothing it declared needs remembering.
     pub fn issue(&self, capabilities: &Map<String, Value>, version: &str, now: SystemTime) -> Option<String> {
-        let kept: Map<String, Value> =
-            capabilities.iter().filter(|(k, _)| KEPT.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let kept: Map<String, Value> = capabilities
+            .iter()
+            .filter(|(k, _)| KEPT.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         if !kept.contains_key("elicitation") {
             return None;
         }
@@ -77,14 +80,20 @@ impl Sessions {
         let (body, mac) = id.rsplit_once('.')?;
         let payload = body.strip_prefix(PREFIX)?.strip_prefix('.')?;
         let given = URL_SAFE_NO_PAD.decode(mac).ok()?;
-        constant_time::verify_slices_are_equal(&given, hmac::sign(&self.key, body.as_bytes()).as_ref()).ok()?;
+        constant_time::verify_slices_are_equal(&given, hmac::sign(&self.key, body.as_bytes()).as_ref())
+            .ok()?;
         let v: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
         let issued = UNIX_EPOCH + Duration::from_secs(v.get("t")?.as_u64()?);
         // Too old, or issued in the future beyond clock skew between hosts.
-        if now.duration_since(issued).is_ok_and(|age| age > MAX_AGE) || issued > now + Duration::from_secs(300) {
+        if now.duration_since(issued).is_ok_and(|age| age > MAX_AGE)
+            || issued > now + Duration::from_secs(300)
+        {
             return None;
         }
-        Some(Session { capabilities: v.get("c")?.as_object()?.clone(), version: v.get("v")?.as_str()?.to_string() })
+        Some(Session {
+            capabilities: v.get("c")?.as_object()?.clone(),
+            version: v.get("v")?.as_str()?.to_string(),
+        })
     }
 }
 
@@ -100,7 +109,9 @@ mod tests {
     fn an_eliciting_client_gets_an_id_that_verifies_anywhere_with_the_key() {
         let now = SystemTime::now();
         let a = Sessions::new(&[3; 32]);
-        let id = a.issue(&caps(json!({"elicitation": {"form": {}}, "experimental": {"x": {}}})), "2025-11-25", now).unwrap();
+        let id = a
+            .issue(&caps(json!({"elicitation": {"form": {}}, "experimental": {"x": {}}})), "2025-11-25", now)
+            .unwrap();
         assert!(id.bytes().all(|b| (0x21..=0x7e).contains(&b)), "visible ASCII only");
         let other_worker = Sessions::new(&[3; 32]);
         let s = other_worker.verify(&id, now).unwrap();

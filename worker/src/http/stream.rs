@@ -55,7 +55,10 @@ impl Waiters {
         let hex: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
         let id = format!("{}{hex}", self.prefix);
         let (tx, rx) = oneshot::channel();
-        self.waiting.lock().unwrap_or_else(PoisonError::into_inner).insert(id.clone(), Waiter { identity, tx });
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.clone(), Waiter { identity, tx });
         (id, rx)
     }
 
@@ -155,7 +158,10 @@ impl hyper::body::Body for EventBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.0.poll_recv(cx).map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
     }
 }
@@ -168,8 +174,10 @@ mod tests {
     async fn an_answer_reaches_its_question_only_from_the_caller_asked() {
         let waiters = Arc::new(Waiters::new(2, 4242));
         let (events, mut stream) = mpsc::unbounded_channel();
-        let requester = StreamRequester { events, waiters: waiters.clone(), identity: Some("key:alice".into()) };
-        let asking = tokio::spawn(async move { requester.request("elicitation/create", json!({"m": 1})).await });
+        let requester =
+            StreamRequester { events, waiters: waiters.clone(), identity: Some("key:alice".into()) };
+        let asking =
+            tokio::spawn(async move { requester.request("elicitation/create", json!({"m": 1})).await });
         let sent = stream.recv().await.unwrap();
         let id = sent["id"].as_str().unwrap().to_string();
         assert_eq!(owner_pid(&id), Some(4242));
@@ -185,7 +193,13 @@ mod tests {
     #[test]
     fn only_our_ids_name_an_owner() {
         assert_eq!(owner_pid("awswl-1-77-0123456789abcdef01234567"), Some(77));
-        for other in ["1", "awswl-1-77", "awswl-1-x-0123456789abcdef01234567", "awswl-1-77-short", "awswl-1-77-0123456789abcdef01234567-9"] {
+        for other in [
+            "1",
+            "awswl-1-77",
+            "awswl-1-x-0123456789abcdef01234567",
+            "awswl-1-77-short",
+            "awswl-1-77-0123456789abcdef01234567-9",
+        ] {
             assert_eq!(owner_pid(other), None, "{other}");
         }
     }

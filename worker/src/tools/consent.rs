@@ -51,7 +51,8 @@ impl Asker for McpAsker<'_> {
                 Some(requester) if self.ctx.client.can_elicit_form() => {
                     self.count_asked("elicitation");
                     let params = form(self.ctx, self.tool, change, reasons, seal);
-                    let asked = tokio::time::timeout(seal.ttl(), requester.request("elicitation/create", params));
+                    let asked =
+                        tokio::time::timeout(seal.ttl(), requester.request("elicitation/create", params));
                     match asked.await {
                         Err(_) => Err(Stop::Refused {
                             message: format!(
@@ -75,7 +76,12 @@ impl Asker for McpAsker<'_> {
 
 impl McpAsker<'_> {
     /// 2026-07-28: read the answer of a retry, or ask with an `InputRequiredResult`.
-    fn stateless(&self, seal: &ConsentSeal, change: &ProposedChange, reasons: &[String]) -> Result<Consented, Stop> {
+    fn stateless(
+        &self,
+        seal: &ConsentSeal,
+        change: &ProposedChange,
+        reasons: &[String],
+    ) -> Result<Consented, Stop> {
         let subject = subject(self.ctx);
         let digest = change.digest();
         let now = SystemTime::now();
@@ -166,7 +172,13 @@ impl McpAsker<'_> {
 }
 
 /// The form a person sees: the exact change, who asks, why consent is needed, one checkbox.
-fn form(ctx: &CallContext, tool: &str, change: &ProposedChange, reasons: &[String], seal: &ConsentSeal) -> Value {
+fn form(
+    ctx: &CallContext,
+    tool: &str,
+    change: &ProposedChange,
+    reasons: &[String],
+    seal: &ConsentSeal,
+) -> Value {
     let message = format!(
         "{} asks for your consent ({tool}): {} Why a person must agree: {}. Answer within {} s; \
          nothing changes unless you confirm.",

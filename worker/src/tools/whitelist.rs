@@ -56,7 +56,9 @@ impl Tool for WhitelistTool {
                 who.request_id = Some(ctx.request_id.to_value().to_string());
             }
             let fail = |e: crate::whitelist::Error| match e {
-                crate::whitelist::Error::Consent(Stop::InputRequired(result)) => ToolError::InputRequired(result),
+                crate::whitelist::Error::Consent(Stop::InputRequired(result)) => {
+                    ToolError::InputRequired(result)
+                }
                 e => ToolError::Failed(e.to_string()),
             };
             let asker = McpAsker { ctx, seal: self.seal.as_deref(), tool: &self.spec.name };
@@ -70,7 +72,11 @@ impl Tool for WhitelistTool {
                     )
                 }
                 Kind::Remove => {
-                    let r = self.service.remove_with(&scope, &rule_args(&args), &who, &asker).await.map_err(fail)?;
+                    let r = self
+                        .service
+                        .remove_with(&scope, &rule_args(&args), &who, &asker)
+                        .await
+                        .map_err(fail)?;
                     let removed: Vec<Value> = r.removed.iter().map(rule_value).collect();
                     (
                         r.message.clone(),

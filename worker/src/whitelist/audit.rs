@@ -206,7 +206,13 @@ impl Change {
     }
 
     /// Records with the change (intent and outcome) the person's decision on it.
-    pub(crate) fn with_consent(mut self, decision: &str, asked: &str, via: &str, reasons: &[String]) -> Change {
+    pub(crate) fn with_consent(
+        mut self,
+        decision: &str,
+        asked: &str,
+        via: &str,
+        reasons: &[String],
+    ) -> Change {
         self.intent.consent = Some(serde_json::json!({
             "decision": decision, "asked": asked, "via": via, "reasons": reasons,
         }));

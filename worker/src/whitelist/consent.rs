@@ -117,7 +117,9 @@ impl ProposedChange {
     pub fn describe(&self) -> String {
         let what = match self.action {
             Action::Add => format!("ALLOW {} port {} from {}", self.protocol, self.ports, self.cidr),
-            Action::Remove => format!("REMOVE the rule allowing {} port {} from {}", self.protocol, self.ports, self.cidr),
+            Action::Remove => {
+                format!("REMOVE the rule allowing {} port {} from {}", self.protocol, self.ports, self.cidr)
+            }
         };
         let lasting = match (self.action, self.duration, self.expires) {
             (Action::Remove, _, _) => String::new(),
@@ -280,11 +282,12 @@ impl std::fmt::Display for Stop {
             Stop::Declined { asked, cancelled: false, .. } => {
                 write!(f, "the person asked ({asked}) declined this change; nothing was changed")
             }
-            Stop::Declined { asked, cancelled: true, .. } => write!(
-                f,
-                "the person asked ({asked}) cancelled without consenting; nothing was changed"
-            ),
-            Stop::InputRequired(_) => f.write_str("a person's consent is being asked for; nothing was changed yet"),
+            Stop::Declined { asked, cancelled: true, .. } => {
+                write!(f, "the person asked ({asked}) cancelled without consenting; nothing was changed")
+            }
+            Stop::InputRequired(_) => {
+                f.write_str("a person's consent is being asked for; nothing was changed yet")
+            }
             Stop::Refused { message, .. } => f.write_str(message),
         }
     }

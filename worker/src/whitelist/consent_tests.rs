@@ -4,7 +4,13 @@ use proptest::prelude::*;
 
 use super::*;
 
-fn change(action: Action, cidr: &str, protocol: Protocol, ports: Ports, duration: Option<Duration>) -> ProposedChange {
+fn change(
+    action: Action,
+    cidr: &str,
+    protocol: Protocol,
+    ports: Ports,
+    duration: Option<Duration>,
+) -> ProposedChange {
     ProposedChange {
         action,
         group_id: "sg-0abc1234".into(),
@@ -54,7 +60,13 @@ fn each_rule_matches_what_it_names_and_nothing_else() {
 
     let long = ConsentRules { longer_than: Some(Duration::from_secs(8 * 3600)), ..ConsentRules::default() };
     assert!(long.needs(&ssh("203.0.113.7/32")).is_empty());
-    let day = change(Action::Add, "203.0.113.7/32", Protocol::Tcp, Ports::single(22), Some(Duration::from_secs(86_400)));
+    let day = change(
+        Action::Add,
+        "203.0.113.7/32",
+        Protocol::Tcp,
+        Ports::single(22),
+        Some(Duration::from_secs(86_400)),
+    );
     assert_eq!(long.needs(&day).len(), 1);
     let forever = change(Action::Add, "203.0.113.7/32", Protocol::Tcp, Ports::single(22), None);
     assert!(long.needs(&forever)[0].contains("permanent"));
@@ -79,10 +91,18 @@ fn summaries_name_what_needs_a_person() {
     let port = ConsentRules { ports: vec![22], ..ConsentRules::default() };
     let text = port.summary().unwrap();
     assert!(text.contains("port 22") && text.contains("consent"), "{text}");
-    let many = ConsentRules { ports: vec![22, 3389], removes: true, wider_than_v4: Some(24), ..ConsentRules::default() };
+    let many = ConsentRules {
+        ports: vec![22, 3389],
+        removes: true,
+        wider_than_v4: Some(24),
+        ..ConsentRules::default()
+    };
     let text = many.summary().unwrap();
     assert!(text.contains("ports 22, 3389") && text.contains("removing") && text.contains("/24"), "{text}");
-    assert!(ConsentRules { always: true, ..ConsentRules::default() }.summary().unwrap().starts_with("Every change"));
+    assert!(ConsentRules { always: true, ..ConsentRules::default() }
+        .summary()
+        .unwrap()
+        .starts_with("Every change"));
 }
 
 #[test]
@@ -122,7 +142,10 @@ async fn nobody_to_ask_refuses_naming_the_setting() {
     let reasons = vec!["changes to port 22 need consent (ports)".to_string()];
     let stop = NobodyToAsk.ask(&ssh("203.0.113.7/32"), &reasons).await.unwrap_err();
     let text = stop.to_string();
-    assert!(text.contains("[policy.consent]") && text.contains("port 22") && text.contains("consent is required"), "{text}");
+    assert!(
+        text.contains("[policy.consent]") && text.contains("port 22") && text.contains("consent is required"),
+        "{text}"
+    );
 }
 
 proptest! {

@@ -131,7 +131,8 @@ impl ConsentSeal {
         constant_time::verify_slices_are_equal(&given, expected.as_ref()).map_err(|_| StateError::Forged)?;
         let json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| StateError::Malformed)?;
         let p: Payload = serde_json::from_slice(&json).map_err(|_| StateError::Malformed)?;
-        let nonce_ok = p.n.len() == 32 && p.n.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let nonce_ok =
+            p.n.len() == 32 && p.n.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !nonce_ok {
             return Err(StateError::Malformed);
         }
@@ -222,7 +223,10 @@ mod tests {
         assert_eq!(s.verify(&altered, "jwt:alice", &CHANGE, now), Err(StateError::Forged));
         for junk in ["", "v1", "v1..", "x.y.z", &"a".repeat(2000)] {
             assert!(
-                matches!(s.verify(junk, "jwt:alice", &CHANGE, now), Err(StateError::Malformed | StateError::Forged)),
+                matches!(
+                    s.verify(junk, "jwt:alice", &CHANGE, now),
+                    Err(StateError::Malformed | StateError::Forged)
+                ),
                 "{junk}"
             );
         }

@@ -49,7 +49,8 @@ pub(crate) async fn check(
             Ok(Some(Approval { consented, reasons }))
         }
         Err(Stop::Declined { asked, via, cancelled }) => {
-            let (decision, label) = if cancelled { ("cancelled", "cancelled") } else { ("declined", "declined") };
+            let (decision, label) =
+                if cancelled { ("cancelled", "cancelled") } else { ("declined", "declined") };
             counter("declined");
             info!(event = "consent_declined", %asked, via, decision, change = %change.describe(), "the person did not consent; nothing changed");
             let record = record.with_consent(decision, &asked, via, &reasons);
