@@ -8,8 +8,11 @@ use std::sync::Arc;
 use tracing::info;
 
 use super::audit::{Change, Recorder};
-use super::consent::{Asker, ConsentRules, Consented, ProposedChange, Stop};
+use super::consent::{Action, Asker, ConsentRules, Consented, ProposedChange, Stop};
 use super::error::Error;
+use super::firewall::Scope;
+use super::rules::RuleSpec;
+use crate::caller::Caller;
 
 /// A person's yes, with the rules that wanted it: recorded on the change's audit entries.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,5 +66,36 @@ pub(crate) async fn check(
             Err(Error::Consent(Stop::Refused { message, event }))
         }
         Err(stop @ Stop::InputRequired(_)) => Err(Error::Consent(stop)),
+    }
+}
+
+/// A change's audit entries, carrying the person's consent when one was given.
+pub(crate) fn stamped(change: Change, approval: Option<&Approval>) -> Change {
+    match approval {
+        Some(a) => a.stamp(change),
+        None => change,
+    }
+}
+
+/// The change as a person is asked about it (an add fills in duration, expiry and details).
+pub(crate) fn proposed(action: Action, spec: &RuleSpec, scope: &Scope, who: &Caller) -> ProposedChange {
+    let keys = scope.keys.as_ref().map_or(String::new(), |k| format!(" keys {}", k.access_key_id));
+    ProposedChange {
+        action,
+        group_id: spec.group_id.clone(),
+        cidr: spec.cidr,
+        protocol: spec.protocol,
+        ports: spec.ports,
+        duration: None,
+        expires: None,
+        rule_ids: Vec::new(),
+        details: String::new(),
+        account: format!(
+            "profile {} region {}{keys}",
+            scope.profile.as_deref().unwrap_or("-"),
+            scope.region.as_deref().unwrap_or("-")
+        ),
+        requested_by: who.identity.clone().unwrap_or_else(|| "anonymous".into()),
+        source: who.addr,
     }
 }

@@ -20,7 +20,7 @@ use super::consent::{Action, Asker, NobodyToAsk, ProposedChange};
 use super::description::{self, parse_duration, render, rfc3339, Fill};
 pub use super::error::Error;
 use super::firewall::{Firewall, FirewallError, Scope};
-use super::gate::{self, Approval};
+use super::gate::{self, proposed, stamped, Approval};
 use super::marker::{Invalid, Marker, MarkerKey};
 use super::policy::{Policy, Refusal};
 use super::reconcile::{self, Reconciled};
@@ -681,37 +681,6 @@ fn expiry(now: SystemTime, duration: Duration) -> Result<SystemTime, Error> {
             humantime::format_duration(duration)
         ),
     })
-}
-
-/// A change's audit entries, carrying the person's consent when one was given.
-fn stamped(change: Change, approval: Option<&Approval>) -> Change {
-    match approval {
-        Some(a) => a.stamp(change),
-        None => change,
-    }
-}
-
-/// The change as a person is asked about it (an add fills in duration, expiry and details).
-fn proposed(action: Action, spec: &RuleSpec, scope: &Scope, who: &Caller) -> ProposedChange {
-    let keys = scope.keys.as_ref().map_or(String::new(), |k| format!(" keys {}", k.access_key_id));
-    ProposedChange {
-        action,
-        group_id: spec.group_id.clone(),
-        cidr: spec.cidr,
-        protocol: spec.protocol,
-        ports: spec.ports,
-        duration: None,
-        expires: None,
-        rule_ids: Vec::new(),
-        details: String::new(),
-        account: format!(
-            "profile {} region {}{keys}",
-            scope.profile.as_deref().unwrap_or("-"),
-            scope.region.as_deref().unwrap_or("-")
-        ),
-        requested_by: who.identity.clone().unwrap_or_else(|| "anonymous".into()),
-        source: who.addr,
-    }
 }
 
 /// The caller's own limit on groups (a token claim or an API key's list).
