@@ -1,6 +1,6 @@
 //! What the workers of one host share, through files in `state_dir`: the audit log, the cache
 //! change counters, the index of groups with expiring rules, the per-group locks of capped adds,
-//! and the sweeper (one per host, whoever holds its lock). Redis-backed versions of these, for
+//! the consumed consent states, and the sweeper (one per host, whoever holds its lock). Redis-backed versions of these, for
 //! many hosts, belong here too.
 //!
 //! May import: `whitelist` (the traits these files implement, and the service the sweeper
@@ -9,6 +9,7 @@
 
 pub mod audit_file;
 pub mod change_counters;
+pub mod consent_nonces;
 pub mod expiry_index;
 pub mod group_locks;
 pub mod marker_key;
@@ -17,4 +18,5 @@ pub mod sweeper;
 
 pub use audit_file::AuditLog;
 pub use change_counters::ChangeCounters;
+pub use consent_nonces::NonceFiles;
 pub use group_locks::GroupLockFiles;

@@ -42,6 +42,36 @@ pub fn open_read(path: &Path) -> io::Result<Option<File>> {
     }
 }
 
+/// Creates a new private file (`0600`), failing with `AlreadyExists` when the name is taken
+/// (by a file or a link: `O_EXCL` never follows one). Used where creating the name is the fact
+/// recorded (a consumed consent state).
+pub fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(PRIVATE)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Creates the private sub-directory `dir` (`0700`) of the prepared state dir, refusing a
+/// symbolic link or anything else in its place.
+pub fn private_subdir(dir: &Path) -> io::Result<()> {
+    match DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))),
+    }
+    let meta = std::fs::symlink_metadata(dir)?;
+    if !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o077 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} must be a directory of the service's user with mode 0700", dir.display()),
+        ));
+    }
+    Ok(())
+}
+
 /// Whether the existing file at `path` opens for appending the way the service opens it (never
 /// through a link, only a regular file): its length, or `None` when there is no file yet.
 /// Creates and changes nothing (`doctor`).

@@ -16,9 +16,11 @@ use tracing::warn;
 
 use super::audit::{About, Change, LoggedEntry, Recorder};
 use super::cache::{GroupCache, Versions};
+use super::consent::{Action, Asker, NobodyToAsk, ProposedChange};
 use super::description::{self, rfc3339};
 pub use super::error::Error;
 use super::firewall::{Firewall, FirewallError, Scope};
+use super::gate::{self, proposed, stamped, Approval};
 use super::marker::{Invalid, Marker, MarkerKey};
 use super::policy::{Policy, Refusal};
 use super::reconcile::{self, Reconciled};
@@ -257,11 +259,31 @@ impl Whitelist {
         }
     }
 
-    /// Adds a rule, or reports the identical one already there (`changed: false`).
+    /// Adds a rule, or reports the identical one already there (`changed: false`); a change
+    /// that needs a person's consent is refused (nobody to ask).
     pub async fn add(&self, scope: &Scope, args: &AddArgs, who: &Caller) -> Result<Added, Error> {
+        self.add_with(scope, args, who, &NobodyToAsk).await
+    }
+
+    /// [`Whitelist::add`], asking `asker` when `[policy.consent]` wants a person's consent.
+    pub async fn add_with(
+        &self,
+        scope: &Scope,
+        args: &AddArgs,
+        who: &Caller,
+        asker: &dyn Asker,
+    ) -> Result<Added, Error> {
         let plan = self.plan_add(scope, args, who)?;
         let (spec, expires) = (&plan.spec, plan.expires);
         let description = plan.description.clone().unwrap_or_default();
+        let about = About { action: "add", spec, rule_id: None, description: &description, expires };
+        let proposed = ProposedChange {
+            duration: plan.lasting,
+            expires,
+            details: plan.details.clone(),
+            ..proposed(Action::Add, spec, scope, who)
+        };
+        let approval = self.consent(&proposed, asker, Change::new(about, who, scope)).await?;
         // Under a cap, count and add under the host's lock on the group (held to the end).
         let _counting = match self.policy.max_rules_per_group {
             Some(_) => Some(self.group_locks.hold(&spec.group_id).await.map_err(|e| {
@@ -277,7 +299,7 @@ impl Whitelist {
             return Ok(Added::unchanged(self.view(existing)));
         }
         let about = About { action: "add", spec, rule_id: None, description: &description, expires };
-        let change = Change::new(about, who, scope);
+        let change = stamped(Change::new(about, who, scope), approval.as_ref());
         change.intend(&self.recorder).await?;
         let rule_id = match self.firewall.authorize(scope, spec, &description).await {
             Ok(id) => id,
@@ -337,8 +359,20 @@ impl Whitelist {
         }
     }
 
-    /// Removes the exact rule, or reports that it was not there (`changed: false`).
+    /// Removes the exact rule, or reports that it was not there (`changed: false`); a removal
+    /// that needs a person's consent is refused (nobody to ask).
     pub async fn remove(&self, scope: &Scope, args: &RuleArgs, who: &Caller) -> Result<Removed, Error> {
+        self.remove_with(scope, args, who, &NobodyToAsk).await
+    }
+
+    /// [`Whitelist::remove`], asking `asker` when `[policy.consent]` wants a person's consent.
+    pub async fn remove_with(
+        &self,
+        scope: &Scope,
+        args: &RuleArgs,
+        who: &Caller,
+        asker: &dyn Asker,
+    ) -> Result<Removed, Error> {
         let plan = self.plan_remove(scope, args, who)?;
         let spec = &plan.spec;
         let rules = self.fresh(scope, &spec.group_id).await?;
@@ -349,7 +383,19 @@ impl Whitelist {
             return Ok(Removed { changed: false, removed: Vec::new(), message });
         }
         let ids: Vec<String> = matching.iter().map(|r| r.rule_id.clone()).collect();
-        let changes = self.intend_removal(&matching, spec, who, scope).await?;
+        let mut sorted = ids.clone();
+        sorted.sort();
+        let proposed = ProposedChange { rule_ids: sorted, ..proposed(Action::Remove, spec, scope, who) };
+        let joined = ids.join(",");
+        let about = About {
+            action: "remove",
+            spec,
+            rule_id: Some(&joined),
+            description: &matching[0].description,
+            expires: None,
+        };
+        let approval = self.consent(&proposed, asker, Change::new(about, who, scope)).await?;
+        let changes = self.intend_removal(&matching, spec, who, scope, approval.as_ref()).await?;
         match self.firewall.revoke(scope, &spec.group_id, &ids).await {
             Ok(()) => {}
             Err(FirewallError::RuleNotFound) => {
@@ -549,6 +595,18 @@ impl Whitelist {
         }
     }
 
+    /// The one place a change meets `[policy.consent]`: after the request is resolved and the
+    /// policy allowed it, before any AWS write (see [`gate::check`]). `record` describes the
+    /// change for the audit entry of a decline.
+    async fn consent(
+        &self,
+        change: &ProposedChange,
+        asker: &dyn Asker,
+        record: Change,
+    ) -> Result<Option<Approval>, Error> {
+        gate::check(&self.policy.consent, &self.recorder, change, asker, record).await
+    }
+
     /// One intent per rule to remove, all durable before the revoke.
     async fn intend_removal(
         &self,
@@ -556,6 +614,7 @@ impl Whitelist {
         spec: &RuleSpec,
         who: &Caller,
         scope: &Scope,
+        approval: Option<&Approval>,
     ) -> Result<Vec<Change>, Error> {
         let mut changes = Vec::new();
         for r in matching {
@@ -566,7 +625,7 @@ impl Whitelist {
                 description: &r.description,
                 expires: None,
             };
-            let change = Change::new(about, who, scope);
+            let change = stamped(Change::new(about, who, scope), approval);
             change.intend(&self.recorder).await?;
             changes.push(change);
         }
