@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::aws::Ec2Firewall;
 use crate::host::{marker_key, sweeper};
-use crate::host::{AuditLog, ChangeCounters, GroupLockFiles};
+use crate::host::{AuditLog, ChangeCounters, GroupLockFiles, ReadFiles};
 use crate::mcp::{Dispatcher, RegistryError, ServerInfo};
 use crate::settings::WhitelistSettings;
 use crate::whitelist::{Defaults, Parts, Whitelist};
@@ -62,7 +62,8 @@ impl App {
             recorder: audit.clone(),
             marker_key,
             group_locks: Arc::new(GroupLockFiles::new(wl.state_dir.clone())),
-        }));
+        })
+        .with_shared_reads(Arc::new(ReadFiles::new(wl.state_dir.clone()))));
         let registry = crate::tools::register_all(settings.mcp.page_size, service.clone())?;
         Ok(App { dispatcher: Dispatcher::new(info, registry), service, audit, sweeper: sweeper_config(wl) })
     }

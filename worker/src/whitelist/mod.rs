@@ -9,6 +9,7 @@ pub mod cache;
 pub mod description;
 pub mod error;
 pub mod firewall;
+pub mod flight;
 pub mod marker;
 pub mod policy;
 pub mod reconcile;
