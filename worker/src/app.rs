@@ -46,24 +46,26 @@ impl App {
         let audit = Arc::new(AuditLog::open(&wl.audit_log)?.with_expiry_index(wl.state_dir.clone()));
         let versions = Arc::new(ChangeCounters::open(&wl.state_dir.join("cache-versions"))?);
         let marker_key = marker_key::load(&wl.marker_key, &wl.state_dir)?;
-        let service = Arc::new(Whitelist::new(Parts {
-            firewall: Arc::new(Ec2Firewall::new(settings.aws.clone())),
-            policy: wl.policy.clone(),
-            defaults: Defaults {
-                port: wl.default_port.clone(),
-                protocol: wl.default_protocol,
-                description_template: wl.description_template.clone(),
-                user: wl.default_user.clone(),
-                reason: wl.default_reason.clone(),
-            },
-            port_mappings: wl.port_mappings.clone(),
-            cache_ttl: wl.cache_ttl,
-            versions,
-            recorder: audit.clone(),
-            marker_key,
-            group_locks: Arc::new(GroupLockFiles::new(wl.state_dir.clone())),
-        })
-        .with_shared_reads(Arc::new(ReadFiles::new(wl.state_dir.clone()))));
+        let service = Arc::new(
+            Whitelist::new(Parts {
+                firewall: Arc::new(Ec2Firewall::new(settings.aws.clone())),
+                policy: wl.policy.clone(),
+                defaults: Defaults {
+                    port: wl.default_port.clone(),
+                    protocol: wl.default_protocol,
+                    description_template: wl.description_template.clone(),
+                    user: wl.default_user.clone(),
+                    reason: wl.default_reason.clone(),
+                },
+                port_mappings: wl.port_mappings.clone(),
+                cache_ttl: wl.cache_ttl,
+                versions,
+                recorder: audit.clone(),
+                marker_key,
+                group_locks: Arc::new(GroupLockFiles::new(wl.state_dir.clone())),
+            })
+            .with_shared_reads(Arc::new(ReadFiles::new(wl.state_dir.clone()))),
+        );
         let registry = crate::tools::register_all(settings.mcp.page_size, service.clone())?;
         Ok(App { dispatcher: Dispatcher::new(info, registry), service, audit, sweeper: sweeper_config(wl) })
     }

@@ -50,19 +50,23 @@ impl JwtVerifier {
         !self.static_keys.is_empty() || self.jwks.is_some()
     }
 
-    /// Checks a token (the bearer value that is not an API key): remembered if it verified
-    /// before and has not expired, else verified now (and remembered).
+    /// Checks a token (the bearer value that is not an API key). A shared-secret token that
+    /// verified before and has not expired is remembered (the secret changes only with a
+    /// reload, which replaces the workers); a public-key token is checked every time, so a key
+    /// the issuer's JWKS drops stops verifying at the next fetch.
     pub(super) async fn verify(&self, token: &str) -> Result<Principal, Denial> {
         if let Some(principal) = self.verified.get(token) {
             return Ok(principal);
         }
-        let (principal, exp) = self.verify_now(token).await?;
-        self.verified.put(token, &principal, exp);
+        let (principal, remember_until) = self.verify_now(token).await?;
+        if let Some(exp) = remember_until {
+            self.verified.put(token, &principal, exp);
+        }
         Ok(principal)
     }
 
-    /// Verifies a token; who it names and its `exp`.
-    async fn verify_now(&self, token: &str) -> Result<(Principal, u64), Denial> {
+    /// Verifies a token; who it names and, for a shared-secret token, its `exp`.
+    async fn verify_now(&self, token: &str) -> Result<(Principal, Option<u64>), Denial> {
         let (alg, kid) = parse_header(token).map_err(Denial::InvalidToken)?;
         if alg.family() == AlgorithmFamily::Hmac {
             // Shared-secret tokens are checked with the shared secret and nothing else: a
@@ -70,7 +74,7 @@ impl JwtVerifier {
             let Some(secret) = &self.hs else {
                 return Err(Denial::InvalidToken(InvalidToken::AlgorithmNotAccepted(alg_name(alg))));
             };
-            return self.check(token, alg, &[secret]);
+            return self.check(token, alg, &[secret]).map(|(p, exp)| (p, Some(exp)));
         }
         let mut jwks_keys = Arc::new(Vec::new());
         if let Some(jwks) = &self.jwks {
@@ -92,7 +96,7 @@ impl JwtVerifier {
             found = self.select(alg, kid.as_deref(), &jwks_keys, false);
         }
         match found {
-            Ok(keys) => self.check(token, alg, &keys),
+            Ok(keys) => self.check(token, alg, &keys).map(|(p, _)| (p, None)),
             Err(miss) => {
                 let unavailable = self.jwks.as_ref().is_some_and(|j| !j.ever_fetched());
                 Err(match miss {

@@ -1,8 +1,9 @@
-//! Verified JWTs remembered by the SHA-256 of the token (never the token itself) until its
-//! `exp`, and at most [`MAX_AGE`], so a client that sends the same bearer token on every request
-//! pays for one signature check, not one per request. Only successes are remembered: a token
-//! that failed is checked again each time. The cache lives in one worker; a HUP reload replaces
-//! every worker, so a secret or key removed by a reload stops verifying at once.
+//! Verified shared-secret (HS*) JWTs remembered by the SHA-256 of the token (never the token
+//! itself) until its `exp`, and at most [`MAX_AGE`], so a client that sends the same bearer
+//! token on every request pays for one signature check, not one per request. Only successes are
+//! remembered: a token that failed is checked again each time. The cache lives in one worker; a
+//! HUP reload replaces every worker, so a secret changed by a reload stops verifying at once.
+//! Public-key tokens are not remembered (see `jwt`): a JWKS may drop their key at any fetch.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -12,7 +13,7 @@ use super::Principal;
 
 /// Most tokens remembered; past it, the expired ones go, and if none had, all of them.
 const MAX_ENTRIES: usize = 4096;
-/// Longest a verified token is trusted without a new check (a JWKS may drop its key meanwhile).
+/// Longest a verified token is trusted without a new check.
 pub(super) const MAX_AGE: Duration = Duration::from_secs(300);
 
 /// Token hash → (who, until when in Unix seconds).

@@ -40,7 +40,8 @@ pub(crate) async fn lock_file(path: PathBuf) -> Result<Flock<File>, String> {
     // dropped meanwhile leaves the thread to take and at once drop the lock.
     tokio::task::spawn_blocking(move || -> Result<Flock<File>, String> {
         let file = super::state_file::open(&path).map_err(|e| e.to_string())?;
-        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| format!("cannot lock {}: {e}", path.display()))
+        Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| format!("cannot lock {}: {e}", path.display()))
     })
     .await
     .map_err(|e| format!("the lock task failed: {e}"))?

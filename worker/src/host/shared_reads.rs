@@ -51,7 +51,9 @@ impl SharedReads for ReadFiles {
         let written = self.path(key, "json").and_then(|path| {
             let mut file = super::state_file::open(&path).map_err(|e| e.to_string())?;
             let text = serde_json::to_vec(read).map_err(|e| e.to_string())?;
-            file.set_len(0).and_then(|()| file.write_all(&text)).map_err(|e| format!("{}: {e}", path.display()))
+            file.set_len(0)
+                .and_then(|()| file.write_all(&text))
+                .map_err(|e| format!("{}: {e}", path.display()))
         });
         if let Err(e) = written {
             warn!(event = "shared_read_unstored", "the host's other workers will read EC2 themselves: {e}");

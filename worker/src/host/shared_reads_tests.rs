@@ -33,7 +33,12 @@ impl Firewall for SlowEc2 {
             Ok(rules)
         })
     }
-    fn authorize<'a>(&'a self, _: &'a Scope, spec: &'a RuleSpec, description: &'a str) -> FwFuture<'a, String> {
+    fn authorize<'a>(
+        &'a self,
+        _: &'a Scope,
+        spec: &'a RuleSpec,
+        description: &'a str,
+    ) -> FwFuture<'a, String> {
         Box::pin(async move {
             let mut rules = self.rules.lock().unwrap();
             let id = format!("sgr-{:017x}", rules.len());

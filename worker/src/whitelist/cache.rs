@@ -9,8 +9,8 @@
 //! host (a change through any worker of the host moves the counter: the next read is fresh).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::rules::ExistingRule;

@@ -596,7 +596,10 @@ impl Whitelist {
         let host_lead = match self.shared.lead(key).await {
             Ok(lead) => Some(lead),
             Err(e) => {
-                warn!(event = "shared_read_unavailable", group, "reading {group} without the host's single flight: {e}");
+                warn!(
+                    event = "shared_read_unavailable",
+                    group, "reading {group} without the host's single flight: {e}"
+                );
                 None
             }
         };
