@@ -1,13 +1,15 @@
 //! Log output for the supervisor and its workers: JSON lines or text, to stderr or a file that
 //! USR1 reopens (so logrotate can move it away without losing lines).
 //!
-//! Lines never wait for the disk (or a slow journal) on the request path: each is appended to
-//! a buffer in memory, and a thread writes the buffer out every [`FLUSH_EVERY`] — in pieces of
+//! In a worker ([`init_batched`]), lines never wait for the disk (or a slow journal) on the
+//! request path: each is appended to a buffer in memory, and a thread writes the buffer out every
+//! [`FLUSH_EVERY`] — in pieces of
 //! whole lines of at most `PIPE_BUF` bytes, so lines of the supervisor and its workers sharing
 //! a pipe or an `O_APPEND` file never interleave, as when each line was written alone. The
 //! buffer is written out before a reopen (to the old file), at exit (`atexit`, which
 //! `std::process::exit` runs too: drain, fast exit, the end of `main`), and at once should it
-//! ever grow past [`BUFFER_MAX`]. Only a process killed outright loses its last lines.
+//! ever grow past [`BUFFER_MAX`]. Only a process killed outright loses its last lines. The
+//! supervisor and the other commands ([`init`]) write each line at once, as it comes.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IsTerminal, Write};
@@ -39,9 +41,19 @@ impl LogHandle {
     }
 }
 
-/// Installs the global subscriber. Fails only when a log file cannot be opened. Access-log
-/// lines (target `access`) go to `access_file` when one is set, else with everything else.
+/// Installs the global subscriber, writing each line at once. Fails only when a log file cannot
+/// be opened. Access-log lines (target `access`) go to `access_file` when one is set, else with
+/// everything else.
 pub fn init(cfg: &LogConfig) -> io::Result<LogHandle> {
+    init_with(cfg, false)
+}
+
+/// Like [`init`], for a worker: lines are buffered and written in batches (see the module doc).
+pub fn init_batched(cfg: &LogConfig) -> io::Result<LogHandle> {
+    init_with(cfg, true)
+}
+
+fn init_with(cfg: &LogConfig, batched: bool) -> io::Result<LogHandle> {
     use tracing_subscriber::filter::{filter_fn, FilterExt};
     use tracing_subscriber::prelude::*;
     use tracing_subscriber::Layer;
@@ -50,12 +62,12 @@ pub fn init(cfg: &LogConfig) -> io::Result<LogHandle> {
     let (writer, file, terminal) = match &cfg.file {
         Some(path) => {
             let file = ReopenableFile::open(path)?;
-            (BoxMakeWriter::new(Batch::start(Some(file.clone()))), Some(file), false)
+            (BoxMakeWriter::new(Batch::start(Some(file.clone()), batched)), Some(file), false)
         }
-        None => (BoxMakeWriter::new(Batch::start(None)), None, io::stderr().is_terminal()),
+        None => (BoxMakeWriter::new(Batch::start(None, batched)), None, io::stderr().is_terminal()),
     };
     let access = cfg.access_file.as_deref().map(ReopenableFile::open).transpose()?;
-    let access_writer = access.clone().map(|f| Batch::start(Some(f)));
+    let access_writer = access.clone().map(|f| Batch::start(Some(f), batched));
     let json = match cfg.format {
         LogFormat::Json => true,
         LogFormat::Text => false,
@@ -132,6 +144,8 @@ struct Batch {
     /// Held across taking and writing a batch, so batches keep their order.
     writing: Mutex<()>,
     file: Option<ReopenableFile>,
+    /// False: each line is written at once, by the thread that logs it.
+    batched: bool,
 }
 
 /// Every batch of this process: the flusher thread and `atexit` write them all out.
@@ -165,9 +179,12 @@ pub fn flush_all() {
 }
 
 impl Batch {
-    fn start(file: Option<ReopenableFile>) -> Batched {
-        let batch = Arc::new(Batch { pending: Mutex::new(Vec::new()), writing: Mutex::new(()), file });
-        batches().lock().unwrap_or_else(PoisonError::into_inner).push(batch.clone());
+    fn start(file: Option<ReopenableFile>, batched: bool) -> Batched {
+        let batch =
+            Arc::new(Batch { pending: Mutex::new(Vec::new()), writing: Mutex::new(()), file, batched });
+        if batched {
+            batches().lock().unwrap_or_else(PoisonError::into_inner).push(batch.clone());
+        }
         Batched(batch)
     }
 
@@ -178,10 +195,15 @@ impl Batch {
             return;
         }
         // A log that cannot be written has nowhere to report it: the lines are dropped.
-        let _ = match &self.file {
-            Some(f) => write_lines(&mut *f.file.lock().unwrap_or_else(PoisonError::into_inner), &lines),
-            None => write_lines(&mut io::stderr().lock(), &lines),
-        };
+        let _ = self.write_now(&lines);
+    }
+
+    /// Writes `lines` to the file or stderr (the caller holds `writing`).
+    fn write_now(&self, lines: &[u8]) -> io::Result<()> {
+        match &self.file {
+            Some(f) => write_lines(&mut *f.file.lock().unwrap_or_else(PoisonError::into_inner), lines),
+            None => write_lines(&mut io::stderr().lock(), lines),
+        }
     }
 }
 
@@ -207,6 +229,11 @@ struct BatchWriter(Arc<Batch>);
 
 impl Write for BatchWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !self.0.batched {
+            let _order = self.0.writing.lock().unwrap_or_else(PoisonError::into_inner);
+            self.0.write_now(buf)?;
+            return Ok(buf.len());
+        }
         let full = {
             let mut pending = self.0.pending.lock().unwrap_or_else(PoisonError::into_inner);
             pending.extend_from_slice(buf);
@@ -271,7 +298,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log");
         let file = ReopenableFile::open(&path).unwrap();
-        let batch = Batch::start(Some(file.clone()));
+        let batch = Batch::start(Some(file.clone()), true);
         batch.make_writer().write_all(b"before\n").unwrap();
         std::fs::rename(&path, dir.path().join("a.log.1")).unwrap();
         file.reopen().unwrap();
