@@ -146,17 +146,8 @@ start_hot() { # PORT CONFIG
     sleep 0.5
 }
 
-# A wrk script POSTing one JSON-RPC message with the token.
 call_script() { # FILE BODY
-    cat >"$1" <<EOF
-wrk.method = "POST"
-wrk.body = '$2'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Accept"] = "application/json"
-wrk.headers["MCP-Protocol-Version"] = "2025-06-18"
-wrk.headers["Host"] = "localhost"
-wrk.headers["Authorization"] = "Bearer $TOKEN"
-EOF
+    mcp_body_script "$1" "$2" "$TOKEN"
 }
 call_script "$OUT/check.lua" "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"whitelist_check\",\"arguments\":{\"security_group_id\":\"$GROUP\",\"ip_address\":\"203.0.113.7\",\"port\":\"22\"}}}"
 call_script "$OUT/ping.lua" '{"jsonrpc":"2.0","id":1,"method":"ping"}'

@@ -140,16 +140,23 @@ stop() { # PID
 
 # A wrk script that POSTs one MCP JSON-RPC message the way a 2025-06-18 client does.
 mcp_script() { # FILE METHOD
-    local body
-    body=$(printf '{"jsonrpc":"2.0","id":1,"method":"%s"}' "$2")
+    mcp_body_script "$1" "$(printf '{"jsonrpc":"2.0","id":1,"method":"%s"}' "$2")"
+}
+
+# A wrk script that POSTs BODY (one JSON-RPC message) as a 2025-06-18 client does, with
+# `Authorization: Bearer TOKEN` when a token is given.
+mcp_body_script() { # FILE BODY [TOKEN]
     cat >"$1" <<EOF
 wrk.method = "POST"
-wrk.body = '$body'
+wrk.body = '$2'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Accept"] = "application/json"
 wrk.headers["MCP-Protocol-Version"] = "2025-06-18"
 wrk.headers["Host"] = "localhost"
 EOF
+    if [[ -n ${3:-} ]]; then
+        echo "wrk.headers[\"Authorization\"] = \"Bearer $3\"" >>"$1"
+    fi
 }
 
 # One request as wrk would send it (curl), checked before the run: HTTP 200 and, for a wrk
