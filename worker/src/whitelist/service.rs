@@ -591,8 +591,13 @@ impl Whitelist {
 
     /// Reads the group for every worker of the host: under the host's lead on `key`, the read
     /// another worker stored is taken if it is still fresh; else EC2 is asked and the answer
-    /// stored. Without a lead (its file cannot be locked), this worker reads alone.
+    /// stored. Without a lead (its file cannot be locked), this worker reads alone. Reads made
+    /// with a call's own keys are not shared: there is no bound on how many keys callers bring,
+    /// and each would leave its files in `state_dir`.
     async fn refresh(&self, scope: &Scope, group: &str, key: &str) -> Result<Rules, Error> {
+        if scope.keys.is_some() {
+            return self.fresh(scope, group).await;
+        }
         let host_lead = match self.shared.lead(key).await {
             Ok(lead) => Some(lead),
             Err(e) => {
