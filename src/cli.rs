@@ -35,6 +35,9 @@ pub enum Command {
     Token(crate::keys::TokenArgs),
     /// Make an API key: prints the key once and the config entry holding its hash.
     Keygen(crate::keys::KeygenArgs),
+    /// Ask the running service for its status, or reload, scale, upgrade or stop it, over its
+    /// control socket (the service's own user and root only).
+    Ctl(crate::ctl::CtlArgs),
     /// Internal: one worker process, started by `serve`.
     #[command(hide = true)]
     Worker,

@@ -16,6 +16,9 @@ use supervisor::{BindAddr, RunAs};
 /// Prefix of the environment variables that override config keys (`__` separates sections).
 pub const ENV_PREFIX: &str = "AWSWHITELIST_";
 
+/// The control socket's file name in systemd's `RuntimeDirectory`, when `control_socket` is unset.
+pub const CONTROL_SOCKET_NAME: &str = "control.sock";
+
 /// The whole configuration. Field names are the TOML keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -50,6 +53,10 @@ pub struct Config {
     /// File to write the supervisor's pid to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pidfile: Option<PathBuf>,
+    /// The Unix socket `awswhitelist ctl` talks to (mode 0600; the service's own user and root
+    /// only). Default: `control.sock` in systemd's `RuntimeDirectory`; none without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_socket: Option<PathBuf>,
     /// User the workers run as (name or number); needs root.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
@@ -133,6 +140,7 @@ impl Default for Config {
             limit_request_field_size: 8190,
             worker_connections: 1000,
             pidfile: None,
+            control_socket: None,
             forwarded_allow_ips: Vec::new(),
             forwarded_header: "x-forwarded-for".to_string(),
             user: None,
@@ -191,6 +199,15 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Loads defaults < file < environment < flags, then validates.
     pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
+        let config = Config::extract(sources)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Loads defaults < file < environment < flags without validating the values: for `ctl`,
+    /// which needs only where the control socket is, and may run as a user that cannot open
+    /// the service's files.
+    pub fn extract(sources: &Sources) -> Result<Config, ConfigError> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = &sources.file {
             if !path.is_file() {
@@ -205,9 +222,7 @@ impl Config {
         fig = fig
             .merge(Env::prefixed(ENV_PREFIX).filter(|k| k != "config").split("__"))
             .merge(Serialized::defaults(&sources.flags));
-        let config: Config = fig.extract().map_err(from_figment)?;
-        config.validate()?;
-        Ok(config)
+        fig.extract().map_err(from_figment)
     }
 
     /// Checks every value; returns all problems found.
@@ -248,6 +263,21 @@ impl Config {
         ] {
             if v == 0 || v > max {
                 bad(key, v.to_string(), &format!("must be between 1 and {max}"));
+            }
+        }
+        if let Some(path) = &self.control_socket {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+            if !path.is_absolute() {
+                bad("control_socket", path.display().to_string(), "must be an absolute path");
+            } else if path.as_os_str().len() > supervisor::control::socket::MAX_PATH {
+                let max = supervisor::control::socket::MAX_PATH;
+                bad(
+                    "control_socket",
+                    path.display().to_string(),
+                    &format!("longer than {max} bytes: a Unix socket address cannot hold it"),
+                );
+            } else if !dir.is_some_and(|d| d.is_dir()) {
+                bad("control_socket", path.display().to_string(), "its directory does not exist");
             }
         }
         if let Some(mask) = self.umask {
@@ -366,6 +396,16 @@ impl Config {
         } else {
             Err(ConfigError(problems))
         }
+    }
+
+    /// Where the control socket is: `control_socket`, else `control.sock` in systemd's
+    /// `RuntimeDirectory` (`$RUNTIME_DIRECTORY`), else none.
+    pub fn control_socket_path(&self) -> Option<PathBuf> {
+        if let Some(path) = &self.control_socket {
+            return Some(path.clone());
+        }
+        let dirs = std::env::var_os("RUNTIME_DIRECTORY")?;
+        std::env::split_paths(&dirs).next().filter(|d| d.is_absolute()).map(|d| d.join(CONTROL_SOCKET_NAME))
     }
 
     /// Bind addresses, parsed (valid after [`Config::validate`]).

@@ -47,6 +47,9 @@ pub struct KeygenArgs {
     /// Restrict the key to these security groups (ids or sg-0abc* patterns), comma-separated.
     #[arg(long, value_delimiter = ',', value_name = "SG,...")]
     pub groups: Vec<String>,
+    /// Mark the key read-only: it may list and check, never add or remove, whatever its scopes.
+    #[arg(long)]
+    pub read_only: bool,
 }
 
 fn split_scopes(text: &str) -> Vec<String> {
@@ -109,6 +112,7 @@ pub fn keygen_main(args: &KeygenArgs) -> ExitCode {
         hash: made.hash.clone(),
         scopes,
         security_groups: args.groups.iter().map(|g| g.trim().to_string()).filter(|g| !g.is_empty()).collect(),
+        read_only: args.read_only,
     };
     let snippet = match toml::to_string(&Snippet { auth: SnippetAuth { api_keys: vec![entry] } }) {
         Ok(s) => s,

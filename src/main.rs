@@ -1,9 +1,11 @@
 //! `awswhitelist`: the command line. A thin layer that wires the configuration to the
 //! supervisor (`serve`), to the worker program the supervisor starts (`worker`), to the local
-//! MCP loop (`stdio`) and to the stdio-to-HTTP bridge (`proxy`).
+//! MCP loop (`stdio`), to the stdio-to-HTTP bridge (`proxy`) and to the running supervisor's
+//! control socket (`ctl`).
 
 mod cli;
 mod config;
+mod ctl;
 mod keys;
 mod logging;
 mod proxy;
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
         Command::Proxy(args) => proxy_main(&args),
         Command::Token(args) => keys::token_main(&args),
         Command::Keygen(args) => keys::keygen_main(&args),
+        Command::Ctl(args) => ctl::main(&args),
         Command::Worker => worker_main(),
     }
 }
@@ -56,6 +59,8 @@ fn check_config(args: &ConfigArgs) -> ExitCode {
 }
 
 fn serve(args: &ConfigArgs) -> ExitCode {
+    // SAFETY: first thing after parsing the arguments: no thread exists yet.
+    unsafe { supervisor::proctitle::init() };
     let config = match load(args) {
         Ok(c) => c,
         Err(code) => return code,
@@ -77,6 +82,8 @@ fn serve(args: &ConfigArgs) -> ExitCode {
     };
     let sources = args.sources();
     let running_log = config.log.clone();
+    let control_socket = config.control_socket_path();
+    let running_control = control_socket.clone();
     let reload = Box::new(move || {
         let config = Config::load(&sources).map_err(|e| e.to_string())?;
         if config.log != running_log {
@@ -86,10 +93,17 @@ fn serve(args: &ConfigArgs) -> ExitCode {
                 "[log] changed: workers use the new settings, the supervisor keeps its own until restarted"
             );
         }
+        if config.control_socket_path() != running_control {
+            tracing::warn!(
+                event = "control_socket_changed",
+                "control_socket changed: the supervisor keeps listening where it did until restarted"
+            );
+        }
         config.supervisor_settings().map_err(|e| e.to_string())
     });
+    let identity = supervisor::Identity { name: "awswhitelist", version: env!("CARGO_PKG_VERSION") };
     let supervisor = match supervisor::Supervisor::new(settings, reload) {
-        Ok(s) => s.on_reopen_logs(move || log.reopen()),
+        Ok(s) => s.on_reopen_logs(move || log.reopen()).identity(identity),
         Err(e) => {
             error!(event = "start_failed", error = %e, "{e}");
             eprintln!("awswhitelist: {e}");
@@ -102,6 +116,17 @@ fn serve(args: &ConfigArgs) -> ExitCode {
         eprintln!("awswhitelist: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
+    let supervisor = match control_socket {
+        Some(path) => match supervisor.control_socket(path) {
+            Ok(s) => s,
+            Err(e) => {
+                error!(event = "start_failed", error = %e, "{e}");
+                eprintln!("awswhitelist: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => supervisor,
+    };
     match supervisor.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -159,6 +184,8 @@ fn proxy_main(args: &ProxyArgs) -> ExitCode {
 
 /// The hidden `worker` command: what the supervisor executes for each worker.
 fn worker_main() -> ExitCode {
+    // SAFETY: first thing after parsing the arguments: no thread exists yet.
+    unsafe { supervisor::proctitle::init() };
     let boot_error = ExitCode::from(supervisor::WORKER_BOOT_ERROR as u8);
     let inherited = match supervisor::child::Inherited::from_env(Duration::from_secs(10)) {
         Ok(i) => i,

@@ -435,3 +435,39 @@ fn stdio_refuses_a_state_dir_others_can_write() {
     }
     assert!(stdio().status.success(), "a private state dir is accepted");
 }
+
+#[test]
+fn stdio_read_only_offers_no_changing_tool_and_still_reads() {
+    let Some(moto) = common::moto::Moto::start() else { return };
+    let g = moto.create_group("ro-stdio");
+    moto.authorize(&g, "198.51.100.0/24", 22, "by hand");
+    let before = moto.ingress(&g);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, format!("{}\n[policy]\nread_only = true\n", moto.aws_table())).unwrap();
+    let env = common::moto::Moto::sdk_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut peer = Peer::start(&["stdio", "--config", config.to_str().unwrap()], &env);
+    let init = peer.call(json!(1), "initialize", init_params());
+    let instructions = init["result"]["instructions"].as_str().unwrap_or_default();
+    assert!(instructions.contains("read-only ([policy] read_only)"), "{init}");
+    let list = peer.call(json!(2), "tools/list", json!({}));
+    let names: Vec<&str> =
+        list["result"]["tools"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
+    assert!(!names.contains(&"whitelist_add") && !names.contains(&"whitelist_remove"), "{names:?}");
+    assert!(names.contains(&"whitelist_list"), "{names:?}");
+    for (id, tool) in [(3, "whitelist_add"), (4, "whitelist_remove")] {
+        let args = json!({"security_group_id": g, "ip_address": "198.51.100.0/24"});
+        let r = peer.call(json!(id), "tools/call", json!({"name": tool, "arguments": args}));
+        let failure = common::tool_failure(&r["result"]).unwrap_or_else(|| panic!("not refused: {r}"));
+        assert!(failure.contains("[policy] read_only = false"), "names the setting: {failure}");
+    }
+    let listed = peer.call(
+        json!(5),
+        "tools/call",
+        json!({"name": "whitelist_list", "arguments": {"security_group_id": g}}),
+    );
+    assert_eq!(listed["result"]["structuredContent"]["count"], 1, "{listed}");
+    assert_eq!(moto.ingress(&g), before, "nothing changed");
+    assert_eq!(peer.close().code(), Some(0));
+}

@@ -38,20 +38,11 @@ impl Env {
         tables: &str,
     ) -> Service {
         let config = format!(
-            "{top}\n[aws]\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\noperation_timeout = 20.0\n{aws}\n[whitelist]\nstate_dir = \"{}\"\n{whitelist}\n{tables}\n",
-            self.moto.url(),
+            "{top}\n{}{aws}\n[whitelist]\nstate_dir = \"{}\"\n{whitelist}\n{tables}\n",
+            self.moto.aws_table(),
             state.display()
         );
-        Service::start_with(Options {
-            config,
-            env: vec![
-                // moto accepts any keys; these are made up here, not anyone's.
-                ("AWS_ACCESS_KEY_ID".into(), generated_key_id()),
-                ("AWS_SECRET_ACCESS_KEY".into(), generated_secret()),
-                ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
-            ],
-            wait_ready: true,
-        })
+        Service::start_with(Options { config, env: Moto::sdk_env(), wait_ready: true })
     }
 
     fn audit(&self) -> Vec<Value> {

@@ -224,3 +224,27 @@ fn forwarded_header_names_the_one_header_believed() {
         Ok(())
     });
 }
+
+#[test]
+fn control_socket_comes_from_the_key_else_the_runtime_directory_and_is_checked() {
+    Jail::expect_with(|jail| {
+        jail.set_env("RUNTIME_DIRECTORY", "/run/awswhitelist");
+        let c = load_in(jail, "").unwrap();
+        assert_eq!(c.control_socket_path(), Some(PathBuf::from("/run/awswhitelist/control.sock")));
+        let dir = jail.directory().to_path_buf();
+        let c = load_in(jail, &format!("control_socket = \"{}/c.sock\"", dir.display())).unwrap();
+        assert_eq!(c.control_socket_path(), Some(dir.join("c.sock")), "the key wins");
+        jail.set_env("RUNTIME_DIRECTORY", "");
+        assert_eq!(load_in(jail, "").unwrap().control_socket_path(), None, "no systemd, no key: none");
+        let long = format!("/tmp/{}", "x".repeat(120));
+        for (bad, why) in [
+            ("ctl.sock".to_string(), "absolute"),
+            ("/nonexistent-dir/ctl.sock".to_string(), "directory does not exist"),
+            (long, "longer than"),
+        ] {
+            let err = load_in(jail, &format!("control_socket = \"{bad}\"")).unwrap_err().to_string();
+            assert!(err.contains("control_socket") && err.contains(why), "{bad}: {err}");
+        }
+        Ok(())
+    });
+}

@@ -116,6 +116,12 @@ pub struct PolicyConfig {
     pub max_rules_per_group: usize,
     /// Let `whitelist_remove` remove rules this service did not add (the reference behaviour).
     pub remove_unmanaged: bool,
+    /// The whole server is read-only: `whitelist_add`/`whitelist_remove` are not offered and are
+    /// refused if called (also per API key and per `[[aws.profiles]]` entry).
+    pub read_only: bool,
+    /// The expiry sweeper still removes expired rules under `read_only` (and through read-only
+    /// profiles): their expiry was promised when they were added.
+    pub sweep_when_read_only: bool,
 }
 
 impl Default for PolicyConfig {
@@ -133,6 +139,8 @@ impl Default for PolicyConfig {
             require_expiry: false,
             max_rules_per_group: 0,
             remove_unmanaged: false,
+            read_only: false,
+            sweep_when_read_only: p.sweep_when_read_only,
         }
     }
 }
@@ -283,6 +291,15 @@ impl Config {
                 require_expiry: p.require_expiry,
                 max_rules_per_group: (p.max_rules_per_group > 0).then_some(p.max_rules_per_group),
                 remove_unmanaged: p.remove_unmanaged,
+                read_only: p.read_only,
+                read_only_profiles: self
+                    .aws
+                    .profiles
+                    .iter()
+                    .filter(|profile| profile.read_only)
+                    .map(|profile| profile.name.clone())
+                    .collect(),
+                sweep_when_read_only: p.sweep_when_read_only,
             },
             default_port: w.default_port.clone(),
             default_protocol: protocol,
@@ -323,5 +340,31 @@ mod tests {
         assert_eq!(all(&config).unwrap_err().setting, "allowed_protocols");
         config.policy.allowed_protocols.push("all".into());
         assert!(all(&config).is_ok(), "naming `all` allows it");
+    }
+
+    #[test]
+    fn read_only_reaches_the_policy_from_policy_and_profiles() {
+        let mut config = Config::default();
+        config.whitelist.state_dir = "/var/lib/awswhitelist".into();
+        let profile = |name: &str, read_only: bool| worker::aws::settings::CredentialProfile {
+            name: name.into(),
+            region: None,
+            role_arn: None,
+            external_id: None,
+            session_name: None,
+            source_profile: None,
+            read_only,
+        };
+        config.aws.profiles = vec![profile("audit", true), profile("ops", false)];
+        let policy = config.whitelist_settings().unwrap_or_else(|p| panic!("{p:?}")).policy;
+        assert!(!policy.read_only && policy.sweep_when_read_only, "defaults: writable, sweeping");
+        assert_eq!(policy.read_only_profiles, ["audit"]);
+        assert_eq!(policy.check_writable(Some("audit")).unwrap_err().setting, "aws.profiles.read_only");
+        assert!(policy.check_writable(Some("ops")).is_ok());
+        config.policy.read_only = true;
+        config.policy.sweep_when_read_only = false;
+        let policy = config.whitelist_settings().unwrap_or_else(|p| panic!("{p:?}")).policy;
+        assert_eq!(policy.check_writable(None).unwrap_err().setting, "read_only");
+        assert!(!policy.may_sweep(None));
     }
 }

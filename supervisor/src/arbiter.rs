@@ -17,9 +17,12 @@
 //! - [`handlers`]: one handler per signal (`handle_hup`, `handle_ttin`, …);
 //! - [`workers`]: spawning, reaping, replacing, aborting and stopping worker processes;
 //! - [`channel`]: the private channel to each worker (reading, writing, routing messages);
-//! - [`handover`]: the binary upgrade (USR2) on both sides, old and new supervisor.
+//! - [`handover`]: the binary upgrade (USR2) on both sides, old and new supervisor;
+//! - [`control`]: the control socket's requests, run by the same handlers as the signals, and
+//!   the status they report (also in the process title).
 
 mod channel;
+mod control;
 mod error;
 mod handlers;
 mod handover;
@@ -28,12 +31,14 @@ mod run;
 mod settings;
 mod workers;
 
+use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use error::Error;
 pub use settings::{ReloadFn, Settings, WorkerSpec};
 
+use crate::control::socket::ControlSocket;
 use crate::metrics::Metrics;
 use crate::pidfile::Pidfile;
 use crate::signals::SignalQueue;
@@ -95,6 +100,27 @@ pub struct Supervisor {
     predecessor: Option<Predecessor>,
     /// This supervisor handed the service to a new one and is draining out.
     handed_over: bool,
+    /// The program's name and version, for process titles and `ctl status`.
+    identity: Identity,
+    /// When this supervisor started.
+    started: Instant,
+    /// The control socket, once open.
+    control: Option<ControlSocket>,
+    /// Where the control socket goes, for a supervisor started by an upgrade: it takes the path
+    /// over from the old one once it is ready, not before (if it never gets ready, the old one
+    /// keeps answering there).
+    control_pending: Option<PathBuf>,
+    /// The process title last set.
+    title: String,
+}
+
+/// The name and version of the program the supervisor runs, as `ps` and `ctl status` show them.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity {
+    /// The program's name (`awswhitelist`).
+    pub name: &'static str,
+    /// Its version.
+    pub version: &'static str,
 }
 
 impl Supervisor {
@@ -131,7 +157,29 @@ impl Supervisor {
             upgrade: None,
             predecessor,
             handed_over: false,
+            identity: Identity { name: env!("CARGO_PKG_NAME"), version: env!("CARGO_PKG_VERSION") },
+            started: Instant::now(),
+            control: None,
+            control_pending: None,
+            title: String::new(),
         })
+    }
+
+    /// Names the program in process titles and `ctl status`.
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.identity = identity;
+        self
+    }
+
+    /// Listens for `ctl` on a Unix socket at `path` (mode 0600, this uid and root only). A
+    /// supervisor started by an upgrade takes the path over once it is ready.
+    pub fn control_socket(mut self, path: PathBuf) -> Result<Self, Error> {
+        if self.predecessor.is_some() {
+            self.control_pending = Some(path);
+        } else {
+            self.control = Some(ControlSocket::open(&path, false).map_err(Error::Control)?);
+        }
+        Ok(self)
     }
 
     /// Sets what USR1 does in the supervisor besides forwarding it to workers.

@@ -11,9 +11,11 @@
 
 pub mod arbiter;
 pub mod child;
+pub mod control;
 pub mod ipc;
 pub mod metrics;
 pub mod pidfile;
+pub mod proctitle;
 mod signals;
 pub mod sock;
 mod spawn;
@@ -21,7 +23,7 @@ pub mod systemd;
 mod table;
 pub mod upgrade;
 
-pub use arbiter::{Error, ReloadFn, Settings, Supervisor, WorkerSpec};
+pub use arbiter::{Error, Identity, ReloadFn, Settings, Supervisor, WorkerSpec};
 pub use sock::BindAddr;
 pub use spawn::RunAs;
 

@@ -64,6 +64,8 @@ pub struct Worker {
     pub slot: u32,
     /// The configuration generation it was started with.
     pub generation: u64,
+    /// When it was started.
+    pub started: Instant,
     /// Its request budget (jitter included); 0 = never recycled.
     pub max_requests: u64,
     /// The supervisor's end of its channel (non-blocking).

@@ -290,14 +290,21 @@ impl Service {
 
     /// Calls an MCP tool over a new connection (legacy revision); returns the whole result.
     pub fn call_tool(&self, name: &str, args: serde_json::Value) -> Value {
-        let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": args}}).to_string();
-        let req = format!(
-            "POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nMCP-Protocol-Version: 2025-06-18\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let r = http::raw(&self.addr, req.as_bytes()).unwrap_or_else(|e| panic!("tools/call {name}: {e}"));
-        let v = r.json();
+        let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": args}});
+        let v = self.post_mcp(&[("MCP-Protocol-Version", "2025-06-18")], &body).json();
         v.get("result").cloned().unwrap_or(v)
+    }
+
+    /// POSTs one JSON-RPC message to /mcp over a new connection, with these extra headers.
+    pub fn post_mcp(&self, headers: &[(&str, &str)], body: &Value) -> http::Response {
+        let body = body.to_string();
+        let mut req =
+            String::from("POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n");
+        for (name, value) in headers {
+            req.push_str(&format!("{name}: {value}\r\n"));
+        }
+        req.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()));
+        http::raw(&self.addr, req.as_bytes()).unwrap_or_else(|e| panic!("POST /mcp {body}: {e}"))
     }
 
     /// Path inside the service's temp dir.
@@ -475,4 +482,21 @@ pub fn tool_failure(r: &Value) -> Option<String> {
         (_, Some(m)) => Some(m.to_string()),
         _ => None,
     }
+}
+
+/// `awswhitelist keygen --id ID --scopes SCOPES EXTRA…`: the key (printed once) and its
+/// `[[auth.api_keys]]` entry.
+pub fn keygen(id: &str, scopes: &str, extra: &[&str]) -> (String, String) {
+    let out = Command::new(BIN)
+        .args(["keygen", "--id", id, "--scopes", scopes])
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("keygen: {e}"));
+    assert!(out.status.success(), "keygen: {}", String::from_utf8_lossy(&out.stderr));
+    let out = String::from_utf8(out.stdout).unwrap();
+    let key = out.lines().find(|l| l.starts_with("awsk_")).expect("a key line").to_string();
+    let entry = &out[out.find("[[auth.api_keys]]").expect("a config entry")..];
+    assert!(!entry.contains(&key), "the config entry must hold only the key's hash");
+    (key, entry.to_string())
 }

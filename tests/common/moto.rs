@@ -12,22 +12,39 @@ pub struct Moto {
     child: Child,
     /// `127.0.0.1:PORT`.
     pub addr: String,
+    /// moto's own record of every request it received, when started with [`Moto::recording`].
+    recording: Option<tempfile::TempDir>,
 }
 
 impl Moto {
     /// Starts moto (found as [`super::tool`] finds tools: `AWSWL_MOTO_SERVER`, else PATH), or
     /// None when it is not installed and this is not CI (the test then skips, reported).
     pub fn start() -> Option<Moto> {
+        Moto::start_with(None)
+    }
+
+    /// Like [`Moto::start`], with moto's request recorder on (`MOTO_ENABLE_RECORDING`), so a test
+    /// can see what reached moto ([`Moto::recorded_ec2`]).
+    pub fn recording() -> Option<Moto> {
+        Moto::start_with(Some(tempfile::tempdir().unwrap()))
+    }
+
+    fn start_with(recording: Option<tempfile::TempDir>) -> Option<Moto> {
         let program = super::tool("AWSWL_MOTO_SERVER", "moto_server", "pip moto[server], in its venv")?;
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(&program)
+        let mut cmd = Command::new(&program);
+        if let Some(dir) = &recording {
+            cmd.env("MOTO_ENABLE_RECORDING", "True")
+                .env("MOTO_RECORDER_FILEPATH", dir.path().join("requests"));
+        }
+        let child = cmd
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-        let mut moto = Moto { child, addr: format!("127.0.0.1:{port}") };
+        let mut moto = Moto { child, addr: format!("127.0.0.1:{port}"), recording };
         let deadline = Instant::now() + Duration::from_secs(60);
         while http::get(&moto.addr, "/moto-api/").is_err() {
             if let Ok(Some(status)) = moto.child.try_wait() {
@@ -37,6 +54,50 @@ impl Moto {
             std::thread::sleep(Duration::from_millis(100));
         }
         Some(moto)
+    }
+
+    /// The form-encoded EC2 Query bodies moto has received so far, decoded into key/value pairs
+    /// (needs [`Moto::recording`]).
+    pub fn recorded_ec2(&self) -> Vec<Vec<(String, String)>> {
+        use base64::Engine;
+        let dir = self.recording.as_ref().expect("moto started with Moto::recording()");
+        let text = std::fs::read_to_string(dir.path().join("requests")).unwrap_or_default();
+        let mut out = Vec::new();
+        for line in text.lines() {
+            let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+            let body = entry["body"].as_str().unwrap_or("");
+            let body = match entry["body_encoded"].as_bool() {
+                Some(true) => base64::engine::general_purpose::STANDARD.decode(body).unwrap(),
+                _ => body.as_bytes().to_vec(),
+            };
+            let form = String::from_utf8_lossy(&body).into_owned();
+            out.push(
+                form.split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (decode(k), decode(v)))
+                    .collect(),
+            );
+        }
+        out
+    }
+
+    /// The `[aws]` table that points a service at this moto.
+    pub fn aws_table(&self) -> String {
+        format!(
+            "[aws]\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\noperation_timeout = 20.0\n",
+            self.url()
+        )
+    }
+
+    /// The environment a service needs to reach this moto: made-up keys (moto accepts any;
+    /// these are nobody's), and no instance metadata lookups.
+    pub fn sdk_env() -> Vec<(String, String)> {
+        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        vec![
+            ("AWS_ACCESS_KEY_ID".into(), format!("AKIA{:016}", std::process::id() as u64 * 7919)),
+            ("AWS_SECRET_ACCESS_KEY".into(), format!("{seed:040x}").chars().take(40).collect()),
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        ]
     }
 
     /// The endpoint URL for the SDK.
@@ -118,6 +179,33 @@ fn tag(xml: &str, name: &str) -> Option<String> {
     let start = xml.find(&open)? + open.len();
     let end = xml[start..].find(&format!("</{name}>"))? + start;
     Some(xml[start..end].to_string())
+}
+
+/// Percent-decoding of a form value (`+` is a space).
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn encode(s: &str) -> String {

@@ -159,6 +159,9 @@ def test_auto_mode_negotiates_2026_07_28_through_server_discover(server: Server)
     discover = seen["discover"]
     assert discover is not None
     assert "2026-07-28" in discover.supported_versions
+    # The policy's rules, as the model will read them (generated from [policy]; defaults here).
+    assert discover.instructions and "whitelist_add" in discover.instructions, discover
+    assert "IPv4 /16" in discover.instructions, discover.instructions
     assert seen["tools_capability"] is not None
     assert seen["server_info"] is not None and seen["server_info"].name == "awswhitelist"
     # On the wire: one server/discover at 2026-07-28, and never an initialize.
@@ -185,6 +188,8 @@ def test_legacy_mode_negotiates_the_latest_handshake_revision(server: Server) ->
     assert LATEST_HANDSHAKE_VERSION == "2025-11-25"
     assert seen["version"] == "2025-11-25"
     assert seen["initialize"] is not None and seen["initialize"].protocol_version == "2025-11-25"
+    instructions = seen["initialize"].instructions
+    assert instructions and "IPv4 /16" in instructions, seen["initialize"]
     assert seen["server_info"] is not None and seen["server_info"].name == "awswhitelist"
     assert not any(e.rpc_method == "server/discover" for e in recorder.exchanges), recorder.exchanges
     posts = recorder.posts()

@@ -40,6 +40,7 @@ pub struct App {
 
 impl App {
     /// Builds everything; a file that cannot be opened stops the boot with a message naming it.
+    /// `info` gets the instructions the policy generates.
     pub fn build(settings: &Settings, info: ServerInfo) -> Result<App, BuildError> {
         let wl = &settings.whitelist;
         crate::host::state_file::prepare_dir(&wl.state_dir)?;
@@ -67,6 +68,10 @@ impl App {
             .with_shared_reads(Arc::new(ReadFiles::new(wl.state_dir.clone()))),
         );
         let registry = crate::tools::register_all(settings.mcp.page_size, service.clone())?;
+        let info = ServerInfo {
+            instructions: Some(crate::whitelist::instructions::sentences(&wl.policy).join(" ")),
+            ..info
+        };
         Ok(App { dispatcher: Dispatcher::new(info, registry), service, audit, sweeper: sweeper_config(wl) })
     }
 

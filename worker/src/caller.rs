@@ -19,6 +19,9 @@ pub struct Caller {
     /// Security groups (ids or `sg-0abc*` patterns) the caller's credential allows; `None` = no
     /// restriction beyond the policy.
     pub security_groups: Option<Vec<String>>,
+    /// Why this caller may change nothing, naming the setting (an API key marked `read_only`);
+    /// `None` when its credential allows changes (the server's policy may still refuse them).
+    pub read_only: Option<String>,
 }
 
 impl Caller {

@@ -18,7 +18,7 @@
 //! | [`auth`] | tokens and keys into a [`auth::Principal`], converted once into a [`caller::Caller`] | caller, settings (its problems) |
 //! | [`mcp`] | the protocol, transport-independent | caller, metrics (panics) |
 //! | [`aws`] | EC2 and STS behind the domain's `Firewall` trait | whitelist, metrics |
-//! | [`whitelist`] | the domain: targets, policy, rules, signed markers, the service, reconciliation | caller, metrics |
+//! | [`whitelist`] | the domain: targets, policy, rules, signed markers, the service, planned changes and dry runs, reconciliation, the policy's instructions | caller, metrics |
 //! | [`caller`] | the one caller type, edge to domain | whitelist (group patterns) |
 //! | [`settings`] | the typed settings; [`settings::problem`] is a leaf | auth, aws, http (parsed types), ratelimit, whitelist |
 //! | [`channel`], [`metrics`] | leaves used across the crate | nothing of this crate |

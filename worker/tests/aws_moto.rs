@@ -291,6 +291,7 @@ async fn profiles_assume_roles() {
         external_id: Some("ext-1".into()),
         session_name: Some("awswhitelist-test".into()),
         source_profile: None,
+        read_only: false,
     };
     let s = AwsSettings {
         region: None,
@@ -341,6 +342,7 @@ async fn source_profiles_give_the_base_credentials() {
         external_id: None,
         session_name: None,
         source_profile: Some(source.into()),
+        read_only: false,
     };
     let fw = Ec2Firewall::new(AwsSettings {
         profiles: vec![

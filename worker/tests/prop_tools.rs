@@ -60,6 +60,9 @@ impl Firewall for FakeEc2 {
         // The server's own identity may revoke anything here.
         Box::pin(async { Ok(()) })
     }
+    fn can_authorize<'a>(&'a self, _: &'a Scope, _: &'a RuleSpec) -> FwFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
     fn list<'a>(&'a self, _: &'a Scope, group: &'a str) -> FwFuture<'a, Vec<ExistingRule>> {
         Box::pin(async move { Ok(self.rules().into_iter().filter(|r| r.group_id == group).collect()) })
     }
@@ -342,6 +345,7 @@ fn policy() -> impl Strategy<Value = Policy> {
             require_expiry: require,
             max_rules_per_group: max_rules,
             remove_unmanaged: false,
+            ..Policy::default()
         },
     )
 }

@@ -19,6 +19,9 @@ pub enum Error {
     /// The pidfile could not be written.
     #[error("pidfile: {0}")]
     Pidfile(io::Error),
+    /// The control socket could not be created (the message names its path and why).
+    #[error("control_socket {0}")]
+    Control(io::Error),
     /// Signal handlers could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(io::Error),

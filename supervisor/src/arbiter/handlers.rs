@@ -3,7 +3,9 @@
 //! The signal queue ([`crate::signals`]) decides how often each handler runs: once per TTIN or
 //! TTOU received, once per drain for the others (merging them is harmless; the queue says why).
 //! Handlers change the supervisor's intent (target, settings, phase); the loop's next steps
-//! (`manage`, `report`) turn that into processes.
+//! (`manage`, `report`) turn that into processes. The control socket runs the same handlers
+//! (`ctl reload` is `handle_hup`, …): each returns an [`Outcome`] that `ctl` is answered with
+//! and a signal ignores (the log has said it already).
 
 use std::rc::Rc;
 use std::time::Instant;
@@ -19,25 +21,29 @@ use crate::pidfile::Pidfile;
 use crate::systemd;
 use crate::table::ExitReason;
 
+/// What a handler made of a request: accepted (what happens now, in words) or refused (why).
+pub(super) type Outcome = Result<String, String>;
+
 impl Supervisor {
     /// Runs the handler of one queued signal.
     pub(super) fn handle_signal(&mut self, sig: i32) {
-        match sig {
+        // The outcomes are logged by the handlers; a signal has nobody to answer.
+        let _ = match sig {
             SIGHUP => self.handle_hup(),
-            SIGTERM => self.stop(StopCause::Graceful),
-            SIGINT | SIGQUIT => self.stop(StopCause::Fast),
+            SIGTERM => self.handle_stop(false),
+            SIGINT | SIGQUIT => self.handle_stop(true),
             SIGTTIN => self.handle_ttin(),
             SIGTTOU => self.handle_ttou(),
             SIGUSR1 => self.handle_usr1(),
             SIGUSR2 => self.handle_usr2(),
-            _ => {} // SIGCHLD: reaping happens on every turn of the loop.
-        }
+            _ => Ok(String::new()), // SIGCHLD: reaping happens on every turn of the loop.
+        };
     }
 
     /// HUP: re-read the configuration; if it is good, roll every worker onto it.
-    fn handle_hup(&mut self) {
+    pub(super) fn handle_hup(&mut self) -> Outcome {
         if self.phase.is_stopping() {
-            return;
+            return Err("the supervisor is stopping".into());
         }
         systemd::reloading();
         info!(event = "reload_requested", "reloading configuration");
@@ -83,13 +89,18 @@ impl Supervisor {
             workers = self.target,
             "configuration accepted; rolling workers"
         );
+        Ok(format!(
+            "configuration accepted: rolling {} workers onto generation {}",
+            self.target, self.generation
+        ))
     }
 
     /// A HUP whose configuration cannot be used: say why; the running one keeps serving.
-    fn reject_reload(&mut self, reason: &str) {
+    fn reject_reload(&mut self, reason: &str) -> Outcome {
         self.metrics.own.reload_failures += 1;
         error!(event = "reload_rejected", reason = %reason, generation = self.generation, "reload rejected: {reason}; the running configuration keeps serving");
         systemd::ready(&self.status_line());
+        Err(format!("reload rejected: {reason}; the running configuration keeps serving"))
     }
 
     /// New workers of a reload cannot boot: return to the configuration that worked.
@@ -105,6 +116,13 @@ impl Supervisor {
         self.target = self.settings.workers.max(1);
         apply_umask(self.settings.umask);
         systemd::ready(&self.status_line());
+    }
+
+    /// TERM (graceful) or INT/QUIT (fast).
+    pub(super) fn handle_stop(&mut self, fast: bool) -> Outcome {
+        self.stop(if fast { StopCause::Fast } else { StopCause::Graceful });
+        let grace = if fast { FAST_STOP_GRACE } else { self.settings.graceful_timeout };
+        Ok(format!("stopping: workers finish their requests within {grace:?}, then the supervisor exits"))
     }
 
     /// TERM (graceful), INT/QUIT (fast) or a halt: stop accepting, let workers finish, exit.
@@ -135,27 +153,37 @@ impl Supervisor {
     }
 
     /// TTIN: one worker more.
-    fn handle_ttin(&mut self) {
+    pub(super) fn handle_ttin(&mut self) -> Outcome {
+        if self.phase.is_stopping() {
+            return Err("the supervisor is stopping".into());
+        }
         self.target += 1;
         info!(event = "scale", workers = self.target, "TTIN: one worker more");
+        Ok(format!("one worker more: {} workers", self.target))
     }
 
     /// TTOU: one worker fewer, never none.
-    fn handle_ttou(&mut self) {
+    pub(super) fn handle_ttou(&mut self) -> Outcome {
+        if self.phase.is_stopping() {
+            return Err("the supervisor is stopping".into());
+        }
         if self.target > 1 {
             self.target -= 1;
             info!(event = "scale", workers = self.target, "TTOU: one worker less");
+            Ok(format!("one worker fewer: {} workers", self.target))
         } else {
             info!(event = "scale", workers = self.target, "TTOU ignored: at least one worker stays");
+            Err("at least one worker stays".into())
         }
     }
 
     /// USR1: reopen the supervisor's log files and tell every worker to do the same.
-    fn handle_usr1(&mut self) {
+    fn handle_usr1(&mut self) -> Outcome {
         (self.reopen_logs)();
         info!(event = "logs_reopened", "reopened log files");
         for pid in self.table.workers.keys() {
             let _ = kill(*pid, Signal::SIGUSR1);
         }
+        Ok("reopened log files".into())
     }
 }

@@ -19,8 +19,10 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use tracing::{error, info, warn};
 
+use super::handlers::Outcome;
 use super::phase::StopCause;
 use super::Supervisor;
+use crate::control::socket::ControlSocket;
 use crate::table;
 use crate::{sock, systemd, upgrade};
 
@@ -29,8 +31,11 @@ const UPGRADE_MARGIN: Duration = Duration::from_secs(5);
 
 impl Supervisor {
     /// USR2: start the binary at its path again; it takes over once it serves.
-    pub(super) fn handle_usr2(&mut self) {
-        let refuse = |why: &str| warn!(event = "upgrade_refused", reason = why, "USR2 ignored: {why}");
+    pub(super) fn handle_usr2(&mut self) -> Outcome {
+        let refuse = |why: &str| {
+            warn!(event = "upgrade_refused", reason = why, "USR2 ignored: {why}");
+            Err(format!("upgrade refused: {why}"))
+        };
         if self.phase.is_stopping() {
             return refuse("the supervisor is stopping");
         }
@@ -61,11 +66,18 @@ impl Supervisor {
                     successor.program.display(),
                     inflight.pid
                 );
+                let message = format!(
+                    "upgrade started: {} is pid {}; it takes over once its workers are ready (this supervisor serves until then, and on if it fails)",
+                    successor.program.display(),
+                    inflight.pid
+                );
                 self.upgrade = Some(inflight);
+                Ok(message)
             }
             Err(e) => {
                 let what = format!("cannot start {}: {e}", successor.program.display());
                 self.upgrade_failed(None, &what);
+                Err(format!("upgrade failed: {what}"))
             }
         }
     }
@@ -141,6 +153,16 @@ impl Supervisor {
         let Some(old) = self.predecessor.take() else {
             return false;
         };
+        // The control socket moves to this supervisor before the old one is told to go, so
+        // `ctl` always finds one that answers.
+        if let Some(path) = self.control_pending.take() {
+            match ControlSocket::open(&path, true) {
+                Ok(c) => self.control = Some(c),
+                Err(e) => {
+                    error!(event = "control_socket_failed", error = %e, "control socket {e}; `ctl` cannot reach this supervisor")
+                }
+            }
+        }
         systemd::ready_as_main(&self.status_line());
         let pid = old.pid;
         match old.ready() {

@@ -89,6 +89,17 @@ impl StopCause {
 }
 
 impl Phase {
+    /// The phase in one word, for `ctl status` and the process title.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Phase::Starting { .. } => "starting",
+            Phase::Running => "running",
+            Phase::Reloading { .. } => "reloading",
+            Phase::Stopping { .. } => "stopping",
+            Phase::Halting { .. } => "halting",
+        }
+    }
+
     /// Stopping or halting: no reloads, no new workers, no readiness reports.
     pub fn is_stopping(&self) -> bool {
         matches!(self, Phase::Stopping { .. } | Phase::Halting { .. })

@@ -1,6 +1,7 @@
-//! The main loop: a handful of steps repeated until the service has stopped, plus the two steps
-//! that are not about one worker — telling systemd how the service is, and sleeping until the
-//! next thing to do.
+//! The main loop: a handful of steps repeated until the service has stopped, plus the steps
+//! that are not about one worker — telling systemd (and the process title) how the service is,
+//! and sleeping until the next thing to do: a signal, a worker message, a `ctl` request or a
+//! deadline.
 
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
@@ -21,6 +22,9 @@ impl Supervisor {
             info!(event = "listening", addr = %l.local, systemd = self.socket_activated, "listening on {}", l.local);
         }
         info!(event = "started", pid = std::process::id(), workers = self.target, "supervisor started");
+        if let Some(c) = &self.control {
+            info!(event = "control_socket", path = %c.path().display(), "ctl listens on {}", c.path().display());
+        }
         loop {
             self.reap();
             if let Some(deadline) = self.phase.stop_deadline() {
@@ -44,11 +48,14 @@ impl Supervisor {
             self.murder();
             self.manage();
             self.report();
+            self.update_title();
             self.sleep();
         }
         if let Some(pf) = &self.pidfile {
             debug!(path = %pf.path().display(), "removing pidfile");
         }
+        // Gone before "stopped" is said: whoever reads that finds no socket left to ask.
+        self.control = None;
         let outcome = self.phase.outcome();
         if outcome.is_ok() {
             info!(event = "stopped", "supervisor stopped");
@@ -66,7 +73,11 @@ impl Supervisor {
         let settled = (1..=self.target as u32).all(|slot| {
             self.table.incumbent(slot).is_some_and(|w| w.ready && w.generation == self.generation)
         });
-        match settled.then(|| self.phase.settle()).flatten() {
+        let settled = settled.then(|| self.phase.settle()).flatten();
+        // The title first: whoever learns of the new state from systemd or the log finds it
+        // in `ps` too.
+        self.update_title();
+        match settled {
             Some(Settled::Ready) => {
                 info!(
                     event = "ready",
@@ -101,7 +112,7 @@ impl Supervisor {
         format!("{} of {} workers serving, generation {}", self.table.serving(), self.target, self.generation)
     }
 
-    /// Sleeps until a signal, a worker message, or the next deadline.
+    /// Sleeps until a signal, a worker message, a `ctl` request, or the next deadline.
     fn sleep(&mut self) {
         let now = Instant::now();
         let mut wake = now + MAX_TICK;
@@ -118,17 +129,24 @@ impl Supervisor {
         if let Some(u) = &self.upgrade {
             wake = wake.min(u.deadline);
         }
+        if let Some(at) = self.control.as_ref().and_then(|c| c.next_deadline()) {
+            wake = wake.min(at);
+        }
         let ms = wake.saturating_duration_since(now).as_millis().clamp(1, MAX_TICK.as_millis()) as u16;
         let pids: Vec<Pid> = self.table.workers.values().filter(|w| w.ipc_open).map(|w| w.pid).collect();
         let upgrade_ready;
+        let control_events: Vec<PollFlags>;
         let ready: Vec<(Pid, PollFlags)> = {
+            // The signal socket, the upgrade channel (if any), the control socket and its
+            // clients (if any), then the workers' channels.
             let mut fds = vec![PollFd::new(self.signals.wake_fd(), PollFlags::POLLIN)];
-            // The upgrade channel, if any, right after the signal socket (index 1).
             let upgrade_fd = self.upgrade.as_ref().and_then(|u| u.fd());
-            let skip = 1 + usize::from(upgrade_fd.is_some());
             if let Some(fd) = upgrade_fd {
                 fds.push(PollFd::new(fd, PollFlags::POLLIN));
             }
+            let control_at = fds.len();
+            fds.extend(self.control.as_ref().map(|c| c.poll_fds()).unwrap_or_default());
+            let workers_at = fds.len();
             for pid in &pids {
                 let w = &self.table.workers[pid];
                 let mut events = PollFlags::POLLIN;
@@ -146,11 +164,13 @@ impl Supervisor {
                     return;
                 }
             }
-            upgrade_ready = skip == 2 && fds[1].revents().is_some_and(|r| !r.is_empty());
-            fds[skip..]
+            let revents = |fd: &PollFd| fd.revents().unwrap_or(PollFlags::empty());
+            upgrade_ready = control_at == 2 && !revents(&fds[1]).is_empty();
+            control_events = fds[control_at..workers_at].iter().map(revents).collect();
+            fds[workers_at..]
                 .iter()
                 .zip(&pids)
-                .filter_map(|(fd, pid)| fd.revents().filter(|r| !r.is_empty()).map(|r| (*pid, r)))
+                .filter_map(|(fd, pid)| Some(revents(fd)).filter(|r| !r.is_empty()).map(|r| (*pid, r)))
                 .collect()
         };
         for (pid, events) in ready {
@@ -163,6 +183,15 @@ impl Supervisor {
         }
         if upgrade_ready {
             self.read_upgrade();
+        }
+        if let Some(control) = self.control.as_mut() {
+            let incoming = if control_events.iter().any(|r| !r.is_empty()) {
+                control.on_events(&control_events)
+            } else {
+                Vec::new()
+            };
+            control.expire(Instant::now());
+            self.on_control(incoming);
         }
     }
 }

@@ -262,6 +262,7 @@ impl Supervisor {
                         pid,
                         slot,
                         generation: self.generation,
+                        started: now,
                         max_requests,
                         ipc: spawned.ipc,
                         ipc_open: true,

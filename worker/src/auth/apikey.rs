@@ -27,6 +27,10 @@ pub struct ApiKeyConfig {
     /// the policy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub security_groups: Vec<String>,
+    /// The key may change nothing, whatever its scopes: `whitelist_add` and `whitelist_remove`
+    /// are not listed for it and are refused if called (a refusal naming this entry).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 /// What every API key starts with (and how a bearer value is told from a JWT).
@@ -127,6 +131,7 @@ struct Entry {
     digest: [u8; 32],
     scopes: BTreeSet<String>,
     security_groups: Option<Vec<String>>,
+    read_only: bool,
 }
 
 impl ApiKeys {
@@ -140,6 +145,7 @@ impl ApiKeys {
                     digest: parse_hash(&c.hash)?,
                     scopes: c.scopes.iter().cloned().collect(),
                     security_groups: (!c.security_groups.is_empty()).then(|| c.security_groups.clone()),
+                    read_only: c.read_only,
                 })
             })
             .collect();
@@ -162,6 +168,7 @@ impl ApiKeys {
                 scopes: e.scopes.clone(),
                 security_groups: e.security_groups.clone(),
                 kind: PrincipalKind::ApiKey,
+                read_only: e.read_only,
             }),
             _ => Err(Denial::InvalidToken(InvalidToken::UnknownApiKey)),
         }

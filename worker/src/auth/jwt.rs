@@ -199,7 +199,7 @@ impl JwtVerifier {
                 string_list(v).ok_or(InvalidToken::Malformed("the security groups claim is not a list"))?,
             ),
         };
-        Ok(Principal { subject, scopes, security_groups, kind: PrincipalKind::Jwt })
+        Ok(Principal { subject, scopes, security_groups, kind: PrincipalKind::Jwt, read_only: false })
     }
 }
 

@@ -77,6 +77,9 @@ pub struct Principal {
     pub security_groups: Option<Vec<String>>,
     /// How the caller authenticated.
     pub kind: PrincipalKind,
+    /// The credential may change nothing (an API key with `read_only = true`), whatever its
+    /// scopes say: the changing tools are not offered to it and are refused if called.
+    pub read_only: bool,
 }
 
 impl Principal {
@@ -87,6 +90,7 @@ impl Principal {
             scopes: SCOPES.iter().map(|s| s.to_string()).collect(),
             security_groups: None,
             kind: PrincipalKind::Anonymous,
+            read_only: false,
         }
     }
 
@@ -114,7 +118,23 @@ impl Principal {
             request_id: Some(request_id.to_string()),
             scopes: auth_enabled.then(|| self.scopes.iter().cloned().collect()),
             security_groups: self.security_groups.clone(),
+            read_only: auth_enabled.then(|| self.read_only_setting()).flatten(),
         }
+    }
+
+    /// What makes this credential read-only, as a refusal names it: an API key's `read_only`,
+    /// or scopes without `whitelist:write` (a token is read-only by its scope set).
+    fn read_only_setting(&self) -> Option<String> {
+        if self.read_only && self.kind == PrincipalKind::ApiKey {
+            return Some(format!(
+                "read_only = true in the [[auth.api_keys]] entry with id {:?}",
+                self.subject
+            ));
+        }
+        if self.read_only {
+            return Some("read_only on this credential".to_string());
+        }
+        (!self.may(SCOPE_WRITE)).then(|| format!("its scopes do not include {SCOPE_WRITE}"))
     }
 
     /// A key unique across kinds (`jwt:alice`, `key:ci`, `anonymous`), for rate limits and

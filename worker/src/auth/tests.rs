@@ -91,6 +91,7 @@ fn settings() -> AuthSettings {
             hash: apikey::hash(&api_key()),
             scopes: vec![SCOPE_READ.into()],
             security_groups: vec!["sg-0abc*".into()],
+            read_only: false,
         }],
         ..AuthSettings::default()
     }
@@ -460,9 +461,17 @@ fn a_scope_is_required_only_when_not_granted() {
     let caller = reader.caller(true, None, "r1");
     assert!(caller.has_scope(SCOPE_READ) && !caller.has_scope(SCOPE_WRITE));
     assert_eq!(caller.identity.as_deref(), Some("anonymous"));
+    // A token is read-only by its scope set; a key also by its own `read_only`.
+    assert_eq!(caller.read_only.as_deref(), Some("its scopes do not include whitelist:write"));
+    let writer =
+        Principal { scopes: [SCOPE_READ.to_string(), SCOPE_WRITE.to_string()].into(), ..reader.clone() };
+    assert_eq!(writer.caller(true, None, "r1").read_only, None);
+    let key = Principal { subject: "ci".into(), kind: PrincipalKind::ApiKey, read_only: true, ..writer };
+    let setting = key.caller(true, None, "r1").read_only.unwrap_or_default();
+    assert!(setting.contains("[[auth.api_keys]] entry with id \"ci\""), "{setting}");
     // With authentication off, nothing is restricted and nobody is named.
     let open = reader.caller(false, None, "r1");
-    assert!(open.has_scope(SCOPE_WRITE) && open.identity.is_none());
+    assert!(open.has_scope(SCOPE_WRITE) && open.identity.is_none() && open.read_only.is_none());
 }
 
 /// An HS256 token whose "secret" is the configured RSA public key, as PEM text (the classic
@@ -585,18 +594,21 @@ fn validation_names_keys() {
                 hash: "md5:00".into(),
                 scopes: vec!["admin".into()],
                 security_groups: vec![],
+                read_only: false,
             },
             ApiKeyConfig {
                 id: "ok".into(),
                 hash: apikey::hash("x"),
                 scopes: vec![],
                 security_groups: vec![],
+                read_only: false,
             },
             ApiKeyConfig {
                 id: "ok".into(),
                 hash: apikey::hash("y"),
                 scopes: vec![],
                 security_groups: vec![],
+                read_only: false,
             },
         ],
         groups_claim: "".into(),
@@ -647,6 +659,7 @@ fn api_keys_round_trip() {
         hash: made.hash.clone(),
         scopes: vec![SCOPE_WRITE.into()],
         security_groups: vec![],
+        read_only: false,
     }]);
     let p = keys.verify(&made.key).unwrap();
     assert_eq!((p.subject.as_str(), p.security_groups.clone()), ("deploy-bot", None));

@@ -110,28 +110,45 @@ impl Ec2Firewall {
 }
 
 impl Ec2Firewall {
-    /// RevokeSecurityGroupIngress of `spec` with `DryRun`: EC2 answers `DryRunOperation` when
-    /// the identity may, `UnauthorizedOperation` when it may not; nothing changes either way.
-    async fn dry_run_revoke(&self, scope: &Scope, spec: &RuleSpec) -> Result<(), FirewallError> {
-        const ACTION: &str = "ec2:RevokeSecurityGroupIngress";
+    /// The change `spec` asked of EC2 with `DryRun` (authorize, else revoke): EC2 answers
+    /// `DryRunOperation` when the identity may, `UnauthorizedOperation` when it may not; nothing
+    /// changes either way. An endpoint that ignores `DryRun` and really changes the group is an
+    /// error, never "allowed"; one that ignores it for a revoke of a rule that is not there
+    /// changed nothing, so that counts as allowed (the check before an add asks about exactly
+    /// such a rule).
+    async fn dry_run(&self, scope: &Scope, spec: &RuleSpec, authorize: bool) -> Result<(), FirewallError> {
+        let action = match authorize {
+            true => "ec2:AuthorizeSecurityGroupIngress",
+            false => "ec2:RevokeSecurityGroupIngress",
+        };
         let group = spec.group_id.as_str();
         let s = self.clients.session(scope, group).await?;
-        let call = s.call(ACTION, group);
-        let sent = s
-            .ec2
-            .revoke_security_group_ingress()
-            .group_id(group)
-            .ip_permissions(permission(spec, ""))
-            .dry_run(true)
-            .send()
-            .await;
-        let allowed = match sent {
-            // An endpoint that ignores DryRun: the rule is not there yet, so nothing changed.
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("DryRunOperation") => Ok(()),
-            Err(e) => Err(s.fail(&call, &e)),
+        let call = s.call(action, group);
+        let dry = |code: Option<&str>| code == Some("DryRunOperation");
+        let ignored = || FirewallError::Other {
+            action: action.to_string(),
+            code: "DryRunIgnored".into(),
+            message: format!("the EC2 endpoint ignored DryRun and changed {group}; check the group"),
         };
-        aws_call(ACTION, allowed)
+        let allowed = if authorize {
+            let sent = s.ec2.authorize_security_group_ingress().group_id(group);
+            match sent.ip_permissions(permission(spec, "")).dry_run(true).send().await {
+                Ok(_) => Err(ignored()),
+                Err(e) if dry(e.code()) => Ok(()),
+                Err(e) => Err(s.fail(&call, &e)),
+            }
+        } else {
+            let sent = s.ec2.revoke_security_group_ingress().group_id(group);
+            match sent.ip_permissions(permission(spec, "")).dry_run(true).send().await {
+                Ok(out) if out.r#return() == Some(false) || !out.unknown_ip_permissions().is_empty() => {
+                    Ok(())
+                }
+                Ok(_) => Err(ignored()),
+                Err(e) if dry(e.code()) => Ok(()),
+                Err(e) => Err(s.fail(&call, &e)),
+            }
+        };
+        aws_call(action, allowed)
     }
 }
 
@@ -154,7 +171,11 @@ impl Firewall for Ec2Firewall {
     }
 
     fn can_revoke<'a>(&'a self, scope: &'a Scope, spec: &'a RuleSpec) -> FwFuture<'a, ()> {
-        Box::pin(self.dry_run_revoke(scope, spec))
+        Box::pin(self.dry_run(scope, spec, false))
+    }
+
+    fn can_authorize<'a>(&'a self, scope: &'a Scope, spec: &'a RuleSpec) -> FwFuture<'a, ()> {
+        Box::pin(self.dry_run(scope, spec, true))
     }
 }
 

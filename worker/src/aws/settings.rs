@@ -50,6 +50,11 @@ pub struct CredentialProfile {
     /// base credentials (env keys do not override it); `None` = the default chain.
     #[serde(default)]
     pub source_profile: Option<String>,
+    /// Nothing may be changed through this profile (`whitelist_add`/`whitelist_remove` naming it
+    /// are refused); reads work. The expiry sweeper still removes expired rules through it
+    /// unless `[policy] sweep_when_read_only = false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 impl Default for AwsSettings {
@@ -182,6 +187,7 @@ mod tests {
                 external_id: None,
                 session_name: None,
                 source_profile: None,
+                read_only: false,
             }
         }
         assert!(bad(|s| s.profiles = vec![profile("a", Some("role/x"))]).contains("role ARN"));

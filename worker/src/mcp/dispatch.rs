@@ -114,7 +114,7 @@ impl Dispatcher {
     ) -> Result<Value, RpcError> {
         let params = req.params.as_ref();
         match req.method.as_str() {
-            "initialize" => methods::initialize(&self.info, params),
+            "initialize" => methods::initialize(&self.info, params, &meta.caller),
             "ping" => Ok(json!({})),
             "tools/list" => methods::tools_list(&self.registry, &self.info, version, params, &meta.caller),
             "tools/call" => methods::tools_call(self.call_input(version, &req.id, meta), params).await,
@@ -129,7 +129,7 @@ impl Dispatcher {
         let envelope = era::check_envelope(meta, &req.method, params)?;
         let version = envelope.version;
         let result = match req.method.as_str() {
-            "server/discover" => methods::discover(&self.info),
+            "server/discover" => methods::discover(&self.info, &meta.caller),
             "tools/list" => methods::tools_list(&self.registry, &self.info, version, params, &meta.caller)?,
             "tools/call" => methods::tools_call(self.call_input(version, &req.id, meta), params).await?,
             "initialize" => return Err(initialize_under_modern()),

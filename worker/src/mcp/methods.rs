@@ -37,7 +37,11 @@ fn capabilities() -> Value {
 }
 
 /// `initialize`: echoes a supported handshake revision, else offers the latest one.
-pub fn initialize(info: &ServerInfo, params: Option<&Map<String, Value>>) -> Result<Value, RpcError> {
+pub fn initialize(
+    info: &ServerInfo,
+    params: Option<&Map<String, Value>>,
+    caller: &Caller,
+) -> Result<Value, RpcError> {
     let requested = params
         .and_then(|p| p.get("protocolVersion"))
         .and_then(Value::as_str)
@@ -47,22 +51,35 @@ pub fn initialize(info: &ServerInfo, params: Option<&Map<String, Value>>) -> Res
     result.insert("protocolVersion".into(), json!(version.as_str()));
     result.insert("capabilities".into(), capabilities());
     result.insert("serverInfo".into(), info.implementation(version.has_structured_output()));
-    if let Some(text) = &info.instructions {
-        result.insert("instructions".into(), json!(text));
-    }
+    insert_instructions(&mut result, info, caller);
     Ok(Value::Object(result))
 }
 
 /// `server/discover`: every served revision, capabilities, and caching hints.
-pub fn discover(info: &ServerInfo) -> Value {
+pub fn discover(info: &ServerInfo, caller: &Caller) -> Value {
     let mut result = Map::new();
     result.insert("supportedVersions".into(), json!(ProtocolVersion::supported_strings()));
     result.insert("capabilities".into(), capabilities());
-    if let Some(text) = &info.instructions {
-        result.insert("instructions".into(), json!(text));
-    }
+    insert_instructions(&mut result, info, caller);
     insert_cache_hint(&mut result, info);
     Value::Object(result)
+}
+
+/// The server's instructions, plus a sentence for a caller whose credential is read-only (known
+/// here when the transport authenticated before dispatch, as HTTP does).
+fn insert_instructions(result: &mut Map<String, Value>, info: &ServerInfo, caller: &Caller) {
+    let mut text = info.instructions.clone().unwrap_or_default();
+    if let Some(setting) = &caller.read_only {
+        if !text.is_empty() {
+            text.push(' ');
+        }
+        text.push_str(&format!(
+            "Your credential is read-only ({setting}): the tools that change rules are not offered to you."
+        ));
+    }
+    if !text.is_empty() {
+        result.insert("instructions".into(), json!(text));
+    }
 }
 
 /// `tools/list`: one page, the cursor checked (-32602 "Invalid cursor" when it is not ours).
@@ -84,6 +101,7 @@ pub fn tools_list(
         .tools
         .iter()
         .filter(|t| t.spec().scope.is_none_or(|scope| caller.has_scope(scope)))
+        .filter(|t| t.unavailable(caller).is_none())
         .map(|t| t.spec().to_value(version))
         .collect();
     let mut result = Map::new();
@@ -110,6 +128,9 @@ pub async fn tools_call(
         .ok_or_else(|| RpcError::invalid_params("tools/call needs params.name (a string)"))?;
     let tool =
         input.registry.get(name).ok_or_else(|| RpcError::invalid_params(format!("Unknown tool: {name}")))?;
+    if let Some(why) = tool.unavailable(input.caller) {
+        return Ok(error_result(&format!("{name} is not available: {why}")));
+    }
     let mut args = match params.and_then(|p| p.get("arguments")) {
         None | Some(Value::Null) => Value::Object(Map::new()),
         Some(Value::Object(a)) => Value::Object(a.clone()),

@@ -36,7 +36,9 @@
 //! - Tools ([`tool`], [`registry`], [`schema`]): sorted registry, opaque cursors that any worker
 //!   with the same tool list accepts (others: -32602 "Invalid cursor"); argument validation for
 //!   a JSON Schema subset; unknown tool is -32602; argument errors are -32602 before 2025-11-25
-//!   and `isError` results from then on; tool failures are `isError` results.
+//!   and `isError` results from then on; tool failures are `isError` results. A tool may say it
+//!   is unavailable to a caller ([`Tool::unavailable`]: read-only): it is left out of
+//!   `tools/list` and a call of it is an `isError` result with the reason.
 //!
 //! # Sources (read, not copied)
 //!

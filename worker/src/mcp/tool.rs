@@ -134,6 +134,13 @@ pub trait Tool: Send + Sync {
 
     /// Runs the tool with arguments already validated against `spec().input_schema`.
     fn call<'a>(&'a self, args: Map<String, Value>, ctx: &'a CallContext) -> ToolFuture<'a>;
+
+    /// Why this caller may not use the tool at all, naming the setting (a tool that changes
+    /// things, under a read-only server or credential); `None` = available. An unavailable
+    /// tool is left out of `tools/list` and a call of it is refused with this text.
+    fn unavailable(&self, _caller: &Caller) -> Option<String> {
+        None
+    }
 }
 
 #[cfg(test)]

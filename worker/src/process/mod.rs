@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use supervisor::child::Inherited;
 use supervisor::ipc::WorkerMessage;
+use supervisor::proctitle;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{watch, Semaphore};
 use tracing::{error, info, warn};
@@ -56,8 +57,17 @@ pub fn run(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result<(),
     runtime.block_on(serve(inherited, settings, hooks))
 }
 
+/// The worker's `comm` (15 bytes at most), what `top` and `pgrep` show; `ps` shows the title.
+const COMM: &str = "awswl-worker";
+
 async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result<(), RunError> {
     let Inherited { listeners, ipc, assignment } = inherited;
+    // This future runs on the main thread (a current-thread runtime), whose name is `comm`.
+    let title = |draining| {
+        let t = proctitle::worker("awswhitelist", assignment.worker_id, assignment.generation, draining);
+        proctitle::set(&t, Some(COMM));
+    };
+    title(false);
     let listeners = accept::adopt(listeners)?;
     let (outbox, mut supervisor_gone) = channel::start(ipc)?;
     let mut info = ServerInfo::new("awswhitelist", env!("CARGO_PKG_VERSION"));
@@ -133,6 +143,7 @@ async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result
 
     state.start_draining();
     let _ = drain_tx.send(true);
+    title(true);
     info!(event = "draining", reason = why, connections = state.connections(), "draining: stopped accepting");
     if state.wait_idle(state.settings.graceful_timeout).await {
         info!(event = "drained", requests = state.requests(), "all connections finished");

@@ -7,10 +7,11 @@ use serde_json::{json, Map, Value};
 
 use super::args::{add_args, rule_args, scope, text_arg};
 use crate::auth::{SCOPE_READ, SCOPE_WRITE};
+use crate::caller::Caller;
 use crate::mcp::{
     CallContext, Registry, RegistryError, Tool, ToolAnnotations, ToolError, ToolFuture, ToolOutput, ToolSpec,
 };
-use crate::whitelist::{RuleView, Whitelist};
+use crate::whitelist::{DryRun, RuleView, Whitelist};
 
 /// Registers `whitelist_add`, `whitelist_remove`, `whitelist_list` and `whitelist_check`
 /// (the service notes expiring rules for the sweeper, before it adds them).
@@ -41,6 +42,17 @@ impl Tool for WhitelistTool {
         &self.spec
     }
 
+    /// The changing tools are not offered to a read-only server or caller (their refusal
+    /// names the setting); a read-only profile is refused per call, as the call names it.
+    fn unavailable(&self, caller: &Caller) -> Option<String> {
+        match self.kind {
+            Kind::Add | Kind::Remove => {
+                self.service.check_writable(None, caller).err().map(|r| r.to_string())
+            }
+            Kind::List | Kind::Check => None,
+        }
+    }
+
     fn call<'a>(&'a self, args: Map<String, Value>, ctx: &'a CallContext) -> ToolFuture<'a> {
         Box::pin(async move {
             let scope = scope(&args).map_err(ToolError::Failed)?;
@@ -49,7 +61,23 @@ impl Tool for WhitelistTool {
                 who.request_id = Some(ctx.request_id.to_value().to_string());
             }
             let fail = |e: crate::whitelist::Error| ToolError::Failed(e.to_string());
+            let dry_run = args.get("dry_run").and_then(Value::as_bool).unwrap_or(false);
             let (text, value) = match self.kind {
+                Kind::Add if dry_run => {
+                    let d = self.service.dry_run_add(&scope, &add_args(&args), &who).await.map_err(fail)?;
+                    let existing = d.existing.first().map(rule_value);
+                    let mut value = dry_run_value(&d);
+                    value["rule"] = existing.unwrap_or(Value::Null);
+                    (d.message, value)
+                }
+                Kind::Remove if dry_run => {
+                    let d =
+                        self.service.dry_run_remove(&scope, &rule_args(&args), &who).await.map_err(fail)?;
+                    let mut value = dry_run_value(&d);
+                    value["removed"] = json!([]);
+                    value["would_remove"] = d.existing.iter().map(rule_value).collect();
+                    (d.message, value)
+                }
                 Kind::Add => {
                     let a = add_args(&args);
                     let r = self.service.add(&scope, &a, &who).await.map_err(fail)?;
@@ -103,6 +131,21 @@ fn rule_value(r: &RuleView) -> Value {
     serde_json::to_value(r).unwrap_or(Value::Null)
 }
 
+/// The fields every dry run answers with (`changed` is false: nothing was changed).
+fn dry_run_value(d: &DryRun) -> Value {
+    json!({
+        "success": true,
+        "changed": false,
+        "dry_run": true,
+        "would_change": d.would_change,
+        "message": d.message,
+        "planned_rule": serde_json::to_value(&d.rule).unwrap_or(Value::Null),
+        "expires_at": d.expires_at,
+        "rule_ids": d.rule_ids,
+        "aws_allowed": serde_json::to_value(&d.aws_allowed).unwrap_or(Value::Null),
+    })
+}
+
 fn spec(kind: Kind) -> ToolSpec {
     let (name, title, description, annotations, scope) = match kind {
         Kind::Add => (
@@ -111,7 +154,9 @@ fn spec(kind: Kind) -> ToolSpec {
             "Add an ingress rule to an EC2 security group allowing an IP address or CIDR on a port. \
              ip_address may be \"current\" for the caller's own address. Adding a rule that already \
              exists succeeds with changed=false. duration (e.g. \"8h\") makes the rule expire; the \
-             service removes it afterwards. Policy may refuse a request and says which setting did.",
+             service removes it afterwards. Policy may refuse a request and says which setting did. \
+             dry_run: true shows exactly what would change (the rule, its description and expiry) \
+             and asks AWS whether your credentials may make the change, changing nothing.",
             ToolAnnotations { read_only: false, destructive: false, idempotent: true, open_world: true },
             SCOPE_WRITE,
         ),
@@ -119,7 +164,9 @@ fn spec(kind: Kind) -> ToolSpec {
             "whitelist_remove",
             "Remove an IP address from a security group",
             "Remove the ingress rule that allows exactly this address/CIDR, protocol and port. \
-             Removing a rule that is not there succeeds with changed=false.",
+             Removing a rule that is not there succeeds with changed=false. dry_run: true shows \
+             which rules would be removed and asks AWS whether your credentials may remove them, \
+             changing nothing.",
             ToolAnnotations { read_only: false, destructive: true, idempotent: true, open_world: true },
             SCOPE_WRITE,
         ),
@@ -177,6 +224,10 @@ fn input_schema(kind: Kind) -> Value {
         p.insert("port".into(), json!({"type": ["integer", "string"], "description": "Port number, range (8000-8100) or name (ssh, https, rdp, …); default from server config (22)"}));
         p.insert("protocol".into(), json!({"type": "string", "description": "tcp, udp, icmp or all (-1); default tcp", "maxLength": 8}));
     }
+    if matches!(kind, Kind::Add | Kind::Remove) {
+        let p = props.as_object_mut().expect("literal object");
+        p.insert("dry_run".into(), json!({"type": "boolean", "description": "Change nothing: answer what would change and whether AWS would allow it"}));
+    }
     if kind == Kind::Add {
         let p = props.as_object_mut().expect("literal object");
         p.insert("description".into(), json!({"type": "string", "description": "Description template: {date}, {user}, {reason}, {expires}", "maxLength": 255}));
@@ -213,14 +264,56 @@ fn rule_schema() -> Value {
     })
 }
 
+fn nullable(mut schema: Value) -> Value {
+    schema["type"] = json!(["object", "null"]);
+    schema
+}
+
+/// What a dry run adds to the answer of add and remove (present when `dry_run` was true).
+fn dry_run_schema(props: &mut Value) {
+    let planned = json!({
+        "type": "object",
+        "description": "The rule as it would be written (add: whole description, signed marker and expiry included)",
+        "properties": {
+            "group_id": {"type": "string"},
+            "cidr_ip": {"type": "string"},
+            "protocol": {"type": "string"},
+            "port": {"type": "string"},
+            "from_port": {"type": "integer"},
+            "to_port": {"type": "integer"},
+            "description": {"type": ["string", "null"]},
+            "expires_at": {"type": ["string", "null"]}
+        },
+        "required": ["group_id", "cidr_ip", "protocol", "port", "description", "expires_at"]
+    });
+    let verdict = json!({
+        "type": "object",
+        "description": "EC2's DryRun answer: DryRunOperation (allowed) or UnauthorizedOperation (not), with the IAM action",
+        "properties": {"allowed": {"type": "boolean"}, "action": {"type": "string"}, "detail": {"type": "string"}},
+        "required": ["allowed", "action", "detail"]
+    });
+    let extra = json!({
+        "dry_run": {"type": "boolean", "description": "true: nothing was changed"},
+        "would_change": {"type": "boolean", "description": "Whether the call without dry_run would change the group"},
+        "planned_rule": planned,
+        "expires_at": {"type": ["string", "null"]},
+        "rule_ids": {"type": "array", "items": {"type": "string"}, "description": "remove: the rules that would be removed; add: the identical rule already there"},
+        "aws_allowed": verdict
+    });
+    if let (Some(p), Value::Object(extra)) = (props.as_object_mut(), extra) {
+        p.extend(extra);
+    }
+}
+
 fn output_schema(kind: Kind) -> Value {
-    let (props, required) = match kind {
+    let (mut props, required) = match kind {
         Kind::Add => (
-            json!({"success": {"type": "boolean"}, "changed": {"type": "boolean"}, "message": {"type": "string"}, "rule": rule_schema()}),
-            vec!["success", "changed", "message", "rule"],
+            // `rule` is the rule added or found; a dry run that finds none has no rule.
+            json!({"success": {"type": "boolean"}, "changed": {"type": "boolean"}, "message": {"type": "string"}, "rule": nullable(rule_schema())}),
+            vec!["success", "changed", "message"],
         ),
         Kind::Remove => (
-            json!({"success": {"type": "boolean"}, "changed": {"type": "boolean"}, "message": {"type": "string"}, "removed": {"type": "array", "items": rule_schema()}}),
+            json!({"success": {"type": "boolean"}, "changed": {"type": "boolean"}, "message": {"type": "string"}, "removed": {"type": "array", "items": rule_schema()}, "would_remove": {"type": "array", "items": rule_schema()}}),
             vec!["success", "changed", "message", "removed"],
         ),
         Kind::List => (
@@ -232,6 +325,9 @@ fn output_schema(kind: Kind) -> Value {
             vec!["success", "exists", "message", "rule"],
         ),
     };
+    if matches!(kind, Kind::Add | Kind::Remove) {
+        dry_run_schema(&mut props);
+    }
     json!({"type": "object", "properties": props, "required": required})
 }
 

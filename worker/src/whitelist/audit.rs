@@ -22,6 +22,8 @@ use crate::caller::Caller;
 pub const INTENT: &str = "intent";
 /// `phase` of an entry written after it (or by the reconciler).
 pub const OUTCOME: &str = "outcome";
+/// `phase` of the one entry a dry run writes: nothing was changed, nothing is left to reconcile.
+pub const DRY_RUN: &str = "dry_run";
 
 /// One change, as the audit log records it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -31,7 +33,7 @@ pub struct AuditEntry {
     /// Joins a change's intent with its outcome: unique on the host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// [`INTENT`] or [`OUTCOME`].
+    /// [`INTENT`], [`OUTCOME`] or [`DRY_RUN`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phase: Option<&'static str>,
     /// `add`, `remove` or `expire`.
@@ -61,8 +63,11 @@ pub struct AuditEntry {
     /// The rule: cidr, protocol, ports, description, rule id, expiry.
     pub rule: serde_json::Value,
     /// `pending` (intents); `added`, `already_present`, `removed`, `not_present`, `expired`,
-    /// `failed`, or `reconciled` (outcomes).
+    /// `failed`, or `reconciled` (outcomes); `would_change` or `no_change` (dry runs).
     pub result: &'static str,
+    /// Dry runs: whether EC2 said the caller's credentials may make the change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws_allowed: Option<bool>,
     /// What the reconciler found in EC2 (`present (rule …)`, `absent`, `unknown: …`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub found: Option<String>,
@@ -151,6 +156,18 @@ pub(crate) struct Change {
     expiring: bool,
 }
 
+/// What a dry run found, as its audit entry records it.
+pub(crate) struct DryRunFound<'a> {
+    /// The change would change something.
+    pub would_change: bool,
+    /// The rules it would remove, or the identical rule already there.
+    pub rule_ids: &'a [String],
+    /// EC2's verdict on the caller's credentials.
+    pub aws_allowed: bool,
+    /// EC2's answer, kept when it refused.
+    pub aws_detail: &'a str,
+}
+
 /// What a change is about.
 pub(crate) struct About<'a> {
     /// `add`, `remove` or `expire`.
@@ -193,6 +210,7 @@ impl Change {
             pid: std::process::id(),
             rule,
             result: "pending",
+            aws_allowed: None,
             found: None,
             error: None,
         };
@@ -215,6 +233,32 @@ impl Change {
         }
         let intent = self.intent.clone();
         blocking(recorder, move |r| r.record(&intent)).await.map_err(refused)
+    }
+
+    /// Records, instead of an intent, that the change was only tried as a dry run: one entry,
+    /// no expiry-index note, no change counted.
+    pub(crate) async fn record_dry_run(
+        &self,
+        recorder: &Arc<dyn Recorder>,
+        found: DryRunFound<'_>,
+    ) -> Result<(), Error> {
+        let mut entry = AuditEntry {
+            phase: Some(DRY_RUN),
+            result: if found.would_change { "would_change" } else { "no_change" },
+            aws_allowed: Some(found.aws_allowed),
+            error: (!found.aws_allowed).then(|| found.aws_detail.to_string()),
+            ..self.intent.clone()
+        };
+        if !found.rule_ids.is_empty() {
+            entry.rule["rule_ids"] = found.rule_ids.into();
+        }
+        let group = entry.group_id.clone();
+        blocking(recorder, move |r| r.record(&entry)).await.map_err(|e| {
+            Error::Audit(format!(
+                "the dry run on {group} changed nothing, but it could not be written to the audit log ({e}); \
+                 free space for the audit log and retry"
+            ))
+        })
     }
 
     /// Records how the change ended.

@@ -53,6 +53,9 @@ pub trait Firewall: Send + Sync {
     /// Whether `scope` may revoke the rule `spec`, asked without changing anything (EC2's
     /// `DryRun`): `Ok` when it may, else why not (`PermissionDenied`, …).
     fn can_revoke<'a>(&'a self, scope: &'a Scope, spec: &'a RuleSpec) -> FwFuture<'a, ()>;
+    /// Whether `scope` may add the rule `spec`, asked without changing anything (EC2's
+    /// `DryRun`): `Ok` when it may, else why not (`PermissionDenied` names the IAM action).
+    fn can_authorize<'a>(&'a self, scope: &'a Scope, spec: &'a RuleSpec) -> FwFuture<'a, ()>;
 }
 
 /// Why a firewall call failed, in terms a person can act on.

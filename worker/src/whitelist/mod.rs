@@ -1,6 +1,11 @@
 //! The whitelist domain: what a rule is, what policy allows, how descriptions carry expiry,
 //! and the trait EC2 sits behind. No HTTP and no AWS SDK types here.
 //!
+//! A change is planned once ([`PlannedChange`], `plan.rs`: arguments resolved, read-only and
+//! policy checked, description and expiry rendered), then made by the service or only tried
+//! (`dry_run.rs`: EC2 asked with `DryRun`); both files are parts of `service`. The policy also
+//! speaks to the model: [`instructions`].
+//!
 //! May import: `caller`, `metrics`. Imported by: `aws` (implements `Firewall`), `host`
 //! (implements `Recorder`, sweeps), `tools`, `app`, `settings`.
 
@@ -10,6 +15,7 @@ pub mod description;
 pub mod error;
 pub mod firewall;
 pub mod flight;
+pub mod instructions;
 pub mod marker;
 pub mod policy;
 pub mod reconcile;
@@ -23,6 +29,7 @@ pub use marker::{Marker, MarkerKey};
 pub use policy::{Policy, Refusal};
 pub use rules::{ExistingRule, RuleSpec};
 pub use service::{
-    AddArgs, Defaults, Error, GroupGuard, GroupLockFuture, GroupLocks, Parts, RuleArgs, RuleView, Whitelist,
+    AddArgs, AwsVerdict, ChangeKind, Defaults, DryRun, Error, GroupGuard, GroupLockFuture, GroupLocks, Parts,
+    PlannedChange, PlannedRule, RuleArgs, RuleView, Whitelist,
 };
 pub use target::{NamedPort, Ports, Protocol};

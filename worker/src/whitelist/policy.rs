@@ -38,6 +38,15 @@ pub struct Policy {
     /// Let `whitelist_remove` remove rules this service did not add (no marker, or one that
     /// does not verify), like the reference system; never by default.
     pub remove_unmanaged: bool,
+    /// The whole server is read-only (`[policy] read_only`): `whitelist_add` and
+    /// `whitelist_remove` are not offered and are refused if called.
+    pub read_only: bool,
+    /// Credential profiles through which nothing may be changed (`[[aws.profiles]] read_only`).
+    pub read_only_profiles: Vec<String>,
+    /// Whether the expiry sweeper still removes expired rules under `read_only` (and through
+    /// read-only profiles). On by default: the expiry was promised when the rule was added, and
+    /// removing an expired rule only closes access.
+    pub sweep_when_read_only: bool,
 }
 
 impl Default for Policy {
@@ -54,6 +63,9 @@ impl Default for Policy {
             require_expiry: false,
             max_rules_per_group: None,
             remove_unmanaged: false,
+            read_only: false,
+            read_only_profiles: Vec::new(),
+            sweep_when_read_only: true,
         }
     }
 }
@@ -183,6 +195,35 @@ impl Policy {
             "remove_unmanaged",
             format!("{rule} was not added by this service (its description carries no valid marker of this service), so it is left alone; set [policy] remove_unmanaged = true to let assistants remove rules this service did not add"),
         )
+    }
+
+    /// May changes be made through `profile` (the call's credential profile; `None` when the
+    /// call names none, or when only the server as a whole is asked about)?
+    pub fn check_writable(&self, profile: Option<&str>) -> Result<(), Refusal> {
+        if self.read_only {
+            return refuse(
+                "read_only",
+                "this server is read-only: it lists and checks rules but adds and removes none; \
+                 set [policy] read_only = false to allow changes"
+                    .into(),
+            );
+        }
+        match profile {
+            Some(p) if self.read_only_profiles.iter().any(|r| r == p) => refuse(
+                "aws.profiles.read_only",
+                format!(
+                    "the credential profile {p:?} is read-only: nothing may be changed through it; \
+                     use another profile, or set read_only = false in its [[aws.profiles]] entry"
+                ),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// May the expiry sweeper remove expired rules through `profile`? Always, unless the
+    /// server or the profile is read-only and `sweep_when_read_only` is off.
+    pub fn may_sweep(&self, profile: Option<&str>) -> bool {
+        self.sweep_when_read_only || self.check_writable(profile).is_ok()
     }
 
     /// May one more rule of this service go into a group that holds `existing` of them?

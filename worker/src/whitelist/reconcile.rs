@@ -100,6 +100,7 @@ fn outcome_of(intent: &LoggedEntry, found: &str) -> Option<AuditEntry> {
         pid: std::process::id(),
         rule: intent.rule.clone(),
         result: "reconciled",
+        aws_allowed: None,
         found: Some(found.to_string()),
         error: None,
     })

@@ -16,7 +16,7 @@ use tracing::warn;
 
 use super::audit::{About, Change, LoggedEntry, Recorder};
 use super::cache::{GroupCache, Lookup, Rules, Versions};
-use super::description::{self, parse_duration, render, rfc3339, Fill};
+use super::description::{self, rfc3339};
 pub use super::error::Error;
 use super::firewall::{Firewall, FirewallError, Scope};
 use super::flight::{Flights, NotShared, SharedRead, SharedReads};
@@ -271,21 +271,9 @@ impl Whitelist {
 
     /// Adds a rule, or reports the identical one already there (`changed: false`).
     pub async fn add(&self, scope: &Scope, args: &AddArgs, who: &Caller) -> Result<Added, Error> {
-        let spec = self.resolve(&args.rule, who)?;
-        self.policy.check_rule(&spec.cidr, spec.protocol, &spec.ports)?;
-        let requested =
-            args.duration.as_deref().map(parse_duration).transpose().map_err(invalid("duration"))?;
-        let now = SystemTime::now();
-        let expires = self.policy.check_duration(requested)?.map(|d| expiry(now, d)).transpose()?;
-        let template = args.description.as_deref().unwrap_or(&self.defaults.description_template);
-        let fill = Fill {
-            user: args.user.as_deref().unwrap_or(&self.defaults.user),
-            reason: args.reason.as_deref().unwrap_or(&self.defaults.reason),
-            now,
-            expires,
-        };
-        let marker = self.key.marker(&spec, expires);
-        let description = render(template, &fill, &marker).map_err(invalid("description"))?;
+        let plan = self.plan_add(scope, args, who)?;
+        let (spec, expires) = (&plan.spec, plan.expires);
+        let description = plan.description.clone().unwrap_or_default();
         // Under a cap, count and add under the host's lock on the group (held to the end).
         let _counting = match self.policy.max_rules_per_group {
             Some(_) => Some(self.group_locks.hold(&spec.group_id).await.map_err(|e| {
@@ -297,22 +285,18 @@ impl Whitelist {
             None => None,
         };
         let rules = self.fresh(scope, &spec.group_id).await?;
-        if let Some(existing) = rules.iter().find(|r| r.matches(&spec)) {
+        if let Some(existing) = self.compare_add(scope, &plan, &rules).await? {
             return Ok(Added::unchanged(self.view(existing)));
         }
-        self.policy.check_count(rules.iter().filter(|r| r.marker(&self.key).managed()).count())?;
-        if let (Some(at), Some(_)) = (expires, &scope.keys) {
-            self.check_server_can_revoke(scope, &spec, at).await?;
-        }
-        let about = About { action: "add", spec: &spec, rule_id: None, description: &description, expires };
+        let about = About { action: "add", spec, rule_id: None, description: &description, expires };
         let change = Change::new(about, who, scope);
         change.intend(&self.recorder).await?;
-        let rule_id = match self.firewall.authorize(scope, &spec, &description).await {
+        let rule_id = match self.firewall.authorize(scope, spec, &description).await {
             Ok(id) => id,
             Err(FirewallError::Duplicate) => {
                 // Another request added the same rule between our read and our write.
                 let rules = self.fresh(scope, &spec.group_id).await?;
-                if let Some(existing) = rules.iter().find(|r| r.matches(&spec)) {
+                if let Some(existing) = rules.iter().find(|r| r.matches(spec)) {
                     change.finish(&self.recorder, "already_present", Some(&existing.rule_id), None).await?;
                     return Ok(Added::unchanged(self.view(existing)));
                 }
@@ -367,31 +351,17 @@ impl Whitelist {
 
     /// Removes the exact rule, or reports that it was not there (`changed: false`).
     pub async fn remove(&self, scope: &Scope, args: &RuleArgs, who: &Caller) -> Result<Removed, Error> {
-        let spec = self.resolve(args, who)?;
+        let plan = self.plan_remove(scope, args, who)?;
+        let spec = &plan.spec;
         let rules = self.fresh(scope, &spec.group_id).await?;
-        let matching: Vec<&ExistingRule> = rules.iter().filter(|r| r.matches(&spec)).collect();
-        let wanted = format!("{} {} from {}", spec.protocol, spec.ports, spec.cidr);
+        let matching = self.compare_remove(&plan, &rules)?;
+        let wanted = plan.summary();
         if matching.is_empty() {
             let message = format!("{wanted} was not allowed in {}; nothing removed", spec.group_id);
             return Ok(Removed { changed: false, removed: Vec::new(), message });
         }
-        for r in &matching {
-            let marker = r.marker(&self.key);
-            if let Marker::Invalid(why) = marker {
-                self.report(r, why);
-            }
-            if !marker.managed() {
-                self.policy.check_unmanaged(&format!(
-                    "rule {} ({} in {}, description {:?})",
-                    r.rule_id,
-                    RuleView::of(r, marker).summary(),
-                    r.group_id,
-                    r.description
-                ))?;
-            }
-        }
         let ids: Vec<String> = matching.iter().map(|r| r.rule_id.clone()).collect();
-        let changes = self.intend_removal(&matching, &spec, who, scope).await?;
+        let changes = self.intend_removal(&matching, spec, who, scope).await?;
         match self.firewall.revoke(scope, &spec.group_id, &ids).await {
             Ok(()) => {}
             Err(FirewallError::RuleNotFound) => {
@@ -441,7 +411,12 @@ impl Whitelist {
 
     /// Removes the group's rules whose verified expiry has passed; returns what was removed.
     /// Rules whose marker does not verify are reported, never removed.
+    /// Nothing is removed through a read-only server or profile when `sweep_when_read_only` is
+    /// off (see [`Policy::may_sweep`]).
     pub async fn sweep(&self, scope: &Scope, group: &str, now: SystemTime) -> Result<Vec<RuleView>, Error> {
+        if !self.policy.may_sweep(scope.profile.as_deref()) {
+            return Ok(Vec::new());
+        }
         let rules = self.fresh(scope, group).await?;
         let mut removed = Vec::new();
         for r in rules.iter() {
@@ -734,6 +709,14 @@ fn cache_key(scope: &Scope, group: &str) -> String {
     scope.hash(&mut h);
     format!("{group}-{:x}", h.finish())
 }
+
+#[path = "dry_run.rs"]
+mod dry_run;
+#[path = "plan.rs"]
+mod plan;
+
+pub use dry_run::{AwsVerdict, DryRun, PlannedRule};
+pub use plan::{ChangeKind, PlannedChange};
 
 #[cfg(test)]
 #[path = "service_tests.rs"]

@@ -19,6 +19,10 @@ struct FakeEc2 {
     fail: Mutex<Option<FirewallError>>,
     /// What the server's own identity is refused when it tries to revoke (a dry run).
     server_cannot_revoke: Mutex<Option<FirewallError>>,
+    /// What a dry run of an add answers with (IAM's refusal, say); `None` = allowed.
+    cannot_authorize: Mutex<Option<FirewallError>>,
+    /// Dry runs of adds asked.
+    dry_runs: AtomicUsize,
 }
 
 impl FakeEc2 {
@@ -77,6 +81,12 @@ impl Firewall for FakeEc2 {
         Box::pin(async move {
             assert!(scope.keys.is_none(), "the dry run asks the server's own identity");
             self.server_cannot_revoke.lock().unwrap().clone().map_or(Ok(()), Err)
+        })
+    }
+    fn can_authorize<'a>(&'a self, _: &'a Scope, _: &'a RuleSpec) -> FwFuture<'a, ()> {
+        Box::pin(async move {
+            self.dry_runs.fetch_add(1, Ordering::SeqCst);
+            self.cannot_authorize.lock().unwrap().clone().map_or(Ok(()), Err)
         })
     }
     fn revoke<'a>(&'a self, _: &'a Scope, _: &'a str, ids: &'a [String]) -> FwFuture<'a, ()> {
@@ -645,3 +655,6 @@ async fn an_expiring_rule_with_per_call_keys_needs_a_server_that_can_revoke_it()
     let other = AddArgs { duration: Some("1h".into()), ..add("1.2.3.6", None, None) };
     assert!(w.add(&per_call_scope(), &other, &who).await.unwrap().rule.expires_at.is_some());
 }
+
+#[path = "dry_run_tests.rs"]
+mod dry_run_tests;
