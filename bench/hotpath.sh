@@ -217,7 +217,7 @@ port=$(free_port)
 start_hot "$port" "$OUT/info.toml"
 if ((PERF)); then
     # The whole machine for the warm-up and the run; the report keeps the service's processes
-    # (the workers, started through /proc/self/exe, are named "exe").
+    # (workers are named "awswl-worker"; "exe" in builds before process titles).
     perf record -q -a -F 999 -o "$OUT/perf.data" >"$OUT/perf-record.log" 2>&1 &
     PERF_PID=$!
 fi
@@ -263,7 +263,7 @@ bench_finish "Hot path, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, loopback, $CO
 if ((PERF)); then
     echo
     echo "perf: the service during \"check (info)\", top symbols by own time ($OUT/perf.data):"
-    perf report -i "$OUT/perf.data" --comms exe,awswhitelist --no-children --sort dso,symbol --percent-limit 0.7 \
+    perf report -i "$OUT/perf.data" --comms awswl-worker,exe,awswhitelist --no-children --sort dso,symbol --percent-limit 0.7 \
         --stdio 2>/dev/null |
         grep -v '^#' | grep -v '^$' | head -45
 fi
