@@ -203,7 +203,7 @@ fn worker_main() -> ExitCode {
             return boot_error;
         }
     };
-    let log = match logging::init(&config.log) {
+    let log = match logging::init_batched(&config.log) {
         Ok(log) => log,
         Err(e) => {
             eprintln!("awswhitelist worker {}: {e}", inherited.assignment.worker_id);

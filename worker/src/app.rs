@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::aws::Ec2Firewall;
 use crate::host::{marker_key, sweeper};
-use crate::host::{AuditLog, ChangeCounters, GroupLockFiles, NonceFiles};
+use crate::host::{AuditLog, ChangeCounters, GroupLockFiles, NonceFiles, ReadFiles};
 use crate::mcp::{Dispatcher, RegistryError, ServerInfo};
 use crate::settings::WhitelistSettings;
 use crate::whitelist::{consent_token, ConsentSeal, Defaults, MarkerKey, Parts, Whitelist};
@@ -56,23 +56,26 @@ impl App {
             wl.consent_ttl,
             Arc::new(NonceFiles::open(&wl.state_dir)?),
         );
-        let service = Arc::new(Whitelist::new(Parts {
-            firewall: Arc::new(Ec2Firewall::new(settings.aws.clone())),
-            policy: wl.policy.clone(),
-            defaults: Defaults {
-                port: wl.default_port.clone(),
-                protocol: wl.default_protocol,
-                description_template: wl.description_template.clone(),
-                user: wl.default_user.clone(),
-                reason: wl.default_reason.clone(),
-            },
-            port_mappings: wl.port_mappings.clone(),
-            cache_ttl: wl.cache_ttl,
-            versions,
-            recorder: audit.clone(),
-            marker_key: marker_key.clone(),
-            group_locks: Arc::new(GroupLockFiles::new(wl.state_dir.clone())),
-        }));
+        let service = Arc::new(
+            Whitelist::new(Parts {
+                firewall: Arc::new(Ec2Firewall::new(settings.aws.clone())),
+                policy: wl.policy.clone(),
+                defaults: Defaults {
+                    port: wl.default_port.clone(),
+                    protocol: wl.default_protocol,
+                    description_template: wl.description_template.clone(),
+                    user: wl.default_user.clone(),
+                    reason: wl.default_reason.clone(),
+                },
+                port_mappings: wl.port_mappings.clone(),
+                cache_ttl: wl.cache_ttl,
+                versions,
+                recorder: audit.clone(),
+                marker_key: marker_key.clone(),
+                group_locks: Arc::new(GroupLockFiles::new(wl.state_dir.clone())),
+            })
+            .with_shared_reads(Arc::new(ReadFiles::new(wl.state_dir.clone()))),
+        );
         let registry =
             crate::tools::register_all(settings.mcp.page_size, service.clone(), Some(Arc::new(seal)))?;
         let info = ServerInfo {

@@ -13,7 +13,7 @@
 //! | [`app`] | builds every service once (serve and stdio) | tools, whitelist, aws, host, mcp |
 //! | [`http`] | router, one file per endpoint, guard, forwarded headers, signed sessions, event streams | mcp, auth, ratelimit, metrics, channel |
 //! | [`tools`] | each MCP tool: schemas, scope, argument adapter, asking a person (consent) | mcp, whitelist, auth (scope names) |
-//! | [`host`] | files the host's workers share: audit, counters, expiry index, marker key, group locks, consumed consent states, sweeper | whitelist, settings |
+//! | [`host`] | files the host's workers share: audit, counters, shared reads, expiry index, marker key, group locks, consumed consent states, sweeper | whitelist, settings |
 //! | [`ratelimit`] | GCRA arithmetic and the shared table of buckets | settings, host (state files) |
 //! | [`auth`] | tokens and keys into a [`auth::Principal`], converted once into a [`caller::Caller`] | caller, settings (its problems) |
 //! | [`mcp`] | the protocol, transport-independent | caller, metrics (panics) |

@@ -16,6 +16,7 @@ pub mod consent_token;
 pub mod description;
 pub mod error;
 pub mod firewall;
+pub mod flight;
 pub mod gate;
 pub mod instructions;
 pub mod marker;

@@ -15,11 +15,12 @@ use serde::Serialize;
 use tracing::warn;
 
 use super::audit::{About, Change, LoggedEntry, Recorder};
-use super::cache::{GroupCache, Versions};
+use super::cache::{GroupCache, Lookup, Rules, Versions};
 use super::consent::{Action, Asker, NobodyToAsk, ProposedChange};
 use super::description::{self, rfc3339};
 pub use super::error::Error;
 use super::firewall::{Firewall, FirewallError, Scope};
+use super::flight::{Flights, NotShared, SharedRead, SharedReads};
 use super::gate::{self, proposed, stamped, Approval};
 use super::marker::{Invalid, Marker, MarkerKey};
 use super::policy::{Policy, Refusal};
@@ -209,6 +210,9 @@ pub struct Whitelist {
     defaults: Defaults,
     port_mappings: Vec<NamedPort>,
     cache: GroupCache,
+    /// One reader per group in this worker, then one per host (or fleet) through `shared`.
+    flights: Flights,
+    shared: Arc<dyn SharedReads>,
     versions: Arc<dyn Versions>,
     recorder: Arc<dyn Recorder>,
     key: MarkerKey,
@@ -251,12 +255,20 @@ impl Whitelist {
             defaults: p.defaults,
             port_mappings: p.port_mappings,
             cache: GroupCache::new(p.cache_ttl),
+            flights: Flights::default(),
+            shared: Arc::new(NotShared),
             versions: p.versions,
             recorder: p.recorder,
             key: p.marker_key,
             reported: Mutex::new(HashSet::new()),
             group_locks: p.group_locks,
         }
+    }
+
+    /// Shares group reads with the host's other workers (single flight across the host).
+    pub fn with_shared_reads(mut self, shared: Arc<dyn SharedReads>) -> Whitelist {
+        self.shared = shared;
+        self
     }
 
     /// Adds a rule, or reports the identical one already there (`changed: false`); a change
@@ -453,7 +465,7 @@ impl Whitelist {
         }
         let rules = self.fresh(scope, group).await?;
         let mut removed = Vec::new();
-        for r in &rules {
+        for r in rules.iter() {
             match r.marker(&self.key) {
                 Marker::Valid { expires: Some(at) } if at <= now => {}
                 Marker::Invalid(why) => {
@@ -558,24 +570,82 @@ impl Whitelist {
         Ok(RuleSpec { group_id, cidr, protocol, ports })
     }
 
-    async fn fresh(&self, scope: &Scope, group: &str) -> Result<Vec<ExistingRule>, Error> {
+    /// The group's rules read from EC2 now (writes and the sweeper: never a cached answer).
+    async fn fresh(&self, scope: &Scope, group: &str) -> Result<Rules, Error> {
         let version = self.versions.get(group);
-        let rules = self.firewall.list(scope, group).await?;
+        let rules = Arc::new(self.firewall.list(scope, group).await?);
         self.cache.put(&cache_key(scope, group), version, rules.clone());
         Ok(rules)
     }
 
-    async fn cached(&self, scope: &Scope, group: &str) -> Result<Vec<ExistingRule>, Error> {
-        match self.cache.get(&cache_key(scope, group), self.versions.get(group)) {
-            Some(rules) => {
-                crate::metrics::global().cache_hits.inc();
-                Ok(rules)
+    /// The group's rules for a read: cached while fresh; past the TTL, one caller of the worker
+    /// refreshes while the others are served the stale entry (see `cache`); with nothing usable,
+    /// the others wait for that one. The refresh itself is single-flighted across the host.
+    async fn cached(&self, scope: &Scope, group: &str) -> Result<Rules, Error> {
+        let metrics = crate::metrics::global();
+        if self.cache.ttl().is_zero() {
+            return self.fresh(scope, group).await;
+        }
+        let key = cache_key(scope, group);
+        let _lead = match self.cache.lookup(&key, self.versions.get(group)) {
+            Lookup::Fresh(rules) => {
+                metrics.cache_hits.inc();
+                return Ok(rules);
             }
-            None => {
-                crate::metrics::global().cache_misses.inc();
-                self.fresh(scope, group).await
+            Lookup::Stale(rules) => match self.flights.try_lead(&key) {
+                Some(lead) => lead,
+                None => {
+                    metrics.cache_hits.inc();
+                    return Ok(rules);
+                }
+            },
+            Lookup::Miss => self.flights.lead(&key).await,
+        };
+        // The leader before us may have refreshed it while we waited.
+        if let Some(rules) = self.cache.get(&key, self.versions.get(group)) {
+            metrics.cache_hits.inc();
+            return Ok(rules);
+        }
+        metrics.cache_misses.inc();
+        self.refresh(scope, group, &key).await
+    }
+
+    /// Reads the group for every worker of the host: under the host's lead on `key`, the read
+    /// another worker stored is taken if it is still fresh; else EC2 is asked and the answer
+    /// stored. Without a lead (its file cannot be locked), this worker reads alone. Reads made
+    /// with a call's own keys are not shared: there is no bound on how many keys callers bring,
+    /// and each would leave its files in `state_dir`.
+    async fn refresh(&self, scope: &Scope, group: &str, key: &str) -> Result<Rules, Error> {
+        if scope.keys.is_some() {
+            return self.fresh(scope, group).await;
+        }
+        let host_lead = match self.shared.lead(key).await {
+            Ok(lead) => Some(lead),
+            Err(e) => {
+                warn!(
+                    event = "shared_read_unavailable",
+                    group, "reading {group} without the host's single flight: {e}"
+                );
+                None
+            }
+        };
+        let version = self.versions.get(group);
+        let now = SystemTime::now();
+        if let Some(read) = self.shared.load(key).filter(|r| r.version == version) {
+            let fetched = SystemTime::UNIX_EPOCH + Duration::from_millis(read.fetched_ms);
+            let age = now.duration_since(fetched).ok().filter(|age| *age < self.cache.ttl());
+            if let Some(fetched) = age.and_then(|age| std::time::Instant::now().checked_sub(age)) {
+                let rules = Arc::new(read.rules);
+                self.cache.put_at(key, version, fetched, rules.clone());
+                return Ok(rules);
             }
         }
+        let rules = self.fresh(scope, group).await?;
+        let fetched_ms = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        if host_lead.is_some() {
+            self.shared.store(key, &SharedRead { version, fetched_ms, rules: rules.to_vec() });
+        }
+        Ok(rules)
     }
 
     /// Completes the changes whose intent is in the audit log without an outcome, for which
@@ -691,11 +761,12 @@ pub fn check_group_id(group: &str) -> Result<String, Error> {
     }
 }
 
-/// Cache entries are per account scope (a secret never enters the key, only its hash).
+/// Cache entries are per account scope (a secret never enters the key, only its hash); the key
+/// is `[a-z0-9-]` (a validated group id and a hex hash), so it can name a file.
 fn cache_key(scope: &Scope, group: &str) -> String {
     let mut h = DefaultHasher::new();
     scope.hash(&mut h);
-    format!("{group}/{:x}", h.finish())
+    format!("{group}-{:x}", h.finish())
 }
 
 #[path = "dry_run.rs"]
