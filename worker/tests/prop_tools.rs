@@ -75,16 +75,11 @@ impl Firewall for FakeEc2 {
         Box::pin(async move {
             let n = self.changes.fetch_add(1, Ordering::SeqCst);
             let id = format!("sgr-{n:017x}");
-            self.rules.lock().unwrap_or_else(|e| e.into_inner()).push(ExistingRule {
-                rule_id: id.clone(),
-                group_id: spec.group_id.clone(),
-                cidr: Some(spec.cidr),
-                other_source: None,
-                protocol: spec.protocol.ec2_name(&spec.cidr).into(),
-                from_port: spec.ports.from,
-                to_port: spec.ports.to,
-                description: description.into(),
-            });
+            self.rules.lock().unwrap_or_else(|e| e.into_inner()).push(ExistingRule::authorized(
+                id.clone(),
+                spec,
+                description,
+            ));
             Ok(id)
         })
     }

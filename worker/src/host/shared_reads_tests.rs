@@ -42,16 +42,7 @@ impl Firewall for SlowEc2 {
         Box::pin(async move {
             let mut rules = self.rules.lock().unwrap();
             let id = format!("sgr-{:017x}", rules.len());
-            rules.push(ExistingRule {
-                rule_id: id.clone(),
-                group_id: spec.group_id.clone(),
-                cidr: Some(spec.cidr),
-                other_source: None,
-                protocol: spec.protocol.ec2_name(&spec.cidr).into(),
-                from_port: spec.ports.from,
-                to_port: spec.ports.to,
-                description: description.into(),
-            });
+            rules.push(ExistingRule::authorized(id.clone(), spec, description));
             Ok(id)
         })
     }

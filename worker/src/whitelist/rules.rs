@@ -33,6 +33,21 @@ pub struct ExistingRule {
 }
 
 impl ExistingRule {
+    /// The rule EC2 holds after authorizing `spec` with `description` as rule `rule_id`: what an
+    /// in-memory firewall (the tests' fakes) stores, so each fake reads back what EC2 would.
+    pub fn authorized(rule_id: String, spec: &RuleSpec, description: &str) -> ExistingRule {
+        ExistingRule {
+            rule_id,
+            group_id: spec.group_id.clone(),
+            cidr: Some(spec.cidr),
+            other_source: None,
+            protocol: spec.protocol.ec2_name(&spec.cidr).into(),
+            from_port: spec.ports.from,
+            to_port: spec.ports.to,
+            description: description.into(),
+        }
+    }
+
     /// The rule's ports as the domain compares them (protocol `-1` has none: ANY).
     pub fn ports(&self) -> Ports {
         match Protocol::from_ec2(&self.protocol) {

@@ -64,16 +64,7 @@ impl Firewall for FakeEc2 {
             }
             let mut rules = self.rules.lock().unwrap();
             let id = format!("sgr-{:017x}", self.next.fetch_add(1, Ordering::SeqCst));
-            rules.push(ExistingRule {
-                rule_id: id.clone(),
-                group_id: spec.group_id.clone(),
-                cidr: Some(spec.cidr),
-                other_source: None,
-                protocol: spec.protocol.ec2_name(&spec.cidr).into(),
-                from_port: spec.ports.from,
-                to_port: spec.ports.to,
-                description: description.into(),
-            });
+            rules.push(ExistingRule::authorized(id.clone(), spec, description));
             Ok(id)
         })
     }
