@@ -76,6 +76,12 @@ pub struct Metrics {
     pub marker_invalid: IntCounterVec,
     /// `mcp_panics_total`: tool calls that panicked (each answered with -32603).
     pub panics: IntCounter,
+    /// `redis_up`: 1 while this worker's link to the fleet's Redis answers (summed over the
+    /// host's workers); 0 without `[redis]`.
+    pub redis_up: IntGauge,
+    /// `redis_fallbacks_total{feature,mode}`: decisions taken without Redis, by the fallback
+    /// `[redis]` configures (`fail_open`, `fail_closed`).
+    pub redis_fallbacks: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -143,6 +149,17 @@ impl Metrics {
         let active_connections = IntGauge::new("mcp_active_connections", "HTTP connections open.")
             .expect("valid metric definition");
         registry.register(Box::new(active_connections.clone())).expect("unique metric name");
+        let redis_up = IntGauge::new("redis_up", "Workers whose link to the fleet's Redis answers.")
+            .expect("valid metric definition");
+        registry.register(Box::new(redis_up.clone())).expect("unique metric name");
+        let redis_fallbacks = counter(
+            "redis_fallbacks_total",
+            "Decisions taken without Redis, by feature and configured fallback.",
+            &["feature", "mode"],
+        );
+        for mode in ["fail_open", "fail_closed"] {
+            redis_fallbacks.with_label_values(&["rate_limit", mode]);
+        }
         // Known label sets start at zero, so every family shows in /metrics (dashboards and
         // alerts see a 0, not an absent series, and `rate()` sees the first increment).
         for method in ["initialize", "ping", "tools/list", "tools/call"] {
@@ -177,6 +194,8 @@ impl Metrics {
             whitelist_changes,
             marker_invalid,
             panics,
+            redis_up,
+            redis_fallbacks,
         }
     }
 

@@ -14,6 +14,7 @@ use crate::auth::Authenticator;
 use crate::channel::Outbox;
 use crate::mcp::Dispatcher;
 use crate::metrics::Metrics;
+use crate::fleet::Fleet;
 use crate::ratelimit::Limiters;
 use crate::settings::Settings;
 
@@ -40,6 +41,8 @@ pub struct State {
     pub auth: Arc<Authenticator>,
     /// Request limits per client, and failed-authentication limits per address.
     pub limits: Option<Limiters>,
+    /// The link to the fleet's Redis (`[redis]`); its state shows in `/health`.
+    pub fleet: Option<Arc<Fleet>>,
     /// This worker's metrics registry.
     pub metrics: &'static Metrics,
     /// The channel to the supervisor (recycling, merged metrics).
@@ -64,6 +67,8 @@ pub struct Parts {
     pub auth: Arc<Authenticator>,
     /// See [`State::limits`].
     pub limits: Option<Limiters>,
+    /// See [`State::fleet`].
+    pub fleet: Option<Arc<Fleet>>,
     /// See [`State::outbox`].
     pub outbox: Outbox,
     /// Requests after which the worker asks to be recycled (0: never).
@@ -79,6 +84,7 @@ impl State {
             dispatcher: parts.dispatcher,
             auth: parts.auth,
             limits: parts.limits,
+            fleet: parts.fleet,
             metrics: crate::metrics::global(),
             outbox: parts.outbox,
             requests: AtomicU64::new(0),

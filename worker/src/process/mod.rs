@@ -27,6 +27,7 @@ use crate::auth::Authenticator;
 use crate::channel;
 use crate::http::state::{Identity, Parts, State};
 use crate::mcp::ServerInfo;
+use crate::fleet::Fleet;
 use crate::ratelimit::Limiters;
 use crate::settings::Settings;
 
@@ -49,6 +50,9 @@ pub enum RunError {
     /// Authentication could not be set up (a secret or key file).
     #[error("auth: {0}")]
     Auth(String),
+    /// The link to Redis could not be set up (`[redis]`: its password or an address).
+    #[error("redis: {0}")]
+    Fleet(String),
 }
 
 /// Serves until drained; blocks the calling thread on a single-threaded runtime.
@@ -87,8 +91,13 @@ async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result
     } else {
         warn!(event = "auth_disabled", "authentication is OFF: anyone who can reach the listeners may change security groups (allowed only on loopback)");
     }
+    // Built here, in the worker, after the fork: a Redis connection never crosses a fork.
+    let fleet = match &settings.redis {
+        Some(redis) => Some(Arc::new(Fleet::new(redis).map_err(RunError::Fleet)?)),
+        None => None,
+    };
     let limits = match &settings.rate_limit {
-        Some(limits) => Some(Limiters::open(&settings.whitelist.state_dir, limits)?),
+        Some(limits) => Some(Limiters::open(&settings.whitelist.state_dir, limits, fleet.as_ref())?),
         None => None,
     };
     app.spawn_sweeper();
@@ -103,6 +112,7 @@ async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result
         dispatcher,
         auth,
         limits,
+        fleet,
         outbox: outbox.clone(),
         max_requests: assignment.max_requests,
     }));
