@@ -4,6 +4,9 @@
 //! dies, the configured fallback answers, `/health` says degraded and the metrics say so, and
 //! all is well again once Redis is back.
 //!
+//! A change through one host is seen at once by a list through the other, however long the
+//! cache lives.
+//!
 //! The refill is one request per two minutes, so nothing comes back while a test runs: the
 //! counts are exact, not "about".
 
@@ -13,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use common::nginx::{free_port, main_conf, nginx_binary, site, wait_up, Nginx};
 use common::redis::{server_binary, Cluster, Redis};
-use common::{http, Service};
+use common::moto::Moto;
+use common::{http, Options, Service};
+use serde_json::json;
 
 const BURST: usize = 5;
 
@@ -157,4 +162,50 @@ fn redis_down_fail_open_keeps_answering_on_the_hosts_share() {
 #[test]
 fn redis_down_fail_closed_refuses_with_503_then_recovers() {
     through_an_outage("fail_closed", 503);
+}
+
+/// Adds through host A, then lists through host B at once, 20 rounds: never stale, although
+/// `cache_ttl` is five minutes and B read the group (and cached it) before the first add.
+fn never_stale_across_hosts(redis: &str) {
+    let Some(moto) = Moto::start() else { return };
+    let group = moto.create_group("fleet");
+    let states = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let host = |state: &tempfile::TempDir| {
+        let config = format!(
+            "workers = 2\n{}\n[whitelist]\nstate_dir = \"{}\"\ncache_ttl = 300.0\n[redis]\n{redis}\nhosts = 2\n",
+            moto.aws_table(),
+            state.path().display()
+        );
+        Service::start_with(Options { config, env: Moto::sdk_env(), wait_ready: true })
+    };
+    let (a, b) = (host(&states[0]), host(&states[1]));
+    let listed = |svc: &Service| -> Vec<String> {
+        let r = svc.call_tool("whitelist_list", json!({"security_group_id": group}));
+        let rules = r["structuredContent"]["rules"].as_array().unwrap_or_else(|| panic!("{r}")).clone();
+        rules.iter().filter_map(|r| r["cidr_ip"].as_str().map(str::to_string)).collect()
+    };
+    // Both workers of B read (and cache) the group first.
+    for _ in 0..4 {
+        assert!(listed(&b).is_empty());
+    }
+    for i in 1..=20 {
+        let ip = format!("192.0.2.{i}");
+        let added = a.call_tool("whitelist_add", json!({"security_group_id": group, "ip_address": ip}));
+        assert_eq!(added["structuredContent"]["changed"], json!(true), "{added}");
+        assert!(listed(&b).contains(&format!("{ip}/32")), "host B served a stale list after add #{i}");
+    }
+}
+
+#[test]
+fn an_add_through_one_host_is_listed_by_the_other_at_once() {
+    let Some(bin) = server_binary() else { return };
+    let redis = Redis::start(&bin);
+    never_stale_across_hosts(&format!("url = \"{}\"", redis.url()));
+}
+
+#[test]
+fn an_add_through_one_host_is_listed_by_the_other_at_once_with_a_cluster() {
+    let Some(bin) = server_binary() else { return };
+    let cluster = Cluster::start(&bin);
+    never_stale_across_hosts(&format!("cluster = {}", cluster.seeds()));
 }

@@ -8,9 +8,18 @@ const PREFIX: &str = "awswl";
 
 /// The rate-limit bucket of `client` in the limiter named `limiter` (`req`, `auth`).
 pub fn rate_limit(limiter: &str, client: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, client.as_bytes());
-    let hex: String = digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{{{PREFIX}:rl:{limiter}:{hex}}}")
+    format!("{{{PREFIX}:rl:{limiter}:{}}}", hashed(client))
+}
+
+/// The fleet's change counter of a security group (cache freshness).
+pub fn change_counter(group: &str) -> String {
+    format!("{{{PREFIX}:cv:{}}}", hashed(group))
+}
+
+/// 128 bits of SHA-256, in hex.
+fn hashed(text: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -26,5 +35,7 @@ mod tests {
         assert_ne!(rate_limit("req", "a"), rate_limit("req", "b"));
         assert_ne!(rate_limit("req", "a"), rate_limit("auth", "a"));
         assert_eq!(rate_limit("req", "a"), rate_limit("req", "a"));
+        let c = change_counter("sg-1");
+        assert!(c.starts_with("{awswl:cv:") && c.ends_with('}') && c.matches('{').count() == 1);
     }
 }

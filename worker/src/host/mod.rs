@@ -9,6 +9,7 @@
 
 pub mod audit_file;
 pub mod change_counters;
+pub mod fleet_versions;
 pub mod expiry_index;
 pub mod group_locks;
 pub mod marker_key;
@@ -17,4 +18,5 @@ pub mod sweeper;
 
 pub use audit_file::AuditLog;
 pub use change_counters::ChangeCounters;
+pub use fleet_versions::FleetVersions;
 pub use group_locks::GroupLockFiles;

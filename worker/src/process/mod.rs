@@ -77,7 +77,12 @@ async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result
     let mut info = ServerInfo::new("awswhitelist", env!("CARGO_PKG_VERSION"));
     info.worker_id = Some(assignment.worker_id);
     info.generation = Some(assignment.generation);
-    let app = App::build(&settings, info)?;
+    // Built here, in the worker, after the fork: a Redis connection never crosses a fork.
+    let fleet = match &settings.redis {
+        Some(redis) => Some(Arc::new(Fleet::new(redis).map_err(RunError::Fleet)?)),
+        None => None,
+    };
+    let app = App::build(&settings, info, fleet.clone())?;
     let auth = Arc::new(Authenticator::load(&settings.auth).map_err(|e| RunError::Auth(e.to_string()))?);
     if auth.enabled() {
         // Warm the JWKS cache without holding up READY: an issuer that is down must not keep
@@ -91,11 +96,6 @@ async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result
     } else {
         warn!(event = "auth_disabled", "authentication is OFF: anyone who can reach the listeners may change security groups (allowed only on loopback)");
     }
-    // Built here, in the worker, after the fork: a Redis connection never crosses a fork.
-    let fleet = match &settings.redis {
-        Some(redis) => Some(Arc::new(Fleet::new(redis).map_err(RunError::Fleet)?)),
-        None => None,
-    };
     let limits = match &settings.rate_limit {
         Some(limits) => Some(Limiters::open(&settings.whitelist.state_dir, limits, fleet.as_ref())?),
         None => None,

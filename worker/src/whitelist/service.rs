@@ -292,7 +292,7 @@ impl Whitelist {
             }
             Err(e) => return Err(self.failed(&change, e).await),
         };
-        self.versions.bump(&spec.group_id);
+        self.versions.changed(&spec.group_id).await;
         change.finish(&self.recorder, "added", Some(&rule_id), None).await?;
         let rule = RuleView {
             rule_id: rule_id.clone(),
@@ -353,7 +353,7 @@ impl Whitelist {
         match self.firewall.revoke(scope, &spec.group_id, &ids).await {
             Ok(()) => {}
             Err(FirewallError::RuleNotFound) => {
-                self.versions.bump(&spec.group_id);
+                self.versions.changed(&spec.group_id).await;
                 self.finish_all(&changes, "not_present", None).await?;
                 let message = format!("{wanted} was already removed from {} by someone else", spec.group_id);
                 return Ok(Removed { changed: false, removed: Vec::new(), message });
@@ -363,7 +363,7 @@ impl Whitelist {
                 return Err(e.into());
             }
         }
-        self.versions.bump(&spec.group_id);
+        self.versions.changed(&spec.group_id).await;
         self.finish_all(&changes, "removed", None).await?;
         let removed: Vec<RuleView> = matching.into_iter().map(|r| self.view(r)).collect();
         let message = format!("removed {wanted} from {} (rule {})", spec.group_id, ids.join(", "));
@@ -440,7 +440,7 @@ impl Whitelist {
                 }
                 Err(e) => return Err(self.failed(&change, e).await),
             }
-            self.versions.bump(group);
+            self.versions.changed(group).await;
             change.finish(&self.recorder, "expired", None, None).await?;
             removed.push(self.view(r));
         }
@@ -513,14 +513,15 @@ impl Whitelist {
     }
 
     async fn fresh(&self, scope: &Scope, group: &str) -> Result<Vec<ExistingRule>, Error> {
-        let version = self.versions.get(group);
+        let version = self.versions.current(group).await;
         let rules = self.firewall.list(scope, group).await?;
         self.cache.put(&cache_key(scope, group), version, rules.clone());
         Ok(rules)
     }
 
     async fn cached(&self, scope: &Scope, group: &str) -> Result<Vec<ExistingRule>, Error> {
-        match self.cache.get(&cache_key(scope, group), self.versions.get(group)) {
+        let current = self.versions.current(group).await;
+        match self.cache.get(&cache_key(scope, group), current) {
             Some(rules) => {
                 crate::metrics::global().cache_hits.inc();
                 Ok(rules)
