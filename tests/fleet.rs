@@ -14,9 +14,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::moto::Moto;
 use common::nginx::{free_port, main_conf, nginx_binary, site, wait_up, Nginx};
 use common::redis::{server_binary, Cluster, Redis};
-use common::moto::Moto;
 use common::{http, Options, Service};
 use serde_json::json;
 
@@ -70,7 +70,12 @@ fn exactly_the_burst_in_total(redis: &str) {
     let limited = |s: &Service| common::int(&metrics_line(s, "rate_limited_total"), "v");
     let deadline = Instant::now() + common::PATIENCE;
     while limited(&one) == 0 || limited(&two) == 0 {
-        assert!(Instant::now() < deadline, "both hosts refused some: {} and {}", limited(&one), limited(&two));
+        assert!(
+            Instant::now() < deadline,
+            "both hosts refused some: {} and {}",
+            limited(&one),
+            limited(&two)
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let other: Vec<u16> = (0..BURST).map(|_| ping(&addr, &b)).collect();
@@ -134,10 +139,7 @@ fn through_an_outage(fallback: &str, refused_while_down: u16) {
     let text = String::from_utf8_lossy(&http::get(&svc.addr, "/metrics").unwrap().body).into_owned();
     assert!(text.lines().any(|l| l == "redis_up 0"), "{text}");
     let counted = format!("redis_fallbacks_total{{feature=\"rate_limit\",mode=\"{fallback}\"}}");
-    assert!(
-        text.lines().any(|l| l.starts_with(&counted) && !l.ends_with(" 0")),
-        "{counted} counted: {text}"
-    );
+    assert!(text.lines().any(|l| l.starts_with(&counted) && !l.ends_with(" 0")), "{counted} counted: {text}");
     // Logged once per change of state, not once per request.
     let downs = svc.logs.all().iter().filter(|l| common::event(l) == "redis_down").count();
     assert_eq!(downs, 1, "{}", svc.logs.dump());

@@ -53,7 +53,8 @@ impl RedisConfig {
     /// The checked settings (`None` without Redis), or every problem found.
     pub fn settings(&self) -> Result<Option<RedisSettings>, Vec<Problem>> {
         let mut problems = Vec::new();
-        let mut bad = |key: &str, value: String, reason: &str| problems.push(Problem::new(key, value, reason));
+        let mut bad =
+            |key: &str, value: String, reason: &str| problems.push(Problem::new(key, value, reason));
         let target = match (&self.url, self.cluster.is_empty()) {
             (None, true) => return Ok(None),
             (Some(_), false) => {
@@ -71,12 +72,20 @@ impl RedisConfig {
         }
         let password = match (&self.password_file, &self.password_env) {
             (Some(_), Some(_)) => {
-                bad("redis.password_env", String::new(), "set redis.password_file or redis.password_env, not both");
+                bad(
+                    "redis.password_env",
+                    String::new(),
+                    "set redis.password_file or redis.password_env, not both",
+                );
                 None
             }
             (Some(f), None) => Some(PasswordSource::File(f.clone())),
             (None, Some(e)) if e.is_empty() || e.starts_with("AWSWHITELIST_") => {
-                bad("redis.password_env", e.clone(), "must name a variable outside AWSWHITELIST_* (those are configuration keys)");
+                bad(
+                    "redis.password_env",
+                    e.clone(),
+                    "must name a variable outside AWSWHITELIST_* (those are configuration keys)",
+                );
                 None
             }
             (None, Some(e)) => Some(PasswordSource::Env(e.clone())),
@@ -102,7 +111,11 @@ impl RedisConfig {
             }
             ("fail_open", hosts) => RateLimitFallback::FailOpen { hosts },
             (other, _) => {
-                bad("redis.rate_limit_fallback", format!("{other:?}"), "must be \"fail_open\" or \"fail_closed\"");
+                bad(
+                    "redis.rate_limit_fallback",
+                    format!("{other:?}"),
+                    "must be \"fail_open\" or \"fail_closed\"",
+                );
                 RateLimitFallback::FailClosed
             }
         };

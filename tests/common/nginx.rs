@@ -108,7 +108,6 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-
 /// Waits until `front` (nginx) answers `/health` with 200; panics with nginx's error log.
 pub fn wait_up(front: &str, prefix: &Path) {
     let deadline = Instant::now() + Duration::from_secs(20);

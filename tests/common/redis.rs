@@ -33,7 +33,13 @@ impl Redis {
     }
 
     fn launch(bin: &Path, cluster: bool) -> Redis {
-        let mut r = Redis { bin: bin.to_path_buf(), dir: tempfile::tempdir().unwrap(), child: None, port: free_port(), cluster };
+        let mut r = Redis {
+            bin: bin.to_path_buf(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            port: free_port(),
+            cluster,
+        };
         r.restart();
         r
     }
@@ -54,12 +60,21 @@ impl Redis {
     /// Starts the server again on the same port (data is not kept: no persistence).
     pub fn restart(&mut self) {
         let mut cmd = Command::new(&self.bin);
-        cmd.args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &self.port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(self.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         if self.cluster {
             cmd.args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]);
         }

@@ -9,12 +9,12 @@
 use std::sync::Arc;
 
 use crate::aws::Ec2Firewall;
-use crate::host::{marker_key, sweeper};
 use crate::fleet::Fleet;
+use crate::host::{marker_key, sweeper};
 use crate::host::{AuditLog, ChangeCounters, FleetVersions, GroupLockFiles};
-use crate::whitelist::cache::Versions;
 use crate::mcp::{Dispatcher, RegistryError, ServerInfo};
 use crate::settings::WhitelistSettings;
+use crate::whitelist::cache::Versions;
 use crate::whitelist::{Defaults, Parts, Whitelist};
 use crate::Settings;
 
@@ -44,7 +44,11 @@ impl App {
     /// Builds everything; a file that cannot be opened stops the boot with a message naming it.
     /// `info` gets the instructions the policy generates.
     /// With `fleet` (`[redis]`), cache counters are checked fleet-wide.
-    pub fn build(settings: &Settings, info: ServerInfo, fleet: Option<Arc<Fleet>>) -> Result<App, BuildError> {
+    pub fn build(
+        settings: &Settings,
+        info: ServerInfo,
+        fleet: Option<Arc<Fleet>>,
+    ) -> Result<App, BuildError> {
         let wl = &settings.whitelist;
         crate::host::state_file::prepare_dir(&wl.state_dir)?;
         let audit = Arc::new(AuditLog::open(&wl.audit_log)?.with_expiry_index(wl.state_dir.clone()));

@@ -16,10 +16,13 @@ use super::settings::{redact, RedisSettings, RedisTarget};
 
 enum Conn {
     Single(ConnectionManager),
-    Cluster {
-        client: redis::cluster::ClusterClient,
-        conn: tokio::sync::Mutex<(Option<ClusterConnection>, Option<Instant>)>,
-    },
+    Cluster(Box<ClusterLink>),
+}
+
+/// A cluster client, its connection once made, and when connecting last failed.
+struct ClusterLink {
+    client: redis::cluster::ClusterClient,
+    conn: tokio::sync::Mutex<(Option<ClusterConnection>, Option<Instant>)>,
 }
 
 /// A worker's link to the fleet's Redis, and whether Redis answers.
@@ -51,8 +54,8 @@ impl Fleet {
         };
         let conn = match &settings.target {
             RedisTarget::Single(url) => {
-                let client = redis::Client::open(info(url)?)
-                    .map_err(|e| format!("redis.url {}: {e}", redact(url)))?;
+                let client =
+                    redis::Client::open(info(url)?).map_err(|e| format!("redis.url {}: {e}", redact(url)))?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(settings.connect_timeout))
                     .set_response_timeout(Some(settings.response_timeout))
@@ -73,7 +76,7 @@ impl Fleet {
                     builder = builder.password(p);
                 }
                 let client = builder.build().map_err(|e| format!("redis.cluster: {e}"))?;
-                Conn::Cluster { client, conn: tokio::sync::Mutex::new((None, None)) }
+                Conn::Cluster(Box::new(ClusterLink { client, conn: tokio::sync::Mutex::new((None, None)) }))
             }
         };
         crate::metrics::global().redis_up.set(1);
@@ -93,7 +96,12 @@ impl Fleet {
 
     /// Runs `script` (EVALSHA, loading it once when the server does not know it) on `keys`,
     /// within the response timeout; records whether Redis answered.
-    pub async fn eval<T: FromRedisValue>(&self, script: &Script, keys: &[&str], args: &[u64]) -> RedisResult<T> {
+    pub async fn eval<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[u64],
+    ) -> RedisResult<T> {
         let mut invocation = script.prepare_invoke();
         for k in keys {
             invocation.key(*k);
@@ -105,43 +113,20 @@ impl Fleet {
         let run = async {
             match &self.conn {
                 Conn::Single(m) => invocation.invoke_async(&mut m.clone()).await,
-                Conn::Cluster { .. } => {
-                    let mut c = self.cluster().await?;
+                Conn::Cluster(link) => {
+                    let mut c = link.connection().await?;
                     invocation.invoke_async(&mut c).await
                 }
             }
         };
         let result = match tokio::time::timeout(deadline, run).await {
             Ok(r) => r,
-            Err(_) => Err(redis::RedisError::from((redis::ErrorKind::Io, "no answer within the redis timeouts"))),
+            Err(_) => {
+                Err(redis::RedisError::from((redis::ErrorKind::Io, "no answer within the redis timeouts")))
+            }
         };
         self.record(result.as_ref().err());
         result
-    }
-
-    /// The cluster connection, connecting when there is none (at most every
-    /// [`RECONNECT_PAUSE`], so a dead cluster is not hammered by every request).
-    async fn cluster(&self) -> RedisResult<ClusterConnection> {
-        let Conn::Cluster { client, conn } = &self.conn else {
-            unreachable!("only called for a cluster link")
-        };
-        let mut slot = conn.lock().await;
-        if let Some(c) = &slot.0 {
-            return Ok(c.clone());
-        }
-        if slot.1.is_some_and(|t| t.elapsed() < RECONNECT_PAUSE) {
-            return Err(redis::RedisError::from((redis::ErrorKind::Io, "redis cluster unreachable")));
-        }
-        match client.get_async_connection().await {
-            Ok(c) => {
-                *slot = (Some(c.clone()), None);
-                Ok(c)
-            }
-            Err(e) => {
-                slot.1 = Some(Instant::now());
-                Err(e)
-            }
-        }
     }
 
     /// Whether the last call to Redis was answered.
@@ -165,7 +150,10 @@ impl Fleet {
         match error {
             None => {
                 *reason = None;
-                tracing::warn!(event = "redis_up", "redis answers again: shared rate limits and cache counters are fleet-wide again");
+                tracing::warn!(
+                    event = "redis_up",
+                    "redis answers again: shared rate limits and cache counters are fleet-wide again"
+                );
             }
             Some(e) => {
                 let mut text = e.to_string();
@@ -174,6 +162,30 @@ impl Fleet {
                 }
                 tracing::error!(event = "redis_down", error = %text, "redis does not answer: features fall back as [redis] says until it does ({text})");
                 *reason = Some(text);
+            }
+        }
+    }
+}
+
+impl ClusterLink {
+    /// The cluster connection, connecting when there is none (at most every
+    /// [`RECONNECT_PAUSE`], so a dead cluster is not hammered by every request).
+    async fn connection(&self) -> RedisResult<ClusterConnection> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = &slot.0 {
+            return Ok(c.clone());
+        }
+        if slot.1.is_some_and(|t| t.elapsed() < RECONNECT_PAUSE) {
+            return Err(redis::RedisError::from((redis::ErrorKind::Io, "redis cluster unreachable")));
+        }
+        match self.client.get_async_connection().await {
+            Ok(c) => {
+                *slot = (Some(c.clone()), None);
+                Ok(c)
+            }
+            Err(e) => {
+                slot.1 = Some(Instant::now());
+                Err(e)
             }
         }
     }

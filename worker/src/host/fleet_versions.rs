@@ -30,7 +30,13 @@ pub struct FleetVersions {
 impl FleetVersions {
     /// Joins the host's `local` counters with the fleet's.
     pub fn new(local: ChangeCounters, fleet: Arc<Fleet>) -> FleetVersions {
-        FleetVersions { local, fleet, read: Script::new(READ), incr: Script::new(INCR), misses: AtomicU64::new(0) }
+        FleetVersions {
+            local,
+            fleet,
+            read: Script::new(READ),
+            incr: Script::new(INCR),
+            misses: AtomicU64::new(0),
+        }
     }
 
     /// A value that matches no stored entry: the high bit set (a joined counter never has it

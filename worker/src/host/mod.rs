@@ -9,8 +9,8 @@
 
 pub mod audit_file;
 pub mod change_counters;
-pub mod fleet_versions;
 pub mod expiry_index;
+pub mod fleet_versions;
 pub mod group_locks;
 pub mod marker_key;
 pub mod state_file;

@@ -12,9 +12,9 @@ use tracing::info;
 
 use crate::auth::Authenticator;
 use crate::channel::Outbox;
+use crate::fleet::Fleet;
 use crate::mcp::Dispatcher;
 use crate::metrics::Metrics;
-use crate::fleet::Fleet;
 use crate::ratelimit::Limiters;
 use crate::settings::Settings;
 

@@ -25,9 +25,9 @@ use tracing::{error, info, warn};
 use crate::app::{App, BuildError};
 use crate::auth::Authenticator;
 use crate::channel;
+use crate::fleet::Fleet;
 use crate::http::state::{Identity, Parts, State};
 use crate::mcp::ServerInfo;
-use crate::fleet::Fleet;
 use crate::ratelimit::Limiters;
 use crate::settings::Settings;
 

@@ -42,7 +42,11 @@ impl Limiters {
     pub fn open(state_dir: &Path, limits: &RateLimits, fleet: Option<&Arc<Fleet>>) -> io::Result<Limiters> {
         let one = |file: &str, name: &'static str, limits: Limits| -> io::Result<Limiter> {
             let Some(fleet) = fleet else {
-                return Ok(Limiter { local: RateLimiter::open(state_dir.join(file), limits)?, shared: None, limits });
+                return Ok(Limiter {
+                    local: RateLimiter::open(state_dir.join(file), limits)?,
+                    shared: None,
+                    limits,
+                });
             };
             let fallback = fleet.settings().rate_limit_fallback;
             let share = match fallback {
@@ -65,7 +69,10 @@ impl Limiters {
 /// A host's share of a fleet-wide limit: rate and burst divided by `hosts` (burst at least 1).
 pub fn per_host(limits: Limits, hosts: u32) -> Limits {
     let hosts = hosts.max(1);
-    Limits { rate_per_minute: limits.rate_per_minute / f64::from(hosts), burst: limits.burst.div_ceil(hosts).max(1) }
+    Limits {
+        rate_per_minute: limits.rate_per_minute / f64::from(hosts),
+        burst: limits.burst.div_ceil(hosts).max(1),
+    }
 }
 
 /// Redis did not answer and the fallback is `fail_closed`: the request is refused (503).

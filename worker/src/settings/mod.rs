@@ -15,8 +15,8 @@ pub mod problem;
 pub use problem::Problem;
 
 use crate::auth::settings::AuthSettings;
-use crate::fleet::RedisSettings;
 use crate::aws::AwsSettings;
+use crate::fleet::RedisSettings;
 use crate::http::forwarded::TrustedProxies;
 use crate::http::guard::EndpointPolicy;
 use crate::ratelimit::gcra::Limits;
