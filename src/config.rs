@@ -89,6 +89,8 @@ pub struct Config {
     pub auth: worker::auth::AuthSettings,
     /// Per-client request limits, exact across the host's workers.
     pub rate_limit: RateLimitConfig,
+    /// The fleet's shared state (several hosts behind one load balancer); off when empty.
+    pub redis: RedisConfig,
     /// Who may read `/metrics`.
     pub metrics: MetricsConfig,
     /// Logging.
@@ -152,6 +154,7 @@ impl Default for Config {
             aws: worker::aws::AwsSettings::default(),
             auth: worker::auth::AuthSettings::default(),
             rate_limit: RateLimitConfig::default(),
+            redis: RedisConfig::default(),
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
         }
@@ -519,9 +522,11 @@ fn de_umask<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     }
 }
 
+mod redis;
 mod settings;
 mod whitelist;
 
+pub use redis::RedisConfig;
 pub use settings::{McpConfig, MetricsConfig, RateLimitConfig};
 pub use whitelist::{PolicyConfig, WhitelistConfig};
 

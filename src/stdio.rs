@@ -143,7 +143,7 @@ pub fn run(config: &Config) -> io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // The same tools as `serve`, built inside the runtime (the sweeper is a task of it).
     let result = LocalSet::new().block_on(&runtime, async move {
-        let app = worker::App::build(&settings, info).map_err(io::Error::other)?;
+        let app = worker::App::build(&settings, info, None).map_err(io::Error::other)?;
         app.spawn_sweeper();
         let dispatcher = Rc::new(app.dispatcher);
         serve(dispatcher, tokio::io::stdin(), tokio::io::stdout(), max).await

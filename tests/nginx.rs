@@ -5,109 +5,14 @@
 mod common;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::moto::Moto;
+use common::nginx::{free_port, main_conf, nginx_binary, site, Nginx};
 use common::{http, Options, Service};
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use serde_json::{json, Value};
-
-const DEPLOY: &str = include_str!("../deploy/nginx/awswhitelist.conf");
-
-fn nginx_binary() -> Option<PathBuf> {
-    common::tool("AWSWL_NGINX", "nginx", "apt package nginx")
-}
-
-/// The deploy site, pointed at `upstream` and listening on `port`; with `tls`, using `cert`.
-/// The port-80 redirect server is dropped: nothing listens on 80 here.
-fn site(upstream: &str, port: u16, tls: Option<(&Path, &Path)>) -> String {
-    let redirect_start = DEPLOY.find("server {\n    listen 80;").expect("the redirect server block");
-    let redirect_end = redirect_start + DEPLOY[redirect_start..].find("\n}\n").expect("its end") + 3;
-    let text = format!("{}{}", &DEPLOY[..redirect_start], &DEPLOY[redirect_end..]);
-    let mut out = String::new();
-    for line in text.lines() {
-        let t = line.trim();
-        let replaced = if t.starts_with("server 127.0.0.1:8080") {
-            format!("    server {upstream};")
-        } else if t.starts_with("listen [::]:443") {
-            continue;
-        } else if t.starts_with("listen 443") {
-            format!("    listen 127.0.0.1:{port}{};", if tls.is_some() { " ssl" } else { "" })
-        } else if t.starts_with("ssl_certificate_key") {
-            match tls {
-                Some((_, key)) => format!("    ssl_certificate_key {};", key.display()),
-                None => continue,
-            }
-        } else if t.starts_with("ssl_certificate ") {
-            match tls {
-                Some((cert, _)) => format!("    ssl_certificate {};", cert.display()),
-                None => continue,
-            }
-        } else if t.starts_with("ssl_") && tls.is_none() {
-            continue;
-        } else {
-            line.to_string()
-        };
-        out.push_str(&replaced);
-        out.push('\n');
-    }
-    out
-}
-
-fn main_conf(dir: &Path, site: &str) -> PathBuf {
-    let d = dir.display();
-    let conf = format!(
-        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n{site}\n}}\n"
-    );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, conf).unwrap();
-    path
-}
-
-/// A running nginx (master and worker, in a process group of their own), stopped when
-/// dropped, also when the test fails: SIGTERM to the group (nginx's fast shutdown: the master
-/// waits for its worker, then exits), the master waited for; SIGKILL to the whole group if it
-/// is still there after 10 s, so no worker is ever left behind, re-parented to init.
-struct Nginx(Child);
-
-impl Nginx {
-    fn start(bin: &Path, prefix: &Path, conf: &Path) -> Nginx {
-        let child = Command::new(bin)
-            .arg("-p")
-            .arg(prefix)
-            .arg("-c")
-            .arg(conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        Nginx(child)
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let group = Pid::from_raw(self.0.id() as i32);
-        let _ = killpg(group, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.0.try_wait().ok().flatten().is_none() {
-            if Instant::now() >= deadline {
-                // The master is not reaped yet, so the group id is still ours.
-                let _ = killpg(group, Signal::SIGKILL);
-                let _ = self.0.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
 
 /// A read-write API key (`awswhitelist keygen`) and its `[[auth.api_keys]]` entry.
 fn api_key() -> (String, String) {
@@ -120,10 +25,6 @@ fn api_key() -> (String, String) {
     let key = out.lines().find(|l| l.starts_with("awsk_")).expect("a key line").to_string();
     let entry = out[out.find("[[auth.api_keys]]").expect("a config entry")..].to_string();
     (key, entry)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// POSTs a tools/call from a chosen loopback source address (so nginx and the service see a

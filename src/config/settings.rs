@@ -205,6 +205,10 @@ impl Config {
         let keepalive = duration("keepalive", self.keepalive, 0.01);
         let graceful_timeout = duration("graceful_timeout", self.graceful_timeout, 0.0);
         let whitelist = self.whitelist_settings().map_err(|found| problems.extend(found));
+        let redis = self.redis.settings().unwrap_or_else(|found| {
+            problems.extend(found);
+            None
+        });
         match (whitelist, keepalive, graceful_timeout) {
             (Ok(whitelist), Some(keepalive), Some(graceful_timeout)) if problems.is_empty() => {
                 Ok(worker::Settings {
@@ -226,6 +230,7 @@ impl Config {
                     auth: self.auth.clone(),
                     rate_limit: r.enabled.then_some(rate_limits),
                     metrics: worker::MetricsAccess { allow: metrics_allow, token_digest },
+                    redis,
                 })
             }
             _ => Err(ConfigError(problems)),

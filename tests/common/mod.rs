@@ -5,6 +5,8 @@
 
 pub mod http;
 pub mod moto;
+pub mod nginx;
+pub mod redis;
 pub mod skip;
 
 #[allow(unused_imports)] // each test binary uses a different part

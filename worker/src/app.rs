@@ -9,10 +9,12 @@
 use std::sync::Arc;
 
 use crate::aws::Ec2Firewall;
+use crate::fleet::Fleet;
 use crate::host::{marker_key, sweeper};
-use crate::host::{AuditLog, ChangeCounters, GroupLockFiles, NonceFiles, ReadFiles};
+use crate::host::{AuditLog, ChangeCounters, FleetVersions, GroupLockFiles, NonceFiles, ReadFiles};
 use crate::mcp::{Dispatcher, RegistryError, ServerInfo};
 use crate::settings::WhitelistSettings;
+use crate::whitelist::cache::Versions;
 use crate::whitelist::{consent_token, ConsentSeal, Defaults, MarkerKey, Parts, Whitelist};
 use crate::Settings;
 
@@ -43,11 +45,20 @@ pub struct App {
 impl App {
     /// Builds everything; a file that cannot be opened stops the boot with a message naming it.
     /// `info` gets the instructions the policy generates.
-    pub fn build(settings: &Settings, info: ServerInfo) -> Result<App, BuildError> {
+    /// With `fleet` (`[redis]`), cache counters are checked fleet-wide.
+    pub fn build(
+        settings: &Settings,
+        info: ServerInfo,
+        fleet: Option<Arc<Fleet>>,
+    ) -> Result<App, BuildError> {
         let wl = &settings.whitelist;
         crate::host::state_file::prepare_dir(&wl.state_dir)?;
         let audit = Arc::new(AuditLog::open(&wl.audit_log)?.with_expiry_index(wl.state_dir.clone()));
-        let versions = Arc::new(ChangeCounters::open(&wl.state_dir.join("cache-versions"))?);
+        let local = ChangeCounters::open(&wl.state_dir.join("cache-versions"))?;
+        let versions: Arc<dyn Versions> = match fleet {
+            Some(fleet) => Arc::new(FleetVersions::new(local, fleet)),
+            None => Arc::new(local),
+        };
         let marker_key = marker_key::load(&wl.marker_key, &wl.state_dir)?;
         // Consent states are sealed with a key derived from the marker key: one secret to manage,
         // the same on every worker and every host that shares it.

@@ -9,18 +9,19 @@
 //!
 //! | module | what lives there | may import |
 //! |---|---|---|
-//! | [`process`] | boot, accept loop, drain, signals | app, http, channel, auth, ratelimit |
+//! | [`process`] | boot, accept loop, drain, signals | app, http, channel, auth, ratelimit, fleet |
 //! | [`app`] | builds every service once (serve and stdio) | tools, whitelist, aws, host, mcp |
-//! | [`http`] | router, one file per endpoint, guard, forwarded headers, signed sessions, event streams | mcp, auth, ratelimit, metrics, channel |
+//! | [`http`] | router, one file per endpoint, guard, forwarded headers, signed sessions, event streams | mcp, auth, ratelimit, metrics, channel, fleet (health) |
 //! | [`tools`] | each MCP tool: schemas, scope, argument adapter, asking a person (consent) | mcp, whitelist, auth (scope names) |
-//! | [`host`] | files the host's workers share: audit, counters, shared reads, expiry index, marker key, group locks, consumed consent states, sweeper | whitelist, settings |
-//! | [`ratelimit`] | GCRA arithmetic and the shared table of buckets | settings, host (state files) |
+//! | [`host`] | files the host's workers share: audit, counters (joined with the fleet's), shared reads, expiry index, marker key, group locks, consumed consent states, sweeper | whitelist, settings, fleet |
+//! | [`ratelimit`] | GCRA arithmetic, the host's table of buckets, the fleet's buckets in Redis | settings, host (state files), fleet, metrics |
+//! | [`fleet`] | Redis as the fleet's shared state: the link (after the fork), its health, key names | metrics |
 //! | [`auth`] | tokens and keys into a [`auth::Principal`], converted once into a [`caller::Caller`] | caller, settings (its problems) |
 //! | [`mcp`] | the protocol, transport-independent | caller, metrics (panics) |
 //! | [`aws`] | EC2 and STS behind the domain's `Firewall` trait | whitelist, metrics |
 //! | [`whitelist`] | the domain: targets, policy, consent rules and state, rules, signed markers, the service, planned changes and dry runs, reconciliation, the policy's instructions | caller, metrics |
 //! | [`caller`] | the one caller type, edge to domain | whitelist (group patterns) |
-//! | [`settings`] | the typed settings; [`settings::problem`] is a leaf | auth, aws, http (parsed types), ratelimit, whitelist |
+//! | [`settings`] | the typed settings; [`settings::problem`] is a leaf | auth, aws, http (parsed types), ratelimit, whitelist, fleet (its settings) |
 //! | [`channel`], [`metrics`] | leaves used across the crate | nothing of this crate |
 //!
 //! No file of this crate imports, directly or through a chain, a file that
@@ -31,6 +32,7 @@ pub mod auth;
 pub mod aws;
 pub mod caller;
 pub mod channel;
+pub mod fleet;
 pub mod host;
 pub mod http;
 pub mod mcp;

@@ -79,6 +79,12 @@ pub struct Metrics {
     /// `awswl_consent_total{event}`: a person's consent asked, accepted, declined, refused
     /// (a client that cannot ask, a bad request state) or expired.
     pub consent: IntCounterVec,
+    /// `redis_up`: 1 while this worker's link to the fleet's Redis answers (summed over the
+    /// host's workers); 0 without `[redis]`.
+    pub redis_up: IntGauge,
+    /// `redis_fallbacks_total{feature,mode}`: decisions taken without Redis, by the fallback
+    /// `[redis]` configures (`fail_open`, `fail_closed`).
+    pub redis_fallbacks: IntCounterVec,
 }
 
 /// The `event` values of `awswl_consent_total`.
@@ -157,6 +163,17 @@ impl Metrics {
         let active_connections = IntGauge::new("mcp_active_connections", "HTTP connections open.")
             .expect("valid metric definition");
         registry.register(Box::new(active_connections.clone())).expect("unique metric name");
+        let redis_up = IntGauge::new("redis_up", "Workers whose link to the fleet's Redis answers.")
+            .expect("valid metric definition");
+        registry.register(Box::new(redis_up.clone())).expect("unique metric name");
+        let redis_fallbacks = counter(
+            "redis_fallbacks_total",
+            "Decisions taken without Redis, by feature and configured fallback.",
+            &["feature", "mode"],
+        );
+        for mode in ["fail_open", "fail_closed"] {
+            redis_fallbacks.with_label_values(&["rate_limit", mode]);
+        }
         // Known label sets start at zero, so every family shows in /metrics (dashboards and
         // alerts see a 0, not an absent series, and `rate()` sees the first increment).
         for method in ["initialize", "ping", "tools/list", "tools/call"] {
@@ -192,6 +209,8 @@ impl Metrics {
             marker_invalid,
             panics,
             consent,
+            redis_up,
+            redis_fallbacks,
         }
     }
 

@@ -22,13 +22,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::guard::{self, Refusal};
-use super::response::{denial, full, json, rate_limited, refused, too_many_calls};
+use super::response::{denial, full, json, limits_unavailable, rate_limited, refused, too_many_calls};
 use super::stream::{self, EventBody, StreamRequester};
 use super::{session, Body, State};
 use crate::auth::{Denial, Principal, SCOPE_WRITE};
 use crate::caller::Caller;
 use crate::mcp::{parse_json, Outcome, Registry, RequesterHandle, TransportMeta};
-use crate::ratelimit::{Decision, RateLimiter};
+use crate::ratelimit::{Decision, Limiter, Unavailable};
 
 /// Runs the pipeline for one request.
 pub(super) async fn endpoint(
@@ -49,7 +49,7 @@ pub(super) async fn endpoint(
     let client_key = if state.auth.enabled() { principal.identity() } else { address_key(client_addr) };
     let requests = state.limits.as_ref().map(|l| &l.requests);
     // A client already out of tokens is answered before its body is read.
-    if let Some(limited) = limited(requests.map(|l| l.peek(&client_key))) {
+    if let Some(limited) = peek(requests, &client_key).await {
         state.metrics.rate_limited.inc();
         return limited;
     }
@@ -68,9 +68,11 @@ pub(super) async fn endpoint(
     };
     let message = parse_json(&bytes);
     let calls = message.as_ref().map_or(0, |m| called_tools(m).len());
-    if let Some(limited) = requests.and_then(|l| charge(l, &client_key, calls)) {
-        state.metrics.rate_limited.inc();
-        return limited;
+    if let Some(limiter) = requests {
+        if let Some(limited) = charge(limiter, &client_key, calls).await {
+            state.metrics.rate_limited.inc();
+            return limited;
+        }
     }
     let message = match message {
         Ok(v) => v,
@@ -189,7 +191,7 @@ async fn authenticate(
 ) -> Result<Principal, Response<Body>> {
     let failures = state.limits.as_ref().map(|l| &l.auth_failures).filter(|_| state.auth.enabled());
     let key = address_key(client_addr);
-    if let Some(limited) = limited(failures.map(|l| l.peek(&key))) {
+    if let Some(limited) = peek(failures, &key).await {
         state.metrics.rate_limited.inc();
         return Err(limited);
     }
@@ -199,7 +201,10 @@ async fn authenticate(
         Err(d) => {
             state.metrics.auth_failures.with_label_values(&[denial_reason(&d)]).inc();
             if d.is_failed_credential() {
-                if let Some(limited) = limited(failures.map(|l| l.check(&key))) {
+                if let Some(limited) = match failures {
+                    Some(l) => decided(l.check_n(&key, 1).await),
+                    None => None,
+                } {
                     state.metrics.rate_limited.inc();
                     return Err(limited);
                 }
@@ -386,17 +391,26 @@ fn denial_reason(denial: &Denial) -> &'static str {
     }
 }
 
-/// 429 with Retry-After when a limiter decided so.
-fn limited(decision: Option<Decision>) -> Option<Response<Body>> {
-    Some(rate_limited(decision?.retry_after_secs()?))
+/// 429 with Retry-After when a limiter decided so; 503 when the fleet's limits cannot be
+/// consulted and `[redis] rate_limit_fallback = "fail_closed"`.
+fn decided(decision: Result<Decision, Unavailable>) -> Option<Response<Body>> {
+    match decision {
+        Ok(d) => Some(rate_limited(d.retry_after_secs()?)),
+        Err(Unavailable) => Some(limits_unavailable()),
+    }
+}
+
+/// [`decided`] for a look at `key`'s bucket that takes nothing.
+async fn peek(limiter: Option<&Limiter>, key: &str) -> Option<Response<Body>> {
+    decided(limiter?.peek(key).await)
 }
 
 /// Charges a request carrying `calls` tool calls (at least one token), all or nothing; the 429
 /// to answer if it does not fit.
-fn charge(limiter: &RateLimiter, key: &str, calls: usize) -> Option<Response<Body>> {
+async fn charge(limiter: &Limiter, key: &str, calls: usize) -> Option<Response<Body>> {
     let burst = limiter.limits().burst;
     match u32::try_from(calls.max(1)) {
-        Ok(cost) if cost <= burst => limited(Some(limiter.check_n(key, cost))),
+        Ok(cost) if cost <= burst => decided(limiter.check_n(key, cost).await),
         _ => Some(too_many_calls(calls, burst)),
     }
 }

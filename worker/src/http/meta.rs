@@ -57,15 +57,23 @@ fn service_info(state: &State) -> Response<Body> {
 
 fn health(state: &State) -> Response<Body> {
     let id = &state.identity;
-    json(
-        StatusCode::OK,
-        &json!({
-            "status": if state.draining() { "draining" } else { "ok" },
+    // Degraded, not down: without Redis the service still answers, on its fallbacks.
+    let redis_down = state.fleet.as_ref().and_then(|f| f.down_reason());
+    let status = match (state.draining(), &redis_down) {
+        (true, _) => "draining",
+        (false, Some(_)) => "degraded",
+        (false, None) => "ok",
+    };
+    let mut body = json!({
+            "status": status,
             "service": "awswhitelist",
             "version": env!("CARGO_PKG_VERSION"),
             "worker": id.worker_id,
             "pid": id.pid,
             "generation": id.generation,
-        }),
-    )
+    });
+    if let Some(reason) = redis_down {
+        body["degraded"] = json!({"redis": format!("redis does not answer ({reason}); rate limits on their [redis] fallback")});
+    }
+    json(StatusCode::OK, &body)
 }

@@ -68,6 +68,18 @@ pub(super) fn too_many_calls(calls: usize, burst: u32) -> Response<Body> {
     )
 }
 
+/// 503 while the fleet's rate limits live in a Redis that does not answer and the operator
+/// chose to refuse rather than guess.
+pub(super) fn limits_unavailable() -> Response<Body> {
+    let message = "the fleet's rate limits cannot be checked (Redis does not answer) and [redis] rate_limit_fallback = \"fail_closed\" refuses until it does; retry shortly";
+    let mut resp = json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32000, "message": message}}),
+    );
+    resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(1u64));
+    resp
+}
+
 /// 429 with `Retry-After`.
 pub(super) fn rate_limited(retry_after_secs: u64) -> Response<Body> {
     let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32000, "message": format!("rate limit exceeded; retry after {retry_after_secs} s")}});

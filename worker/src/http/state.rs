@@ -12,6 +12,7 @@ use tracing::info;
 
 use crate::auth::Authenticator;
 use crate::channel::Outbox;
+use crate::fleet::Fleet;
 use crate::mcp::Dispatcher;
 use crate::metrics::Metrics;
 use crate::ratelimit::Limiters;
@@ -43,6 +44,8 @@ pub struct State {
     pub auth: Arc<Authenticator>,
     /// Request limits per client, and failed-authentication limits per address.
     pub limits: Option<Limiters>,
+    /// The link to the fleet's Redis (`[redis]`); its state shows in `/health`.
+    pub fleet: Option<Arc<Fleet>>,
     /// This worker's metrics registry.
     pub metrics: &'static Metrics,
     /// The channel to the supervisor (recycling, merged metrics, forwarded answers).
@@ -71,6 +74,8 @@ pub struct Parts {
     pub auth: Arc<Authenticator>,
     /// See [`State::limits`].
     pub limits: Option<Limiters>,
+    /// See [`State::fleet`].
+    pub fleet: Option<Arc<Fleet>>,
     /// See [`State::outbox`].
     pub outbox: Outbox,
     /// Requests after which the worker asks to be recycled (0: never).
@@ -89,6 +94,7 @@ impl State {
             dispatcher: parts.dispatcher,
             auth: parts.auth,
             limits: parts.limits,
+            fleet: parts.fleet,
             metrics: crate::metrics::global(),
             outbox: parts.outbox,
             sessions: Sessions::new(&parts.session_key),

@@ -25,6 +25,7 @@ use tracing::{error, info, warn};
 use crate::app::{App, BuildError};
 use crate::auth::Authenticator;
 use crate::channel;
+use crate::fleet::Fleet;
 use crate::http::state::{Identity, Parts, State};
 use crate::mcp::ServerInfo;
 use crate::ratelimit::Limiters;
@@ -49,6 +50,9 @@ pub enum RunError {
     /// Authentication could not be set up (a secret or key file).
     #[error("auth: {0}")]
     Auth(String),
+    /// The link to Redis could not be set up (`[redis]`: its password or an address).
+    #[error("redis: {0}")]
+    Fleet(String),
 }
 
 /// Serves until drained; blocks the calling thread on a single-threaded runtime.
@@ -73,7 +77,12 @@ async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result
     let mut info = ServerInfo::new("awswhitelist", env!("CARGO_PKG_VERSION"));
     info.worker_id = Some(assignment.worker_id);
     info.generation = Some(assignment.generation);
-    let app = App::build(&settings, info)?;
+    // Built here, in the worker, after the fork: a Redis connection never crosses a fork.
+    let fleet = match &settings.redis {
+        Some(redis) => Some(Arc::new(Fleet::new(redis).map_err(RunError::Fleet)?)),
+        None => None,
+    };
+    let app = App::build(&settings, info, fleet.clone())?;
     let auth = Arc::new(Authenticator::load(&settings.auth).map_err(|e| RunError::Auth(e.to_string()))?);
     if auth.enabled() {
         // Warm the JWKS cache without holding up READY: an issuer that is down must not keep
@@ -88,7 +97,7 @@ async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result
         warn!(event = "auth_disabled", "authentication is OFF: anyone who can reach the listeners may change security groups (allowed only on loopback)");
     }
     let limits = match &settings.rate_limit {
-        Some(limits) => Some(Limiters::open(&settings.whitelist.state_dir, limits)?),
+        Some(limits) => Some(Limiters::open(&settings.whitelist.state_dir, limits, fleet.as_ref())?),
         None => None,
     };
     app.spawn_sweeper();
@@ -104,6 +113,7 @@ async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result
         dispatcher,
         auth,
         limits,
+        fleet,
         outbox: outbox.clone(),
         max_requests: assignment.max_requests,
         session_key,

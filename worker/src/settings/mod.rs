@@ -16,6 +16,7 @@ pub use problem::Problem;
 
 use crate::auth::settings::AuthSettings;
 use crate::aws::AwsSettings;
+use crate::fleet::RedisSettings;
 use crate::http::forwarded::TrustedProxies;
 use crate::http::guard::EndpointPolicy;
 use crate::ratelimit::gcra::Limits;
@@ -51,6 +52,8 @@ pub struct Settings {
     pub rate_limit: Option<RateLimits>,
     /// Who may read `/metrics`.
     pub metrics: MetricsAccess,
+    /// The fleet's shared state; `None` (no `[redis]`): everything shared is per host.
+    pub redis: Option<RedisSettings>,
 }
 
 impl Settings {

@@ -13,14 +13,26 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
+
 use super::rules::ExistingRule;
 
-/// Change counters shared by the workers of a host (a memory-mapped file in production).
+/// Change counters shared by the workers of a host (a memory-mapped file in production) and,
+/// with `[redis]`, by every host of the fleet.
 pub trait Versions: Send + Sync {
-    /// The current counter of `key`.
+    /// The current counter of `key` on this host.
     fn get(&self, key: &str) -> u64;
-    /// Marks `key` changed.
+    /// Marks `key` changed on this host.
     fn bump(&self, key: &str);
+    /// The counter a cache entry is checked against: the host's, unless the counters are
+    /// shared by a fleet (then it may ask Redis). What the service calls.
+    fn current<'a>(&'a self, key: &'a str) -> BoxFuture<'a, u64> {
+        Box::pin(async move { self.get(key) })
+    }
+    /// Marks `key` changed wherever the counters are shared. What the service calls.
+    fn changed<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move { self.bump(key) })
+    }
 }
 
 /// Counters in this process only (stdio mode and tests).

@@ -326,7 +326,7 @@ impl Whitelist {
             }
             Err(e) => return Err(self.failed(&change, e).await),
         };
-        self.versions.bump(&spec.group_id);
+        self.versions.changed(&spec.group_id).await;
         change.finish(&self.recorder, "added", Some(&rule_id), None).await?;
         let rule = RuleView {
             rule_id: rule_id.clone(),
@@ -411,7 +411,7 @@ impl Whitelist {
         match self.firewall.revoke(scope, &spec.group_id, &ids).await {
             Ok(()) => {}
             Err(FirewallError::RuleNotFound) => {
-                self.versions.bump(&spec.group_id);
+                self.versions.changed(&spec.group_id).await;
                 self.finish_all(&changes, "not_present", None).await?;
                 let message = format!("{wanted} was already removed from {} by someone else", spec.group_id);
                 return Ok(Removed { changed: false, removed: Vec::new(), message });
@@ -421,7 +421,7 @@ impl Whitelist {
                 return Err(e.into());
             }
         }
-        self.versions.bump(&spec.group_id);
+        self.versions.changed(&spec.group_id).await;
         self.finish_all(&changes, "removed", None).await?;
         let removed: Vec<RuleView> = matching.into_iter().map(|r| self.view(r)).collect();
         let message = format!("removed {wanted} from {} (rule {})", spec.group_id, ids.join(", "));
@@ -498,7 +498,7 @@ impl Whitelist {
                 }
                 Err(e) => return Err(self.failed(&change, e).await),
             }
-            self.versions.bump(group);
+            self.versions.changed(group).await;
             change.finish(&self.recorder, "expired", None, None).await?;
             removed.push(self.view(r));
         }
@@ -572,7 +572,7 @@ impl Whitelist {
 
     /// The group's rules read from EC2 now (writes and the sweeper: never a cached answer).
     async fn fresh(&self, scope: &Scope, group: &str) -> Result<Rules, Error> {
-        let version = self.versions.get(group);
+        let version = self.versions.current(group).await;
         let rules = Arc::new(self.firewall.list(scope, group).await?);
         self.cache.put(&cache_key(scope, group), version, rules.clone());
         Ok(rules)
@@ -587,7 +587,7 @@ impl Whitelist {
             return self.fresh(scope, group).await;
         }
         let key = cache_key(scope, group);
-        let _lead = match self.cache.lookup(&key, self.versions.get(group)) {
+        let _lead = match self.cache.lookup(&key, self.versions.current(group).await) {
             Lookup::Fresh(rules) => {
                 metrics.cache_hits.inc();
                 return Ok(rules);
@@ -602,7 +602,7 @@ impl Whitelist {
             Lookup::Miss => self.flights.lead(&key).await,
         };
         // The leader before us may have refreshed it while we waited.
-        if let Some(rules) = self.cache.get(&key, self.versions.get(group)) {
+        if let Some(rules) = self.cache.get(&key, self.versions.current(group).await) {
             metrics.cache_hits.inc();
             return Ok(rules);
         }
@@ -629,7 +629,7 @@ impl Whitelist {
                 None
             }
         };
-        let version = self.versions.get(group);
+        let version = self.versions.current(group).await;
         let now = SystemTime::now();
         if let Some(read) = self.shared.load(key).filter(|r| r.version == version) {
             let fetched = SystemTime::UNIX_EPOCH + Duration::from_millis(read.fetched_ms);
