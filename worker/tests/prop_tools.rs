@@ -22,7 +22,7 @@ use worker::mcp::{Dispatcher, Outcome, ServerInfo, TransportMeta};
 use worker::whitelist::audit::{AuditEntry, Recorder};
 use worker::whitelist::cache::LocalVersions;
 use worker::whitelist::{
-    AddArgs, Defaults, Error, ExistingRule, Firewall, FwFuture, MarkerKey, Parts, Policy, Ports, Protocol,
+    AddArgs, Defaults, Error, ExistingRule, Firewall, FirewallError, FwFuture, GroupPage, MarkerKey, Parts, Policy, Ports, Protocol,
     RuleArgs, RuleSpec, Scope, Whitelist,
 };
 
@@ -87,6 +87,26 @@ impl Firewall for FakeEc2 {
             });
             Ok(id)
         })
+    }
+    fn redescribe<'a>(&'a self, _: &'a Scope, spec: &'a RuleSpec, description: &'a str) -> FwFuture<'a, ()> {
+        Box::pin(async move {
+            self.changes.fetch_add(1, Ordering::SeqCst);
+            let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
+            let rule = rules.iter_mut().find(|r| r.matches(spec)).ok_or(FirewallError::RuleNotFound)?;
+            rule.description = description.into();
+            Ok(())
+        })
+    }
+    fn can_redescribe<'a>(&'a self, _: &'a Scope, _: &'a RuleSpec) -> FwFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+    fn groups_page<'a>(
+        &'a self,
+        _: &'a Scope,
+        _: &'a [String],
+        _: Option<&'a str>,
+    ) -> FwFuture<'a, GroupPage> {
+        Box::pin(async { Ok(GroupPage::default()) })
     }
     fn revoke<'a>(&'a self, _: &'a Scope, _: &'a str, ids: &'a [String]) -> FwFuture<'a, ()> {
         Box::pin(async move {

@@ -1,5 +1,7 @@
 //! [`Firewall`] on EC2: security group ingress rules read with DescribeSecurityGroupRules,
-//! added with AuthorizeSecurityGroupIngress and removed by rule id.
+//! added with AuthorizeSecurityGroupIngress, removed by rule id, renewed (a new description
+//! carrying the new signed marker) with UpdateSecurityGroupRuleDescriptionsIngress; groups
+//! listed a page at a time with DescribeSecurityGroups (a `group-id` filter of the patterns).
 
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Ipv6Range, SecurityGroupRule};
@@ -8,7 +10,10 @@ use ipnet::IpNet;
 use super::clients::{Clients, Session};
 use super::settings::AwsSettings;
 use crate::metrics::aws_call;
-use crate::whitelist::{ExistingRule, Firewall, FirewallError, FwFuture, Protocol, RuleSpec, Scope};
+use crate::whitelist::{
+    ChangeKind, ExistingRule, Firewall, FirewallError, FwFuture, GroupInfo, GroupPage, Protocol, RuleSpec,
+    Scope,
+};
 
 /// Most pages of rules read for one group (a guard against an endpoint that never ends).
 const MAX_PAGES: usize = 1000;
@@ -107,20 +112,75 @@ impl Ec2Firewall {
         tracing::debug!(group, rules = rule_ids.len(), "ingress rules removed");
         Ok(())
     }
+
+    async fn group_page(
+        &self,
+        scope: &Scope,
+        patterns: &[String],
+        token: Option<&str>,
+    ) -> Result<GroupPage, FirewallError> {
+        let action = "ec2:DescribeSecurityGroups";
+        let s = self.clients.session(scope, "").await?;
+        let call = s.call(action, "");
+        let mut ask = s.ec2.describe_security_groups().max_results(1000).set_next_token(token.map(str::to_string));
+        if !patterns.is_empty() {
+            ask = ask.filters(Filter::builder().name("group-id").set_values(Some(patterns.to_vec())).build());
+        }
+        let out = aws_call(action, ask.send().await).map_err(|e| s.fail(&call, &e))?;
+        let groups = out
+            .security_groups()
+            .iter()
+            .map(|g| GroupInfo {
+                group_id: g.group_id().unwrap_or_default().to_string(),
+                name: g.group_name().unwrap_or_default().to_string(),
+                vpc_id: g.vpc_id().map(str::to_string),
+                description: g.description().unwrap_or_default().to_string(),
+                tags: g
+                    .tags()
+                    .iter()
+                    .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+                    .collect(),
+            })
+            .collect();
+        let next = out.next_token().filter(|t| !t.is_empty()).map(str::to_string);
+        Ok(GroupPage { groups, next })
+    }
+
+    async fn update_description(
+        &self,
+        scope: &Scope,
+        spec: &RuleSpec,
+        description: &str,
+    ) -> Result<(), FirewallError> {
+        let action = ChangeKind::Renew.iam_action();
+        let group = spec.group_id.as_str();
+        let s = self.clients.session(scope, group).await?;
+        let call = s.call(action, group);
+        let sent = s
+            .ec2
+            .update_security_group_rule_descriptions_ingress()
+            .group_id(group)
+            .ip_permissions(permission(spec, description))
+            .send()
+            .await;
+        let out = aws_call(action, sent).map_err(|e| s.fail(&call, &e))?;
+        if out.r#return() == Some(false) {
+            return Err(FirewallError::RuleNotFound);
+        }
+        tracing::debug!(group, "ingress rule description rewritten");
+        Ok(())
+    }
 }
 
 impl Ec2Firewall {
-    /// The change `spec` asked of EC2 with `DryRun` (authorize, else revoke): EC2 answers
+    /// The change `spec` asked of EC2 with `DryRun` (authorize, revoke or a new description): EC2 answers
     /// `DryRunOperation` when the identity may, `UnauthorizedOperation` when it may not; nothing
     /// changes either way. An endpoint that ignores `DryRun` and really changes the group is an
     /// error, never "allowed"; one that ignores it for a revoke of a rule that is not there
     /// changed nothing, so that counts as allowed (the check before an add asks about exactly
     /// such a rule).
-    async fn dry_run(&self, scope: &Scope, spec: &RuleSpec, authorize: bool) -> Result<(), FirewallError> {
-        let action = match authorize {
-            true => "ec2:AuthorizeSecurityGroupIngress",
-            false => "ec2:RevokeSecurityGroupIngress",
-        };
+    async fn dry_run(&self, scope: &Scope, spec: &RuleSpec, kind: ChangeKind) -> Result<(), FirewallError> {
+        let action = kind.iam_action();
         let group = spec.group_id.as_str();
         let s = self.clients.session(scope, group).await?;
         let call = s.call(action, group);
@@ -130,22 +190,35 @@ impl Ec2Firewall {
             code: "DryRunIgnored".into(),
             message: format!("the EC2 endpoint ignored DryRun and changed {group}; check the group"),
         };
-        let allowed = if authorize {
-            let sent = s.ec2.authorize_security_group_ingress().group_id(group);
-            match sent.ip_permissions(permission(spec, "")).dry_run(true).send().await {
-                Ok(_) => Err(ignored()),
-                Err(e) if dry(e.code()) => Ok(()),
-                Err(e) => Err(s.fail(&call, &e)),
-            }
-        } else {
-            let sent = s.ec2.revoke_security_group_ingress().group_id(group);
-            match sent.ip_permissions(permission(spec, "")).dry_run(true).send().await {
-                Ok(out) if out.r#return() == Some(false) || !out.unknown_ip_permissions().is_empty() => {
-                    Ok(())
+        let allowed = match kind {
+            ChangeKind::Add => {
+                let sent = s.ec2.authorize_security_group_ingress().group_id(group);
+                match sent.ip_permissions(permission(spec, "")).dry_run(true).send().await {
+                    Ok(_) => Err(ignored()),
+                    Err(e) if dry(e.code()) => Ok(()),
+                    Err(e) => Err(s.fail(&call, &e)),
                 }
-                Ok(_) => Err(ignored()),
-                Err(e) if dry(e.code()) => Ok(()),
-                Err(e) => Err(s.fail(&call, &e)),
+            }
+            ChangeKind::Remove => {
+                let sent = s.ec2.revoke_security_group_ingress().group_id(group);
+                match sent.ip_permissions(permission(spec, "")).dry_run(true).send().await {
+                    Ok(out) if out.r#return() == Some(false) || !out.unknown_ip_permissions().is_empty() => {
+                        Ok(())
+                    }
+                    Ok(_) => Err(ignored()),
+                    Err(e) if dry(e.code()) => Ok(()),
+                    Err(e) => Err(s.fail(&call, &e)),
+                }
+            }
+            ChangeKind::Renew => {
+                // An endpoint that ignored DryRun has rewritten the description with an empty
+                // one: as wrong as an add that was made.
+                let sent = s.ec2.update_security_group_rule_descriptions_ingress().group_id(group);
+                match sent.ip_permissions(permission(spec, "")).dry_run(true).send().await {
+                    Ok(_) => Err(ignored()),
+                    Err(e) if dry(e.code()) => Ok(()),
+                    Err(e) => Err(s.fail(&call, &e)),
+                }
             }
         };
         aws_call(action, allowed)
@@ -171,11 +244,33 @@ impl Firewall for Ec2Firewall {
     }
 
     fn can_revoke<'a>(&'a self, scope: &'a Scope, spec: &'a RuleSpec) -> FwFuture<'a, ()> {
-        Box::pin(self.dry_run(scope, spec, false))
+        Box::pin(self.dry_run(scope, spec, ChangeKind::Remove))
     }
 
     fn can_authorize<'a>(&'a self, scope: &'a Scope, spec: &'a RuleSpec) -> FwFuture<'a, ()> {
-        Box::pin(self.dry_run(scope, spec, true))
+        Box::pin(self.dry_run(scope, spec, ChangeKind::Add))
+    }
+
+    fn redescribe<'a>(
+        &'a self,
+        scope: &'a Scope,
+        spec: &'a RuleSpec,
+        description: &'a str,
+    ) -> FwFuture<'a, ()> {
+        Box::pin(self.update_description(scope, spec, description))
+    }
+
+    fn can_redescribe<'a>(&'a self, scope: &'a Scope, spec: &'a RuleSpec) -> FwFuture<'a, ()> {
+        Box::pin(self.dry_run(scope, spec, ChangeKind::Renew))
+    }
+
+    fn groups_page<'a>(
+        &'a self,
+        scope: &'a Scope,
+        patterns: &'a [String],
+        token: Option<&'a str>,
+    ) -> FwFuture<'a, GroupPage> {
+        Box::pin(self.group_page(scope, patterns, token))
     }
 }
 

@@ -7,6 +7,7 @@
 //! `auth` (scope names), `caller`. Imported by: `app` only.
 
 mod args;
+pub mod lifecycle;
 pub mod status;
 pub mod whitelist;
 
@@ -17,9 +18,11 @@ use crate::whitelist::Whitelist;
 
 pub use status::{standard_registry, ServiceStatus};
 
-/// Every tool of the server on one registry: `service_status` and the whitelist tools.
+/// Every tool of the server on one registry: `service_status`, the four whitelist tools and
+/// the lifecycle tools (groups, find).
 pub fn register_all(page_size: usize, service: Arc<Whitelist>) -> Result<Registry, RegistryError> {
     let mut registry = standard_registry(page_size)?;
-    whitelist::register(&mut registry, service)?;
+    whitelist::register(&mut registry, service.clone())?;
+    lifecycle::register(&mut registry, service)?;
     Ok(registry)
 }

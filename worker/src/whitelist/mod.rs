@@ -23,12 +23,12 @@ pub mod service;
 pub mod target;
 
 pub use crate::caller::Caller;
-pub use firewall::{Firewall, FirewallError, FwFuture, Keys, Scope};
+pub use firewall::{Firewall, FirewallError, FwFuture, GroupInfo, GroupPage, Keys, Scope};
 pub use marker::{Marker, MarkerKey};
 pub use policy::{Policy, Refusal};
 pub use rules::{ExistingRule, RuleSpec};
 pub use service::{
-    AddArgs, AwsVerdict, ChangeKind, Defaults, DryRun, Error, GroupGuard, GroupLockFuture, GroupLocks, Parts,
-    PlannedChange, PlannedRule, RuleArgs, RuleView, Whitelist,
+    AddArgs, AwsVerdict, ChangeKind, Defaults, DryRun, Error, FindArgs, Found, GroupGuard, GroupLockFuture, GroupLocks, Parts,
+    PlannedChange, PlannedRule, History, HistoryQuery, MoveArgs, Moved, Relation, Renewal, Revocation, Revoked, RuleArgs, RuleView, Whitelist,
 };
 pub use target::{NamedPort, Ports, Protocol};
