@@ -88,16 +88,25 @@ impl Firewall for FakeEc2 {
             Ok(id)
         })
     }
-    fn redescribe<'a>(&'a self, _: &'a Scope, spec: &'a RuleSpec, description: &'a str) -> FwFuture<'a, ()> {
+    fn redescribe<'a>(
+        &'a self,
+        _: &'a Scope,
+        spec: &'a RuleSpec,
+        rule_id: &'a str,
+        description: &'a str,
+    ) -> FwFuture<'a, ()> {
         Box::pin(async move {
             self.changes.fetch_add(1, Ordering::SeqCst);
             let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
-            let rule = rules.iter_mut().find(|r| r.matches(spec)).ok_or(FirewallError::RuleNotFound)?;
+            let rule = rules
+                .iter_mut()
+                .find(|r| r.rule_id == rule_id && r.matches(spec))
+                .ok_or(FirewallError::RuleNotFound)?;
             rule.description = description.into();
             Ok(())
         })
     }
-    fn can_redescribe<'a>(&'a self, _: &'a Scope, _: &'a RuleSpec) -> FwFuture<'a, ()> {
+    fn can_redescribe<'a>(&'a self, _: &'a Scope, _: &'a RuleSpec, _: &'a str, _: &'a str) -> FwFuture<'a, ()> {
         Box::pin(async { Ok(()) })
     }
     fn groups_page<'a>(

@@ -1,10 +1,13 @@
 //! [`Firewall`] on EC2: security group ingress rules read with DescribeSecurityGroupRules,
 //! added with AuthorizeSecurityGroupIngress, removed by rule id, renewed (a new description
-//! carrying the new signed marker) with UpdateSecurityGroupRuleDescriptionsIngress; groups
+//! carrying the new signed marker) with ModifySecurityGroupRules by rule id (moto ignores
+//! `DryRun` on UpdateSecurityGroupRuleDescriptionsIngress and writes; this one it honours); groups
 //! listed a page at a time with DescribeSecurityGroups (a `group-id` filter of the patterns).
 
 use aws_sdk_ec2::error::ProvideErrorMetadata;
-use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Ipv6Range, SecurityGroupRule};
+use aws_sdk_ec2::types::{
+    Filter, IpPermission, IpRange, Ipv6Range, SecurityGroupRule, SecurityGroupRuleRequest, SecurityGroupRuleUpdate,
+};
 use ipnet::IpNet;
 
 use super::clients::{Clients, Session};
@@ -146,41 +149,69 @@ impl Ec2Firewall {
         Ok(GroupPage { groups, next })
     }
 
-    async fn update_description(
+    /// The rule `rule_id` (exactly `spec`) given `description`, or only asked about (`dry`):
+    /// an endpoint that ignores `DryRun` has written the planned description, which is an error
+    /// to report, never "allowed".
+    async fn modify(
         &self,
         scope: &Scope,
         spec: &RuleSpec,
+        rule_id: &str,
         description: &str,
+        dry: bool,
     ) -> Result<(), FirewallError> {
         let action = ChangeKind::Renew.iam_action();
         let group = spec.group_id.as_str();
         let s = self.clients.session(scope, group).await?;
         let call = s.call(action, group);
+        let mut rule = SecurityGroupRuleRequest::builder()
+            .ip_protocol(spec.protocol.ec2_name(&spec.cidr))
+            .description(description);
+        if spec.protocol != Protocol::All {
+            rule = rule.from_port(spec.ports.from).to_port(spec.ports.to);
+        }
+        rule = match spec.cidr {
+            IpNet::V4(_) => rule.cidr_ipv4(spec.cidr.to_string()),
+            IpNet::V6(_) => rule.cidr_ipv6(spec.cidr.to_string()),
+        };
+        let update = SecurityGroupRuleUpdate::builder().security_group_rule_id(rule_id).security_group_rule(rule.build());
         let sent = s
             .ec2
-            .update_security_group_rule_descriptions_ingress()
+            .modify_security_group_rules()
             .group_id(group)
-            .ip_permissions(permission(spec, description))
+            .security_group_rules(update.build())
+            .dry_run(dry)
             .send()
             .await;
-        let out = aws_call(action, sent).map_err(|e| s.fail(&call, &e))?;
-        if out.r#return() == Some(false) {
-            return Err(FirewallError::RuleNotFound);
-        }
-        tracing::debug!(group, "ingress rule description rewritten");
+        let done = match sent {
+            Err(e) if dry && e.code() == Some("DryRunOperation") => return aws_call(action, Ok(())),
+            Ok(_) if dry => Err(FirewallError::Other {
+                action: action.to_string(),
+                code: "DryRunIgnored".into(),
+                message: format!("the EC2 endpoint ignored DryRun and rewrote rule {rule_id} in {group}; check the group"),
+            }),
+            Ok(out) if out.r#return() == Some(false) => Err(FirewallError::RuleNotFound),
+            Ok(_) => Ok(()),
+            Err(e) => Err(s.fail(&call, &e)),
+        };
+        aws_call(action, done)?;
+        tracing::debug!(group, rule_id, "ingress rule description rewritten");
         Ok(())
     }
 }
 
 impl Ec2Firewall {
-    /// The change `spec` asked of EC2 with `DryRun` (authorize, revoke or a new description): EC2 answers
+    /// The change `spec` asked of EC2 with `DryRun` (authorize, else revoke): EC2 answers
     /// `DryRunOperation` when the identity may, `UnauthorizedOperation` when it may not; nothing
     /// changes either way. An endpoint that ignores `DryRun` and really changes the group is an
     /// error, never "allowed"; one that ignores it for a revoke of a rule that is not there
     /// changed nothing, so that counts as allowed (the check before an add asks about exactly
     /// such a rule).
-    async fn dry_run(&self, scope: &Scope, spec: &RuleSpec, kind: ChangeKind) -> Result<(), FirewallError> {
-        let action = kind.iam_action();
+    async fn dry_run(&self, scope: &Scope, spec: &RuleSpec, authorize: bool) -> Result<(), FirewallError> {
+        let action = match authorize {
+            true => "ec2:AuthorizeSecurityGroupIngress",
+            false => "ec2:RevokeSecurityGroupIngress",
+        };
         let group = spec.group_id.as_str();
         let s = self.clients.session(scope, group).await?;
         let call = s.call(action, group);
@@ -190,35 +221,22 @@ impl Ec2Firewall {
             code: "DryRunIgnored".into(),
             message: format!("the EC2 endpoint ignored DryRun and changed {group}; check the group"),
         };
-        let allowed = match kind {
-            ChangeKind::Add => {
-                let sent = s.ec2.authorize_security_group_ingress().group_id(group);
-                match sent.ip_permissions(permission(spec, "")).dry_run(true).send().await {
-                    Ok(_) => Err(ignored()),
-                    Err(e) if dry(e.code()) => Ok(()),
-                    Err(e) => Err(s.fail(&call, &e)),
-                }
+        let allowed = if authorize {
+            let sent = s.ec2.authorize_security_group_ingress().group_id(group);
+            match sent.ip_permissions(permission(spec, "")).dry_run(true).send().await {
+                Ok(_) => Err(ignored()),
+                Err(e) if dry(e.code()) => Ok(()),
+                Err(e) => Err(s.fail(&call, &e)),
             }
-            ChangeKind::Remove => {
-                let sent = s.ec2.revoke_security_group_ingress().group_id(group);
-                match sent.ip_permissions(permission(spec, "")).dry_run(true).send().await {
-                    Ok(out) if out.r#return() == Some(false) || !out.unknown_ip_permissions().is_empty() => {
-                        Ok(())
-                    }
-                    Ok(_) => Err(ignored()),
-                    Err(e) if dry(e.code()) => Ok(()),
-                    Err(e) => Err(s.fail(&call, &e)),
+        } else {
+            let sent = s.ec2.revoke_security_group_ingress().group_id(group);
+            match sent.ip_permissions(permission(spec, "")).dry_run(true).send().await {
+                Ok(out) if out.r#return() == Some(false) || !out.unknown_ip_permissions().is_empty() => {
+                    Ok(())
                 }
-            }
-            ChangeKind::Renew => {
-                // An endpoint that ignored DryRun has rewritten the description with an empty
-                // one: as wrong as an add that was made.
-                let sent = s.ec2.update_security_group_rule_descriptions_ingress().group_id(group);
-                match sent.ip_permissions(permission(spec, "")).dry_run(true).send().await {
-                    Ok(_) => Err(ignored()),
-                    Err(e) if dry(e.code()) => Ok(()),
-                    Err(e) => Err(s.fail(&call, &e)),
-                }
+                Ok(_) => Err(ignored()),
+                Err(e) if dry(e.code()) => Ok(()),
+                Err(e) => Err(s.fail(&call, &e)),
             }
         };
         aws_call(action, allowed)
@@ -244,24 +262,31 @@ impl Firewall for Ec2Firewall {
     }
 
     fn can_revoke<'a>(&'a self, scope: &'a Scope, spec: &'a RuleSpec) -> FwFuture<'a, ()> {
-        Box::pin(self.dry_run(scope, spec, ChangeKind::Remove))
+        Box::pin(self.dry_run(scope, spec, false))
     }
 
     fn can_authorize<'a>(&'a self, scope: &'a Scope, spec: &'a RuleSpec) -> FwFuture<'a, ()> {
-        Box::pin(self.dry_run(scope, spec, ChangeKind::Add))
+        Box::pin(self.dry_run(scope, spec, true))
     }
 
     fn redescribe<'a>(
         &'a self,
         scope: &'a Scope,
         spec: &'a RuleSpec,
+        rule_id: &'a str,
         description: &'a str,
     ) -> FwFuture<'a, ()> {
-        Box::pin(self.update_description(scope, spec, description))
+        Box::pin(self.modify(scope, spec, rule_id, description, false))
     }
 
-    fn can_redescribe<'a>(&'a self, scope: &'a Scope, spec: &'a RuleSpec) -> FwFuture<'a, ()> {
-        Box::pin(self.dry_run(scope, spec, ChangeKind::Renew))
+    fn can_redescribe<'a>(
+        &'a self,
+        scope: &'a Scope,
+        spec: &'a RuleSpec,
+        rule_id: &'a str,
+        description: &'a str,
+    ) -> FwFuture<'a, ()> {
+        Box::pin(self.modify(scope, spec, rule_id, description, true))
     }
 
     fn groups_page<'a>(

@@ -126,7 +126,7 @@ impl Whitelist {
             ChangeKind::Renew => found.first().and_then(|r| self.view(r).expires_at),
             _ => None,
         };
-        let verdict = self.ask_ec2(scope, &plan).await?;
+        let verdict = self.ask_ec2(scope, &plan, found).await?;
         let rule_ids: Vec<String> = found.iter().map(|r| r.rule_id.clone()).collect();
         let about = About {
             action: plan.kind.as_str(),
@@ -158,12 +158,20 @@ impl Whitelist {
     /// EC2's `DryRun` of the change with the caller's own scope: `DryRunOperation` is allowed,
     /// `UnauthorizedOperation` is not (named with its IAM action); anything else (a missing
     /// group, bad credentials) fails the dry run as it would fail the change.
-    async fn ask_ec2(&self, scope: &Scope, plan: &PlannedChange) -> Result<AwsVerdict, Error> {
+    async fn ask_ec2(
+        &self,
+        scope: &Scope,
+        plan: &PlannedChange,
+        found: &[&ExistingRule],
+    ) -> Result<AwsVerdict, Error> {
         let action = plan.kind.iam_action();
         let asked = match plan.kind {
             ChangeKind::Add => self.firewall.can_authorize(scope, &plan.spec).await,
             ChangeKind::Remove => self.firewall.can_revoke(scope, &plan.spec).await,
-            ChangeKind::Renew => self.firewall.can_redescribe(scope, &plan.spec).await,
+            ChangeKind::Renew => {
+                let (rule_id, description) = (found.first().map_or("", |r| r.rule_id.as_str()), plan.description.as_deref());
+                self.firewall.can_redescribe(scope, &plan.spec, rule_id, description.unwrap_or_default()).await
+            }
         };
         match asked {
             Ok(()) => Ok(AwsVerdict {

@@ -56,13 +56,25 @@ pub trait Firewall: Send + Sync {
     /// Whether `scope` may add the rule `spec`, asked without changing anything (EC2's
     /// `DryRun`): `Ok` when it may, else why not (`PermissionDenied` names the IAM action).
     fn can_authorize<'a>(&'a self, scope: &'a Scope, spec: &'a RuleSpec) -> FwFuture<'a, ()>;
-    /// Rewrites the description of the ingress rule that is exactly `spec` (a renewal's new
-    /// signed marker), in place: the rule keeps its id; `RuleNotFound` when it is gone.
-    fn redescribe<'a>(&'a self, scope: &'a Scope, spec: &'a RuleSpec, description: &'a str)
-        -> FwFuture<'a, ()>;
-    /// Whether `scope` may rewrite the description of the rule `spec`, asked without changing
-    /// anything (EC2's `DryRun`).
-    fn can_redescribe<'a>(&'a self, scope: &'a Scope, spec: &'a RuleSpec) -> FwFuture<'a, ()>;
+    /// Rewrites the description of the ingress rule `rule_id`, which is exactly `spec` (a
+    /// renewal's new signed marker), in place: the rule keeps its id; `RuleNotFound` when it
+    /// is gone.
+    fn redescribe<'a>(
+        &'a self,
+        scope: &'a Scope,
+        spec: &'a RuleSpec,
+        rule_id: &'a str,
+        description: &'a str,
+    ) -> FwFuture<'a, ()>;
+    /// Whether `scope` may rewrite that description, asked without changing anything (EC2's
+    /// `DryRun`; an endpoint that ignores it and writes `description` is an error).
+    fn can_redescribe<'a>(
+        &'a self,
+        scope: &'a Scope,
+        spec: &'a RuleSpec,
+        rule_id: &'a str,
+        description: &'a str,
+    ) -> FwFuture<'a, ()>;
     /// One page of the security groups whose id matches one of `patterns` (`*` and `?` as in
     /// EC2 filters; empty: every group), from `token` (`None`: the first page). The caller
     /// pages; `next` is `None` on the last page.

@@ -40,7 +40,7 @@ impl ChangeKind {
         match self {
             ChangeKind::Add => "ec2:AuthorizeSecurityGroupIngress",
             ChangeKind::Remove => "ec2:RevokeSecurityGroupIngress",
-            ChangeKind::Renew => "ec2:UpdateSecurityGroupRuleDescriptionsIngress",
+            ChangeKind::Renew => "ec2:ModifySecurityGroupRules",
         }
     }
 }

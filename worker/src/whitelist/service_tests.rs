@@ -98,14 +98,23 @@ impl Firewall for FakeEc2 {
             self.cannot_authorize.lock().unwrap().clone().map_or(Ok(()), Err)
         })
     }
-    fn redescribe<'a>(&'a self, _: &'a Scope, spec: &'a RuleSpec, description: &'a str) -> FwFuture<'a, ()> {
+    fn redescribe<'a>(
+        &'a self,
+        _: &'a Scope,
+        spec: &'a RuleSpec,
+        rule_id: &'a str,
+        description: &'a str,
+    ) -> FwFuture<'a, ()> {
         Box::pin(async move {
             self.changes.fetch_add(1, Ordering::SeqCst);
             if let Some(e) = self.failure() {
                 return Err(e);
             }
             let mut rules = self.rules.lock().unwrap();
-            let rule = rules.iter_mut().find(|r| r.matches(spec)).ok_or(FirewallError::RuleNotFound)?;
+            let rule = rules
+                .iter_mut()
+                .find(|r| r.rule_id == rule_id && r.matches(spec))
+                .ok_or(FirewallError::RuleNotFound)?;
             rule.description = description.into();
             Ok(())
         })
@@ -135,7 +144,7 @@ impl Firewall for FakeEc2 {
             Ok(crate::whitelist::GroupPage { groups: matching[from..to].to_vec(), next })
         })
     }
-    fn can_redescribe<'a>(&'a self, _: &'a Scope, _: &'a RuleSpec) -> FwFuture<'a, ()> {
+    fn can_redescribe<'a>(&'a self, _: &'a Scope, _: &'a RuleSpec, _: &'a str, _: &'a str) -> FwFuture<'a, ()> {
         Box::pin(async move {
             self.dry_runs.fetch_add(1, Ordering::SeqCst);
             Ok(())

@@ -1,6 +1,6 @@
 //! Renewing: `whitelist_add` with a `duration` on a rule that exists and that this service
 //! manages sets the new expiry by rewriting the rule's signed marker in place (EC2's
-//! UpdateSecurityGroupRuleDescriptionsIngress). The rule keeps its id and the text of its
+//! ModifySecurityGroupRules, by rule id). The rule keeps its id and the text of its
 //! description (who asked, when, why); the sweeper reads expiries from markers, so it honours
 //! the new time, and the expiry index is noted before the write like any expiring change.
 //!
@@ -97,7 +97,7 @@ impl Whitelist {
         let about = About { action: "renew", spec, rule_id: Some(&r.rule_id), description, expires };
         let change = Change::new(about, who, scope);
         change.intend(&self.recorder).await?;
-        match self.firewall.redescribe(scope, spec, description).await {
+        match self.firewall.redescribe(scope, spec, &r.rule_id, description).await {
             Ok(()) => {}
             Err(FirewallError::RuleNotFound) => {
                 self.versions.bump(&spec.group_id);

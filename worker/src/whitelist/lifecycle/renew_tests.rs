@@ -82,7 +82,7 @@ async fn a_dry_run_shows_the_renewal_and_changes_nothing() {
     let d = w.dry_run_add(&scope(), &lasting("203.0.113.7", "5h"), &who).await.unwrap();
     assert!(d.would_change, "{d:?}");
     assert_eq!(d.previous_expires_at, first.rule.expires_at);
-    assert_eq!(d.aws_allowed.action, "ec2:UpdateSecurityGroupRuleDescriptionsIngress");
+    assert_eq!(d.aws_allowed.action, "ec2:ModifySecurityGroupRules");
     assert_eq!(d.rule_ids, [first.rule.rule_id.clone()]);
     let planned = d.rule.description.clone().unwrap();
     assert!(planned.contains(&format!("exp={}", d.expires_at.clone().unwrap())), "{planned}");
