@@ -50,17 +50,22 @@ bench_init() { # SCRIPT_NAME
     OUT=$(mktemp -d "${TMPDIR:-/tmp}/awswhitelist-bench.XXXXXX")
     trap bench_cleanup EXIT
     ensure_wrk
+    # PROFILE=debug (a script's --debug) measures the debug binaries: for smoke runs in CI,
+    # where a release build would cost minutes; its figures mean nothing.
+    local profile=${PROFILE:-release} flag=--release
+    [[ $profile == debug ]] && flag=
     if ((BUILD)); then
-        echo "$1: building release binaries (cargo build --release)…" >&2
+        echo "$1: building $profile binaries (cargo build $flag)…" >&2
         # One invocation, so both see the same unified features: built apart, the example gets
         # its own feature set and its own (slow, AWS SDK-sized) copy of the dependencies.
-        cargo build --release --quiet -p awswhitelist -p worker --bin awswhitelist --example bare_hyper
+        cargo build $flag --quiet -p awswhitelist -p worker --bin awswhitelist --example bare_hyper
     fi
     local target_dir
     target_dir=$(cargo metadata --format-version 1 --no-deps |
         sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-    SERVICE=$target_dir/release/awswhitelist
-    BARE=$target_dir/release/examples/bare_hyper
+    # BENCH_SERVICE / BENCH_BARE measure other binaries (e.g. an older build kept aside).
+    SERVICE=${BENCH_SERVICE:-$target_dir/$profile/awswhitelist}
+    BARE=${BENCH_BARE:-$target_dir/$profile/examples/bare_hyper}
     local b
     for b in "$SERVICE" "$BARE"; do
         [[ -x $b ]] || { echo "$1: missing $b (run without --no-build)" >&2; exit 1; }
@@ -92,7 +97,7 @@ free_port() {
 wait_ready() { # URL PID
     local i
     for i in $(seq 1 200); do
-        if curl -fsS -o /dev/null --max-time 1 "$1"; then return 0; fi
+        if curl -fsS -o /dev/null --max-time 1 "$1" 2>/dev/null; then return 0; fi
         kill -0 "$2" 2>/dev/null || { echo "server $2 exited before it was ready" >&2; return 1; }
         sleep 0.05
     done
@@ -135,16 +140,23 @@ stop() { # PID
 
 # A wrk script that POSTs one MCP JSON-RPC message the way a 2025-06-18 client does.
 mcp_script() { # FILE METHOD
-    local body
-    body=$(printf '{"jsonrpc":"2.0","id":1,"method":"%s"}' "$2")
+    mcp_body_script "$1" "$(printf '{"jsonrpc":"2.0","id":1,"method":"%s"}' "$2")"
+}
+
+# A wrk script that POSTs BODY (one JSON-RPC message) as a 2025-06-18 client does, with
+# `Authorization: Bearer TOKEN` when a token is given.
+mcp_body_script() { # FILE BODY [TOKEN]
     cat >"$1" <<EOF
 wrk.method = "POST"
-wrk.body = '$body'
+wrk.body = '$2'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Accept"] = "application/json"
 wrk.headers["MCP-Protocol-Version"] = "2025-06-18"
 wrk.headers["Host"] = "localhost"
 EOF
+    if [[ -n ${3:-} ]]; then
+        echo "wrk.headers[\"Authorization\"] = \"Bearer $3\"" >>"$1"
+    fi
 }
 
 # One request as wrk would send it (curl), checked before the run: HTTP 200 and, for a wrk

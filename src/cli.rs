@@ -38,6 +38,9 @@ pub enum Command {
     /// Ask the running service for its status, or reload, scale, upgrade or stop it, over its
     /// control socket (the service's own user and root only).
     Ctl(crate::ctl::CtlArgs),
+    /// Check the whole deployment before an assistant uses it: config, listeners, state,
+    /// audit log, marker key, AWS identity, groups (DryRun), JWKS, clock. Changes nothing.
+    Doctor(crate::doctor::DoctorArgs),
     /// Internal: one worker process, started by `serve`.
     #[command(hide = true)]
     Worker,

@@ -1,10 +1,21 @@
 //! Log output for the supervisor and its workers: JSON lines or text, to stderr or a file that
 //! USR1 reopens (so logrotate can move it away without losing lines).
+//!
+//! In a worker ([`init_batched`]), lines never wait for the disk (or a slow journal) on the
+//! request path: each is appended to a buffer in memory, and a thread writes the buffer out every
+//! [`FLUSH_EVERY`] — in pieces of
+//! whole lines of at most `PIPE_BUF` bytes, so lines of the supervisor and its workers sharing
+//! a pipe or an `O_APPEND` file never interleave, as when each line was written alone. The
+//! buffer is written out before a reopen (to the old file), at exit (`atexit`, which
+//! `std::process::exit` runs too: drain, fast exit, the end of `main`), and at once should it
+//! ever grow past [`BUFFER_MAX`]. Only a process killed outright loses its last lines. The
+//! supervisor and the other commands ([`init`]) write each line at once, as it comes.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
 
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -30,9 +41,19 @@ impl LogHandle {
     }
 }
 
-/// Installs the global subscriber. Fails only when a log file cannot be opened. Access-log
-/// lines (target `access`) go to `access_file` when one is set, else with everything else.
+/// Installs the global subscriber, writing each line at once. Fails only when a log file cannot
+/// be opened. Access-log lines (target `access`) go to `access_file` when one is set, else with
+/// everything else.
 pub fn init(cfg: &LogConfig) -> io::Result<LogHandle> {
+    init_with(cfg, false)
+}
+
+/// Like [`init`], for a worker: lines are buffered and written in batches (see the module doc).
+pub fn init_batched(cfg: &LogConfig) -> io::Result<LogHandle> {
+    init_with(cfg, true)
+}
+
+fn init_with(cfg: &LogConfig, batched: bool) -> io::Result<LogHandle> {
     use tracing_subscriber::filter::{filter_fn, FilterExt};
     use tracing_subscriber::prelude::*;
     use tracing_subscriber::Layer;
@@ -41,11 +62,12 @@ pub fn init(cfg: &LogConfig) -> io::Result<LogHandle> {
     let (writer, file, terminal) = match &cfg.file {
         Some(path) => {
             let file = ReopenableFile::open(path)?;
-            (BoxMakeWriter::new(file.clone()), Some(file), false)
+            (BoxMakeWriter::new(Batch::start(Some(file.clone()), batched)), Some(file), false)
         }
-        None => (BoxMakeWriter::new(io::stderr), None, io::stderr().is_terminal()),
+        None => (BoxMakeWriter::new(Batch::start(None, batched)), None, io::stderr().is_terminal()),
     };
     let access = cfg.access_file.as_deref().map(ReopenableFile::open).transpose()?;
+    let access_writer = access.clone().map(|f| Batch::start(Some(f), batched));
     let json = match cfg.format {
         LogFormat::Json => true,
         LogFormat::Text => false,
@@ -64,7 +86,7 @@ pub fn init(cfg: &LogConfig) -> io::Result<LogHandle> {
         tracing_subscriber::fmt::layer().with_ansi(terminal).with_writer(writer).boxed()
     };
     let main = main.with_filter(filter.and(filter_fn(move |m| !(split && m.target() == "access"))));
-    let access_layer = access.clone().map(|f| {
+    let access_layer = access_writer.map(|f| {
         tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
@@ -91,8 +113,10 @@ impl ReopenableFile {
         Ok(ReopenableFile { path: path.to_path_buf(), file: Arc::new(Mutex::new(open_append(path)?)) })
     }
 
+    /// Writes what is buffered for this file to the old one, then swaps in a fresh handle.
     fn reopen(&self) -> io::Result<()> {
         let fresh = open_append(&self.path)?;
+        flush_all();
         *self.file.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
         Ok(())
     }
@@ -107,23 +131,180 @@ fn open_append(path: &Path) -> io::Result<File> {
         .map_err(|e| io::Error::new(e.kind(), format!("cannot open log file {}: {e}", path.display())))
 }
 
-/// One event's writer: holds the shared file only while writing.
-struct FileWriter(Arc<Mutex<File>>);
+/// How often buffered lines are written out.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(25);
+/// Buffered bytes past which the writing event writes the buffer out itself.
+pub const BUFFER_MAX: usize = 1 << 20;
+/// Largest write the kernel keeps whole on a pipe; batches are cut into whole lines below it.
+const PIPE_BUF: usize = 4096;
 
-impl Write for FileWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).write(buf)
-    }
+/// Lines waiting to be written, and where they go (the file, else stderr).
+struct Batch {
+    pending: Mutex<Vec<u8>>,
+    /// Held across taking and writing a batch, so batches keep their order.
+    writing: Mutex<()>,
+    file: Option<ReopenableFile>,
+    /// False: each line is written at once, by the thread that logs it.
+    batched: bool,
+}
 
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).flush()
+/// Every batch of this process: the flusher thread and `atexit` write them all out.
+static BATCHES: OnceLock<Mutex<Vec<Arc<Batch>>>> = OnceLock::new();
+
+fn batches() -> &'static Mutex<Vec<Arc<Batch>>> {
+    BATCHES.get_or_init(|| {
+        std::thread::Builder::new()
+            .name("log-flush".into())
+            .spawn(|| loop {
+                std::thread::sleep(FLUSH_EVERY);
+                flush_all();
+            })
+            .ok();
+        extern "C" fn at_exit() {
+            flush_all();
+        }
+        // SAFETY: registering a plain function with no preconditions; it only takes locks
+        // that no thread holds across an exit (a poisoned one is recovered).
+        unsafe { nix::libc::atexit(at_exit) };
+        Mutex::new(Vec::new())
+    })
+}
+
+/// Writes out every buffered line of this process.
+pub fn flush_all() {
+    let all: Vec<Arc<Batch>> = batches().lock().unwrap_or_else(PoisonError::into_inner).clone();
+    for b in all {
+        b.flush();
     }
 }
 
-impl<'a> MakeWriter<'a> for ReopenableFile {
-    type Writer = FileWriter;
+impl Batch {
+    fn start(file: Option<ReopenableFile>, batched: bool) -> Batched {
+        let batch =
+            Arc::new(Batch { pending: Mutex::new(Vec::new()), writing: Mutex::new(()), file, batched });
+        if batched {
+            batches().lock().unwrap_or_else(PoisonError::into_inner).push(batch.clone());
+        }
+        Batched(batch)
+    }
+
+    fn flush(&self) {
+        let _order = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        let lines = std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        if lines.is_empty() {
+            return;
+        }
+        // A log that cannot be written has nowhere to report it: the lines are dropped.
+        let _ = self.write_now(&lines);
+    }
+
+    /// Writes `lines` to the file or stderr (the caller holds `writing`).
+    fn write_now(&self, lines: &[u8]) -> io::Result<()> {
+        match &self.file {
+            Some(f) => write_lines(&mut *f.file.lock().unwrap_or_else(PoisonError::into_inner), lines),
+            None => write_lines(&mut io::stderr().lock(), lines),
+        }
+    }
+}
+
+/// Writes `lines` in pieces of whole lines of at most `PIPE_BUF` bytes (a longer line alone).
+fn write_lines(out: &mut dyn Write, mut lines: &[u8]) -> io::Result<()> {
+    while !lines.is_empty() {
+        let window = &lines[..lines.len().min(PIPE_BUF)];
+        let cut = match window.iter().rposition(|&b| b == b'\n') {
+            Some(i) if lines.len() > PIPE_BUF => i + 1,
+            _ if lines.len() <= PIPE_BUF => lines.len(),
+            // One line longer than PIPE_BUF: to its end.
+            _ => lines.iter().position(|&b| b == b'\n').map_or(lines.len(), |i| i + 1),
+        };
+        out.write_all(&lines[..cut])?;
+        lines = &lines[cut..];
+    }
+    out.flush()
+}
+
+/// One event's writer: adds its bytes (one whole line: the formatter writes each event at
+/// once) to the batch.
+struct BatchWriter(Arc<Batch>);
+
+impl Write for BatchWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !self.0.batched {
+            let _order = self.0.writing.lock().unwrap_or_else(PoisonError::into_inner);
+            self.0.write_now(buf)?;
+            return Ok(buf.len());
+        }
+        let full = {
+            let mut pending = self.0.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            pending.extend_from_slice(buf);
+            pending.len() > BUFFER_MAX
+        };
+        if full {
+            self.0.flush();
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The writer factory the log layers are given: one batch.
+#[derive(Clone)]
+struct Batched(Arc<Batch>);
+
+impl<'a> MakeWriter<'a> for Batched {
+    type Writer = BatchWriter;
 
     fn make_writer(&'a self) -> Self::Writer {
-        FileWriter(self.file.clone())
+        BatchWriter(self.0.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_cut_at_line_ends_below_pipe_buf() {
+        let line = |n: usize| {
+            let mut l = vec![b'x'; n];
+            l.push(b'\n');
+            l
+        };
+        let text: Vec<u8> = (0..100).flat_map(|i| line(50 + i)).chain(line(9000)).chain(line(10)).collect();
+        struct Pieces(Vec<Vec<u8>>);
+        impl Write for Pieces {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.0.push(buf.to_vec());
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut out = Pieces(Vec::new());
+        write_lines(&mut out, &text).unwrap();
+        assert_eq!(out.0.concat(), text, "nothing lost or reordered");
+        for piece in &out.0 {
+            assert!(piece.ends_with(b"\n"), "a piece ends mid-line");
+            assert!(piece.len() <= PIPE_BUF || piece.iter().filter(|&&b| b == b'\n').count() == 1);
+        }
+    }
+
+    #[test]
+    fn a_reopen_writes_the_old_files_lines_to_it_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let file = ReopenableFile::open(&path).unwrap();
+        let batch = Batch::start(Some(file.clone()), true);
+        batch.make_writer().write_all(b"before\n").unwrap();
+        std::fs::rename(&path, dir.path().join("a.log.1")).unwrap();
+        file.reopen().unwrap();
+        batch.make_writer().write_all(b"after\n").unwrap();
+        flush_all();
+        assert_eq!(std::fs::read_to_string(dir.path().join("a.log.1")).unwrap(), "before\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "after\n");
     }
 }

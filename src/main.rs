@@ -6,6 +6,7 @@
 mod cli;
 mod config;
 mod ctl;
+mod doctor;
 mod keys;
 mod logging;
 mod proxy;
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
         Command::Token(args) => keys::token_main(&args),
         Command::Keygen(args) => keys::keygen_main(&args),
         Command::Ctl(args) => ctl::main(&args),
+        Command::Doctor(args) => doctor::main(&args),
         Command::Worker => worker_main(),
     }
 }
@@ -201,7 +203,7 @@ fn worker_main() -> ExitCode {
             return boot_error;
         }
     };
-    let log = match logging::init(&config.log) {
+    let log = match logging::init_batched(&config.log) {
         Ok(log) => log,
         Err(e) => {
             eprintln!("awswhitelist worker {}: {e}", inherited.assignment.worker_id);

@@ -6,15 +6,23 @@
 //! the revision it negotiates applies to every later message; other messages run concurrently
 //! and their answers are written as they finish, each as one line, flushed at once.
 //! [`read_line`] and [`LineWriter`] are shared with the proxy.
+//!
+//! A client that declares `elicitation` at `initialize` can be asked for a person's consent
+//! (`[policy.consent]`) the handshake-era way: the server writes an `elicitation/create` request
+//! line while the call waits, and the client's response line is handed to it (never dispatched).
 
 use std::io;
 use std::rc::Rc;
 
 use serde_json::{json, Value};
+use std::sync::Arc;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet, LocalSet};
-use worker::mcp::{parse_json, Dispatcher, Outcome, ServerInfo, TransportMeta};
+
+use serde_json::Map;
+use worker::http::stream::{owner_pid, StreamRequester, Waiters};
+use worker::mcp::{parse_json, Dispatcher, Outcome, RequesterHandle, ServerInfo, TransportMeta};
 
 use crate::config::Config;
 
@@ -90,6 +98,13 @@ pub struct LineWriter {
 }
 
 impl LineWriter {
+    /// Where a server request line is queued (the same order as answers).
+    fn requests(&self) -> mpsc::UnboundedSender<Value> {
+        self.tx.clone()
+    }
+}
+
+impl LineWriter {
     /// Starts the writer task on `out`; the handle ends when every `LineWriter` is dropped
     /// (after writing what was queued) or when a write fails (the peer has gone).
     pub fn start<W>(out: W) -> (LineWriter, JoinHandle<io::Result<()>>)
@@ -147,6 +162,14 @@ where
     let mut input = BufReader::new(input);
     let (out, writer) = LineWriter::start(output);
     let mut version: Option<String> = None;
+    // What the client declared at initialize (elicitation), and its questions waiting for answers.
+    let mut declared: Option<Map<String, Value>> = None;
+    let waiters = Arc::new(Waiters::new(0, std::process::id()));
+    let requester = RequesterHandle(Arc::new(StreamRequester {
+        events: out.requests(),
+        waiters: waiters.clone(),
+        identity: None,
+    }));
     let mut tasks = JoinSet::new();
     tracing::info!(event = "stdio_started", max_line_bytes = max, "serving MCP on stdin/stdout");
     while let Some(line) = read_line(&mut input, max).await? {
@@ -160,7 +183,7 @@ where
             Line::Text(bytes) if is_blank(&bytes) => continue,
             Line::Text(bytes) => bytes,
         };
-        let meta = match &version {
+        let mut meta = match &version {
             Some(v) => TransportMeta::stdio().with_protocol_version(v.clone()),
             None => TransportMeta::stdio(),
         };
@@ -172,7 +195,18 @@ where
                 continue;
             }
         };
+        if is_answer(&body) {
+            if let Err(why) = waiters.deliver(body, None) {
+                tracing::warn!(event = "answer_undelivered", reason = ?why, "an answer found no question waiting for it");
+            }
+            continue;
+        }
+        if let Some(caps) = declared.as_ref().filter(|c| c.contains_key("elicitation")) {
+            meta.session_capabilities = Some(caps.clone());
+            meta.requester = Some(requester.clone());
+        }
         let sent = if body.get("method").and_then(Value::as_str) == Some("initialize") {
+            declared = body.pointer("/params/capabilities").and_then(Value::as_object).cloned();
             // Answered before the next line is read: later messages use what it negotiates.
             let outcome = dispatcher.handle(body, &meta).await;
             if let Some(negotiated) = outcome.negotiated_version() {
@@ -192,8 +226,17 @@ where
         }
     }
     while tasks.join_next().await.is_some() {}
+    // The requester writes through `out` too: the writer ends when both are gone.
+    drop(requester);
     drop(out);
     writer.await.map_err(io::Error::other)?
+}
+
+/// A response to one of this server's requests (its id is one of ours).
+fn is_answer(body: &Value) -> bool {
+    body.get("method").is_none()
+        && (body.get("result").is_some() || body.get("error").is_some())
+        && body.get("id").and_then(Value::as_str).and_then(owner_pid).is_some()
 }
 
 /// Replies and refusals become lines; `Accepted` (notifications, client responses) writes nothing.

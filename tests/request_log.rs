@@ -108,3 +108,35 @@ fn access_lines_can_go_to_their_own_file_which_usr1_reopens() {
     let old = std::fs::read_to_string(dir.path().join("access.log.1")).unwrap();
     assert!(!old.contains("\"request_id\":\"after\""));
 }
+
+/// Workers write their log lines in batches: whatever was answered before a graceful stop is in
+/// the access log after it, none lost in a buffer.
+#[test]
+fn every_answered_request_is_in_the_access_log_after_a_graceful_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let access = dir.path().join("access.log");
+    let mut svc = Service::start(&format!(
+        "workers = 2\n[log]\nformat = \"json\"\naccess_file = \"{}\"\n",
+        access.display()
+    ));
+    const N: usize = 200;
+    for i in 0..N {
+        let req =
+            format!("GET /health HTTP/1.1\r\nHost: x\r\nX-Request-Id: stop{i}\r\nConnection: close\r\n\r\n");
+        assert_eq!(http::raw(&svc.addr, req.as_bytes()).unwrap().status, 200);
+    }
+    // At once: the last answers are still in the workers' buffers.
+    svc.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = svc.wait_exit(common::PATIENCE).expect("a graceful stop");
+    assert!(status.success(), "{status}");
+    let text = std::fs::read_to_string(&access).unwrap();
+    let ids: std::collections::BTreeSet<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| event(v) == "access")
+        .filter_map(|v| v.pointer("/span/request_id").and_then(|r| r.as_str()).map(String::from))
+        .collect();
+    for i in 0..N {
+        assert!(ids.contains(&format!("stop{i}")), "stop{i} missing from the access log:\n{text}");
+    }
+}

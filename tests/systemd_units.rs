@@ -149,6 +149,11 @@ fn service_keeps_the_settings_the_supervisor_relies_on() {
     assert_eq!(one(&unit, "Service.NotifyAccess"), "main");
     let start = one(&unit, "Service.ExecStart");
     assert!(start.starts_with(INSTALLED_BINARY) && start.contains(" serve"), "ExecStart={start}");
+    let pre = one(&unit, "Service.ExecStartPre");
+    assert!(
+        pre.starts_with(INSTALLED_BINARY) && pre.contains(" doctor --offline"),
+        "ExecStartPre= runs the host's checks, never AWS's (an outage must not keep the service down): {pre}"
+    );
     let reload = &unit["Service.ExecReload"];
     assert!(
         reload.iter().any(|r| r.contains("kill") && r.contains("-HUP") && r.contains("$MAINPID")),
@@ -177,6 +182,33 @@ fn service_keeps_the_settings_the_supervisor_relies_on() {
         stop.parse().unwrap_or_else(|_| panic!("TimeoutStopSec={stop}: write it in plain seconds"));
     let graceful = default_graceful_timeout();
     assert!(stop > graceful, "TimeoutStopSec={stop} must exceed the default graceful_timeout ({graceful} s)");
+}
+
+/// The unit's ExecStartPre, run as systemd would (the example config in place of
+/// /etc/awswhitelist/config.toml, a fresh StateDirectory): it passes, asks no network (there is
+/// no AWS here to ask), and creates nothing.
+#[test]
+fn exec_start_pre_passes_on_the_example_config_and_creates_nothing() {
+    let unit = parse_unit(&read_unit("awswhitelist.service"));
+    let pre = one(&unit, "Service.ExecStartPre");
+    let example = repo().join("deploy/awswhitelist.example.toml");
+    let args: Vec<String> = pre
+        .split_whitespace()
+        .skip(1)
+        .map(|a| if a == "/etc/awswhitelist/config.toml" { example.display().to_string() } else { a.into() })
+        .collect();
+    let state = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_awswhitelist"))
+        .args(&args)
+        .env_clear()
+        .env("STATE_DIRECTORY", state.path())
+        .env("AWSWHITELIST_BIND", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{pre}\n{}", describe(&out));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.lines().any(|l| l.starts_with("skip") && l.contains("--offline")), "{report}");
+    assert_eq!(std::fs::read_dir(state.path()).unwrap().count(), 0, "{report}");
 }
 
 /// `graceful_timeout` as `check-config` prints it without a config file.

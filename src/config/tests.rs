@@ -248,3 +248,44 @@ fn control_socket_comes_from_the_key_else_the_runtime_directory_and_is_checked()
         Ok(())
     });
 }
+
+#[test]
+fn policy_consent_converts_is_off_by_default_and_bad_values_are_named() {
+    use std::time::Duration;
+    let w = Config::default().settings().unwrap().whitelist;
+    assert!(w.policy.consent.is_off(), "no change needs consent by default");
+    assert_eq!(w.consent_ttl, Duration::from_secs(300));
+    Jail::expect_with(|jail| {
+        let c = load_in(
+            jail,
+            "[policy.consent]\nports = [22, 3389]\nwider_than_v4 = 24\nlonger_than_hours = 8\nremoves = true\n\
+             groups = [\"sg-0prod*\"]\nstate_ttl_seconds = 120\n",
+        )
+        .unwrap();
+        let w = c.settings().unwrap().whitelist;
+        let rules = &w.policy.consent;
+        assert_eq!(rules.ports, [22, 3389]);
+        assert_eq!((rules.wider_than_v4, rules.wider_than_v6), (Some(24), None));
+        assert_eq!(rules.longer_than, Some(Duration::from_secs(8 * 3600)));
+        assert!(rules.removes && !rules.always);
+        assert_eq!(w.consent_ttl, Duration::from_secs(120));
+        jail.set_env("AWSWHITELIST_POLICY__CONSENT__ALWAYS", "true");
+        let c = load_in(jail, "").unwrap();
+        assert!(c.settings().unwrap().whitelist.policy.consent.always, "overridable from the environment");
+        Ok(())
+    });
+    let mut bad = Config::default();
+    bad.policy.consent.wider_than_v4 = 33;
+    bad.policy.consent.groups = vec!["prod".into()];
+    bad.policy.consent.state_ttl_seconds = 0.5;
+    bad.policy.consent.longer_than_hours = -1.0;
+    let text = bad.settings().unwrap_err().to_string();
+    for key in [
+        "policy.consent.wider_than_v4",
+        "policy.consent.groups",
+        "policy.consent.state_ttl_seconds",
+        "policy.consent.longer_than_hours",
+    ] {
+        assert!(text.contains(key), "{key} missing from: {text}");
+    }
+}

@@ -122,6 +122,46 @@ pub struct PolicyConfig {
     /// The expiry sweeper still removes expired rules under `read_only` (and through read-only
     /// profiles): their expiry was promised when they were added.
     pub sweep_when_read_only: bool,
+    /// `[policy.consent]`: which changes need a person's consent.
+    pub consent: ConsentConfig,
+}
+
+/// `[policy.consent]`: which changes need a person's consent, asked through the MCP client
+/// (elicitation). Nothing needs it by default; a client that cannot ask is refused when it does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsentConfig {
+    /// Every change.
+    pub always: bool,
+    /// Changes to these groups (ids or `sg-0abc*` patterns).
+    pub groups: Vec<String>,
+    /// Changes that open or close any of these ports.
+    pub ports: Vec<u16>,
+    /// IPv4 networks wider than /N (0: no rule).
+    pub wider_than_v4: u8,
+    /// IPv6 networks wider than /N (0: no rule).
+    pub wider_than_v6: u8,
+    /// Rules lasting longer than this many hours, or never expiring (0: no rule).
+    pub longer_than_hours: f64,
+    /// Every removal.
+    pub removes: bool,
+    /// Seconds a person has to answer (the life of the signed request state).
+    pub state_ttl_seconds: f64,
+}
+
+impl Default for ConsentConfig {
+    fn default() -> Self {
+        ConsentConfig {
+            always: false,
+            groups: Vec::new(),
+            ports: Vec::new(),
+            wider_than_v4: 0,
+            wider_than_v6: 0,
+            longer_than_hours: 0.0,
+            removes: false,
+            state_ttl_seconds: 300.0,
+        }
+    }
 }
 
 impl Default for PolicyConfig {
@@ -141,6 +181,7 @@ impl Default for PolicyConfig {
             remove_unmanaged: false,
             read_only: false,
             sweep_when_read_only: p.sweep_when_read_only,
+            consent: ConsentConfig::default(),
         }
     }
 }
@@ -248,6 +289,38 @@ impl Config {
                 "needs max_rule_duration_hours, the expiry given to rules without one".into(),
             );
         }
+        let c = &p.consent;
+        for g in &c.groups {
+            if !g.starts_with("sg-") {
+                bad("policy.consent.groups", g, "must be a group id or pattern starting with sg-".into());
+            }
+        }
+        if c.wider_than_v4 > 32 {
+            bad("policy.consent.wider_than_v4", &c.wider_than_v4.to_string(), "must be 0 (off) to 32".into());
+        }
+        if c.wider_than_v6 > 128 {
+            bad(
+                "policy.consent.wider_than_v6",
+                &c.wider_than_v6.to_string(),
+                "must be 0 (off) to 128".into(),
+            );
+        }
+        let longer = c.longer_than_hours;
+        if !longer.is_finite() || !(0.0..=87_600.0).contains(&longer) {
+            bad(
+                "policy.consent.longer_than_hours",
+                &longer.to_string(),
+                "must be between 0 (off) and 87600".into(),
+            );
+        }
+        let consent_ttl = super::settings::seconds(c.state_ttl_seconds, 2.0, 3600.0).unwrap_or_else(|| {
+            bad(
+                "policy.consent.state_ttl_seconds",
+                &c.state_ttl_seconds.to_string(),
+                "must be a number of seconds between 2 and 3600".into(),
+            );
+            Duration::ZERO
+        });
         let marker_key = match (&w.marker_key_file, &w.marker_key_env) {
             (Some(_), Some(name)) => {
                 bad(
@@ -300,6 +373,15 @@ impl Config {
                     .map(|profile| profile.name.clone())
                     .collect(),
                 sweep_when_read_only: p.sweep_when_read_only,
+                consent: worker::whitelist::ConsentRules {
+                    always: c.always,
+                    groups: c.groups.clone(),
+                    ports: c.ports.clone(),
+                    wider_than_v4: (c.wider_than_v4 > 0).then_some(c.wider_than_v4),
+                    wider_than_v6: (c.wider_than_v6 > 0).then_some(c.wider_than_v6),
+                    longer_than: (longer > 0.0).then(|| Duration::from_secs_f64(longer * 3600.0)),
+                    removes: c.removes,
+                },
             },
             default_port: w.default_port.clone(),
             default_protocol: protocol,
@@ -313,6 +395,7 @@ impl Config {
             sweep_interval,
             sweep_groups: w.sweep_groups.clone(),
             marker_key,
+            consent_ttl,
         })
     }
 }

@@ -44,6 +44,16 @@ pub enum WorkerMessage {
         /// Chosen by the worker to match the answer to its question.
         id: u64,
     },
+    /// Something for another worker, passed on untouched as [`SupervisorMessage::Forwarded`]
+    /// (a client's answer that reached this worker while `to_pid` holds the stream waiting
+    /// for it). The supervisor does not read `payload`; a `to_pid` that is not one of its
+    /// workers is dropped and logged.
+    Forward {
+        /// The worker it is for.
+        to_pid: i32,
+        /// Opaque to the supervisor.
+        payload: String,
+    },
 }
 
 /// One metric family as a worker exports it (the Prometheus data model, minus summaries).
@@ -108,6 +118,13 @@ pub enum SupervisorMessage {
         id: u64,
         /// Prometheus text format, version 0.0.4.
         text: String,
+    },
+    /// What another worker sent this one with [`WorkerMessage::Forward`].
+    Forwarded {
+        /// The worker that sent it.
+        from_pid: i32,
+        /// As sent.
+        payload: String,
     },
 }
 
@@ -209,6 +226,7 @@ mod tests {
                 }],
             },
             WorkerMessage::MetricsRequest { id: 9 },
+            WorkerMessage::Forward { to_pid: 4242, payload: "{\"id\":\"x\"}".into() },
         ];
         let stream: Vec<u8> = msgs.iter().flat_map(encode).collect();
         for chunk in [1, 3, 5, stream.len()] {

@@ -89,3 +89,57 @@ pub fn read_response<S: Read>(s: &mut S) -> io::Result<Response> {
     }
     Ok(Response { status, headers, body })
 }
+
+/// A loopback server that answers every request with the same response and counts requests
+/// (a client's retries show as more than one); it runs until the test process ends.
+pub struct Canned {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// Requests answered so far.
+    pub requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Canned {
+    /// Answers `status` with `body` of `content_type`, `Connection: close`.
+    pub fn start(status: u16, content_type: &'static str, body: String) -> Canned {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { break };
+                count.fetch_add(1, Ordering::SeqCst);
+                let _ = answer(stream, status, content_type, &body);
+            }
+        });
+        Canned { addr, requests }
+    }
+}
+
+/// Reads one request (head and body), then writes the canned response.
+fn answer(stream: TcpStream, status: u16, content_type: &str, body: &str) -> io::Result<()> {
+    use std::io::BufRead;
+    let mut reader = io::BufReader::new(stream.try_clone()?);
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    reader.read_exact(&mut vec![0u8; length])?;
+    let mut stream = stream;
+    write!(
+        stream,
+        "HTTP/1.1 {status} Canned\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}

@@ -346,6 +346,31 @@ fn next_id() -> u64 {
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Speaks MCP to a child over its stdin/stdout (`stdio`, or `proxy`) as a client would:
+/// initialize, then one `whitelist_list` of `group`; returns that call's answer (`None` if the
+/// child closed stdout first) and closes stdin, so the child can exit.
+pub fn list_over_stdio(child: &mut Child, group: &str) -> Option<Value> {
+    use std::io::Write;
+    let init = serde_json::json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}});
+    let mut stdin = child.stdin.take().expect("stdin piped");
+    for message in [
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init}),
+        serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+               "params": {"name": "whitelist_list", "arguments": {"security_group_id": group}}}),
+    ] {
+        writeln!(stdin, "{message}").expect("write to the child");
+    }
+    let stdout = BufReader::new(child.stdout.take().expect("stdout piped"));
+    let answer = stdout
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|line| serde_json::from_str::<Value>(&line).ok())
+        .find(|v| v["id"] == 2);
+    drop(stdin);
+    answer
+}
+
 /// True when running as root (some tests need to drop privileges).
 pub fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()

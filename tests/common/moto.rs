@@ -167,6 +167,20 @@ impl Moto {
     }
 }
 
+/// An environment for a client of moto with nothing of this machine's AWS setup in it: made-up
+/// keys (moto accepts any; generated, not anyone's), no instance metadata, `home` as the home
+/// directory and no shared config files. For `Command::env_clear().envs(…)`.
+pub fn client_env(home: &std::path::Path) -> Vec<(String, String)> {
+    vec![
+        ("HOME".into(), home.display().to_string()),
+        ("AWS_CONFIG_FILE".into(), home.join("no-config").display().to_string()),
+        ("AWS_SHARED_CREDENTIALS_FILE".into(), home.join("no-credentials").display().to_string()),
+        ("AWS_ACCESS_KEY_ID".into(), format!("AKIA{:016}", std::process::id())),
+        ("AWS_SECRET_ACCESS_KEY".into(), format!("{:040}", u64::from(std::process::id()) * 7919)),
+        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+    ]
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();

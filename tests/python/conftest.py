@@ -52,14 +52,14 @@ def free_port() -> int:
 class Server:
     """A running `awswhitelist serve`, its JSON log lines collected from stderr by a thread."""
 
-    def __init__(self, args: list[str], workers: int) -> None:
+    def __init__(self, args: list[str], workers: int, env: dict[str, str] | None = None) -> None:
         self.workers = workers
         self.proc = subprocess.Popen(
             [str(binary()), "serve", *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            env=clean_env(),
+            env={**clean_env(), **(env or {})},
             # A group of its own: a supervisor that ignores SIGTERM is killed with its workers.
             process_group=0,
         )
@@ -130,9 +130,22 @@ class Server:
             self._reader.join(timeout=5)
 
 
+    def events_named(self, name: str) -> list[dict[str, Any]]:
+        """Every JSON log line so far whose `event` is `name`, in order."""
+        found = []
+        for line in list(self.lines):
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and (event.get("event") == name or event.get("fields", {}).get("event") == name):
+                found.append(event)
+        return found
+
+
 @contextmanager
-def running_server(args: list[str], workers: int) -> Iterator[Server]:
-    srv = Server(args, workers)
+def running_server(args: list[str], workers: int, env: dict[str, str] | None = None) -> Iterator[Server]:
+    srv = Server(args, workers, env)
     try:
         srv.wait_ready()
         yield srv
@@ -142,6 +155,77 @@ def running_server(args: list[str], workers: int) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="session")
-def start_server() -> Callable[[list[str], int], AbstractContextManager[Server]]:
-    """`with start_server(args, workers) as srv:` a ready server, stopped on leaving."""
+def start_server() -> Callable[..., AbstractContextManager[Server]]:
+    """`with start_server(args, workers[, env]) as srv:` a ready server, stopped on leaving."""
     return running_server
+
+
+class Moto:
+    """A real `moto_server` on loopback (EC2/STS), as tests/common/moto.rs starts it."""
+
+    def __init__(self) -> None:
+        program = os.environ.get("AWSWL_MOTO_SERVER", "moto_server")
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [program, "-H", "127.0.0.1", "-p", str(self.port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        # Fake credentials, made here for moto (which accepts any): nobody's keys.
+        self.env = {
+            "AWS_ACCESS_KEY_ID": "AKIA" + "".join(f"{b:02X}" for b in os.urandom(8)),
+            "AWS_SECRET_ACCESS_KEY": os.urandom(20).hex(),
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"moto_server did not come up on port {self.port}") from None
+                time.sleep(0.1)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ec2(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "ec2",
+            region_name="us-east-1",
+            endpoint_url=self.url,
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def ingress(self, group: str) -> list[tuple[str, int]]:
+        """(cidr, from port) of every ingress rule of `group`."""
+        rules = self.ec2().describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [group]}])
+        return sorted(
+            (r.get("CidrIpv4") or r.get("CidrIpv6") or "", r["FromPort"])
+            for r in rules["SecurityGroupRules"]
+            if not r["IsEgress"]
+        )
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[Moto]:
+    """A moto server for the session, stopped at its end."""
+    m = Moto()
+    try:
+        yield m
+    finally:
+        m.stop()

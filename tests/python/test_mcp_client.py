@@ -7,7 +7,7 @@ drive it with `mcp.client.Client` over `streamable_http_client`, in both connect
 - "auto": the SDK probes `server/discover` at 2026-07-28 first; our server answers it, so the SDK
   adopts 2026-07-28 and never sends `initialize` (mcp.client._probe.negotiate_auto).
 - "legacy": the `initialize` handshake; the SDK proposes its newest handshake revision
-  (2025-11-25), which the server echoes. The server issues no Mcp-Session-Id (it is stateless
+  (2025-11-25), which the server echoes. A client that declares no elicitation gets no Mcp-Session-Id (it is stateless
   across workers), so the SDK opens no GET stream after `notifications/initialized` and sends no
   DELETE on close (mcp.client.streamable_http: both happen only with a session id).
 

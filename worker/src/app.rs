@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use crate::aws::Ec2Firewall;
 use crate::host::{marker_key, sweeper};
-use crate::host::{AuditLog, ChangeCounters, GroupLockFiles};
+use crate::host::{AuditLog, ChangeCounters, GroupLockFiles, NonceFiles, ReadFiles};
 use crate::mcp::{Dispatcher, RegistryError, ServerInfo};
 use crate::settings::WhitelistSettings;
-use crate::whitelist::{Defaults, Parts, Whitelist};
+use crate::whitelist::{consent_token, ConsentSeal, Defaults, MarkerKey, Parts, Whitelist};
 use crate::Settings;
 
 /// Why the services could not be built; each names the file or the part at fault.
@@ -35,6 +35,8 @@ pub struct App {
     pub service: Arc<Whitelist>,
     /// The audit log, reopened on USR1.
     pub audit: Arc<AuditLog>,
+    /// The marker key, from which the transports derive theirs (one secret to manage).
+    marker_key: MarkerKey,
     sweeper: sweeper::Config,
 }
 
@@ -47,29 +49,51 @@ impl App {
         let audit = Arc::new(AuditLog::open(&wl.audit_log)?.with_expiry_index(wl.state_dir.clone()));
         let versions = Arc::new(ChangeCounters::open(&wl.state_dir.join("cache-versions"))?);
         let marker_key = marker_key::load(&wl.marker_key, &wl.state_dir)?;
-        let service = Arc::new(Whitelist::new(Parts {
-            firewall: Arc::new(Ec2Firewall::new(settings.aws.clone())),
-            policy: wl.policy.clone(),
-            defaults: Defaults {
-                port: wl.default_port.clone(),
-                protocol: wl.default_protocol,
-                description_template: wl.description_template.clone(),
-                user: wl.default_user.clone(),
-                reason: wl.default_reason.clone(),
-            },
-            port_mappings: wl.port_mappings.clone(),
-            cache_ttl: wl.cache_ttl,
-            versions,
-            recorder: audit.clone(),
-            marker_key,
-            group_locks: Arc::new(GroupLockFiles::new(wl.state_dir.clone())),
-        }));
-        let registry = crate::tools::register_all(settings.mcp.page_size, service.clone())?;
+        // Consent states are sealed with a key derived from the marker key: one secret to manage,
+        // the same on every worker and every host that shares it.
+        let seal = ConsentSeal::new(
+            &marker_key.derive(consent_token::KEY_LABEL),
+            wl.consent_ttl,
+            Arc::new(NonceFiles::open(&wl.state_dir)?),
+        );
+        let service = Arc::new(
+            Whitelist::new(Parts {
+                firewall: Arc::new(Ec2Firewall::new(settings.aws.clone())),
+                policy: wl.policy.clone(),
+                defaults: Defaults {
+                    port: wl.default_port.clone(),
+                    protocol: wl.default_protocol,
+                    description_template: wl.description_template.clone(),
+                    user: wl.default_user.clone(),
+                    reason: wl.default_reason.clone(),
+                },
+                port_mappings: wl.port_mappings.clone(),
+                cache_ttl: wl.cache_ttl,
+                versions,
+                recorder: audit.clone(),
+                marker_key: marker_key.clone(),
+                group_locks: Arc::new(GroupLockFiles::new(wl.state_dir.clone())),
+            })
+            .with_shared_reads(Arc::new(ReadFiles::new(wl.state_dir.clone()))),
+        );
+        let registry =
+            crate::tools::register_all(settings.mcp.page_size, service.clone(), Some(Arc::new(seal)))?;
         let info = ServerInfo {
             instructions: Some(crate::whitelist::instructions::sentences(&wl.policy).join(" ")),
             ..info
         };
-        Ok(App { dispatcher: Dispatcher::new(info, registry), service, audit, sweeper: sweeper_config(wl) })
+        Ok(App {
+            dispatcher: Dispatcher::new(info, registry),
+            service,
+            audit,
+            marker_key,
+            sweeper: sweeper_config(wl),
+        })
+    }
+
+    /// A secret for `label`'s use, derived from the marker key (`Mcp-Session-Id` signing).
+    pub fn derive_key(&self, label: &str) -> [u8; 32] {
+        self.marker_key.derive(label)
     }
 
     /// Starts the expiry sweeper on the current runtime (it runs only while this process holds

@@ -1,6 +1,6 @@
 //! The worker's end of the private channel to the supervisor (a socketpair, length-prefixed
-//! JSON), on tokio: READY, heartbeats, recycling requests, metric snapshots, and the merged
-//! metrics the supervisor answers with.
+//! JSON), on tokio: READY, heartbeats, recycling requests, metric snapshots, the merged
+//! metrics the supervisor answers with, and messages other workers forward through it.
 //!
 //! May import: nothing of this crate. Imported by: `process` (READY, heartbeats, drain) and
 //! `http` (recycling, `/metrics`).
@@ -68,15 +68,20 @@ impl Outbox {
     }
 }
 
-/// Starts the channel's writer and reader tasks. `on_close` resolves when the supervisor closes
-/// its end (it exited): the worker must not serve on unsupervised.
-pub fn start(stream: StdUnixStream) -> std::io::Result<(Outbox, oneshot::Receiver<()>)> {
+/// What [`start`] gives the worker: the outbox, a receiver that resolves when the supervisor
+/// closes its end (it exited: the worker must not serve on unsupervised), and the payloads
+/// other workers forward to this one.
+pub type Started = (Outbox, oneshot::Receiver<()>, mpsc::UnboundedReceiver<String>);
+
+/// Starts the channel's writer and reader tasks.
+pub fn start(stream: StdUnixStream) -> std::io::Result<Started> {
     stream.set_nonblocking(true)?;
     let stream = UnixStream::from_std(stream)?;
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
     let (closed_tx, closed_rx) = oneshot::channel();
     let pending: Pending = Arc::default();
+    let (forwarded_tx, forwarded_rx) = mpsc::unbounded_channel::<String>();
     tokio::spawn(async move {
         while let Some(out) = rx.recv().await {
             match out {
@@ -115,11 +120,14 @@ pub fn start(stream: StdUnixStream) -> std::io::Result<(Outbox, oneshot::Receive
                         let _ = w.send(text);
                     }
                 }
+                Ok(SupervisorMessage::Forwarded { payload, .. }) => {
+                    let _ = forwarded_tx.send(payload);
+                }
                 Ok(_) => debug!("unexpected message from supervisor"),
                 Err(e) => warn!(error = %e, "undecodable message from supervisor"),
             }
         }
         let _ = closed_tx.send(());
     });
-    Ok((Outbox { tx, pending, next_id: Arc::new(AtomicU64::new(1)) }, closed_rx))
+    Ok((Outbox { tx, pending, next_id: Arc::new(AtomicU64::new(1)) }, closed_rx, forwarded_rx))
 }

@@ -11,14 +11,14 @@
 //! |---|---|---|
 //! | [`process`] | boot, accept loop, drain, signals | app, http, channel, auth, ratelimit |
 //! | [`app`] | builds every service once (serve and stdio) | tools, whitelist, aws, host, mcp |
-//! | [`http`] | router, one file per endpoint, guard, forwarded headers | mcp, auth, ratelimit, metrics, channel |
-//! | [`tools`] | each MCP tool: schemas, scope, argument adapter | mcp, whitelist, auth (scope names) |
-//! | [`host`] | files the host's workers share: audit, counters, expiry index, marker key, group locks, sweeper | whitelist, settings |
+//! | [`http`] | router, one file per endpoint, guard, forwarded headers, signed sessions, event streams | mcp, auth, ratelimit, metrics, channel |
+//! | [`tools`] | each MCP tool: schemas, scope, argument adapter, asking a person (consent) | mcp, whitelist, auth (scope names) |
+//! | [`host`] | files the host's workers share: audit, counters, shared reads, expiry index, marker key, group locks, consumed consent states, sweeper | whitelist, settings |
 //! | [`ratelimit`] | GCRA arithmetic and the shared table of buckets | settings, host (state files) |
 //! | [`auth`] | tokens and keys into a [`auth::Principal`], converted once into a [`caller::Caller`] | caller, settings (its problems) |
 //! | [`mcp`] | the protocol, transport-independent | caller, metrics (panics) |
 //! | [`aws`] | EC2 and STS behind the domain's `Firewall` trait | whitelist, metrics |
-//! | [`whitelist`] | the domain: targets, policy, rules, signed markers, the service, planned changes and dry runs, reconciliation, the policy's instructions | caller, metrics |
+//! | [`whitelist`] | the domain: targets, policy, consent rules and state, rules, signed markers, the service, planned changes and dry runs, reconciliation, the policy's instructions | caller, metrics |
 //! | [`caller`] | the one caller type, edge to domain | whitelist (group patterns) |
 //! | [`settings`] | the typed settings; [`settings::problem`] is a leaf | auth, aws, http (parsed types), ratelimit, whitelist |
 //! | [`channel`], [`metrics`] | leaves used across the crate | nothing of this crate |

@@ -76,7 +76,13 @@ pub struct Metrics {
     pub marker_invalid: IntCounterVec,
     /// `mcp_panics_total`: tool calls that panicked (each answered with -32603).
     pub panics: IntCounter,
+    /// `awswl_consent_total{event}`: a person's consent asked, accepted, declined, refused
+    /// (a client that cannot ask, a bad request state) or expired.
+    pub consent: IntCounterVec,
 }
+
+/// The `event` values of `awswl_consent_total`.
+pub const CONSENT_EVENTS: [&str; 5] = ["asked", "accepted", "declined", "refused", "expired"];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -130,6 +136,14 @@ impl Metrics {
         for reason in ["unsigned", "malformed", "mismatch"] {
             marker_invalid.with_label_values(&[reason]);
         }
+        let consent = counter(
+            "awswl_consent_total",
+            "Changes that needed a person's consent: asked, accepted, declined, refused (the client cannot ask, or a bad request state) or expired.",
+            &["event"],
+        );
+        for event in CONSENT_EVENTS {
+            consent.with_label_values(&[event]);
+        }
         let rate_limited = plain("rate_limited_total", "Requests refused by a rate limit.");
         let cache_hits = plain("cache_hits_total", "Security group cache hits.");
         let cache_misses = plain("cache_misses_total", "Security group cache misses.");
@@ -177,6 +191,7 @@ impl Metrics {
             whitelist_changes,
             marker_invalid,
             panics,
+            consent,
         }
     }
 

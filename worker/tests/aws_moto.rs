@@ -363,10 +363,13 @@ async fn source_profiles_give_the_base_credentials() {
     let roles = assumed_roles(&moto);
     assert_eq!(roles.len(), 1, "{roles:?}");
     assert_eq!(roles[0].0, "arn:aws:iam::222222222222:role/chained");
-    // A source profile that does not exist fails, although env keys would have worked.
+    // A source profile that does not exist fails, although env keys would have worked; nothing
+    // was sent to AWS, so nothing was "rejected": no credentials were found.
     match fw.list(&scope("broken"), &group).await {
-        Err(FirewallError::BadCredentials(m)) => assert!(m.contains("missing"), "{m}"),
-        other => panic!("expected a credentials error, got {other:?}"),
+        Err(FirewallError::Refused { code, message }) if code == "NoCredentials" => {
+            assert!(message.contains("missing") && message.contains("source_profile"), "{message}")
+        }
+        other => panic!("expected no credentials found, got {other:?}"),
     }
 }
 

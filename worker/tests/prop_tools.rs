@@ -174,7 +174,7 @@ fn hand_made() -> ExistingRule {
 fn dispatcher(policy: Policy) -> (Dispatcher, Arc<FakeEc2>) {
     let ec2 = Arc::new(FakeEc2::default());
     ec2.rules.lock().unwrap_or_else(|e| e.into_inner()).push(hand_made());
-    let registry = worker::tools::register_all(50, service(ec2.clone(), policy)).expect("registry");
+    let registry = worker::tools::register_all(50, service(ec2.clone(), policy), None).expect("registry");
     (Dispatcher::new(ServerInfo::new("prop", "0"), registry), ec2)
 }
 

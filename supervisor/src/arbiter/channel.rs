@@ -1,6 +1,7 @@
 //! The private channel to each worker (a socket pair, length-prefixed JSON frames): reading
 //! and acting on what workers say (READY, heartbeats, recycle requests, metric snapshots),
-//! answering metric requests with the merged view, and writing without ever blocking.
+//! answering metric requests with the merged view, passing messages between workers, and
+//! writing without ever blocking.
 
 use std::io::{self, Read, Write};
 use std::time::Instant;
@@ -47,7 +48,24 @@ impl Supervisor {
                 let text = self.metrics_text();
                 self.send(pid, &SupervisorMessage::MetricsText { id, text });
             }
+            WorkerMessage::Forward { to_pid, payload } => self.forward(pid, to_pid, payload),
         }
+    }
+
+    /// Passes a message from one worker to another, unread; one for a process that is not a
+    /// worker of this supervisor (it exited meanwhile) is dropped.
+    fn forward(&mut self, from: Pid, to_pid: i32, payload: String) {
+        let to = Pid::from_raw(to_pid);
+        if to == from || !self.table.workers.contains_key(&to) {
+            warn!(
+                event = "forward_dropped",
+                from_pid = from.as_raw(),
+                to_pid,
+                "a message for worker pid {to_pid}, which is not a live worker, was dropped"
+            );
+            return;
+        }
+        self.send(to, &SupervisorMessage::Forwarded { from_pid: from.as_raw(), payload });
     }
 
     /// The merged metrics of the whole service.

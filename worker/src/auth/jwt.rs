@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 pub(super) use super::jwks::VerifyKey;
 use super::jwks::{Jwks, Refresh};
+use super::token_cache::TokenCache;
 use super::{Denial, InvalidToken, Principal, PrincipalKind};
 
 /// Longest token looked at.
@@ -30,6 +31,8 @@ pub(super) struct JwtVerifier {
     pub(super) audience: Vec<String>,
     pub(super) leeway: u64,
     pub(super) groups_claim: String,
+    /// Tokens verified before, by hash, until their `exp`.
+    pub(super) verified: TokenCache,
 }
 
 /// Why no key was found for a token.
@@ -47,8 +50,23 @@ impl JwtVerifier {
         !self.static_keys.is_empty() || self.jwks.is_some()
     }
 
-    /// Checks a token (the bearer value that is not an API key).
+    /// Checks a token (the bearer value that is not an API key). A shared-secret token that
+    /// verified before and has not expired is remembered (the secret changes only with a
+    /// reload, which replaces the workers); a public-key token is checked every time, so a key
+    /// the issuer's JWKS drops stops verifying at the next fetch.
     pub(super) async fn verify(&self, token: &str) -> Result<Principal, Denial> {
+        if let Some(principal) = self.verified.get(token) {
+            return Ok(principal);
+        }
+        let (principal, remember_until) = self.verify_now(token).await?;
+        if let Some(exp) = remember_until {
+            self.verified.put(token, &principal, exp);
+        }
+        Ok(principal)
+    }
+
+    /// Verifies a token; who it names and, for a shared-secret token, its `exp`.
+    async fn verify_now(&self, token: &str) -> Result<(Principal, Option<u64>), Denial> {
         let (alg, kid) = parse_header(token).map_err(Denial::InvalidToken)?;
         if alg.family() == AlgorithmFamily::Hmac {
             // Shared-secret tokens are checked with the shared secret and nothing else: a
@@ -56,7 +74,7 @@ impl JwtVerifier {
             let Some(secret) = &self.hs else {
                 return Err(Denial::InvalidToken(InvalidToken::AlgorithmNotAccepted(alg_name(alg))));
             };
-            return self.check(token, alg, &[secret]);
+            return self.check(token, alg, &[secret]).map(|(p, exp)| (p, Some(exp)));
         }
         let mut jwks_keys = Arc::new(Vec::new());
         if let Some(jwks) = &self.jwks {
@@ -78,7 +96,7 @@ impl JwtVerifier {
             found = self.select(alg, kid.as_deref(), &jwks_keys, false);
         }
         match found {
-            Ok(keys) => self.check(token, alg, &keys),
+            Ok(keys) => self.check(token, alg, &keys).map(|(p, _)| (p, None)),
             Err(miss) => {
                 let unavailable = self.jwks.as_ref().is_some_and(|j| !j.ever_fetched());
                 Err(match miss {
@@ -135,12 +153,17 @@ impl JwtVerifier {
         v
     }
 
-    /// Verifies against each candidate key; the first that verifies decides.
-    fn check(&self, token: &str, alg: Algorithm, keys: &[&DecodingKey]) -> Result<Principal, Denial> {
+    /// Verifies against each candidate key; the first that verifies decides. With the
+    /// principal, the token's `exp` (required, so present).
+    fn check(&self, token: &str, alg: Algorithm, keys: &[&DecodingKey]) -> Result<(Principal, u64), Denial> {
         let validation = self.validation(alg);
         for key in keys.iter().take(MAX_CANDIDATES) {
             match jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation) {
-                Ok(data) => return self.principal(data.claims).map_err(Denial::InvalidToken),
+                Ok(data) => {
+                    // A fractional exp counts down to the second; anything else is never remembered.
+                    let exp = data.claims.get("exp").and_then(Value::as_f64).map_or(0, |e| e.max(0.0) as u64);
+                    return self.principal(data.claims).map(|p| (p, exp)).map_err(Denial::InvalidToken);
+                }
                 Err(e) => match e.kind() {
                     ErrorKind::InvalidSignature
                     | ErrorKind::InvalidKeyFormat

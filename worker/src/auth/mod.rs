@@ -22,6 +22,7 @@ mod jwks;
 mod jwt;
 pub mod settings;
 pub mod token;
+mod token_cache;
 
 #[cfg(test)]
 mod tests;
@@ -343,6 +344,7 @@ impl Authenticator {
                 audience: settings.audience.clone(),
                 leeway: settings.leeway_seconds,
                 groups_claim: settings.groups_claim.clone(),
+                verified: Default::default(),
             },
             api_keys: ApiKeys::new(&settings.api_keys),
             resource_metadata_url: settings.resource_metadata_url.clone(),

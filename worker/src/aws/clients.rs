@@ -19,7 +19,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_ec2::config::{Credentials, SharedCredentialsProvider};
 use tokio::sync::OnceCell;
 
-use super::errors::{from_sdk, scrub, Call};
+use super::errors::{from_sdk, scrub, Call, REGION_SOURCES};
 use super::settings::{AwsSettings, CredentialProfile};
 use crate::whitelist::{FirewallError, Keys, Scope};
 
@@ -102,8 +102,9 @@ impl Clients {
         self.sts_verifications.load(Ordering::Relaxed)
     }
 
-    /// The client for `scope`, for a call on `group` (named in messages only).
-    pub async fn session(&self, scope: &Scope, group: &str) -> Result<Session, FirewallError> {
+    /// The SDK config (and EC2 client) of `scope`'s profile and region, loaded once and kept;
+    /// per-call keys play no part here.
+    async fn base(&self, scope: &Scope) -> Result<Base, FirewallError> {
         let refuse = |code: &str, message: String| FirewallError::Refused { code: code.to_string(), message };
         let profile = match scope.profile.as_deref() {
             None => None,
@@ -118,15 +119,6 @@ impl Clients {
                 )
             })?),
         };
-        if scope.keys.is_some() && !self.settings.allow_per_call_credentials {
-            return Err(refuse(
-                "PerCallCredentialsDisabled",
-                "per-call credentials are disabled on this server (they would pass through the \
-                 assistant's context; the operator may set aws.allow_per_call_credentials = true); \
-                 omit `credentials` to use the server's own AWS identity or a configured profile"
-                    .into(),
-            ));
-        }
         let region = scope
             .region
             .clone()
@@ -143,10 +135,31 @@ impl Clients {
             }
             bases.entry(key).or_default().clone()
         };
-        let base = cell
-            .get_or_try_init(|| self.load(profile, region.as_deref()))
+        cell.get_or_try_init(|| self.load(profile, region.as_deref()))
             .await
-            .map_err(|m| refuse("NoRegion", m))?;
+            .map_err(|m| refuse("NoRegion", m))
+            .cloned()
+    }
+
+    /// The SDK config `scope` (without per-call keys) runs with, and its region: for `doctor`.
+    pub async fn sdk_config(&self, scope: &Scope) -> Result<(SdkConfig, String), FirewallError> {
+        let base = self.base(scope).await?;
+        Ok((base.sdk, base.region))
+    }
+
+    /// The client for `scope`, for a call on `group` (named in messages only).
+    pub async fn session(&self, scope: &Scope, group: &str) -> Result<Session, FirewallError> {
+        let refuse = |code: &str, message: String| FirewallError::Refused { code: code.to_string(), message };
+        if scope.keys.is_some() && !self.settings.allow_per_call_credentials {
+            return Err(refuse(
+                "PerCallCredentialsDisabled",
+                "per-call credentials are disabled on this server (they would pass through the \
+                 assistant's context; the operator may set aws.allow_per_call_credentials = true); \
+                 omit `credentials` to use the server's own AWS identity or a configured profile"
+                    .into(),
+            ));
+        }
+        let base = self.base(scope).await?;
         let endpoint = base.sdk.endpoint_url().map(str::to_string);
         let Some(keys) = &scope.keys else {
             return Ok(Session {
@@ -198,9 +211,10 @@ impl Clients {
         }
         let mut sdk = loader.load().await;
         let region = sdk.region().map(|r| r.to_string()).ok_or_else(|| {
-            "no AWS region: name one in the call (`region`), in the credential profile, or in the \
-             configuration (aws.region), or set AWS_REGION"
-                .to_string()
+            format!(
+                "no AWS region found; it is taken from, first match wins: {REGION_SOURCES}; set one, \
+                 e.g. [aws] region = \"eu-west-1\""
+            )
         })?;
         if let Some(source) = source {
             // Only that shared-config profile: the default chain would let env keys win.

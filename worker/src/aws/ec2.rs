@@ -37,6 +37,11 @@ impl Ec2Firewall {
         self.clients.settings()
     }
 
+    /// The clients it calls through (for [`Ec2Firewall::identity`]).
+    pub(super) fn clients(&self) -> &Clients {
+        &self.clients
+    }
+
     /// How many STS GetCallerIdentity checks of per-call keys were made (shows the cache works).
     pub fn per_call_verifications(&self) -> u64 {
         self.clients.sts_verifications()

@@ -9,11 +9,16 @@
 //! (its `source_profile` or the default chain, then its `role_arn` through AssumeRole, cached
 //! until expiry); else the SDK's default chain. Region: the call's, the profile's, the
 //! settings', or whatever the SDK resolves. The endpoint override applies to EC2 and STS alike.
+//!
+//! [`identity`] tells `doctor` who the service is on AWS: the credential source, the account, and
+//! how far our clock is from AWS's. Imported by the binary's `doctor` too.
 
 mod clients;
 pub mod ec2;
 pub mod errors;
+pub mod identity;
 pub mod settings;
 
 pub use ec2::Ec2Firewall;
+pub use identity::Identity;
 pub use settings::{AwsSettings, CredentialProfile};

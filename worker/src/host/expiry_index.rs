@@ -38,7 +38,8 @@ pub fn note_expiring(state_dir: &Path, scope: &Scope, group: &str) -> io::Result
     append_line(&f, &line)
 }
 
-pub(crate) fn read_index(state_dir: &Path) -> BTreeSet<Target> {
+/// Every group the sweeper will look at besides `sweep_groups` (an unreadable line is skipped).
+pub fn read_index(state_dir: &Path) -> BTreeSet<Target> {
     let Ok(Some(f)) = super::state_file::open_read(&state_dir.join(INDEX)) else { return BTreeSet::new() };
     BufReader::new(f).lines().map_while(Result::ok).filter_map(|l| serde_json::from_str(&l).ok()).collect()
 }

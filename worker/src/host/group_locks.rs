@@ -28,19 +28,23 @@ impl GroupLocks for GroupLockFiles {
             if group.is_empty() || !group.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
                 return Err(format!("{group:?} cannot name a lock file"));
             }
-            let path = self.dir.join(format!("group-{group}.lock"));
-            // flock waits in the kernel: on a blocking thread, not the worker's only one. A
-            // request dropped meanwhile leaves the thread to take and at once drop the lock.
-            let held = tokio::task::spawn_blocking(move || -> Result<Flock<File>, String> {
-                let file = super::state_file::open(&path).map_err(|e| e.to_string())?;
-                Flock::lock(file, FlockArg::LockExclusive)
-                    .map_err(|(_, e)| format!("cannot lock {}: {e}", path.display()))
-            })
-            .await
-            .map_err(|e| format!("the group lock task failed: {e}"))??;
+            let held = lock_file(self.dir.join(format!("group-{group}.lock"))).await?;
             Ok(Box::new(held) as GroupGuard)
         })
     }
+}
+
+/// Waits for an exclusive `flock` on the state file at `path` (created private if absent).
+pub(crate) async fn lock_file(path: PathBuf) -> Result<Flock<File>, String> {
+    // flock waits in the kernel: on a blocking thread, not the worker's only one. A request
+    // dropped meanwhile leaves the thread to take and at once drop the lock.
+    tokio::task::spawn_blocking(move || -> Result<Flock<File>, String> {
+        let file = super::state_file::open(&path).map_err(|e| e.to_string())?;
+        Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| format!("cannot lock {}: {e}", path.display()))
+    })
+    .await
+    .map_err(|e| format!("the lock task failed: {e}"))?
 }
 
 #[cfg(test)]

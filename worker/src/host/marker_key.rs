@@ -40,6 +40,20 @@ pub fn load(source: &MarkerKeySource, state_dir: &Path) -> io::Result<MarkerKey>
     }
 }
 
+/// Loads the marker key without generating one: `None` when the state dir has none yet (the
+/// service makes it on first start). For `doctor`, which must leave the host as it found it.
+pub fn load_existing(source: &MarkerKeySource, state_dir: &Path) -> io::Result<Option<MarkerKey>> {
+    if let MarkerKeySource::StateDir = source {
+        let path = state_dir.join(FILE);
+        return match read_own(&path) {
+            Ok(bytes) => key_of(&bytes, &format!("marker key {}", path.display())).map(Some),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io::Error::new(e.kind(), format!("marker key {}: {e}", path.display()))),
+        };
+    }
+    load(source, state_dir).map(Some)
+}
+
 /// The key in `bytes`, trailing whitespace (a final newline) left out.
 fn key_of(bytes: &[u8], origin: &str) -> io::Result<MarkerKey> {
     let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);

@@ -1,7 +1,8 @@
 //! What the workers of one host share, through files in `state_dir`: the audit log, the cache
-//! change counters, the index of groups with expiring rules, the per-group locks of capped adds,
-//! and the sweeper (one per host, whoever holds its lock). Redis-backed versions of these, for
-//! many hosts, belong here too.
+//! change counters, the single flight of group reads (`shared_reads`), the index of groups with
+//! expiring rules, the per-group locks of capped adds, the consumed consent states, and the
+//! sweeper (one per host, whoever holds its lock). Redis-backed versions of these, for many
+//! hosts, belong here too.
 //!
 //! May import: `whitelist` (the traits these files implement, and the service the sweeper
 //! calls), `settings`. Imported by: `app`, `ratelimit` (its table is a
@@ -9,12 +10,16 @@
 
 pub mod audit_file;
 pub mod change_counters;
+pub mod consent_nonces;
 pub mod expiry_index;
 pub mod group_locks;
 pub mod marker_key;
+pub mod shared_reads;
 pub mod state_file;
 pub mod sweeper;
 
 pub use audit_file::AuditLog;
 pub use change_counters::ChangeCounters;
+pub use consent_nonces::NonceFiles;
 pub use group_locks::GroupLockFiles;
+pub use shared_reads::ReadFiles;

@@ -42,17 +42,61 @@ pub fn open_read(path: &Path) -> io::Result<Option<File>> {
     }
 }
 
-fn secure(path: &Path, options: &mut OpenOptions, mode: u32) -> io::Result<File> {
-    let fail = |e: io::Error| {
-        let why = if e.raw_os_error() == Some(nix::libc::ELOOP) {
-            "it is a symbolic link, and state files are never opened through one".to_string()
-        } else {
-            e.to_string()
-        };
-        io::Error::new(e.kind(), format!("cannot open {}: {why}", path.display()))
+/// Creates a new private file (`0600`), failing with `AlreadyExists` when the name is taken
+/// (by a file or a link: `O_EXCL` never follows one). Used where creating the name is the fact
+/// recorded (a consumed consent state).
+pub fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(PRIVATE)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Creates the private sub-directory `dir` (`0700`) of the prepared state dir, refusing a
+/// symbolic link or anything else in its place.
+pub fn private_subdir(dir: &Path) -> io::Result<()> {
+    match DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))),
+    }
+    let meta = std::fs::symlink_metadata(dir)?;
+    if !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o077 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} must be a directory of the service's user with mode 0700", dir.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the existing file at `path` opens for appending the way the service opens it (never
+/// through a link, only a regular file): its length, or `None` when there is no file yet.
+/// Creates and changes nothing (`doctor`).
+pub fn check_append(path: &Path) -> io::Result<Option<u64>> {
+    match opened(path, OpenOptions::new().append(true)) {
+        Ok(file) => Ok(Some(file.metadata().map_err(|e| named(path, e))?.len())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The error `e` about `path`, saying so when a symbolic link was refused.
+fn named(path: &Path, e: io::Error) -> io::Error {
+    let why = if e.raw_os_error() == Some(nix::libc::ELOOP) {
+        "it is a symbolic link, and state files are never opened through one".to_string()
+    } else {
+        e.to_string()
     };
+    io::Error::new(e.kind(), format!("cannot open {}: {why}", path.display()))
+}
+
+/// Opens without following a link or blocking on a FIFO; only a regular file is accepted.
+fn opened(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
+    let fail = |e: io::Error| named(path, e);
     let file = options
-        .mode(mode)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
         .open(path)
         .map_err(fail)?;
@@ -60,6 +104,13 @@ fn secure(path: &Path, options: &mut OpenOptions, mode: u32) -> io::Result<File>
     if !meta.is_file() {
         return Err(fail(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file")));
     }
+    Ok(file)
+}
+
+fn secure(path: &Path, options: &mut OpenOptions, mode: u32) -> io::Result<File> {
+    let fail = |e: io::Error| named(path, e);
+    let file = opened(path, options.mode(mode))?;
+    let meta = file.metadata().map_err(fail)?;
     // The umask may have narrowed the mode (fine, but made exact), an older version may have
     // left it wider (narrowed): only for our own files, someone else's stay as they are.
     if meta.mode() & 0o7777 != mode && meta.uid() == nix::unistd::geteuid().as_raw() {
@@ -86,6 +137,12 @@ pub fn prepare_dir(dir: &Path) -> io::Result<()> {
         .mode(0o700)
         .create(dir)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot create whitelist.state_dir {shown}: {e}")))?;
+    check_dir(dir)
+}
+
+/// The checks of [`prepare_dir`] on an existing `state_dir`, creating nothing (`doctor`).
+pub fn check_dir(dir: &Path) -> io::Result<()> {
+    let shown = dir.display();
     // A symlinked state_dir is fine (systemd's DynamicUser makes one): its target is judged.
     let meta = std::fs::metadata(dir)
         .map_err(|e| io::Error::new(e.kind(), format!("whitelist.state_dir {shown}: {e}")))?;

@@ -3,22 +3,31 @@
 //! credential is verified) → authenticate → rate limit, a client already out of tokens → read
 //! the body within its size and time → parse → rate limit, charged for every `tools/call` the
 //! request carries (at least one), all or nothing → scope of every tool call → caller →
-//! dispatch within `mcp.request_timeout`.
+//! signed session (`Mcp-Session-Id`, 404 when it does not verify) → a client's answer to one of
+//! our questions is routed to the worker waiting for it (202) → dispatch within
+//! `mcp.request_timeout`; a legacy `tools/call` that asks the client something answers with an
+//! event stream instead (see [`super::stream`]), within `request_timeout` plus the consent TTL.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{AUTHORIZATION, HOST};
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST};
 use hyper::{Request, Response, StatusCode};
-use serde_json::Value;
+use serde_json::{Map, Value};
+use supervisor::ipc::WorkerMessage;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::guard::{self, Refusal};
-use super::response::{denial, json, rate_limited, refused, too_many_calls};
-use super::{Body, State};
+use super::response::{denial, full, json, rate_limited, refused, too_many_calls};
+use super::stream::{self, EventBody, StreamRequester};
+use super::{session, Body, State};
 use crate::auth::{Denial, Principal, SCOPE_WRITE};
-use crate::mcp::{parse_json, Outcome, Registry, TransportMeta};
+use crate::caller::Caller;
+use crate::mcp::{parse_json, Outcome, Registry, RequesterHandle, TransportMeta};
 use crate::ratelimit::{Decision, RateLimiter};
 
 /// Runs the pipeline for one request.
@@ -46,6 +55,12 @@ pub(super) async fn endpoint(
     }
     let headers = req.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
     let mut meta = TransportMeta::from_headers(headers);
+    let session_id = req.headers().get(session::HEADER).map(|v| v.as_bytes().to_vec());
+    let accepts_events = req
+        .headers()
+        .get_all(ACCEPT)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.contains("text/event-stream")));
     let metadata_url = metadata_url(&req, peer, state);
     let bytes = match read_body(req.into_body(), state).await {
         Ok(b) => b,
@@ -70,7 +85,97 @@ pub(super) async fn endpoint(
         }
     }
     meta.caller = principal.caller(state.auth.enabled(), client_addr, request_id);
-    dispatch(message, meta, state).await
+    let session = match session_id {
+        None => None,
+        Some(raw) => match std::str::from_utf8(&raw).ok().and_then(|id| state.sessions.verify(id, now())) {
+            Some(s) => Some(s),
+            None => {
+                let error = rpc_error(
+                    message.get("id").cloned().unwrap_or(Value::Null),
+                    SESSION_NOT_FOUND,
+                    "Session not found: this Mcp-Session-Id was not issued by this service or has expired; initialize again",
+                );
+                return json(StatusCode::NOT_FOUND, &error);
+            }
+        },
+    };
+    if let Some(answer) = answer_to_us(&message) {
+        return route_answer(answer, &meta.caller, state);
+    }
+    let mut events = None;
+    if let Some(s) = session {
+        meta.session_capabilities = Some(s.capabilities);
+        if accepts_events && called_tool(&message).is_some() {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let requester = StreamRequester {
+                events: tx,
+                waiters: state.waiters.clone(),
+                identity: meta.caller.identity.clone(),
+            };
+            meta.requester = Some(RequesterHandle(Arc::new(requester)));
+            events = Some(rx);
+        }
+    }
+    let declared = initialize_capabilities(&message);
+    dispatch(message, meta, state, events, declared).await
+}
+
+/// JSON-RPC error code of an unknown session (the transport's 404).
+const SESSION_NOT_FOUND: i64 = -32001;
+
+fn now() -> std::time::SystemTime {
+    std::time::SystemTime::now()
+}
+
+/// The capabilities an `initialize` declares (a session id is issued when they need one).
+fn initialize_capabilities(message: &Value) -> Option<Map<String, Value>> {
+    if message.get("method")?.as_str()? != "initialize" {
+        return None;
+    }
+    message.pointer("/params/capabilities")?.as_object().cloned()
+}
+
+/// A client's JSON-RPC response to a question this service asked (an id of ours).
+fn answer_to_us(message: &Value) -> Option<&Value> {
+    let id = message.get("id")?.as_str()?;
+    let is_response = message.get("method").is_none()
+        && (message.get("result").is_some() || message.get("error").is_some());
+    (is_response && stream::owner_pid(id).is_some()).then_some(message)
+}
+
+/// Hands a client's answer to the worker waiting for it: this one, or another through the
+/// supervisor. The POST is answered 202 either way.
+fn route_answer(answer: &Value, caller: &Caller, state: &State) -> Response<Body> {
+    let owner = answer.get("id").and_then(Value::as_str).and_then(stream::owner_pid).unwrap_or(0);
+    tracing::info!(
+        event = "consent_answer",
+        worker = i64::from(state.identity.worker_id),
+        owner_pid = owner,
+        via = "elicitation",
+        "a client's answer to a question arrived on this worker"
+    );
+    if u32::try_from(owner).ok() == Some(state.identity.pid) {
+        deliver(state, answer.clone(), caller.identity.as_deref());
+    } else {
+        let payload = stream::forward_payload(answer, caller.identity.as_deref());
+        state.outbox.send(WorkerMessage::Forward { to_pid: owner, payload });
+    }
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = StatusCode::ACCEPTED;
+    resp
+}
+
+fn deliver(state: &State, answer: Value, identity: Option<&str>) {
+    if let Err(why) = state.waiters.deliver(answer, identity) {
+        tracing::warn!(event = "answer_undelivered", reason = ?why, "a client's answer found no question waiting for it");
+    }
+}
+
+/// Delivers an answer another worker received for one of this worker's questions.
+pub fn deliver_forwarded(state: &State, payload: &str) {
+    if let Err(why) = stream::deliver_forwarded(&state.waiters, payload) {
+        tracing::warn!(event = "answer_undelivered", reason = ?why, "a forwarded answer found no question waiting for it");
+    }
 }
 
 /// The principal, or the 401/429 to answer. An address over its failed-authentication limit is
@@ -137,7 +242,13 @@ async fn read_body(body: Incoming, state: &State) -> Result<Bytes, Refusal> {
 /// dispatch runs as a task of its own: past `mcp.request_timeout` the client is answered with
 /// an error, while the task finishes what it started (a change under way is completed and
 /// audited, never cut between EC2 and the audit log).
-async fn dispatch(message: Value, meta: TransportMeta, state: &Arc<State>) -> Response<Body> {
+async fn dispatch(
+    message: Value,
+    meta: TransportMeta,
+    state: &Arc<State>,
+    events: Option<mpsc::UnboundedReceiver<Value>>,
+    declared: Option<Map<String, Value>>,
+) -> Response<Body> {
     let method = match &message {
         Value::Array(_) => "batch",
         m => crate::metrics::Metrics::method_label(m.get("method").and_then(|v| v.as_str()).unwrap_or("")),
@@ -146,12 +257,52 @@ async fn dispatch(message: Value, meta: TransportMeta, state: &Arc<State>) -> Re
     tracing::Span::current().record("mcp_method", method);
     let started = std::time::Instant::now();
     let id = message.get("id").cloned().unwrap_or(Value::Null);
-    let task = tokio::spawn({
+    let mut task = tokio::spawn({
         let state = state.clone();
         async move { state.dispatcher.handle(message, &meta).await }
     });
     let timeout = state.settings.mcp.request_timeout;
-    let outcome = match tokio::time::timeout(timeout, task).await {
+    let deadline = Instant::now() + timeout;
+    let finished = match events {
+        None => tokio::time::timeout_at(deadline, &mut task).await,
+        Some(mut events) => tokio::select! {
+            finished = tokio::time::timeout_at(deadline, &mut task) => finished,
+            // The call asks the client something: answer with an event stream from here on.
+            Some(first) = events.recv() => {
+                return event_stream(first, events, task, id, method, started, state.clone());
+            }
+        },
+    };
+    let outcome = settle(finished, id, timeout);
+    state.metrics.mcp_request(method, succeeded(&outcome), started.elapsed().as_secs_f64());
+    let issued = declared.and_then(|caps| {
+        let version = outcome.negotiated_version()?;
+        state.sessions.issue(&caps, version.as_str(), now())
+    });
+    let mut resp = match outcome {
+        Outcome::Reply(body) => json(StatusCode::OK, &body),
+        Outcome::Accepted => {
+            let mut resp = Response::new(full(Bytes::new()));
+            *resp.status_mut() = StatusCode::ACCEPTED;
+            resp
+        }
+        Outcome::Reject { http_status, body } => {
+            json(StatusCode::from_u16(http_status).unwrap_or(StatusCode::BAD_REQUEST), &body)
+        }
+    };
+    if let Some(v) = issued.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        resp.headers_mut().insert(session::HEADER, v);
+    }
+    resp
+}
+
+/// The outcome of a dispatch task that finished, failed, or outlasted `limit`.
+fn settle(
+    finished: Result<Result<Outcome, tokio::task::JoinError>, tokio::time::error::Elapsed>,
+    id: Value,
+    limit: std::time::Duration,
+) -> Outcome {
+    match finished {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(e)) => {
             tracing::error!(event = "dispatch_failed", error = %e, "the request's dispatch failed: {e}");
@@ -160,34 +311,60 @@ async fn dispatch(message: Value, meta: TransportMeta, state: &Arc<State>) -> Re
         Err(_) => {
             tracing::warn!(
                 event = "request_timeout",
-                timeout_s = timeout.as_secs_f64(),
+                timeout_s = limit.as_secs_f64(),
                 "request outlasted mcp.request_timeout; answered, and left to finish"
             );
             Outcome::Reply(rpc_error(
                 id,
                 REQUEST_TIMEOUT,
-                &format!("the request did not finish within {} s (mcp.request_timeout); a change it makes is still completed and audited: check with whitelist_list before retrying", timeout.as_secs_f64()),
+                &format!("the request did not finish within {} s (mcp.request_timeout); a change it makes is still completed and audited: check with whitelist_list before retrying", limit.as_secs_f64()),
             ))
         }
-    };
-    let ok = match &outcome {
+    }
+}
+
+fn succeeded(outcome: &Outcome) -> bool {
+    match outcome {
         Outcome::Reply(Value::Array(replies)) => replies.iter().all(|r| r.get("error").is_none()),
         Outcome::Reply(body) => body.get("error").is_none(),
         Outcome::Accepted => true,
         Outcome::Reject { .. } => false,
-    };
-    state.metrics.mcp_request(method, ok, started.elapsed().as_secs_f64());
-    match outcome {
-        Outcome::Reply(body) => json(StatusCode::OK, &body),
-        Outcome::Accepted => {
-            let mut resp = Response::new(Full::new(Bytes::new()));
-            *resp.status_mut() = StatusCode::ACCEPTED;
-            resp
-        }
-        Outcome::Reject { http_status, body } => {
-            json(StatusCode::from_u16(http_status).unwrap_or(StatusCode::BAD_REQUEST), &body)
-        }
     }
+}
+
+/// Answers a call that asks the client something with `text/event-stream`: `first` (the
+/// question), any further ones, then the call's own response; the stream closes after it. The
+/// call may take `mcp.request_timeout` plus the time a person has to answer.
+fn event_stream(
+    first: Value,
+    mut events: mpsc::UnboundedReceiver<Value>,
+    mut task: JoinHandle<Outcome>,
+    id: Value,
+    method: &'static str,
+    started: std::time::Instant,
+    state: Arc<State>,
+) -> Response<Body> {
+    let (body, chunks) = mpsc::unbounded_channel();
+    let _ = body.send(stream::event(&first));
+    let limit = state.settings.mcp.request_timeout + state.settings.whitelist.consent_ttl;
+    tokio::spawn(async move {
+        let deadline = Instant::now() + limit;
+        let finished = loop {
+            tokio::select! {
+                finished = tokio::time::timeout_at(deadline, &mut task) => break finished,
+                Some(more) = events.recv() => { let _ = body.send(stream::event(&more)); }
+            }
+        };
+        let outcome = settle(finished, id, limit);
+        state.metrics.mcp_request(method, succeeded(&outcome), started.elapsed().as_secs_f64());
+        if let Some(reply) = outcome.into_body() {
+            let _ = body.send(stream::event(&reply));
+        }
+    });
+    let mut resp = Response::new(http_body_util::BodyExt::boxed_unsync(EventBody(chunks)));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
 }
 
 /// JSON-RPC "internal error".

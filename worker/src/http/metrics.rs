@@ -5,8 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
@@ -43,7 +42,7 @@ pub(super) async fn endpoint(
     state.outbox.send(supervisor::ipc::WorkerMessage::Metrics { families: state.metrics.snapshot() });
     match state.outbox.metrics_text(METRICS_TIMEOUT).await {
         Some(text) => {
-            let mut resp = Response::new(Full::new(Bytes::from(text)));
+            let mut resp = Response::new(super::response::full(text));
             resp.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
             resp

@@ -13,7 +13,9 @@ mod mcp;
 mod meta;
 mod metrics;
 mod response;
+pub mod session;
 pub mod state;
+pub mod stream;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,6 +27,7 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 use tracing::Instrument;
 
+pub use mcp::deliver_forwarded;
 pub use response::Body;
 pub use state::{Identity, State};
 

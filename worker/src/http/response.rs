@@ -1,7 +1,10 @@
 //! The responses every endpoint builds from: JSON bodies, guard refusals, 405s, auth denials and
 //! 429s, each with its headers (`Allow`, `WWW-Authenticate`, `Retry-After`).
 
-use http_body_util::Full;
+use std::convert::Infallible;
+
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
@@ -10,12 +13,17 @@ use serde_json::json;
 use super::guard::Refusal;
 use crate::auth::Denial;
 
-/// The response body type of every handler.
-pub type Body = Full<Bytes>;
+/// The response body type of every handler: whole (JSON, text) or an event stream.
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// A body of these bytes.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed_unsync()
+}
 
 /// A JSON response with the right content type.
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
+    let mut resp = Response::new(full(value.to_string()));
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp

@@ -17,6 +17,9 @@ use crate::metrics::Metrics;
 use crate::ratelimit::Limiters;
 use crate::settings::Settings;
 
+use super::session::Sessions;
+use super::stream::Waiters;
+
 /// Who this worker is; shown by `/health` and in logs.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -42,8 +45,12 @@ pub struct State {
     pub limits: Option<Limiters>,
     /// This worker's metrics registry.
     pub metrics: &'static Metrics,
-    /// The channel to the supervisor (recycling, merged metrics).
+    /// The channel to the supervisor (recycling, merged metrics, forwarded answers).
     pub outbox: Outbox,
+    /// Signs and checks `Mcp-Session-Id`s.
+    pub sessions: Sessions,
+    /// Client requests this worker's streams wait on (legacy elicitation).
+    pub waiters: Arc<Waiters>,
     requests: AtomicU64,
     connections: AtomicU64,
     draining: AtomicBool,
@@ -68,11 +75,14 @@ pub struct Parts {
     pub outbox: Outbox,
     /// Requests after which the worker asks to be recycled (0: never).
     pub max_requests: u64,
+    /// The key `Mcp-Session-Id`s are signed with (derived from the marker key).
+    pub session_key: [u8; 32],
 }
 
 impl State {
     /// The state of a worker that has not answered anything yet.
     pub fn new(parts: Parts) -> State {
+        let waiters = Arc::new(Waiters::new(parts.identity.worker_id, parts.identity.pid));
         State {
             identity: parts.identity,
             settings: parts.settings,
@@ -81,6 +91,8 @@ impl State {
             limits: parts.limits,
             metrics: crate::metrics::global(),
             outbox: parts.outbox,
+            sessions: Sessions::new(&parts.session_key),
+            waiters,
             requests: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             draining: AtomicBool::new(false),

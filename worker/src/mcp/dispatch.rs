@@ -15,6 +15,7 @@ use super::jsonrpc::{
 use super::methods::{self, CallInput};
 use super::parse::parse_json;
 use super::registry::Registry;
+use super::tool::ClientInput;
 use super::transport::{Outcome, TransportMeta};
 use super::version::ProtocolVersion;
 
@@ -117,7 +118,13 @@ impl Dispatcher {
             "initialize" => methods::initialize(&self.info, params, &meta.caller),
             "ping" => Ok(json!({})),
             "tools/list" => methods::tools_list(&self.registry, &self.info, version, params, &meta.caller),
-            "tools/call" => methods::tools_call(self.call_input(version, &req.id, meta), params).await,
+            "tools/call" => {
+                let client =
+                    ClientInput { capabilities: meta.session_capabilities.clone(), ..ClientInput::default() };
+                let mut input = self.call_input(version, &req.id, meta, client);
+                input.requester = meta.requester.as_ref().map(|r| r.0.clone());
+                methods::tools_call(input, params).await
+            }
             "server/discover" => Err(discover_under_legacy(version)),
             other => Err(RpcError::method_not_found(other)),
         }
@@ -131,7 +138,14 @@ impl Dispatcher {
         let result = match req.method.as_str() {
             "server/discover" => methods::discover(&self.info, &meta.caller),
             "tools/list" => methods::tools_list(&self.registry, &self.info, version, params, &meta.caller)?,
-            "tools/call" => methods::tools_call(self.call_input(version, &req.id, meta), params).await?,
+            "tools/call" => {
+                let client = ClientInput {
+                    capabilities: Some(envelope.client_capabilities.clone()),
+                    client_name: envelope.client_info.as_ref().and_then(client_name),
+                    ..ClientInput::default()
+                };
+                methods::tools_call(self.call_input(version, &req.id, meta, client), params).await?
+            }
             "initialize" => return Err(initialize_under_modern()),
             other => return Err(RpcError::method_not_found(other)),
         };
@@ -143,9 +157,24 @@ impl Dispatcher {
         version: ProtocolVersion,
         id: &'a RequestId,
         meta: &'a TransportMeta,
+        client: ClientInput,
     ) -> CallInput<'a> {
-        CallInput { info: &self.info, registry: &self.registry, version, id, caller: &meta.caller }
+        CallInput {
+            info: &self.info,
+            registry: &self.registry,
+            version,
+            id,
+            caller: &meta.caller,
+            client,
+            requester: None,
+        }
     }
+}
+
+/// `clientInfo.name`, bounded, when the client gave one.
+fn client_name(info: &Value) -> Option<String> {
+    let name = info.get("name")?.as_str()?;
+    Some(name.chars().filter(|c| !c.is_control()).take(64).collect())
 }
 
 /// Batches exist up to 2025-03-26 (also assumed when no version header is sent).

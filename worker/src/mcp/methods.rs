@@ -13,7 +13,7 @@ use super::info::ServerInfo;
 use super::jsonrpc::{RequestId, RpcError};
 use super::registry::Registry;
 use super::schema;
-use super::tool::{CallContext, ToolError, ToolOutput};
+use super::tool::{CallContext, ClientInput, ClientRequester, ToolError, ToolOutput};
 use super::version::ProtocolVersion;
 use crate::caller::Caller;
 
@@ -29,6 +29,10 @@ pub struct CallInput<'a> {
     pub id: &'a RequestId,
     /// Who is calling.
     pub caller: &'a Caller,
+    /// The client's capabilities for this request (answers are read from the params here).
+    pub client: ClientInput,
+    /// Requests to the client while the call runs, where the transport can send them.
+    pub requester: Option<Arc<dyn ClientRequester>>,
 }
 
 /// The capabilities announced by `initialize` and `server/discover`.
@@ -147,11 +151,17 @@ pub async fn tools_call(
     let Value::Object(args) = args else {
         return Err(RpcError::internal("validated arguments are not an object"));
     };
+    let mut client = input.client;
+    if input.version.is_modern() {
+        (client.input_responses, client.request_state) = retry_inputs(params)?;
+    }
     let ctx = CallContext {
         request_id: input.id.clone(),
         protocol_version: input.version,
         caller: input.caller.clone(),
         server: Arc::clone(input.info),
+        client,
+        requester: input.requester,
     };
     // A bug in a tool must cost its request only: a panic becomes -32603, logged and counted,
     // and the transport (HTTP or stdio) answers and goes on.
@@ -172,7 +182,30 @@ pub async fn tools_call(
             error!(tool = name, request = %input.id, %detail, "tool failed unexpectedly");
             Err(RpcError::internal(format!("Internal error in tool {name}")))
         }
+        Err(ToolError::InputRequired(result)) if input.version.is_modern() => Ok(result),
+        Err(ToolError::InputRequired(_)) => {
+            error!(tool = name, request = %input.id, "tool asked for input outside 2026-07-28");
+            Err(RpcError::internal(format!("Internal error in tool {name}")))
+        }
     }
+}
+
+/// `inputResponses` and `requestState` of a 2026-07-28 retry, checked for shape (-32602).
+#[allow(clippy::type_complexity)]
+fn retry_inputs(
+    params: Option<&Map<String, Value>>,
+) -> Result<(Option<Map<String, Value>>, Option<String>), RpcError> {
+    let responses = match params.and_then(|p| p.get("inputResponses")) {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(r)) => Some(r.clone()),
+        Some(_) => return Err(RpcError::invalid_params("params.inputResponses must be an object")),
+    };
+    let state = match params.and_then(|p| p.get("requestState")) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(RpcError::invalid_params("params.requestState must be a string")),
+    };
+    Ok((responses, state))
 }
 
 /// The text a panic was raised with (`panic!("…")`, an index out of bounds, …).
@@ -211,7 +244,8 @@ pub fn decorate_modern(result: Value, info: &ServerInfo) -> Value {
         Value::Object(obj) => obj,
         other => return other,
     };
-    obj.insert("resultType".into(), json!("complete"));
+    // A result that says what it is (`input_required`) keeps it.
+    obj.entry("resultType").or_insert_with(|| json!("complete"));
     let meta = obj.entry("_meta").or_insert_with(|| Value::Object(Map::new()));
     if let Value::Object(meta) = meta {
         meta.insert(META_SERVER_INFO.into(), info.implementation(true));
@@ -270,6 +304,8 @@ mod tests {
             version: ProtocolVersion::LATEST,
             id: &id,
             caller: &caller,
+            client: ClientInput::default(),
+            requester: None,
         };
         let params = json!({"name": "buggy", "arguments": {}});
         let err = tools_call(input, params.as_object()).await.unwrap_err();

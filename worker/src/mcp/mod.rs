@@ -76,6 +76,9 @@ pub use info::{CacheHint, CacheScope, ServerInfo};
 pub use jsonrpc::{RequestId, RpcError};
 pub use parse::{parse_json, ParseError, MAX_DEPTH};
 pub use registry::{Registry, RegistryError};
-pub use tool::{CallContext, Tool, ToolAnnotations, ToolError, ToolFuture, ToolOutput, ToolSpec};
-pub use transport::{Outcome, TransportKind, TransportMeta};
+pub use tool::{
+    CallContext, ClientInput, ClientRequester, Tool, ToolAnnotations, ToolError, ToolFuture, ToolOutput,
+    ToolSpec,
+};
+pub use transport::{Outcome, RequesterHandle, TransportKind, TransportMeta};
 pub use version::ProtocolVersion;

@@ -77,8 +77,47 @@ impl ToolSpec {
     }
 }
 
+/// What the client declared and carried for one call, for tools that ask the person behind it
+/// (elicitation): capabilities, and the answers of a 2026-07-28 retry.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClientInput {
+    /// The client's capabilities for this request: `_meta` (2026-07-28), or what it declared at
+    /// `initialize` as a signed session carries it (legacy); `None` when unknown.
+    pub capabilities: Option<Map<String, Value>>,
+    /// The client's name (`clientInfo.name`), when it said.
+    pub client_name: Option<String>,
+    /// `params.inputResponses` of a 2026-07-28 retry.
+    pub input_responses: Option<Map<String, Value>>,
+    /// `params.requestState` of a 2026-07-28 retry, verbatim.
+    pub request_state: Option<String>,
+}
+
+impl ClientInput {
+    /// Did the client declare form-mode elicitation? (`elicitation: {}` means form, as does a
+    /// `form` key; only `url` does not.)
+    pub fn can_elicit_form(&self) -> bool {
+        match self.capabilities.as_ref().and_then(|c| c.get("elicitation")) {
+            Some(Value::Object(modes)) => modes.is_empty() || modes.contains_key("form"),
+            _ => false,
+        }
+    }
+}
+
+/// Sends a request to the client and waits for its answer, on a transport that can (the
+/// legacy Streamable HTTP stream of a POST): `elicitation/create` for the handshake-era
+/// revisions.
+pub trait ClientRequester: Send + Sync {
+    /// Sends `method` with `params`; the client's `result`, or why there is none (its JSON-RPC
+    /// error, the stream closed, no answer in time).
+    fn request<'a>(
+        &'a self,
+        method: &'a str,
+        params: Value,
+    ) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send + 'a>>;
+}
+
 /// Everything a call may need besides its arguments.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CallContext {
     /// The JSON-RPC id of the `tools/call` request.
     pub request_id: RequestId,
@@ -88,6 +127,22 @@ pub struct CallContext {
     pub caller: Caller,
     /// The serving process's identity (worker slot, generation, version).
     pub server: Arc<ServerInfo>,
+    /// What the client declared and carried (elicitation).
+    pub client: ClientInput,
+    /// Sends requests to the client while the call runs, where the transport can.
+    pub requester: Option<Arc<dyn ClientRequester>>,
+}
+
+impl std::fmt::Debug for CallContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallContext")
+            .field("request_id", &self.request_id)
+            .field("protocol_version", &self.protocol_version)
+            .field("caller", &self.caller)
+            .field("client", &self.client)
+            .field("requester", &self.requester.is_some())
+            .finish()
+    }
 }
 
 /// A successful call: text for every client, and structured content matching `output_schema`.
@@ -121,6 +176,10 @@ pub enum ToolError {
     /// A bug or unexpected state: logged, and answered with JSON-RPC -32603.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The call needs input from the client first (2026-07-28): the whole
+    /// `InputRequiredResult` (`resultType`, `inputRequests`, `requestState`).
+    #[error("input required")]
+    InputRequired(Value),
 }
 
 /// The future a tool call returns (boxed so tools can live behind `dyn Tool`; `Send` because

@@ -4,9 +4,12 @@
 //! HTTP fills `TransportMeta` from its headers with [`TransportMeta::from_headers`]; stdio uses
 //! [`TransportMeta::stdio`]. Neither needs to understand MCP beyond that.
 
-use base64::Engine;
-use serde_json::Value;
+use std::sync::Arc;
 
+use base64::Engine;
+use serde_json::{Map, Value};
+
+use super::tool::ClientRequester;
 use super::version::ProtocolVersion;
 use crate::caller::Caller;
 
@@ -42,6 +45,27 @@ pub struct TransportMeta {
     pub malformed: Vec<&'static str>,
     /// Who is calling.
     pub caller: Caller,
+    /// What a handshake-era client declared at `initialize`, as its signed session id carries
+    /// it (HTTP); `None` without a session.
+    pub session_capabilities: Option<Map<String, Value>>,
+    /// Sends requests to the client while a call runs (the legacy HTTP event stream).
+    pub requester: Option<RequesterHandle>,
+}
+
+/// A [`ClientRequester`] in a [`TransportMeta`]: compared by identity, shown by presence.
+#[derive(Clone)]
+pub struct RequesterHandle(pub Arc<dyn ClientRequester>);
+
+impl std::fmt::Debug for RequesterHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequesterHandle(..)")
+    }
+}
+
+impl PartialEq for RequesterHandle {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl TransportMeta {
@@ -63,6 +87,8 @@ impl TransportMeta {
             mcp_name: None,
             malformed: Vec::new(),
             caller: Caller::default(),
+            session_capabilities: None,
+            requester: None,
         }
     }
 

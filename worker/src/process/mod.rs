@@ -69,7 +69,7 @@ async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result
     };
     title(false);
     let listeners = accept::adopt(listeners)?;
-    let (outbox, mut supervisor_gone) = channel::start(ipc)?;
+    let (outbox, mut supervisor_gone, mut forwarded) = channel::start(ipc)?;
     let mut info = ServerInfo::new("awswhitelist", env!("CARGO_PKG_VERSION"));
     info.worker_id = Some(assignment.worker_id);
     info.generation = Some(assignment.generation);
@@ -92,6 +92,7 @@ async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result
         None => None,
     };
     app.spawn_sweeper();
+    let session_key = app.derive_key(crate::http::session::KEY_LABEL);
     let App { dispatcher, audit, .. } = app;
     let state = Arc::new(State::new(Parts {
         identity: Identity {
@@ -105,7 +106,15 @@ async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result
         limits,
         outbox: outbox.clone(),
         max_requests: assignment.max_requests,
+        session_key,
     }));
+    // Answers to this worker's questions that reached another worker, passed on by the supervisor.
+    let answers = state.clone();
+    tokio::spawn(async move {
+        while let Some(payload) = forwarded.recv().await {
+            crate::http::deliver_forwarded(&answers, &payload);
+        }
+    });
 
     let mut term = signal(SignalKind::terminate())?;
     let mut quit = signal(SignalKind::quit())?;

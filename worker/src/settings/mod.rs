@@ -112,6 +112,10 @@ pub struct WhitelistSettings {
     pub sweep_groups: Vec<String>,
     /// Where the key that signs rule markers comes from.
     pub marker_key: MarkerKeySource,
+    /// How long a person has to answer a consent question (`[policy.consent]
+    /// state_ttl_seconds`): the life of a 2026-07-28 `requestState`, and the wait for an
+    /// answer on a legacy stream.
+    pub consent_ttl: Duration,
 }
 
 /// Where the key that signs rule markers comes from (`[whitelist] marker_key_file`,

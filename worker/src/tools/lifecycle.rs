@@ -10,19 +10,26 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 
 use super::args::{caller_of, rule_args, scope, text_arg};
+use super::consent::McpAsker;
 use super::whitelist::{account_props, nullable, rule_schema};
 use crate::auth::{SCOPE_READ, SCOPE_WRITE};
 use crate::caller::Caller;
 use crate::mcp::{
     CallContext, Registry, RegistryError, Tool, ToolAnnotations, ToolError, ToolFuture, ToolOutput, ToolSpec,
 };
-use crate::whitelist::{FindArgs, HistoryQuery, MoveArgs, Whitelist};
+use crate::whitelist::{ConsentSeal, FindArgs, HistoryQuery, MoveArgs, Stop, Whitelist};
 
 /// Registers `whitelist_groups`, `whitelist_find`, `whitelist_revoke_everywhere`,
-/// `whitelist_move` and `whitelist_history`.
-pub fn register(registry: &mut Registry, service: Arc<Whitelist>) -> Result<(), RegistryError> {
+/// `whitelist_move` and `whitelist_history`; `seal` makes the request states of consent
+/// questions, as for `whitelist_add`.
+pub fn register(
+    registry: &mut Registry,
+    service: Arc<Whitelist>,
+    seal: Option<Arc<ConsentSeal>>,
+) -> Result<(), RegistryError> {
     for kind in KINDS {
-        registry.register(Arc::new(LifecycleTool { spec: spec(kind), kind, service: service.clone() }))?;
+        let tool = LifecycleTool { spec: spec(kind), kind, service: service.clone(), seal: seal.clone() };
+        registry.register(Arc::new(tool))?;
     }
     Ok(())
 }
@@ -42,6 +49,7 @@ struct LifecycleTool {
     spec: ToolSpec,
     kind: Kind,
     service: Arc<Whitelist>,
+    seal: Option<Arc<ConsentSeal>>,
 }
 
 impl Tool for LifecycleTool {
@@ -61,7 +69,11 @@ impl Tool for LifecycleTool {
         Box::pin(async move {
             let scope = scope(&args).map_err(ToolError::Failed)?;
             let who = caller_of(ctx);
-            let fail = |e: crate::whitelist::Error| ToolError::Failed(e.to_string());
+            let fail = |e: crate::whitelist::Error| match e {
+                crate::whitelist::Error::Consent(Stop::InputRequired(result)) => ToolError::InputRequired(result),
+                e => ToolError::Failed(e.to_string()),
+            };
+            let asker = McpAsker { ctx, seal: self.seal.as_deref(), tool: &self.spec.name };
             let (text, value) = match self.kind {
                 Kind::Groups => {
                     let groups = self.service.groups(&scope, &who).await.map_err(fail)?;
@@ -100,7 +112,7 @@ impl Tool for LifecycleTool {
                 Kind::Revoke => {
                     let q = FindArgs { ip_address: text_arg(&args, "ip_address"), user: text_arg(&args, "user") };
                     let dry_run = args.get("dry_run").and_then(Value::as_bool).unwrap_or(false);
-                    let r = self.service.revoke_everywhere(&scope, &q, dry_run, &who).await.map_err(fail)?;
+                    let r = self.service.revoke_everywhere_with(&scope, &q, dry_run, &who, &asker).await.map_err(fail)?;
                     let lines: Vec<String> = r
                         .rules
                         .iter()
@@ -129,7 +141,7 @@ impl Tool for LifecycleTool {
                         reason: text_arg(&args, "reason"),
                     };
                     let dry_run = args.get("dry_run").and_then(Value::as_bool).unwrap_or(false);
-                    let r = self.service.move_access(&scope, &m, dry_run, &who).await.map_err(fail)?;
+                    let r = self.service.move_access_with(&scope, &m, dry_run, &who, &asker).await.map_err(fail)?;
                     if !r.moved && !r.dry_run {
                         return Err(ToolError::Failed(r.message));
                     }

@@ -7,6 +7,7 @@
 //! `auth` (scope names), `caller`. Imported by: `app` only.
 
 mod args;
+pub mod consent;
 pub mod lifecycle;
 pub mod status;
 pub mod whitelist;
@@ -14,15 +15,19 @@ pub mod whitelist;
 use std::sync::Arc;
 
 use crate::mcp::{Registry, RegistryError};
-use crate::whitelist::Whitelist;
+use crate::whitelist::{ConsentSeal, Whitelist};
 
 pub use status::{standard_registry, ServiceStatus};
 
 /// Every tool of the server on one registry: `service_status`, the four whitelist tools and
-/// the lifecycle tools (groups, find).
-pub fn register_all(page_size: usize, service: Arc<Whitelist>) -> Result<Registry, RegistryError> {
+/// the lifecycle tools (`seal` makes the request states of consent questions).
+pub fn register_all(
+    page_size: usize,
+    service: Arc<Whitelist>,
+    seal: Option<Arc<ConsentSeal>>,
+) -> Result<Registry, RegistryError> {
     let mut registry = standard_registry(page_size)?;
-    whitelist::register(&mut registry, service.clone())?;
-    lifecycle::register(&mut registry, service)?;
+    whitelist::register(&mut registry, service.clone(), seal.clone())?;
+    lifecycle::register(&mut registry, service, seal)?;
     Ok(registry)
 }

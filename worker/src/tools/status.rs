@@ -110,6 +110,8 @@ mod tests {
             protocol_version: ProtocolVersion::LATEST,
             caller: Caller::default(),
             server: Arc::new(info),
+            client: crate::mcp::ClientInput::default(),
+            requester: None,
         }
     }
 

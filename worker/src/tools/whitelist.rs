@@ -6,18 +6,24 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 
 use super::args::{add_args, caller_of, rule_args, scope, text_arg};
+use super::consent::McpAsker;
 use crate::auth::{SCOPE_READ, SCOPE_WRITE};
 use crate::caller::Caller;
 use crate::mcp::{
     CallContext, Registry, RegistryError, Tool, ToolAnnotations, ToolError, ToolFuture, ToolOutput, ToolSpec,
 };
-use crate::whitelist::{DryRun, RuleView, Whitelist};
+use crate::whitelist::{ConsentSeal, DryRun, RuleView, Stop, Whitelist};
 
 /// Registers `whitelist_add`, `whitelist_remove`, `whitelist_list` and `whitelist_check`
-/// (the service notes expiring rules for the sweeper, before it adds them).
-pub fn register(registry: &mut Registry, service: Arc<Whitelist>) -> Result<(), RegistryError> {
+/// (the service notes expiring rules for the sweeper, before it adds them); `seal` makes the
+/// request states of consent questions (without one, a change that needs consent is refused).
+pub fn register(
+    registry: &mut Registry,
+    service: Arc<Whitelist>,
+    seal: Option<Arc<ConsentSeal>>,
+) -> Result<(), RegistryError> {
     for kind in [Kind::Add, Kind::Remove, Kind::List, Kind::Check] {
-        let tool = WhitelistTool { spec: spec(kind), kind, service: service.clone() };
+        let tool = WhitelistTool { spec: spec(kind), kind, service: service.clone(), seal: seal.clone() };
         registry.register(Arc::new(tool))?;
     }
     Ok(())
@@ -35,6 +41,7 @@ struct WhitelistTool {
     spec: ToolSpec,
     kind: Kind,
     service: Arc<Whitelist>,
+    seal: Option<Arc<ConsentSeal>>,
 }
 
 impl Tool for WhitelistTool {
@@ -57,7 +64,13 @@ impl Tool for WhitelistTool {
         Box::pin(async move {
             let scope = scope(&args).map_err(ToolError::Failed)?;
             let who = caller_of(ctx);
-            let fail = |e: crate::whitelist::Error| ToolError::Failed(e.to_string());
+            let fail = |e: crate::whitelist::Error| match e {
+                crate::whitelist::Error::Consent(Stop::InputRequired(result)) => {
+                    ToolError::InputRequired(result)
+                }
+                e => ToolError::Failed(e.to_string()),
+            };
+            let asker = McpAsker { ctx, seal: self.seal.as_deref(), tool: &self.spec.name };
             let dry_run = args.get("dry_run").and_then(Value::as_bool).unwrap_or(false);
             let (text, value) = match self.kind {
                 Kind::Add if dry_run => {
@@ -77,14 +90,18 @@ impl Tool for WhitelistTool {
                 }
                 Kind::Add => {
                     let a = add_args(&args);
-                    let r = self.service.add(&scope, &a, &who).await.map_err(fail)?;
+                    let r = self.service.add_with(&scope, &a, &who, &asker).await.map_err(fail)?;
                     (
                         r.message.clone(),
                         json!({"success": true, "changed": r.changed, "renewed": r.renewed, "previous_expires_at": r.previous_expires_at, "message": r.message, "rule": rule_value(&r.rule)}),
                     )
                 }
                 Kind::Remove => {
-                    let r = self.service.remove(&scope, &rule_args(&args), &who).await.map_err(fail)?;
+                    let r = self
+                        .service
+                        .remove_with(&scope, &rule_args(&args), &who, &asker)
+                        .await
+                        .map_err(fail)?;
                     let removed: Vec<Value> = r.removed.iter().map(rule_value).collect();
                     (
                         r.message.clone(),

@@ -74,6 +74,10 @@ pub struct AuditEntry {
     /// Why it failed, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A person's decision on a change that needed consent: `decision` (`accepted`,
+    /// `declined`, `cancelled`), `asked` (who), `via`, and the `[policy.consent]` `reasons`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consent: Option<serde_json::Value>,
 }
 
 /// An entry read back from the log: what the reconciler needs to complete an intent, and what
@@ -181,6 +185,7 @@ pub(crate) struct DryRunFound<'a> {
 }
 
 /// What a change is about.
+#[derive(Clone, Copy)]
 pub(crate) struct About<'a> {
     /// `add`, `remove`, `expire` or `renew`.
     pub action: &'static str,
@@ -225,8 +230,41 @@ impl Change {
             aws_allowed: None,
             found: None,
             error: None,
+            consent: None,
         };
         Change { intent, scope: scope.clone(), expiring: about.expires.is_some() }
+    }
+
+    /// Records with the change (intent and outcome) the person's decision on it.
+    pub(crate) fn with_consent(
+        mut self,
+        decision: &str,
+        asked: &str,
+        via: &str,
+        reasons: &[String],
+    ) -> Change {
+        self.intent.consent = Some(serde_json::json!({
+            "decision": decision, "asked": asked, "via": via, "reasons": reasons,
+        }));
+        self
+    }
+
+    /// Records a change a person declined: one entry, no intent (nothing is made), its result
+    /// the decision.
+    pub(crate) async fn declined(
+        &self,
+        recorder: &Arc<dyn Recorder>,
+        result: &'static str,
+    ) -> Result<(), Error> {
+        crate::metrics::global().whitelist_changes.with_label_values(&[self.intent.action, result]).inc();
+        let entry = AuditEntry { time: now(), phase: Some(OUTCOME), result, ..self.intent.clone() };
+        blocking(recorder, move |r| r.record(&entry)).await.map_err(|e| {
+            Error::Audit(format!(
+                "nothing was changed (the person {result} the change to {}), but the decision could not \
+                 be written to the audit log ({e})",
+                self.intent.group_id
+            ))
+        })
     }
 
     /// Makes the intent (and, for an expiring rule, the sweeper's index entry) durable; when

@@ -37,7 +37,7 @@ async fn a_dry_run_answers_what_would_change_and_changes_nothing() {
     assert_eq!(text(&added.rule.description), text(&description));
     let again = w.dry_run_add(&scope(), &add("203.0.113.7", None, None), &who).await.unwrap();
     assert!(!again.would_change);
-    assert_eq!(again.rule_ids, [added.rule.rule_id.clone()]);
+    assert_eq!(again.rule_ids, std::slice::from_ref(&added.rule.rule_id));
     assert!(again.message.contains("would change nothing"), "{}", again.message);
 
     let gone = w.dry_run_remove(&scope(), &rule("203.0.113.7", None, None), &who).await.unwrap();

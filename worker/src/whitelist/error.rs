@@ -1,6 +1,7 @@
 //! Why a whitelist operation did not happen, each kind saying what to do about it. A leaf of the
 //! domain: the service, the audit records and reconciliation all answer with it.
 
+use super::consent::Stop;
 use super::firewall::FirewallError;
 use super::policy::Refusal;
 
@@ -25,6 +26,10 @@ pub enum Error {
     /// after it (the change was made; its intent is recorded and will be reconciled).
     #[error("{0}")]
     Audit(String),
+    /// The change needs a person's consent and does not go ahead (declined, being asked, or
+    /// refused); nothing was changed.
+    #[error("{0}")]
+    Consent(Stop),
     /// Something the host shares (a group's lock) could not be had; nothing was changed.
     #[error("{0}")]
     Unavailable(String),

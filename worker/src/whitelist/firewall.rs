@@ -134,18 +134,25 @@ pub enum FirewallError {
         group: String,
     },
     /// IAM refused.
-    #[error("AWS denied {action}: {detail} (grant the IAM action {action} to this server's role)")]
+    #[error(
+        "AWS denied {action}: {detail} (grant the IAM action {action} on that resource to this server's \
+         identity; the README's \"Go live\" has a least-privilege policy)"
+    )]
     PermissionDenied {
         /// The IAM action, e.g. `ec2:AuthorizeSecurityGroupIngress`.
         action: String,
-        /// AWS's message.
+        /// The resource it was denied on, and AWS's message.
         detail: String,
     },
     /// The credentials are wrong or expired.
     #[error("AWS rejected the credentials: {0}")]
     BadCredentials(String),
     /// AWS throttled after retries.
-    #[error("AWS is throttling {action}; try again in a few seconds")]
+    #[error(
+        "AWS is throttling {action} (its API rate limit): the call was retried with backoff, \
+         aws.max_attempts times in all, and still refused; try again in a few seconds, or spread the \
+         calls out"
+    )]
     Throttled {
         /// The API call.
         action: String,

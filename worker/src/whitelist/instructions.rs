@@ -51,6 +51,7 @@ pub fn sentences(policy: &Policy) -> Vec<String> {
         ));
     }
     if !policy.read_only {
+        out.extend(policy.consent.summary());
         out.push(
             "ip_address \"current\" means your own address; dry_run: true on whitelist_add or \
              whitelist_remove shows exactly what would change and whether AWS would allow it, \

@@ -55,6 +55,14 @@ impl MarkerKey {
         Ok(MarkerKey(hmac::Key::new(hmac::HMAC_SHA256, secret)))
     }
 
+    /// A secret for another purpose (the consent request state), derived from this key under
+    /// `label`: operators manage one secret, and a MAC for one purpose is never valid for another.
+    pub fn derive(&self, label: &str) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(hmac::sign(&self.0, label.as_bytes()).as_ref());
+        out
+    }
+
     fn tag(&self, spec: &RuleSpec, expiry: &str) -> [u8; MAC_BYTES] {
         let text = format!(
             "{CONTEXT}\n{}\n{}\n{}\n{}\n{}\n{expiry}",

@@ -11,9 +11,13 @@
 
 pub mod audit;
 pub mod cache;
+pub mod consent;
+pub mod consent_token;
 pub mod description;
 pub mod error;
 pub mod firewall;
+pub mod flight;
+pub mod gate;
 pub mod instructions;
 pub mod marker;
 pub mod policy;
@@ -23,6 +27,8 @@ pub mod service;
 pub mod target;
 
 pub use crate::caller::Caller;
+pub use consent::{Action, Asker, ConsentRules, Consented, NobodyToAsk, ProposedChange, Stop};
+pub use consent_token::{ConsentSeal, NonceStore, StateError};
 pub use firewall::{Firewall, FirewallError, FwFuture, GroupInfo, GroupPage, Keys, Scope};
 pub use marker::{Marker, MarkerKey};
 pub use policy::{Policy, Refusal};

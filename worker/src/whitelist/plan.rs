@@ -5,7 +5,7 @@
 //! with the same [`Whitelist::compare_add`] / [`Whitelist::compare_remove`], so what a dry run
 //! (or a person asked to consent) is shown and what is done cannot drift apart.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::description::{parse_duration, render, rfc3339, Fill};
 use super::{
@@ -58,6 +58,11 @@ pub struct PlannedChange {
     pub description: Option<String>,
     /// Add and renew: when the rule would expire (the requested duration within the policy's cap).
     pub expires: Option<SystemTime>,
+    /// How long the rule lasts (`None`: permanent; always `None` for a removal).
+    pub lasting: Option<Duration>,
+    /// What the description is made of apart from the time (template, user, reason): what a
+    /// person consented to, so a retry with another description is another change.
+    pub details: String,
 }
 
 impl PlannedChange {
@@ -100,7 +105,8 @@ impl Whitelist {
         let requested =
             args.duration.as_deref().map(parse_duration).transpose().map_err(invalid("duration"))?;
         let now = SystemTime::now();
-        let expires = self.policy.check_duration(requested)?.map(|d| expiry(now, d)).transpose()?;
+        let lasting = self.policy.check_duration(requested)?;
+        let expires = lasting.map(|d| expiry(now, d)).transpose()?;
         let template = args.description.as_deref().unwrap_or(&self.defaults.description_template);
         let fill = Fill {
             user: args.user.as_deref().unwrap_or(&self.defaults.user),
@@ -110,14 +116,29 @@ impl Whitelist {
         };
         let marker = self.key.marker(&spec, expires);
         let description = render(template, &fill, &marker).map_err(invalid("description"))?;
-        Ok(PlannedChange { kind: ChangeKind::Add, spec, description: Some(description), expires })
+        let details = format!("{template}\n{}\n{}", fill.user, fill.reason);
+        Ok(PlannedChange {
+            kind: ChangeKind::Add,
+            spec,
+            description: Some(description),
+            expires,
+            lasting,
+            details,
+        })
     }
 
     /// The remove a call asks for, resolved and checked (read-only settings, the group).
     pub fn plan_remove(&self, scope: &Scope, args: &RuleArgs, who: &Caller) -> Result<PlannedChange, Error> {
         self.check_writable(Some(scope), who)?;
         let spec = self.resolve(args, who)?;
-        Ok(PlannedChange { kind: ChangeKind::Remove, spec, description: None, expires: None })
+        Ok(PlannedChange {
+            kind: ChangeKind::Remove,
+            spec,
+            description: None,
+            expires: None,
+            lasting: None,
+            details: String::new(),
+        })
     }
 
     /// The add held against the group's rules: the identical rule already there (nothing to

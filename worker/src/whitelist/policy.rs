@@ -8,6 +8,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use super::consent::ConsentRules;
 use super::target::{Ports, Protocol};
 
 /// What may be opened. Empty lists mean "no restriction" for that dimension.
@@ -47,6 +48,8 @@ pub struct Policy {
     /// read-only profiles). On by default: the expiry was promised when the rule was added, and
     /// removing an expired rule only closes access.
     pub sweep_when_read_only: bool,
+    /// `[policy.consent]`: which changes need a person's consent (none by default).
+    pub consent: ConsentRules,
 }
 
 impl Default for Policy {
@@ -66,6 +69,7 @@ impl Default for Policy {
             read_only: false,
             read_only_profiles: Vec::new(),
             sweep_when_read_only: true,
+            consent: ConsentRules::default(),
         }
     }
 }

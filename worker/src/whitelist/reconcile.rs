@@ -103,5 +103,6 @@ fn outcome_of(intent: &LoggedEntry, found: &str) -> Option<AuditEntry> {
         aws_allowed: None,
         found: Some(found.to_string()),
         error: None,
+        consent: None,
     })
 }

@@ -3,7 +3,7 @@
 use std::time::SystemTime;
 
 use ipnet::IpNet;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::marker::{Marker, MarkerKey};
 use super::target::{Ports, Protocol};
@@ -11,7 +11,7 @@ use super::target::{Ports, Protocol};
 pub use super::target::RuleSpec;
 
 /// An ingress rule a group holds, as read from EC2.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExistingRule {
     /// EC2's rule id (`sgr-…`).
     pub rule_id: String,

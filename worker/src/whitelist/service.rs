@@ -15,10 +15,13 @@ use serde::Serialize;
 use tracing::warn;
 
 use super::audit::{About, Change, LoggedEntry, Recorder};
-use super::cache::{GroupCache, Versions};
+use super::cache::{GroupCache, Lookup, Rules, Versions};
+use super::consent::{Action, Asker, NobodyToAsk, ProposedChange};
 use super::description::{self, rfc3339};
 pub use super::error::Error;
 use super::firewall::{Firewall, FirewallError, Scope};
+use super::flight::{Flights, NotShared, SharedRead, SharedReads};
+use super::gate::{self, proposed, stamped, Approval};
 use super::marker::{Invalid, Marker, MarkerKey};
 use super::policy::{Policy, Refusal};
 use super::reconcile::{self, Reconciled};
@@ -211,6 +214,9 @@ pub struct Whitelist {
     defaults: Defaults,
     port_mappings: Vec<NamedPort>,
     cache: GroupCache,
+    /// One reader per group in this worker, then one per host (or fleet) through `shared`.
+    flights: Flights,
+    shared: Arc<dyn SharedReads>,
     versions: Arc<dyn Versions>,
     recorder: Arc<dyn Recorder>,
     key: MarkerKey,
@@ -253,6 +259,8 @@ impl Whitelist {
             defaults: p.defaults,
             port_mappings: p.port_mappings,
             cache: GroupCache::new(p.cache_ttl),
+            flights: Flights::default(),
+            shared: Arc::new(NotShared),
             versions: p.versions,
             recorder: p.recorder,
             key: p.marker_key,
@@ -261,12 +269,38 @@ impl Whitelist {
         }
     }
 
+    /// Shares group reads with the host's other workers (single flight across the host).
+    pub fn with_shared_reads(mut self, shared: Arc<dyn SharedReads>) -> Whitelist {
+        self.shared = shared;
+        self
+    }
+
     /// Adds a rule, or renews the identical managed one already there when a `duration` is
-    /// given (`renewed`, see `lifecycle/renew.rs`), or reports it (`changed: false`).
+    /// given (`renewed`, see `lifecycle/renew.rs`), or reports it (`changed: false`); a change
+    /// that needs a person's consent is refused (nobody to ask).
     pub async fn add(&self, scope: &Scope, args: &AddArgs, who: &Caller) -> Result<Added, Error> {
+        self.add_with(scope, args, who, &NobodyToAsk).await
+    }
+
+    /// [`Whitelist::add`], asking `asker` when `[policy.consent]` wants a person's consent.
+    pub async fn add_with(
+        &self,
+        scope: &Scope,
+        args: &AddArgs,
+        who: &Caller,
+        asker: &dyn Asker,
+    ) -> Result<Added, Error> {
         let plan = self.plan_add(scope, args, who)?;
         let (spec, expires) = (&plan.spec, plan.expires);
         let description = plan.description.clone().unwrap_or_default();
+        let about = About { action: "add", spec, rule_id: None, description: &description, expires };
+        let proposed = ProposedChange {
+            duration: plan.lasting,
+            expires,
+            details: plan.details.clone(),
+            ..proposed(Action::Add, spec, scope, who)
+        };
+        let approval = self.consent(&proposed, asker, Change::new(about, who, scope)).await?;
         // Under a cap, count and add under the host's lock on the group (held to the end).
         let _counting = match self.policy.max_rules_per_group {
             Some(_) => Some(self.group_locks.hold(&spec.group_id).await.map_err(|e| {
@@ -279,10 +313,10 @@ impl Whitelist {
         };
         let rules = self.fresh(scope, &spec.group_id).await?;
         if let Some(existing) = self.compare_add(scope, &plan, &rules).await? {
-            return self.renew_or_keep(scope, args, &plan, existing, who).await;
+            return self.renew_or_keep(scope, args, &plan, existing, who, approval.as_ref()).await;
         }
         let about = About { action: "add", spec, rule_id: None, description: &description, expires };
-        let change = Change::new(about, who, scope);
+        let change = stamped(Change::new(about, who, scope), approval.as_ref());
         change.intend(&self.recorder).await?;
         let rule_id = match self.firewall.authorize(scope, spec, &description).await {
             Ok(id) => id,
@@ -342,8 +376,20 @@ impl Whitelist {
         }
     }
 
-    /// Removes the exact rule, or reports that it was not there (`changed: false`).
+    /// Removes the exact rule, or reports that it was not there (`changed: false`); a removal
+    /// that needs a person's consent is refused (nobody to ask).
     pub async fn remove(&self, scope: &Scope, args: &RuleArgs, who: &Caller) -> Result<Removed, Error> {
+        self.remove_with(scope, args, who, &NobodyToAsk).await
+    }
+
+    /// [`Whitelist::remove`], asking `asker` when `[policy.consent]` wants a person's consent.
+    pub async fn remove_with(
+        &self,
+        scope: &Scope,
+        args: &RuleArgs,
+        who: &Caller,
+        asker: &dyn Asker,
+    ) -> Result<Removed, Error> {
         let plan = self.plan_remove(scope, args, who)?;
         let spec = &plan.spec;
         let rules = self.fresh(scope, &spec.group_id).await?;
@@ -354,7 +400,19 @@ impl Whitelist {
             return Ok(Removed { changed: false, removed: Vec::new(), message });
         }
         let ids: Vec<String> = matching.iter().map(|r| r.rule_id.clone()).collect();
-        let changes = self.intend_removal(&matching, spec, who, scope).await?;
+        let mut sorted = ids.clone();
+        sorted.sort();
+        let proposed = ProposedChange { rule_ids: sorted, ..proposed(Action::Remove, spec, scope, who) };
+        let joined = ids.join(",");
+        let about = About {
+            action: "remove",
+            spec,
+            rule_id: Some(&joined),
+            description: &matching[0].description,
+            expires: None,
+        };
+        let approval = self.consent(&proposed, asker, Change::new(about, who, scope)).await?;
+        let changes = self.intend_removal(&matching, spec, who, scope, approval.as_ref()).await?;
         match self.firewall.revoke(scope, &spec.group_id, &ids).await {
             Ok(()) => {}
             Err(FirewallError::RuleNotFound) => {
@@ -412,7 +470,7 @@ impl Whitelist {
         }
         let rules = self.fresh(scope, group).await?;
         let mut removed = Vec::new();
-        for r in &rules {
+        for r in rules.iter() {
             match r.marker(&self.key) {
                 Marker::Valid { expires: Some(at) } if at <= now => {}
                 Marker::Invalid(why) => {
@@ -517,24 +575,82 @@ impl Whitelist {
         Ok(RuleSpec { group_id, cidr, protocol, ports })
     }
 
-    async fn fresh(&self, scope: &Scope, group: &str) -> Result<Vec<ExistingRule>, Error> {
+    /// The group's rules read from EC2 now (writes and the sweeper: never a cached answer).
+    async fn fresh(&self, scope: &Scope, group: &str) -> Result<Rules, Error> {
         let version = self.versions.get(group);
-        let rules = self.firewall.list(scope, group).await?;
+        let rules = Arc::new(self.firewall.list(scope, group).await?);
         self.cache.put(&cache_key(scope, group), version, rules.clone());
         Ok(rules)
     }
 
-    async fn cached(&self, scope: &Scope, group: &str) -> Result<Vec<ExistingRule>, Error> {
-        match self.cache.get(&cache_key(scope, group), self.versions.get(group)) {
-            Some(rules) => {
-                crate::metrics::global().cache_hits.inc();
-                Ok(rules)
+    /// The group's rules for a read: cached while fresh; past the TTL, one caller of the worker
+    /// refreshes while the others are served the stale entry (see `cache`); with nothing usable,
+    /// the others wait for that one. The refresh itself is single-flighted across the host.
+    async fn cached(&self, scope: &Scope, group: &str) -> Result<Rules, Error> {
+        let metrics = crate::metrics::global();
+        if self.cache.ttl().is_zero() {
+            return self.fresh(scope, group).await;
+        }
+        let key = cache_key(scope, group);
+        let _lead = match self.cache.lookup(&key, self.versions.get(group)) {
+            Lookup::Fresh(rules) => {
+                metrics.cache_hits.inc();
+                return Ok(rules);
             }
-            None => {
-                crate::metrics::global().cache_misses.inc();
-                self.fresh(scope, group).await
+            Lookup::Stale(rules) => match self.flights.try_lead(&key) {
+                Some(lead) => lead,
+                None => {
+                    metrics.cache_hits.inc();
+                    return Ok(rules);
+                }
+            },
+            Lookup::Miss => self.flights.lead(&key).await,
+        };
+        // The leader before us may have refreshed it while we waited.
+        if let Some(rules) = self.cache.get(&key, self.versions.get(group)) {
+            metrics.cache_hits.inc();
+            return Ok(rules);
+        }
+        metrics.cache_misses.inc();
+        self.refresh(scope, group, &key).await
+    }
+
+    /// Reads the group for every worker of the host: under the host's lead on `key`, the read
+    /// another worker stored is taken if it is still fresh; else EC2 is asked and the answer
+    /// stored. Without a lead (its file cannot be locked), this worker reads alone. Reads made
+    /// with a call's own keys are not shared: there is no bound on how many keys callers bring,
+    /// and each would leave its files in `state_dir`.
+    async fn refresh(&self, scope: &Scope, group: &str, key: &str) -> Result<Rules, Error> {
+        if scope.keys.is_some() {
+            return self.fresh(scope, group).await;
+        }
+        let host_lead = match self.shared.lead(key).await {
+            Ok(lead) => Some(lead),
+            Err(e) => {
+                warn!(
+                    event = "shared_read_unavailable",
+                    group, "reading {group} without the host's single flight: {e}"
+                );
+                None
+            }
+        };
+        let version = self.versions.get(group);
+        let now = SystemTime::now();
+        if let Some(read) = self.shared.load(key).filter(|r| r.version == version) {
+            let fetched = SystemTime::UNIX_EPOCH + Duration::from_millis(read.fetched_ms);
+            let age = now.duration_since(fetched).ok().filter(|age| *age < self.cache.ttl());
+            if let Some(fetched) = age.and_then(|age| std::time::Instant::now().checked_sub(age)) {
+                let rules = Arc::new(read.rules);
+                self.cache.put_at(key, version, fetched, rules.clone());
+                return Ok(rules);
             }
         }
+        let rules = self.fresh(scope, group).await?;
+        let fetched_ms = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        if host_lead.is_some() {
+            self.shared.store(key, &SharedRead { version, fetched_ms, rules: rules.to_vec() });
+        }
+        Ok(rules)
     }
 
     /// Completes the changes whose intent is in the audit log without an outcome, for which
@@ -554,6 +670,18 @@ impl Whitelist {
         }
     }
 
+    /// The one place a change meets `[policy.consent]`: after the request is resolved and the
+    /// policy allowed it, before any AWS write (see [`gate::check`]). `record` describes the
+    /// change for the audit entry of a decline.
+    async fn consent(
+        &self,
+        change: &ProposedChange,
+        asker: &dyn Asker,
+        record: Change,
+    ) -> Result<Option<Approval>, Error> {
+        gate::check(&self.policy.consent, &self.recorder, change, asker, record).await
+    }
+
     /// One intent per rule to remove, all durable before the revoke.
     async fn intend_removal(
         &self,
@@ -561,6 +689,7 @@ impl Whitelist {
         spec: &RuleSpec,
         who: &Caller,
         scope: &Scope,
+        approval: Option<&Approval>,
     ) -> Result<Vec<Change>, Error> {
         let mut changes = Vec::new();
         for r in matching {
@@ -571,7 +700,7 @@ impl Whitelist {
                 description: &r.description,
                 expires: None,
             };
-            let change = Change::new(about, who, scope);
+            let change = stamped(Change::new(about, who, scope), approval);
             change.intend(&self.recorder).await?;
             changes.push(change);
         }
@@ -637,11 +766,12 @@ pub fn check_group_id(group: &str) -> Result<String, Error> {
     }
 }
 
-/// Cache entries are per account scope (a secret never enters the key, only its hash).
+/// Cache entries are per account scope (a secret never enters the key, only its hash); the key
+/// is `[a-z0-9-]` (a validated group id and a hex hash), so it can name a file.
 fn cache_key(scope: &Scope, group: &str) -> String {
     let mut h = DefaultHasher::new();
     scope.hash(&mut h);
-    format!("{group}/{:x}", h.finish())
+    format!("{group}-{:x}", h.finish())
 }
 
 #[path = "dry_run.rs"]

@@ -14,6 +14,7 @@ use super::super::{
 };
 use super::find::{relation, Query};
 use super::revoke::Revocation;
+use crate::whitelist::consent::{Asker, NobodyToAsk};
 
 /// What to move where.
 #[derive(Debug, Clone, Default)]
@@ -47,13 +48,29 @@ pub struct Moved {
 
 impl Whitelist {
     /// Replaces `args.user`'s (or the caller's) managed rules in the group for the new rule's
-    /// protocol and ports by the new rule: add first, then remove the old.
+    /// protocol and ports by the new rule: add first, then remove the old. A change that needs
+    /// a person's consent is refused (nobody to ask).
     pub async fn move_access(
         &self,
         scope: &Scope,
         args: &MoveArgs,
         dry_run: bool,
         who: &Caller,
+    ) -> Result<Moved, Error> {
+        self.move_access_with(scope, args, dry_run, who, &NobodyToAsk).await
+    }
+
+    /// [`Whitelist::move_access`], the add and each removal asking `asker` when
+    /// `[policy.consent]` wants a person's consent (as `whitelist_add`/`whitelist_remove` do);
+    /// a question for the client ends the call there, the old access untouched until the new
+    /// one exists.
+    pub async fn move_access_with(
+        &self,
+        scope: &Scope,
+        args: &MoveArgs,
+        dry_run: bool,
+        who: &Caller,
+        asker: &dyn Asker,
     ) -> Result<Moved, Error> {
         let add = AddArgs {
             rule: args.rule.clone(),
@@ -107,8 +124,9 @@ impl Whitelist {
             );
             return Ok(Moved { moved: false, dry_run: true, rule: None, removed, message });
         }
-        let new = match self.add(scope, &add, who).await {
+        let new = match self.add_with(scope, &add, who, asker).await {
             Ok(new) => new,
+            Err(e @ Error::Consent(_)) => return Err(e),
             Err(e) => {
                 let removed = old.iter().map(|r| fate(r, "kept", None)).collect();
                 let message = format!(
@@ -122,9 +140,10 @@ impl Whitelist {
         // The new rule exists: only now does the old access go, rule by rule.
         let mut removed = Vec::new();
         for r in &old {
-            let (outcome, detail) = match self.remove(scope, &rule_args(r), who).await {
+            let (outcome, detail) = match self.remove_with(scope, &rule_args(r), who, asker).await {
                 Ok(x) if x.changed => ("removed", None),
                 Ok(x) => ("not_present", Some(x.message)),
+                Err(e @ Error::Consent(_)) => return Err(e),
                 Err(e) => ("failed", Some(e.to_string())),
             };
             removed.push(fate(r, outcome, detail));

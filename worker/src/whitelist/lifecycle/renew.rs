@@ -11,6 +11,7 @@
 use std::time::SystemTime;
 
 use crate::whitelist::audit::{About, Change};
+use crate::whitelist::gate::{stamped, Approval};
 use crate::whitelist::marker::remark;
 use super::super::{
     invalid, rfc3339, AddArgs, Added, Caller, ChangeKind, Error, ExistingRule, FirewallError, Marker,
@@ -58,7 +59,9 @@ impl Whitelist {
     }
 
     /// An add whose rule exists: renewed when a renewal is planned, else reported unchanged
-    /// (saying why when a `duration` was asked of a rule this service does not manage).
+    /// (saying why when a `duration` was asked of a rule this service does not manage). The
+    /// add's consent, when one was asked (the same rule, the same expiry), covers the renewal
+    /// and is stamped on its audit entries.
     pub(in crate::whitelist) async fn renew_or_keep(
         &self,
         scope: &Scope,
@@ -66,9 +69,10 @@ impl Whitelist {
         add: &PlannedChange,
         existing: &ExistingRule,
         who: &Caller,
+        approval: Option<&Approval>,
     ) -> Result<Added, Error> {
         if let Some(renewal) = self.plan_renew(args, add, existing)? {
-            return self.renew(scope, &renewal, existing, who).await;
+            return self.renew(scope, &renewal, existing, who, approval).await;
         }
         let mut kept = Added::unchanged(self.view(existing));
         if args.duration.is_some() && !existing.marker(&self.key).managed() {
@@ -88,6 +92,7 @@ impl Whitelist {
         r: &Renewal,
         existing: &ExistingRule,
         who: &Caller,
+        approval: Option<&Approval>,
     ) -> Result<Added, Error> {
         let (spec, expires) = (&r.plan.spec, r.plan.expires);
         if let (Some(at), Some(_)) = (expires, &scope.keys) {
@@ -95,7 +100,7 @@ impl Whitelist {
         }
         let description = r.plan.description.as_deref().unwrap_or_default();
         let about = About { action: "renew", spec, rule_id: Some(&r.rule_id), description, expires };
-        let change = Change::new(about, who, scope);
+        let change = stamped(Change::new(about, who, scope), approval);
         change.intend(&self.recorder).await?;
         match self.firewall.redescribe(scope, spec, &r.rule_id, description).await {
             Ok(()) => {}

@@ -10,6 +10,7 @@
 use serde::Serialize;
 
 use super::super::{Caller, Error, RuleArgs, RuleView, Scope, Whitelist};
+use crate::whitelist::consent::{Asker, NobodyToAsk};
 use super::find::{FindArgs, Found, Relation};
 
 /// One rule's fate.
@@ -45,6 +46,7 @@ pub struct Revoked {
 impl Whitelist {
     /// Removes the rules [`Whitelist::find`] finds for `args` from every group the caller may
     /// touch, rule by rule (`dry_run`: lists what it would remove and asks EC2, changing nothing).
+    /// A removal that needs a person's consent is refused (nobody to ask).
     pub async fn revoke_everywhere(
         &self,
         scope: &Scope,
@@ -52,11 +54,25 @@ impl Whitelist {
         dry_run: bool,
         who: &Caller,
     ) -> Result<Revoked, Error> {
+        self.revoke_everywhere_with(scope, args, dry_run, who, &NobodyToAsk).await
+    }
+
+    /// [`Whitelist::revoke_everywhere`], each removal asking `asker` when `[policy.consent]`
+    /// wants a person's consent (as `whitelist_remove` does). A question for the client (the
+    /// 2026-07-28 `input_required`) ends the call there; its retry goes on from what is left.
+    pub async fn revoke_everywhere_with(
+        &self,
+        scope: &Scope,
+        args: &FindArgs,
+        dry_run: bool,
+        who: &Caller,
+        asker: &dyn Asker,
+    ) -> Result<Revoked, Error> {
         self.check_writable(Some(scope), who)?;
         let found = self.find(scope, args, who).await?;
         let mut rules = Vec::new();
         for f in found {
-            let (outcome, detail) = self.revoke_one(scope, &f, dry_run, who).await;
+            let (outcome, detail) = self.revoke_one(scope, &f, dry_run, who, asker).await?;
             rules.push(Revocation { rule: f.rule, group_name: f.group_name, outcome, detail });
         }
         let count = |o: &[&str]| rules.iter().filter(|r| o.contains(&r.outcome)).count();
@@ -78,17 +94,18 @@ impl Whitelist {
         f: &Found,
         dry_run: bool,
         who: &Caller,
-    ) -> (&'static str, Option<String>) {
+        asker: &dyn Asker,
+    ) -> Result<(&'static str, Option<String>), Error> {
         if f.relation == Relation::Wider {
             let why = "its network is wider than the one asked and lets others in too; remove it by hand if meant";
-            return ("kept_wider", Some(why.into()));
+            return Ok(("kept_wider", Some(why.into())));
         }
         if !f.rule.managed && !self.policy.remove_unmanaged {
             let why = "not added by this service; removed only with [policy] remove_unmanaged = true";
-            return ("kept_unmanaged", Some(why.into()));
+            return Ok(("kept_unmanaged", Some(why.into())));
         }
         let Some(cidr) = f.rule.cidr_ip.clone() else {
-            return ("kept_not_a_network", Some("its source is a group or a prefix list, not a network".into()));
+            return Ok(("kept_not_a_network", Some("its source is a group or a prefix list, not a network".into())));
         };
         let args = RuleArgs {
             group: f.rule.group_id.clone(),
@@ -96,21 +113,23 @@ impl Whitelist {
             port: Some(f.rule.port.clone()),
             protocol: Some(f.rule.protocol.clone()),
         };
+        // A question for the person goes back to the client; every other failure is this rule's.
         let refused_or_failed = |e: Error| match e {
-            Error::Policy(_) | Error::Invalid { .. } => ("refused", Some(e.to_string())),
-            e => ("failed", Some(e.to_string())),
+            Error::Consent(_) => Err(e),
+            Error::Policy(_) | Error::Invalid { .. } => Ok(("refused", Some(e.to_string()))),
+            e => Ok(("failed", Some(e.to_string()))),
         };
         if dry_run {
             return match self.dry_run_remove(scope, &args, who).await {
-                Ok(d) if !d.would_change => ("not_present", None),
-                Ok(d) if !d.aws_allowed.allowed => ("refused", Some(d.aws_allowed.detail)),
-                Ok(_) => ("would_remove", None),
+                Ok(d) if !d.would_change => Ok(("not_present", None)),
+                Ok(d) if !d.aws_allowed.allowed => Ok(("refused", Some(d.aws_allowed.detail))),
+                Ok(_) => Ok(("would_remove", None)),
                 Err(e) => refused_or_failed(e),
             };
         }
-        match self.remove(scope, &args, who).await {
-            Ok(r) if r.changed => ("removed", None),
-            Ok(r) => ("not_present", Some(r.message)),
+        match self.remove_with(scope, &args, who, asker).await {
+            Ok(r) if r.changed => Ok(("removed", None)),
+            Ok(r) => Ok(("not_present", Some(r.message))),
             Err(e) => refused_or_failed(e),
         }
     }
