@@ -645,7 +645,14 @@ fn tools_list_shows_only_what_the_caller_may_call() {
         "whitelist_remove",
         "whitelist_revoke_everywhere",
     ];
-    let read = ["service_status", "whitelist_check", "whitelist_find", "whitelist_groups", "whitelist_history", "whitelist_list"];
+    let read = [
+        "service_status",
+        "whitelist_check",
+        "whitelist_find",
+        "whitelist_groups",
+        "whitelist_history",
+        "whitelist_list",
+    ];
     for (who, credential, want) in [
         ("read+write token", &hs_rw, &all[..]),
         ("read+write API key", &creds.key_rw, &all[..]),

@@ -62,19 +62,33 @@ fn renew_find_revoke_move_and_history_across_three_groups() {
 
     // Renew: expiry moved in EC2's description; answered with the old and the new.
     let before = description(&e.moto, &bastion, "203.0.113.7/32").unwrap();
-    let dry = ok(&svc.call_tool("whitelist_add", json!({"security_group_id": bastion, "ip_address": "203.0.113.7", "duration": "5h", "dry_run": true}))).clone();
+    let dry = ok(&svc.call_tool(
+        "whitelist_add",
+        json!({"security_group_id": bastion, "ip_address": "203.0.113.7", "duration": "5h", "dry_run": true}),
+    ))
+    .clone();
     assert_eq!(dry["would_change"], true, "{dry}");
-    assert_eq!(description(&e.moto, &bastion, "203.0.113.7/32").unwrap(), before, "the dry run changed nothing");
+    assert_eq!(
+        description(&e.moto, &bastion, "203.0.113.7/32").unwrap(),
+        before,
+        "the dry run changed nothing"
+    );
     let renewed = add(&svc, &bastion, "203.0.113.7", json!({"duration": "5h"}));
-    assert_eq!((renewed["changed"].clone(), renewed["renewed"].clone()), (json!(true), json!(true)), "{renewed}");
-    let (old, new) = (renewed["previous_expires_at"].as_str().unwrap(), renewed["rule"]["expires_at"].as_str().unwrap());
+    assert_eq!(
+        (renewed["changed"].clone(), renewed["renewed"].clone()),
+        (json!(true), json!(true)),
+        "{renewed}"
+    );
+    let (old, new) =
+        (renewed["previous_expires_at"].as_str().unwrap(), renewed["rule"]["expires_at"].as_str().unwrap());
     assert!(before.contains(&format!("exp={old}")), "{before}");
     let after = description(&e.moto, &bastion, "203.0.113.7/32").unwrap();
     assert!(after.contains(&format!("exp={new}")) && !after.contains(old), "{after}");
 
     // Groups: the two allowed, with name and VPC.
     let groups = ok(&svc.call_tool("whitelist_groups", json!({}))).clone();
-    let mut ids: Vec<&str> = groups["groups"].as_array().unwrap().iter().map(|g| g["group_id"].as_str().unwrap()).collect();
+    let mut ids: Vec<&str> =
+        groups["groups"].as_array().unwrap().iter().map(|g| g["group_id"].as_str().unwrap()).collect();
     ids.sort();
     let mut want = vec![bastion.as_str(), web.as_str()];
     want.sort();
@@ -88,7 +102,12 @@ fn renew_find_revoke_move_and_history_across_three_groups() {
         .unwrap()
         .iter()
         .map(|r| {
-            (r["group_id"].as_str().unwrap().into(), r["port"].as_str().unwrap().into(), r["managed"].as_bool().unwrap(), r["relation"].as_str().unwrap().into())
+            (
+                r["group_id"].as_str().unwrap().into(),
+                r["port"].as_str().unwrap().into(),
+                r["managed"].as_bool().unwrap(),
+                r["relation"].as_str().unwrap().into(),
+            )
         })
         .collect();
     assert_eq!(rows.len(), 4, "{found}");
@@ -97,26 +116,44 @@ fn renew_find_revoke_move_and_history_across_three_groups() {
     assert!(rows.contains(&(web.clone(), "443".into(), true, "wider".into())), "{rows:?}");
 
     // Revoke everywhere: dry run lists, then only the managed exact rules of allowed groups go.
-    let dry = ok(&svc.call_tool("whitelist_revoke_everywhere", json!({"ip_address": "203.0.113.7", "dry_run": true}))).clone();
+    let dry =
+        ok(&svc
+            .call_tool("whitelist_revoke_everywhere", json!({"ip_address": "203.0.113.7", "dry_run": true})))
+        .clone();
     assert_eq!((dry["removed"].clone(), dry["changed"].clone()), (json!(2), json!(false)), "{dry}");
     assert!(description(&e.moto, &web, "203.0.113.7/32").is_some(), "the dry run removed nothing");
-    let done = ok(&svc.call_tool("whitelist_revoke_everywhere", json!({"ip_address": "203.0.113.7"}))).clone();
+    let done =
+        ok(&svc.call_tool("whitelist_revoke_everywhere", json!({"ip_address": "203.0.113.7"}))).clone();
     assert_eq!((done["removed"].clone(), done["failed"].clone()), (json!(2), json!(0)), "{done}");
-    assert_eq!(description(&e.moto, &bastion, "203.0.113.7/32").as_deref(), Some("by hand"), "unmanaged: reported, kept");
+    assert_eq!(
+        description(&e.moto, &bastion, "203.0.113.7/32").as_deref(),
+        Some("by hand"),
+        "unmanaged: reported, kept"
+    );
     assert!(description(&e.moto, &web, "203.0.113.7/32").is_none());
     assert!(description(&e.moto, &web, "203.0.113.0/24").is_some(), "the wider rule is kept");
-    assert!(description(&e.moto, &billing, "203.0.113.7/32").is_some(), "a group the policy does not allow is untouched");
+    assert!(
+        description(&e.moto, &billing, "203.0.113.7/32").is_some(),
+        "a group the policy does not allow is untouched"
+    );
 
     // Move: alice's ssh access in web to her current address; the old one goes after.
     add(&svc, &web, "198.51.100.7", json!({}));
-    let moved = ok(&svc.call_tool("whitelist_move", json!({"security_group_id": web, "ip_address": "current", "user": "alice"}))).clone();
+    let moved = ok(&svc.call_tool(
+        "whitelist_move",
+        json!({"security_group_id": web, "ip_address": "current", "user": "alice"}),
+    ))
+    .clone();
     assert_eq!(moved["changed"], true, "{moved}");
     assert!(description(&e.moto, &web, "127.0.0.1/32").is_some(), "the new address is in");
     assert!(description(&e.moto, &web, "198.51.100.7/32").is_none(), "the old address is out");
     // A move whose add the policy refuses leaves the old access and says so.
     add(&svc, &web, "198.51.100.8", json!({"port": 2222}));
     let narrowed = e.serve(&format!("{policy}allowed_ip_ranges = [\"198.51.100.0/24\"]\n"));
-    let refused = narrowed.call_tool("whitelist_move", json!({"security_group_id": web, "ip_address": "current", "port": 2222, "user": "alice"}));
+    let refused = narrowed.call_tool(
+        "whitelist_move",
+        json!({"security_group_id": web, "ip_address": "current", "port": 2222, "user": "alice"}),
+    );
     let why = tool_failure(&refused).expect("the move is refused");
     assert!(why.contains("allowed_ip_ranges") && why.contains("still in place"), "{why}");
     assert!(description(&e.moto, &web, "198.51.100.8/32").is_some(), "the old access is still there");
@@ -124,9 +161,12 @@ fn renew_find_revoke_move_and_history_across_three_groups() {
 
     // History: exactly the changes above, newest first, for the allowed groups.
     let h = ok(&svc.call_tool("whitelist_history", json!({"outcome": "removed"}))).clone();
-    let removed: Vec<&str> = h["entries"].as_array().unwrap().iter().map(|e| e["rule"]["cidr_ip"].as_str().unwrap()).collect();
+    let removed: Vec<&str> =
+        h["entries"].as_array().unwrap().iter().map(|e| e["rule"]["cidr_ip"].as_str().unwrap()).collect();
     assert_eq!(removed, ["198.51.100.7/32", "203.0.113.7/32", "203.0.113.7/32"], "{h}");
-    let renewals = ok(&svc.call_tool("whitelist_history", json!({"outcome": "renewed", "security_group_id": bastion}))).clone();
+    let renewals =
+        ok(&svc.call_tool("whitelist_history", json!({"outcome": "renewed", "security_group_id": bastion})))
+            .clone();
     assert_eq!(renewals["count"], 1, "{renewals}");
     let page = ok(&svc.call_tool("whitelist_history", json!({"limit": 2}))).clone();
     assert_eq!(page["count"], 2);

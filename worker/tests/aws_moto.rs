@@ -451,7 +451,8 @@ async fn a_renewal_moves_the_expiry_in_ec2_and_the_sweeper_honours_it() {
             .send()
             .await
             .expect("describe rules");
-        let ingress: Vec<_> = out.security_group_rules().iter().filter(|r| r.is_egress() == Some(false)).collect();
+        let ingress: Vec<_> =
+            out.security_group_rules().iter().filter(|r| r.is_egress() == Some(false)).collect();
         assert!(ingress.len() <= 1, "{ingress:?}");
         ingress.first().map(|r| r.description().unwrap_or_default().to_string())
     };
@@ -461,7 +462,10 @@ async fn a_renewal_moves_the_expiry_in_ec2_and_the_sweeper_honours_it() {
     let dry = w.dry_run_add(&default_chain(), &args("5h"), &who).await.expect("dry run");
     assert!(dry.would_change && dry.aws_allowed.allowed, "{dry:?}");
     assert_eq!(dry.previous_expires_at.as_deref(), Some(old.as_str()));
-    assert!(ec2_description().await.expect("the rule").contains(&format!("exp={old}")), "the dry run changed nothing");
+    assert!(
+        ec2_description().await.expect("the rule").contains(&format!("exp={old}")),
+        "the dry run changed nothing"
+    );
 
     let renewed = w.add(&default_chain(), &args("5h"), &who).await.expect("renew");
     assert!(renewed.changed && renewed.renewed, "{renewed:?}");

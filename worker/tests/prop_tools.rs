@@ -22,8 +22,8 @@ use worker::mcp::{Dispatcher, Outcome, ServerInfo, TransportMeta};
 use worker::whitelist::audit::{AuditEntry, Recorder};
 use worker::whitelist::cache::LocalVersions;
 use worker::whitelist::{
-    AddArgs, Defaults, Error, ExistingRule, Firewall, FirewallError, FwFuture, GroupPage, MarkerKey, Parts, Policy, Ports, Protocol,
-    RuleArgs, RuleSpec, Scope, Whitelist,
+    AddArgs, Defaults, Error, ExistingRule, Firewall, FirewallError, FwFuture, GroupPage, MarkerKey, Parts,
+    Policy, Ports, Protocol, RuleArgs, RuleSpec, Scope, Whitelist,
 };
 
 /// Group locks for one service alone: nobody else to exclude, so holding is immediate.
@@ -106,7 +106,13 @@ impl Firewall for FakeEc2 {
             Ok(())
         })
     }
-    fn can_redescribe<'a>(&'a self, _: &'a Scope, _: &'a RuleSpec, _: &'a str, _: &'a str) -> FwFuture<'a, ()> {
+    fn can_redescribe<'a>(
+        &'a self,
+        _: &'a Scope,
+        _: &'a RuleSpec,
+        _: &'a str,
+        _: &'a str,
+    ) -> FwFuture<'a, ()> {
         Box::pin(async { Ok(()) })
     }
     fn groups_page<'a>(

@@ -6,7 +6,8 @@
 
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{
-    Filter, IpPermission, IpRange, Ipv6Range, SecurityGroupRule, SecurityGroupRuleRequest, SecurityGroupRuleUpdate,
+    Filter, IpPermission, IpRange, Ipv6Range, SecurityGroupRule, SecurityGroupRuleRequest,
+    SecurityGroupRuleUpdate,
 };
 use ipnet::IpNet;
 
@@ -130,7 +131,8 @@ impl Ec2Firewall {
         let action = "ec2:DescribeSecurityGroups";
         let s = self.clients.session(scope, "").await?;
         let call = s.call(action, "");
-        let mut ask = s.ec2.describe_security_groups().max_results(1000).set_next_token(token.map(str::to_string));
+        let mut ask =
+            s.ec2.describe_security_groups().max_results(1000).set_next_token(token.map(str::to_string));
         if !patterns.is_empty() {
             ask = ask.filters(Filter::builder().name("group-id").set_values(Some(patterns.to_vec())).build());
         }
@@ -179,7 +181,9 @@ impl Ec2Firewall {
             IpNet::V4(_) => rule.cidr_ipv4(spec.cidr.to_string()),
             IpNet::V6(_) => rule.cidr_ipv6(spec.cidr.to_string()),
         };
-        let update = SecurityGroupRuleUpdate::builder().security_group_rule_id(rule_id).security_group_rule(rule.build());
+        let update = SecurityGroupRuleUpdate::builder()
+            .security_group_rule_id(rule_id)
+            .security_group_rule(rule.build());
         let sent = s
             .ec2
             .modify_security_group_rules()
@@ -193,7 +197,9 @@ impl Ec2Firewall {
             Ok(_) if dry => Err(FirewallError::Other {
                 action: action.to_string(),
                 code: "DryRunIgnored".into(),
-                message: format!("the EC2 endpoint ignored DryRun and rewrote rule {rule_id} in {group}; check the group"),
+                message: format!(
+                    "the EC2 endpoint ignored DryRun and rewrote rule {rule_id} in {group}; check the group"
+                ),
             }),
             Ok(out) if out.r#return() == Some(false) => Err(FirewallError::RuleNotFound),
             Ok(_) => Ok(()),

@@ -60,7 +60,9 @@ impl Tool for LifecycleTool {
     /// The tools that change something are not offered to a read-only server or caller.
     fn unavailable(&self, caller: &Caller) -> Option<String> {
         match self.kind {
-            Kind::Revoke | Kind::Move => self.service.check_writable(None, caller).err().map(|r| r.to_string()),
+            Kind::Revoke | Kind::Move => {
+                self.service.check_writable(None, caller).err().map(|r| r.to_string())
+            }
             Kind::Groups | Kind::Find | Kind::History => None,
         }
     }
@@ -70,7 +72,9 @@ impl Tool for LifecycleTool {
             let scope = scope(&args).map_err(ToolError::Failed)?;
             let who = caller_of(ctx);
             let fail = |e: crate::whitelist::Error| match e {
-                crate::whitelist::Error::Consent(Stop::InputRequired(result)) => ToolError::InputRequired(result),
+                crate::whitelist::Error::Consent(Stop::InputRequired(result)) => {
+                    ToolError::InputRequired(result)
+                }
                 e => ToolError::Failed(e.to_string()),
             };
             let asker = McpAsker { ctx, seal: self.seal.as_deref(), tool: &self.spec.name };
@@ -84,18 +88,30 @@ impl Tool for LifecycleTool {
                             format!("- {} {:?} ({vpc}): {}", g.group_id, g.name, g.description)
                         })
                         .collect();
-                    let text = format!("{} group(s) you may touch{}{}", groups.len(), colon(&lines), lines.join("\n"));
+                    let text = format!(
+                        "{} group(s) you may touch{}{}",
+                        groups.len(),
+                        colon(&lines),
+                        lines.join("\n")
+                    );
                     (text, json!({"success": true, "groups": groups, "count": groups.len()}))
                 }
                 Kind::Find => {
-                    let q = FindArgs { ip_address: text_arg(&args, "ip_address"), user: text_arg(&args, "user") };
+                    let q =
+                        FindArgs { ip_address: text_arg(&args, "ip_address"), user: text_arg(&args, "user") };
                     let found = self.service.find(&scope, &q, &who).await.map_err(fail)?;
                     let lines: Vec<String> = found
                         .iter()
                         .map(|f| {
-                            let managed = if f.rule.managed { "managed" } else { "not managed by this service" };
-                            let until = f.rule.expires_at.as_deref().map_or(String::new(), |at| format!(", expires {at}"));
-                            let by = f.added_by.as_deref().map_or(String::new(), |b| format!(", added by {b}"));
+                            let managed =
+                                if f.rule.managed { "managed" } else { "not managed by this service" };
+                            let until = f
+                                .rule
+                                .expires_at
+                                .as_deref()
+                                .map_or(String::new(), |at| format!(", expires {at}"));
+                            let by =
+                                f.added_by.as_deref().map_or(String::new(), |b| format!(", added by {b}"));
                             format!(
                                 "- {} {:?}: {} (rule {}, {managed}{by}{until}) {:?}",
                                 f.rule.group_id,
@@ -110,15 +126,26 @@ impl Tool for LifecycleTool {
                     (text, json!({"success": true, "rules": found, "count": found.len()}))
                 }
                 Kind::Revoke => {
-                    let q = FindArgs { ip_address: text_arg(&args, "ip_address"), user: text_arg(&args, "user") };
+                    let q =
+                        FindArgs { ip_address: text_arg(&args, "ip_address"), user: text_arg(&args, "user") };
                     let dry_run = args.get("dry_run").and_then(Value::as_bool).unwrap_or(false);
-                    let r = self.service.revoke_everywhere_with(&scope, &q, dry_run, &who, &asker).await.map_err(fail)?;
+                    let r = self
+                        .service
+                        .revoke_everywhere_with(&scope, &q, dry_run, &who, &asker)
+                        .await
+                        .map_err(fail)?;
                     let lines: Vec<String> = r
                         .rules
                         .iter()
                         .map(|x| {
                             let detail = x.detail.as_deref().map_or(String::new(), |d| format!(": {d}"));
-                            format!("- {} {} (rule {}): {}{detail}", x.rule.group_id, x.rule.summary(), x.rule.rule_id, x.outcome)
+                            format!(
+                                "- {} {} (rule {}): {}{detail}",
+                                x.rule.group_id,
+                                x.rule.summary(),
+                                x.rule.rule_id,
+                                x.outcome
+                            )
                         })
                         .collect();
                     let text = format!("{}{}{}", r.message, colon(&lines), lines.join("\n"));
@@ -141,7 +168,11 @@ impl Tool for LifecycleTool {
                         reason: text_arg(&args, "reason"),
                     };
                     let dry_run = args.get("dry_run").and_then(Value::as_bool).unwrap_or(false);
-                    let r = self.service.move_access_with(&scope, &m, dry_run, &who, &asker).await.map_err(fail)?;
+                    let r = self
+                        .service
+                        .move_access_with(&scope, &m, dry_run, &who, &asker)
+                        .await
+                        .map_err(fail)?;
                     if !r.moved && !r.dry_run {
                         return Err(ToolError::Failed(r.message));
                     }
@@ -164,7 +195,10 @@ impl Tool for LifecycleTool {
                         since: text_arg(&args, "since"),
                         until: text_arg(&args, "until"),
                         outcome: text_arg(&args, "outcome"),
-                        limit: args.get("limit").and_then(Value::as_u64).map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+                        limit: args
+                            .get("limit")
+                            .and_then(Value::as_u64)
+                            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
                         cursor: text_arg(&args, "cursor"),
                     };
                     let h = self.service.history(&q, &who).await.map_err(fail)?;
@@ -172,7 +206,8 @@ impl Tool for LifecycleTool {
                         .entries
                         .iter()
                         .map(|e| {
-                            let rule = |k: &str| e.rule.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+                            let rule =
+                                |k: &str| e.rule.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
                             format!(
                                 "- {} {} {} {} {} port {} from {} by {}: {}",
                                 e.time,
@@ -187,9 +222,18 @@ impl Tool for LifecycleTool {
                             )
                         })
                         .collect();
-                    let more = if h.next_cursor.is_some() { " (more: pass next_cursor as cursor)" } else { "" };
-                    let text = format!("{} audit entr(y/ies), newest first{more}{}{}", h.entries.len(), colon(&lines), lines.join("\n"));
-                    (text, json!({"success": true, "entries": h.entries, "count": h.entries.len(), "next_cursor": h.next_cursor}))
+                    let more =
+                        if h.next_cursor.is_some() { " (more: pass next_cursor as cursor)" } else { "" };
+                    let text = format!(
+                        "{} audit entr(y/ies), newest first{more}{}{}",
+                        h.entries.len(),
+                        colon(&lines),
+                        lines.join("\n")
+                    );
+                    (
+                        text,
+                        json!({"success": true, "entries": h.entries, "count": h.entries.len(), "next_cursor": h.next_cursor}),
+                    )
                 }
             };
             Ok(ToolOutput { text, structured: Some(value) })
@@ -285,9 +329,15 @@ fn input_schema(kind: Kind) -> Value {
         p.insert("security_group_id".into(), json!({"type": "string", "description": "Security group id, e.g. sg-0123456789abcdef0", "minLength": 3, "maxLength": 64}));
         p.insert("ip_address".into(), json!({"type": "string", "description": "The new address or CIDR, or \"current\" for your own address", "maxLength": 64}));
         p.insert("port".into(), json!({"type": ["integer", "string"], "description": "Port number, range or name; default from server config (22)"}));
-        p.insert("protocol".into(), json!({"type": "string", "description": "tcp, udp, icmp or all; default tcp", "maxLength": 8}));
+        p.insert(
+            "protocol".into(),
+            json!({"type": "string", "description": "tcp, udp, icmp or all; default tcp", "maxLength": 8}),
+        );
         p.insert("user".into(), json!({"type": "string", "description": "Whose access: named in the rules' descriptions, or the identity that added them; default: you", "maxLength": 128}));
-        p.insert("reason".into(), json!({"type": "string", "description": "Why ({reason} of the new rule)", "maxLength": 200}));
+        p.insert(
+            "reason".into(),
+            json!({"type": "string", "description": "Why ({reason} of the new rule)", "maxLength": 200}),
+        );
         p.insert("duration".into(), json!({"type": "string", "description": "How long the new rule lives, e.g. 8h (capped by server policy)", "maxLength": 32}));
     }
     if kind == Kind::History {
@@ -314,7 +364,10 @@ fn output_schema(kind: Kind) -> Value {
         let mut rule = rule_schema();
         if let Some(p) = rule["properties"].as_object_mut() {
             p.insert("group_name".into(), json!({"type": "string"}));
-            p.insert("relation".into(), json!({"type": "string", "enum": ["exact", "wider", "narrower", "user"]}));
+            p.insert(
+                "relation".into(),
+                json!({"type": "string", "enum": ["exact", "wider", "narrower", "user"]}),
+            );
             p.insert("added_by".into(), json!({"type": ["string", "null"]}));
             p.insert("added_at".into(), json!({"type": ["string", "null"]}));
             p.insert("outcome".into(), json!({"type": "string"}));

@@ -89,7 +89,9 @@ impl Whitelist {
         let rules = self.fresh(scope, &plan.spec.group_id).await?;
         let existing: Vec<&ExistingRule> =
             self.compare_add(scope, &plan, &rules).await?.into_iter().collect();
-        if let Some(renewal) = existing.first().map(|r| self.plan_renew(args, &plan, r)).transpose()?.flatten() {
+        if let Some(renewal) =
+            existing.first().map(|r| self.plan_renew(args, &plan, r)).transpose()?.flatten()
+        {
             return self.dry_run(scope, renewal.plan, &existing, who).await;
         }
         self.dry_run(scope, plan, &existing, who).await
@@ -169,8 +171,11 @@ impl Whitelist {
             ChangeKind::Add => self.firewall.can_authorize(scope, &plan.spec).await,
             ChangeKind::Remove => self.firewall.can_revoke(scope, &plan.spec).await,
             ChangeKind::Renew => {
-                let (rule_id, description) = (found.first().map_or("", |r| r.rule_id.as_str()), plan.description.as_deref());
-                self.firewall.can_redescribe(scope, &plan.spec, rule_id, description.unwrap_or_default()).await
+                let (rule_id, description) =
+                    (found.first().map_or("", |r| r.rule_id.as_str()), plan.description.as_deref());
+                self.firewall
+                    .can_redescribe(scope, &plan.spec, rule_id, description.unwrap_or_default())
+                    .await
             }
         };
         match asked {

@@ -34,7 +34,8 @@ pub use marker::{Marker, MarkerKey};
 pub use policy::{Policy, Refusal};
 pub use rules::{ExistingRule, RuleSpec};
 pub use service::{
-    AddArgs, AwsVerdict, ChangeKind, Defaults, DryRun, Error, FindArgs, Found, GroupGuard, GroupLockFuture, GroupLocks, Parts,
-    PlannedChange, PlannedRule, History, HistoryQuery, MoveArgs, Moved, Relation, Renewal, Revocation, Revoked, RuleArgs, RuleView, Whitelist,
+    AddArgs, AwsVerdict, ChangeKind, Defaults, DryRun, Error, FindArgs, Found, GroupGuard, GroupLockFuture,
+    GroupLocks, History, HistoryQuery, MoveArgs, Moved, Parts, PlannedChange, PlannedRule, Relation, Renewal,
+    Revocation, Revoked, RuleArgs, RuleView, Whitelist,
 };
 pub use target::{NamedPort, Ports, Protocol};

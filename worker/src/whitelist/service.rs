@@ -782,7 +782,9 @@ mod lifecycle;
 mod plan;
 
 pub use dry_run::{AwsVerdict, DryRun, PlannedRule};
-pub use lifecycle::{FindArgs, Found, History, HistoryQuery, MoveArgs, Moved, Relation, Renewal, Revocation, Revoked};
+pub use lifecycle::{
+    FindArgs, Found, History, HistoryQuery, MoveArgs, Moved, Relation, Renewal, Revocation, Revoked,
+};
 pub use plan::{ChangeKind, PlannedChange};
 
 #[cfg(test)]

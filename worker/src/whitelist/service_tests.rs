@@ -135,7 +135,9 @@ impl Firewall for FakeEc2 {
                 .lock()
                 .unwrap()
                 .iter()
-                .filter(|g| patterns.is_empty() || patterns.iter().any(|p| super::super::policy::glob(p, &g.group_id)))
+                .filter(|g| {
+                    patterns.is_empty() || patterns.iter().any(|p| super::super::policy::glob(p, &g.group_id))
+                })
                 .cloned()
                 .collect();
             let from: usize = token.map_or(0, |t| t.parse().unwrap());
@@ -144,7 +146,13 @@ impl Firewall for FakeEc2 {
             Ok(crate::whitelist::GroupPage { groups: matching[from..to].to_vec(), next })
         })
     }
-    fn can_redescribe<'a>(&'a self, _: &'a Scope, _: &'a RuleSpec, _: &'a str, _: &'a str) -> FwFuture<'a, ()> {
+    fn can_redescribe<'a>(
+        &'a self,
+        _: &'a Scope,
+        _: &'a RuleSpec,
+        _: &'a str,
+        _: &'a str,
+    ) -> FwFuture<'a, ()> {
         Box::pin(async move {
             self.dry_runs.fetch_add(1, Ordering::SeqCst);
             Ok(())
@@ -722,13 +730,13 @@ async fn an_expiring_rule_with_per_call_keys_needs_a_server_that_can_revoke_it()
 
 #[path = "dry_run_tests.rs"]
 mod dry_run_tests;
-#[path = "lifecycle/renew_tests.rs"]
-mod renew_tests;
 #[path = "lifecycle/find_tests.rs"]
 mod find_tests;
-#[path = "lifecycle/revoke_tests.rs"]
-mod revoke_tests;
-#[path = "lifecycle/move_tests.rs"]
-mod move_tests;
 #[path = "lifecycle/history_tests.rs"]
 mod history_tests;
+#[path = "lifecycle/move_tests.rs"]
+mod move_tests;
+#[path = "lifecycle/renew_tests.rs"]
+mod renew_tests;
+#[path = "lifecycle/revoke_tests.rs"]
+mod revoke_tests;

@@ -8,11 +8,11 @@ use std::collections::HashMap;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::whitelist::audit::blocking;
-use crate::whitelist::target::{host_net, parse_cidr};
 use super::super::{
     check_group_id, invalid, Caller, Error, ExistingRule, FirewallError, RuleView, Scope, Whitelist,
 };
+use crate::whitelist::audit::blocking;
+use crate::whitelist::target::{host_net, parse_cidr};
 use crate::whitelist::GroupInfo;
 
 /// Most pages of groups read (a guard against an endpoint whose pages never end).
@@ -108,7 +108,7 @@ impl Whitelist {
                 Err(Error::Aws(FirewallError::GroupNotFound { .. })) => continue,
                 Err(e) => return Err(e),
             };
-            for r in &rules {
+            for r in rules.iter() {
                 let by = added.get(&r.rule_id);
                 if let Some(relation) = relation(&query, r, by.map(|b| b.0.as_str())) {
                     found.push(Found {
@@ -167,7 +167,11 @@ impl Whitelist {
 }
 
 /// How `r` matches the query (`None`: it does not). With both a network and a user, both must.
-pub(in crate::whitelist) fn relation(q: &Query, r: &ExistingRule, added_by: Option<&str>) -> Option<Relation> {
+pub(in crate::whitelist) fn relation(
+    q: &Query,
+    r: &ExistingRule,
+    added_by: Option<&str>,
+) -> Option<Relation> {
     let by_user = match &q.user {
         None => true,
         Some(u) => {

@@ -42,10 +42,12 @@ async fn groups_are_read_page_by_page_and_only_allowed_ones_shown() {
     assert_eq!(s.ec2.group_pages.load(Ordering::SeqCst), 3, "5 groups, 2 a page");
 
     let w = s.service(policy());
-    let ids: Vec<String> = w.groups(&scope(), &Caller::default()).await.unwrap().into_iter().map(|g| g.group_id).collect();
+    let ids: Vec<String> =
+        w.groups(&scope(), &Caller::default()).await.unwrap().into_iter().map(|g| g.group_id).collect();
     assert_eq!(ids, [G, G2, G3]);
     let narrow = Caller { security_groups: Some(vec![G2.into()]), ..Caller::default() };
-    let ids: Vec<String> = w.groups(&scope(), &narrow).await.unwrap().into_iter().map(|g| g.group_id).collect();
+    let ids: Vec<String> =
+        w.groups(&scope(), &narrow).await.unwrap().into_iter().map(|g| g.group_id).collect();
     assert_eq!(ids, [G2], "the caller's credential narrows it further");
 }
 
@@ -72,7 +74,10 @@ async fn find_looks_in_every_allowed_group_and_tells_managed_from_unmanaged() {
     w.add(&scope(), &on(G, "203.0.113.7"), &alice).await.unwrap();
     w.add(&scope(), &on(G3, "203.0.113.0/24"), &alice).await.unwrap();
     w.add(&scope(), &on(OTHER, "203.0.113.7"), &alice).await.unwrap();
-    s.ec2.rules.lock().unwrap().push(ExistingRule { group_id: G2.into(), ..hand_rule("sgr-hand", "203.0.113.7/32", 443, "by hand") });
+    s.ec2.rules.lock().unwrap().push(ExistingRule {
+        group_id: G2.into(),
+        ..hand_rule("sgr-hand", "203.0.113.7/32", 443, "by hand")
+    });
 
     let w = s.service(policy());
     let q = FindArgs { ip_address: Some("203.0.113.7".into()), user: None };

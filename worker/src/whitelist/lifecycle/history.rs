@@ -10,10 +10,10 @@ use std::time::SystemTime;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::whitelist::audit::{blocking, LoggedEntry};
-use crate::whitelist::target::{host_net, parse_cidr};
 use super::super::{check_caller_group, check_group_id, invalid, Caller, Error, Whitelist};
 use super::find::words;
+use crate::whitelist::audit::{blocking, LoggedEntry};
+use crate::whitelist::target::{host_net, parse_cidr};
 
 /// Entries per page when the call names no `limit`.
 const DEFAULT_LIMIT: usize = 50;
@@ -62,16 +62,22 @@ impl Whitelist {
         }
         let net = match q.ip_address.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
             None => None,
-            Some(a) if a.eq_ignore_ascii_case("current") => Some(host_net(who.addr.ok_or_else(|| {
-                Error::Invalid { field: "ip_address", message: "\"current\" needs a transport that has your address; give an address".into() }
-            })?)),
+            Some(a) if a.eq_ignore_ascii_case("current") => {
+                Some(host_net(who.addr.ok_or_else(|| Error::Invalid {
+                    field: "ip_address",
+                    message: "\"current\" needs a transport that has your address; give an address".into(),
+                })?))
+            }
             Some(a) => Some(parse_cidr(a).map_err(invalid("ip_address"))?),
         };
         let since = time(q.since.as_deref(), "since")?;
         let until = time(q.until.as_deref(), "until")?;
         let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(Error::Invalid { field: "limit", message: format!("limit {limit} is not between 1 and {MAX_LIMIT}") });
+            return Err(Error::Invalid {
+                field: "limit",
+                message: format!("limit {limit} is not between 1 and {MAX_LIMIT}"),
+            });
         }
         let user = q.user.as_deref().map(str::to_ascii_lowercase);
         let entries = blocking(&self.recorder, |r| r.recent())
@@ -88,7 +94,10 @@ impl Whitelist {
                 && net.is_none_or(|n| overlaps(e, n))
                 && user.as_deref().is_none_or(|u| {
                     e.identity.eq_ignore_ascii_case(u)
-                        || e.rule.get("description").and_then(|d| d.as_str()).is_some_and(|d| words(d).any(|w| w == u))
+                        || e.rule
+                            .get("description")
+                            .and_then(|d| d.as_str())
+                            .is_some_and(|d| words(d).any(|w| w == u))
                 })
         };
         let mut newest_first = entries.iter().rev().filter(|e| wanted(e));
@@ -116,7 +125,12 @@ fn cursor_of(e: &LoggedEntry) -> String {
 
 fn time(value: Option<&str>, field: &'static str) -> Result<Option<SystemTime>, Error> {
     value
-        .map(|v| humantime::parse_rfc3339_weak(v.trim()).map_err(|e| Error::Invalid { field, message: format!("{v:?} is not an RFC 3339 time like 2026-11-24T10:00:00Z ({e})") }))
+        .map(|v| {
+            humantime::parse_rfc3339_weak(v.trim()).map_err(|e| Error::Invalid {
+                field,
+                message: format!("{v:?} is not an RFC 3339 time like 2026-11-24T10:00:00Z ({e})"),
+            })
+        })
         .transpose()
 }
 

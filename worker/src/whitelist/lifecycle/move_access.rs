@@ -9,9 +9,7 @@
 
 use serde::Serialize;
 
-use super::super::{
-    AddArgs, Caller, Error, ExistingRule, Protocol, RuleArgs, RuleView, Scope, Whitelist,
-};
+use super::super::{AddArgs, Caller, Error, ExistingRule, Protocol, RuleArgs, RuleView, Scope, Whitelist};
 use super::find::{relation, Query};
 use super::revoke::Revocation;
 use crate::whitelist::consent::{Asker, NobodyToAsk};
@@ -155,7 +153,11 @@ impl Whitelist {
             removed.iter().filter(|r| r.outcome == "removed").count(),
             whose,
             old.len(),
-            if failed > 0 { format!("; {failed} could not be removed and still allow the old address (see removed)") } else { String::new() }
+            if failed > 0 {
+                format!("; {failed} could not be removed and still allow the old address (see removed)")
+            } else {
+                String::new()
+            }
         );
         Ok(Moved { moved: true, dry_run: false, rule: Some(new.rule), removed, message })
     }

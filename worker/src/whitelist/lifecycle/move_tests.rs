@@ -5,11 +5,15 @@ use super::*;
 use crate::whitelist::MoveArgs;
 
 fn to(ip: &str) -> MoveArgs {
-    MoveArgs { rule: RuleArgs { group: G.into(), ip_address: ip.into(), ..RuleArgs::default() }, ..MoveArgs::default() }
+    MoveArgs {
+        rule: RuleArgs { group: G.into(), ip_address: ip.into(), ..RuleArgs::default() },
+        ..MoveArgs::default()
+    }
 }
 
 fn cidrs(s: &Setup) -> Vec<String> {
-    let mut v: Vec<String> = s.ec2.rules.lock().unwrap().iter().filter_map(|r| r.cidr.map(|c| c.to_string())).collect();
+    let mut v: Vec<String> =
+        s.ec2.rules.lock().unwrap().iter().filter_map(|r| r.cidr.map(|c| c.to_string())).collect();
     v.sort();
     v
 }

@@ -10,13 +10,13 @@
 
 use std::time::SystemTime;
 
-use crate::whitelist::audit::{About, Change};
-use crate::whitelist::gate::{stamped, Approval};
-use crate::whitelist::marker::remark;
 use super::super::{
     invalid, rfc3339, AddArgs, Added, Caller, ChangeKind, Error, ExistingRule, FirewallError, Marker,
     PlannedChange, RuleView, Scope, Whitelist,
 };
+use crate::whitelist::audit::{About, Change};
+use crate::whitelist::gate::{stamped, Approval};
+use crate::whitelist::marker::remark;
 
 /// A renewal planned: the rule found and what it becomes; no AWS call made yet.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +54,8 @@ impl Whitelist {
             spec: add.spec.clone(),
             description: Some(description),
             expires: add.expires,
+            lasting: add.lasting,
+            details: add.details.clone(),
         };
         Ok(Some(Renewal { plan, rule_id: existing.rule_id.clone(), previous }))
     }
@@ -121,8 +123,11 @@ impl Whitelist {
         }
         self.versions.bump(&spec.group_id);
         change.finish(&self.recorder, "renewed", Some(&r.rule_id), None).await?;
-        let rule =
-            RuleView { description: description.to_string(), expires_at: r.plan.expires_at(), ..self.view(existing) };
+        let rule = RuleView {
+            description: description.to_string(),
+            expires_at: r.plan.expires_at(),
+            ..self.view(existing)
+        };
         let never = || "never".to_string();
         let message = format!(
             "renewed {} in {} (rule {}): its expiry moved from {} to {}",
@@ -132,6 +137,12 @@ impl Whitelist {
             r.previous.map_or_else(never, rfc3339),
             r.plan.expires_at().unwrap_or_else(never)
         );
-        Ok(Added { changed: true, renewed: true, previous_expires_at: r.previous.map(rfc3339), rule, message })
+        Ok(Added {
+            changed: true,
+            renewed: true,
+            previous_expires_at: r.previous.map(rfc3339),
+            rule,
+            message,
+        })
     }
 }

@@ -10,8 +10,8 @@
 use serde::Serialize;
 
 use super::super::{Caller, Error, RuleArgs, RuleView, Scope, Whitelist};
-use crate::whitelist::consent::{Asker, NobodyToAsk};
 use super::find::{FindArgs, Found, Relation};
+use crate::whitelist::consent::{Asker, NobodyToAsk};
 
 /// One rule's fate.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -97,7 +97,8 @@ impl Whitelist {
         asker: &dyn Asker,
     ) -> Result<(&'static str, Option<String>), Error> {
         if f.relation == Relation::Wider {
-            let why = "its network is wider than the one asked and lets others in too; remove it by hand if meant";
+            let why =
+                "its network is wider than the one asked and lets others in too; remove it by hand if meant";
             return Ok(("kept_wider", Some(why.into())));
         }
         if !f.rule.managed && !self.policy.remove_unmanaged {
@@ -105,7 +106,10 @@ impl Whitelist {
             return Ok(("kept_unmanaged", Some(why.into())));
         }
         let Some(cidr) = f.rule.cidr_ip.clone() else {
-            return Ok(("kept_not_a_network", Some("its source is a group or a prefix list, not a network".into())));
+            return Ok((
+                "kept_not_a_network",
+                Some("its source is a group or a prefix list, not a network".into()),
+            ));
         };
         let args = RuleArgs {
             group: f.rule.group_id.clone(),
