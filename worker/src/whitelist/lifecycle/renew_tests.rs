@@ -83,7 +83,7 @@ async fn a_dry_run_shows_the_renewal_and_changes_nothing() {
     assert!(d.would_change, "{d:?}");
     assert_eq!(d.previous_expires_at, first.rule.expires_at);
     assert_eq!(d.aws_allowed.action, "ec2:ModifySecurityGroupRules");
-    assert_eq!(d.rule_ids, [first.rule.rule_id.clone()]);
+    assert_eq!(d.rule_ids, std::slice::from_ref(&first.rule.rule_id));
     let planned = d.rule.description.clone().unwrap();
     assert!(planned.contains(&format!("exp={}", d.expires_at.clone().unwrap())), "{planned}");
     assert!(d.message.contains("would renew"), "{}", d.message);
