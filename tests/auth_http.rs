@@ -633,8 +633,26 @@ fn tools_list_shows_only_what_the_caller_may_call() {
     let svc = Service::start(&creds.config());
     let hs_rw = cli_token(&svc, "alice", READ_WRITE);
     let hs_ro = cli_token(&svc, "reader", READ);
-    let all = ["service_status", "whitelist_add", "whitelist_check", "whitelist_list", "whitelist_remove"];
-    let read = ["service_status", "whitelist_check", "whitelist_list"];
+    let all = [
+        "service_status",
+        "whitelist_add",
+        "whitelist_check",
+        "whitelist_find",
+        "whitelist_groups",
+        "whitelist_history",
+        "whitelist_list",
+        "whitelist_move",
+        "whitelist_remove",
+        "whitelist_revoke_everywhere",
+    ];
+    let read = [
+        "service_status",
+        "whitelist_check",
+        "whitelist_find",
+        "whitelist_groups",
+        "whitelist_history",
+        "whitelist_list",
+    ];
     for (who, credential, want) in [
         ("read+write token", &hs_rw, &all[..]),
         ("read+write API key", &creds.key_rw, &all[..]),

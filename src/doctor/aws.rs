@@ -267,6 +267,32 @@ mod tests {
         fn can_authorize<'a>(&'a self, _: &'a Scope, _: &'a RuleSpec) -> FwFuture<'a, ()> {
             Box::pin(async { answer(&self.add) })
         }
+        fn redescribe<'a>(
+            &'a self,
+            _: &'a Scope,
+            _: &'a RuleSpec,
+            _: &'a str,
+            _: &'a str,
+        ) -> FwFuture<'a, ()> {
+            Box::pin(async { panic!("doctor never renews a rule") })
+        }
+        fn can_redescribe<'a>(
+            &'a self,
+            _: &'a Scope,
+            _: &'a RuleSpec,
+            _: &'a str,
+            _: &'a str,
+        ) -> FwFuture<'a, ()> {
+            Box::pin(async { Ok(()) })
+        }
+        fn groups_page<'a>(
+            &'a self,
+            _: &'a Scope,
+            _: &'a [String],
+            _: Option<&'a str>,
+        ) -> FwFuture<'a, worker::whitelist::GroupPage> {
+            Box::pin(async { Ok(worker::whitelist::GroupPage::default()) })
+        }
     }
 
     fn spec() -> RuleSpec {

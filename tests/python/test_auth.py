@@ -42,7 +42,18 @@ WORKERS = 2
 ISSUER = "https://issuer.test/"
 AUTHORIZATION_SERVER = "https://login.issuer.test/"
 READ_WRITE = "whitelist:read whitelist:write"
-ALL_TOOLS = {"service_status", "whitelist_add", "whitelist_check", "whitelist_list", "whitelist_remove"}
+ALL_TOOLS = {
+    "service_status",
+    "whitelist_add",
+    "whitelist_check",
+    "whitelist_find",
+    "whitelist_groups",
+    "whitelist_history",
+    "whitelist_list",
+    "whitelist_move",
+    "whitelist_remove",
+    "whitelist_revoke_everywhere",
+}
 
 
 # --------------------------------------------------------------------------------------------

@@ -406,3 +406,87 @@ async fn a_dry_run_revoke_asks_without_changing_anything() {
     let rules = fw.list(&scope, &group).await.expect("list");
     assert_eq!(rules.len(), 1, "a dry run removes nothing: {rules:?}");
 }
+
+/// The whole service in this process over `Ec2Firewall` on moto, with the host's real audit
+/// log and expiry index in `state`, so the sweeper can be driven with any clock.
+fn service_on(moto: &Moto, state: &std::path::Path) -> worker::whitelist::Whitelist {
+    use std::sync::Arc;
+    use worker::host::audit_file::AuditLog;
+    use worker::host::group_locks::GroupLockFiles;
+    use worker::whitelist::cache::LocalVersions;
+    use worker::whitelist::{Defaults, MarkerKey, Parts, Policy, Whitelist};
+    let audit = AuditLog::open(&state.join("audit.log")).expect("audit log").with_expiry_index(state.into());
+    Whitelist::new(Parts {
+        firewall: Arc::new(Ec2Firewall::new(settings(moto))),
+        policy: Policy::default(),
+        defaults: Defaults::default(),
+        port_mappings: vec![],
+        cache_ttl: Duration::from_secs(60),
+        versions: Arc::new(LocalVersions::default()),
+        recorder: Arc::new(audit),
+        marker_key: MarkerKey::new(&[9u8; 32]).expect("key"),
+        group_locks: Arc::new(GroupLockFiles::new(state.into())),
+    })
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_renewal_moves_the_expiry_in_ec2_and_the_sweeper_honours_it() {
+    use std::time::SystemTime;
+    use worker::whitelist::{AddArgs, Caller, RuleArgs};
+    let Some(moto) = start_moto() else { return };
+    let client = ec2(&moto).await;
+    let group = create_group(&client, "renew").await;
+    let state = tempfile::tempdir().expect("state dir");
+    let w = service_on(&moto, state.path());
+    let who = Caller { identity: Some("alice".into()), ..Caller::default() };
+    let args = |duration: &str| AddArgs {
+        rule: RuleArgs { group: group.clone(), ip_address: "203.0.113.7".into(), ..RuleArgs::default() },
+        duration: Some(duration.into()),
+        ..AddArgs::default()
+    };
+    let ec2_description = || async {
+        let out = client
+            .describe_security_group_rules()
+            .filters(aws_sdk_ec2::types::Filter::builder().name("group-id").values(&group).build())
+            .send()
+            .await
+            .expect("describe rules");
+        let ingress: Vec<_> =
+            out.security_group_rules().iter().filter(|r| r.is_egress() == Some(false)).collect();
+        assert!(ingress.len() <= 1, "{ingress:?}");
+        ingress.first().map(|r| r.description().unwrap_or_default().to_string())
+    };
+
+    let first = w.add(&default_chain(), &args("1h"), &who).await.expect("add");
+    let old = first.rule.expires_at.clone().expect("an expiry");
+    let dry = w.dry_run_add(&default_chain(), &args("5h"), &who).await.expect("dry run");
+    assert!(dry.would_change && dry.aws_allowed.allowed, "{dry:?}");
+    assert_eq!(dry.previous_expires_at.as_deref(), Some(old.as_str()));
+    assert!(
+        ec2_description().await.expect("the rule").contains(&format!("exp={old}")),
+        "the dry run changed nothing"
+    );
+
+    let renewed = w.add(&default_chain(), &args("5h"), &who).await.expect("renew");
+    assert!(renewed.changed && renewed.renewed, "{renewed:?}");
+    assert_eq!(renewed.previous_expires_at.as_deref(), Some(old.as_str()));
+    let new = renewed.rule.expires_at.clone().expect("a new expiry");
+    assert_eq!(renewed.rule.rule_id, first.rule.rule_id, "the same rule, rewritten in place");
+    let description = ec2_description().await.expect("the rule");
+    assert!(description.contains(&format!("exp={new}")) && !description.contains(&old), "{description}");
+    let index = std::fs::read_to_string(state.path().join("expiring-groups.jsonl")).unwrap_or_default();
+    assert!(index.contains(&group), "the group is in the sweeper's index: {index}");
+    let audit = std::fs::read_to_string(state.path().join("audit.log")).expect("audit log");
+    assert!(
+        audit.lines().any(|l| l.contains("\"action\":\"renew\"") && l.contains("\"result\":\"renewed\"")),
+        "{audit}"
+    );
+
+    let now = SystemTime::now();
+    let swept = w.sweep(&default_chain(), &group, now + Duration::from_secs(2 * 3600)).await.expect("sweep");
+    assert!(swept.is_empty(), "past the old expiry only: {swept:?}");
+    assert!(ec2_description().await.is_some(), "still in EC2");
+    let swept = w.sweep(&default_chain(), &group, now + Duration::from_secs(6 * 3600)).await.expect("sweep");
+    assert_eq!(swept.len(), 1, "past the new expiry");
+    assert_eq!(ec2_description().await, None, "removed from EC2");
+}

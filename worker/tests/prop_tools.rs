@@ -22,8 +22,8 @@ use worker::mcp::{Dispatcher, Outcome, ServerInfo, TransportMeta};
 use worker::whitelist::audit::{AuditEntry, Recorder};
 use worker::whitelist::cache::LocalVersions;
 use worker::whitelist::{
-    AddArgs, Defaults, Error, ExistingRule, Firewall, FwFuture, MarkerKey, Parts, Policy, Ports, Protocol,
-    RuleArgs, RuleSpec, Scope, Whitelist,
+    AddArgs, Defaults, Error, ExistingRule, Firewall, FirewallError, FwFuture, GroupPage, MarkerKey, Parts,
+    Policy, Ports, Protocol, RuleArgs, RuleSpec, Scope, Whitelist,
 };
 
 /// Group locks for one service alone: nobody else to exclude, so holding is immediate.
@@ -82,6 +82,41 @@ impl Firewall for FakeEc2 {
             ));
             Ok(id)
         })
+    }
+    fn redescribe<'a>(
+        &'a self,
+        _: &'a Scope,
+        spec: &'a RuleSpec,
+        rule_id: &'a str,
+        description: &'a str,
+    ) -> FwFuture<'a, ()> {
+        Box::pin(async move {
+            self.changes.fetch_add(1, Ordering::SeqCst);
+            let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
+            let rule = rules
+                .iter_mut()
+                .find(|r| r.rule_id == rule_id && r.matches(spec))
+                .ok_or(FirewallError::RuleNotFound)?;
+            rule.description = description.into();
+            Ok(())
+        })
+    }
+    fn can_redescribe<'a>(
+        &'a self,
+        _: &'a Scope,
+        _: &'a RuleSpec,
+        _: &'a str,
+        _: &'a str,
+    ) -> FwFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+    fn groups_page<'a>(
+        &'a self,
+        _: &'a Scope,
+        _: &'a [String],
+        _: Option<&'a str>,
+    ) -> FwFuture<'a, GroupPage> {
+        Box::pin(async { Ok(GroupPage::default()) })
     }
     fn revoke<'a>(&'a self, _: &'a Scope, _: &'a str, ids: &'a [String]) -> FwFuture<'a, ()> {
         Box::pin(async move {

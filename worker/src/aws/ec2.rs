@@ -1,14 +1,23 @@
 //! [`Firewall`] on EC2: security group ingress rules read with DescribeSecurityGroupRules,
-//! added with AuthorizeSecurityGroupIngress and removed by rule id.
+//! added with AuthorizeSecurityGroupIngress, removed by rule id, renewed (a new description
+//! carrying the new signed marker) with ModifySecurityGroupRules by rule id (moto ignores
+//! `DryRun` on UpdateSecurityGroupRuleDescriptionsIngress and writes; this one it honours); groups
+//! listed a page at a time with DescribeSecurityGroups (a `group-id` filter of the patterns).
 
 use aws_sdk_ec2::error::ProvideErrorMetadata;
-use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Ipv6Range, SecurityGroupRule};
+use aws_sdk_ec2::types::{
+    Filter, IpPermission, IpRange, Ipv6Range, SecurityGroupRule, SecurityGroupRuleRequest,
+    SecurityGroupRuleUpdate,
+};
 use ipnet::IpNet;
 
 use super::clients::{Clients, Session};
 use super::settings::AwsSettings;
 use crate::metrics::aws_call;
-use crate::whitelist::{ExistingRule, Firewall, FirewallError, FwFuture, Protocol, RuleSpec, Scope};
+use crate::whitelist::{
+    ChangeKind, ExistingRule, Firewall, FirewallError, FwFuture, GroupInfo, GroupPage, Protocol, RuleSpec,
+    Scope,
+};
 
 /// Most pages of rules read for one group (a guard against an endpoint that never ends).
 const MAX_PAGES: usize = 1000;
@@ -112,6 +121,94 @@ impl Ec2Firewall {
         tracing::debug!(group, rules = rule_ids.len(), "ingress rules removed");
         Ok(())
     }
+
+    async fn group_page(
+        &self,
+        scope: &Scope,
+        patterns: &[String],
+        token: Option<&str>,
+    ) -> Result<GroupPage, FirewallError> {
+        let action = "ec2:DescribeSecurityGroups";
+        let s = self.clients.session(scope, "").await?;
+        let call = s.call(action, "");
+        let mut ask =
+            s.ec2.describe_security_groups().max_results(1000).set_next_token(token.map(str::to_string));
+        if !patterns.is_empty() {
+            ask = ask.filters(Filter::builder().name("group-id").set_values(Some(patterns.to_vec())).build());
+        }
+        let out = aws_call(action, ask.send().await).map_err(|e| s.fail(&call, &e))?;
+        let groups = out
+            .security_groups()
+            .iter()
+            .map(|g| GroupInfo {
+                group_id: g.group_id().unwrap_or_default().to_string(),
+                name: g.group_name().unwrap_or_default().to_string(),
+                vpc_id: g.vpc_id().map(str::to_string),
+                description: g.description().unwrap_or_default().to_string(),
+                tags: g
+                    .tags()
+                    .iter()
+                    .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+                    .collect(),
+            })
+            .collect();
+        let next = out.next_token().filter(|t| !t.is_empty()).map(str::to_string);
+        Ok(GroupPage { groups, next })
+    }
+
+    /// The rule `rule_id` (exactly `spec`) given `description`, or only asked about (`dry`):
+    /// an endpoint that ignores `DryRun` has written the planned description, which is an error
+    /// to report, never "allowed".
+    async fn modify(
+        &self,
+        scope: &Scope,
+        spec: &RuleSpec,
+        rule_id: &str,
+        description: &str,
+        dry: bool,
+    ) -> Result<(), FirewallError> {
+        let action = ChangeKind::Renew.iam_action();
+        let group = spec.group_id.as_str();
+        let s = self.clients.session(scope, group).await?;
+        let call = s.call(action, group);
+        let mut rule = SecurityGroupRuleRequest::builder()
+            .ip_protocol(spec.protocol.ec2_name(&spec.cidr))
+            .description(description);
+        if spec.protocol != Protocol::All {
+            rule = rule.from_port(spec.ports.from).to_port(spec.ports.to);
+        }
+        rule = match spec.cidr {
+            IpNet::V4(_) => rule.cidr_ipv4(spec.cidr.to_string()),
+            IpNet::V6(_) => rule.cidr_ipv6(spec.cidr.to_string()),
+        };
+        let update = SecurityGroupRuleUpdate::builder()
+            .security_group_rule_id(rule_id)
+            .security_group_rule(rule.build());
+        let sent = s
+            .ec2
+            .modify_security_group_rules()
+            .group_id(group)
+            .security_group_rules(update.build())
+            .dry_run(dry)
+            .send()
+            .await;
+        let done = match sent {
+            Err(e) if dry && e.code() == Some("DryRunOperation") => return aws_call(action, Ok(())),
+            Ok(_) if dry => Err(FirewallError::Other {
+                action: action.to_string(),
+                code: "DryRunIgnored".into(),
+                message: format!(
+                    "the EC2 endpoint ignored DryRun and rewrote rule {rule_id} in {group}; check the group"
+                ),
+            }),
+            Ok(out) if out.r#return() == Some(false) => Err(FirewallError::RuleNotFound),
+            Ok(_) => Ok(()),
+            Err(e) => Err(s.fail(&call, &e)),
+        };
+        aws_call(action, done)?;
+        tracing::debug!(group, rule_id, "ingress rule description rewritten");
+        Ok(())
+    }
 }
 
 impl Ec2Firewall {
@@ -181,6 +278,35 @@ impl Firewall for Ec2Firewall {
 
     fn can_authorize<'a>(&'a self, scope: &'a Scope, spec: &'a RuleSpec) -> FwFuture<'a, ()> {
         Box::pin(self.dry_run(scope, spec, true))
+    }
+
+    fn redescribe<'a>(
+        &'a self,
+        scope: &'a Scope,
+        spec: &'a RuleSpec,
+        rule_id: &'a str,
+        description: &'a str,
+    ) -> FwFuture<'a, ()> {
+        Box::pin(self.modify(scope, spec, rule_id, description, false))
+    }
+
+    fn can_redescribe<'a>(
+        &'a self,
+        scope: &'a Scope,
+        spec: &'a RuleSpec,
+        rule_id: &'a str,
+        description: &'a str,
+    ) -> FwFuture<'a, ()> {
+        Box::pin(self.modify(scope, spec, rule_id, description, true))
+    }
+
+    fn groups_page<'a>(
+        &'a self,
+        scope: &'a Scope,
+        patterns: &'a [String],
+        token: Option<&'a str>,
+    ) -> FwFuture<'a, GroupPage> {
+        Box::pin(self.group_page(scope, patterns, token))
     }
 }
 

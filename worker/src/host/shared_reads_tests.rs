@@ -55,6 +55,26 @@ impl Firewall for SlowEc2 {
     fn can_authorize<'a>(&'a self, _: &'a Scope, _: &'a RuleSpec) -> FwFuture<'a, ()> {
         Box::pin(async { Ok(()) })
     }
+    fn redescribe<'a>(&'a self, _: &'a Scope, _: &'a RuleSpec, _: &'a str, _: &'a str) -> FwFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+    fn can_redescribe<'a>(
+        &'a self,
+        _: &'a Scope,
+        _: &'a RuleSpec,
+        _: &'a str,
+        _: &'a str,
+    ) -> FwFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+    fn groups_page<'a>(
+        &'a self,
+        _: &'a Scope,
+        _: &'a [String],
+        _: Option<&'a str>,
+    ) -> FwFuture<'a, crate::whitelist::GroupPage> {
+        Box::pin(async { Ok(crate::whitelist::GroupPage::default()) })
+    }
 }
 
 /// A worker of the host in `dir`: its own service (and cache) over the host's shared files.

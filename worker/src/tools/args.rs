@@ -4,7 +4,18 @@
 
 use serde_json::{Map, Value};
 
+use crate::caller::Caller;
+use crate::mcp::CallContext;
 use crate::whitelist::{AddArgs, Keys, RuleArgs, Scope};
+
+/// The caller of a tool call, with the request's id for the audit log when the transport gave none.
+pub(super) fn caller_of(ctx: &CallContext) -> Caller {
+    let mut who = ctx.caller.clone();
+    if who.request_id.is_none() {
+        who.request_id = Some(ctx.request_id.to_value().to_string());
+    }
+    who
+}
 
 pub(super) fn text_arg(args: &Map<String, Value>, key: &str) -> Option<String> {
     match args.get(key) {

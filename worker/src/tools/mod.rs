@@ -8,6 +8,7 @@
 
 mod args;
 pub mod consent;
+pub mod lifecycle;
 pub mod status;
 pub mod whitelist;
 
@@ -18,14 +19,15 @@ use crate::whitelist::{ConsentSeal, Whitelist};
 
 pub use status::{standard_registry, ServiceStatus};
 
-/// Every tool of the server on one registry: `service_status` and the whitelist tools (`seal`
-/// makes the request states of consent questions).
+/// Every tool of the server on one registry: `service_status`, the four whitelist tools and
+/// the lifecycle tools (`seal` makes the request states of consent questions).
 pub fn register_all(
     page_size: usize,
     service: Arc<Whitelist>,
     seal: Option<Arc<ConsentSeal>>,
 ) -> Result<Registry, RegistryError> {
     let mut registry = standard_registry(page_size)?;
-    whitelist::register(&mut registry, service, seal)?;
+    whitelist::register(&mut registry, service.clone(), seal.clone())?;
+    lifecycle::register(&mut registry, service, seal)?;
     Ok(registry)
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use super::args::{add_args, rule_args, scope, text_arg};
+use super::args::{add_args, caller_of, rule_args, scope, text_arg};
 use super::consent::McpAsker;
 use crate::auth::{SCOPE_READ, SCOPE_WRITE};
 use crate::caller::Caller;
@@ -63,10 +63,7 @@ impl Tool for WhitelistTool {
     fn call<'a>(&'a self, args: Map<String, Value>, ctx: &'a CallContext) -> ToolFuture<'a> {
         Box::pin(async move {
             let scope = scope(&args).map_err(ToolError::Failed)?;
-            let mut who = ctx.caller.clone();
-            if who.request_id.is_none() {
-                who.request_id = Some(ctx.request_id.to_value().to_string());
-            }
+            let who = caller_of(ctx);
             let fail = |e: crate::whitelist::Error| match e {
                 crate::whitelist::Error::Consent(Stop::InputRequired(result)) => {
                     ToolError::InputRequired(result)
@@ -96,7 +93,7 @@ impl Tool for WhitelistTool {
                     let r = self.service.add_with(&scope, &a, &who, &asker).await.map_err(fail)?;
                     (
                         r.message.clone(),
-                        json!({"success": true, "changed": r.changed, "message": r.message, "rule": rule_value(&r.rule)}),
+                        json!({"success": true, "changed": r.changed, "renewed": r.renewed, "previous_expires_at": r.previous_expires_at, "message": r.message, "rule": rule_value(&r.rule)}),
                     )
                 }
                 Kind::Remove => {
@@ -144,7 +141,7 @@ impl Tool for WhitelistTool {
     }
 }
 
-fn rule_value(r: &RuleView) -> Value {
+pub(super) fn rule_value(r: &RuleView) -> Value {
     serde_json::to_value(r).unwrap_or(Value::Null)
 }
 
@@ -158,6 +155,7 @@ fn dry_run_value(d: &DryRun) -> Value {
         "message": d.message,
         "planned_rule": serde_json::to_value(&d.rule).unwrap_or(Value::Null),
         "expires_at": d.expires_at,
+        "previous_expires_at": d.previous_expires_at,
         "rule_ids": d.rule_ids,
         "aws_allowed": serde_json::to_value(&d.aws_allowed).unwrap_or(Value::Null),
     })
@@ -170,8 +168,9 @@ fn spec(kind: Kind) -> ToolSpec {
             "Allow an IP address into a security group",
             "Add an ingress rule to an EC2 security group allowing an IP address or CIDR on a port. \
              ip_address may be \"current\" for the caller's own address. Adding a rule that already \
-             exists succeeds with changed=false. duration (e.g. \"8h\") makes the rule expire; the \
-             service removes it afterwards. Policy may refuse a request and says which setting did. \
+             exists succeeds with changed=false; with duration, a rule this service added is renewed \
+             instead: its expiry is set anew (renewed=true, previous_expires_at). duration (e.g. \
+             \"8h\") makes the rule expire; the service removes it afterwards. Policy may refuse a request and says which setting did. \
              dry_run: true shows exactly what would change (the rule, its description and expiry) \
              and asks AWS whether your credentials may make the change, changing nothing.",
             ToolAnnotations { read_only: false, destructive: false, idempotent: true, open_world: true },
@@ -215,9 +214,9 @@ fn spec(kind: Kind) -> ToolSpec {
     }
 }
 
-fn input_schema(kind: Kind) -> Value {
-    let mut props = json!({
-        "security_group_id": {"type": "string", "description": "Security group id, e.g. sg-0123456789abcdef0", "minLength": 3, "maxLength": 64},
+/// The arguments every tool that reaches AWS takes: which account and region.
+pub(super) fn account_props() -> Value {
+    json!({
         "region": {"type": "string", "description": "AWS region, e.g. eu-west-1 (default from the profile or server config)", "maxLength": 32},
         "profile": {"type": "string", "description": "Name of a credential profile configured on the server", "maxLength": 128},
         "credentials": {
@@ -232,7 +231,14 @@ fn input_schema(kind: Kind) -> Value {
             "required": ["access_key_id", "secret_access_key"],
             "additionalProperties": false
         }
-    });
+    })
+}
+
+fn input_schema(kind: Kind) -> Value {
+    let mut props = account_props();
+    if let Some(p) = props.as_object_mut() {
+        p.insert("security_group_id".into(), json!({"type": "string", "description": "Security group id, e.g. sg-0123456789abcdef0", "minLength": 3, "maxLength": 64}));
+    }
     let mut required = vec!["security_group_id"];
     if kind != Kind::List {
         required.push("ip_address");
@@ -261,7 +267,7 @@ fn input_schema(kind: Kind) -> Value {
     json!({"type": "object", "properties": props, "required": required, "additionalProperties": false})
 }
 
-fn rule_schema() -> Value {
+pub(super) fn rule_schema() -> Value {
     json!({
         "type": "object",
         "properties": {
@@ -281,7 +287,7 @@ fn rule_schema() -> Value {
     })
 }
 
-fn nullable(mut schema: Value) -> Value {
+pub(super) fn nullable(mut schema: Value) -> Value {
     schema["type"] = json!(["object", "null"]);
     schema
 }
@@ -314,6 +320,7 @@ fn dry_run_schema(props: &mut Value) {
         "would_change": {"type": "boolean", "description": "Whether the call without dry_run would change the group"},
         "planned_rule": planned,
         "expires_at": {"type": ["string", "null"]},
+        "previous_expires_at": {"type": ["string", "null"], "description": "A renewal: the rule's expiry before it (null: none)"},
         "rule_ids": {"type": "array", "items": {"type": "string"}, "description": "remove: the rules that would be removed; add: the identical rule already there"},
         "aws_allowed": verdict
     });
@@ -326,7 +333,7 @@ fn output_schema(kind: Kind) -> Value {
     let (mut props, required) = match kind {
         Kind::Add => (
             // `rule` is the rule added or found; a dry run that finds none has no rule.
-            json!({"success": {"type": "boolean"}, "changed": {"type": "boolean"}, "message": {"type": "string"}, "rule": nullable(rule_schema())}),
+            json!({"success": {"type": "boolean"}, "changed": {"type": "boolean"}, "renewed": {"type": "boolean", "description": "The rule existed, managed, and was given the new expiry"}, "message": {"type": "string"}, "rule": nullable(rule_schema())}),
             vec!["success", "changed", "message"],
         ),
         Kind::Remove => (

@@ -36,7 +36,7 @@ pub struct AuditEntry {
     /// [`INTENT`], [`OUTCOME`] or [`DRY_RUN`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phase: Option<&'static str>,
-    /// `add`, `remove` or `expire`.
+    /// `add`, `remove`, `expire` or `renew`.
     pub action: &'static str,
     /// Who: the authenticated identity, or `anonymous`.
     pub identity: String,
@@ -80,8 +80,9 @@ pub struct AuditEntry {
     pub consent: Option<serde_json::Value>,
 }
 
-/// An entry read back from the log: what the reconciler needs to complete an intent.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+/// An entry read back from the log: what the reconciler needs to complete an intent, and what
+/// the history tool shows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LoggedEntry {
     /// As written.
@@ -110,6 +111,17 @@ pub struct LoggedEntry {
     pub pid: u32,
     /// As written.
     pub rule: serde_json::Value,
+    /// As written (`pending`, `added`, `renewed`, `failed`, `would_change`, …).
+    pub result: String,
+    /// As written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws_allowed: Option<bool>,
+    /// As written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub found: Option<String>,
+    /// As written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl LoggedEntry {
@@ -175,7 +187,7 @@ pub(crate) struct DryRunFound<'a> {
 /// What a change is about.
 #[derive(Clone, Copy)]
 pub(crate) struct About<'a> {
-    /// `add`, `remove` or `expire`.
+    /// `add`, `remove`, `expire` or `renew`.
     pub action: &'static str,
     /// The rule.
     pub spec: &'a RuleSpec,

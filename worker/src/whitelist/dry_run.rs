@@ -1,4 +1,4 @@
-//! Dry runs of add and remove (`dry_run: true`): the same plan and the same comparison with the
+//! Dry runs of add (a renewal included) and remove (`dry_run: true`): the same plan and the same comparison with the
 //! group's rules as the real change (a policy refusal is still a refusal), then EC2 asked with
 //! `DryRun` whether the caller's credentials may make the change. Nothing changes: no AWS write,
 //! no expiry-index entry, no change counter; one audit entry with phase `dry_run` records it.
@@ -67,8 +67,10 @@ pub struct DryRun {
     pub would_change: bool,
     /// The rule as it would be written (add) or as named (remove).
     pub rule: PlannedRule,
-    /// Add: when the rule would expire.
+    /// Add and renew: when the rule would expire.
     pub expires_at: Option<String>,
+    /// Renew: the rule's expiry now (`None`: none, or not a renewal).
+    pub previous_expires_at: Option<String>,
     /// Remove: the ids of the rules that would be removed. Add: the identical rule already
     /// there, if any.
     pub rule_ids: Vec<String>,
@@ -87,6 +89,11 @@ impl Whitelist {
         let rules = self.fresh(scope, &plan.spec.group_id).await?;
         let existing: Vec<&ExistingRule> =
             self.compare_add(scope, &plan, &rules).await?.into_iter().collect();
+        if let Some(renewal) =
+            existing.first().map(|r| self.plan_renew(args, &plan, r)).transpose()?.flatten()
+        {
+            return self.dry_run(scope, renewal.plan, &existing, who).await;
+        }
         self.dry_run(scope, plan, &existing, who).await
     }
 
@@ -115,13 +122,18 @@ impl Whitelist {
         let would_change = match plan.kind {
             ChangeKind::Add => found.is_empty(),
             ChangeKind::Remove => !found.is_empty(),
+            ChangeKind::Renew => true,
         };
-        let verdict = self.ask_ec2(scope, &plan).await?;
+        let previous = match plan.kind {
+            ChangeKind::Renew => found.first().and_then(|r| self.view(r).expires_at),
+            _ => None,
+        };
+        let verdict = self.ask_ec2(scope, &plan, found).await?;
         let rule_ids: Vec<String> = found.iter().map(|r| r.rule_id.clone()).collect();
         let about = About {
             action: plan.kind.as_str(),
             spec: &plan.spec,
-            rule_id: None,
+            rule_id: found.first().filter(|_| plan.kind == ChangeKind::Renew).map(|r| r.rule_id.as_str()),
             description: plan.description.as_deref().unwrap_or(""),
             expires: plan.expires,
         };
@@ -132,11 +144,12 @@ impl Whitelist {
             aws_detail: &verdict.detail,
         };
         Change::new(about, who, scope).record_dry_run(&self.recorder, record).await?;
-        let message = dry_run_message(&plan, would_change, &rule_ids, &verdict);
+        let message = dry_run_message(&plan, would_change, &rule_ids, previous.as_deref(), &verdict);
         Ok(DryRun {
             would_change,
             rule: PlannedRule::of(&plan),
             expires_at: plan.expires_at(),
+            previous_expires_at: previous,
             rule_ids,
             existing: found.iter().map(|r| self.view(r)).collect(),
             aws_allowed: verdict,
@@ -147,11 +160,23 @@ impl Whitelist {
     /// EC2's `DryRun` of the change with the caller's own scope: `DryRunOperation` is allowed,
     /// `UnauthorizedOperation` is not (named with its IAM action); anything else (a missing
     /// group, bad credentials) fails the dry run as it would fail the change.
-    async fn ask_ec2(&self, scope: &Scope, plan: &PlannedChange) -> Result<AwsVerdict, Error> {
+    async fn ask_ec2(
+        &self,
+        scope: &Scope,
+        plan: &PlannedChange,
+        found: &[&ExistingRule],
+    ) -> Result<AwsVerdict, Error> {
         let action = plan.kind.iam_action();
         let asked = match plan.kind {
             ChangeKind::Add => self.firewall.can_authorize(scope, &plan.spec).await,
             ChangeKind::Remove => self.firewall.can_revoke(scope, &plan.spec).await,
+            ChangeKind::Renew => {
+                let (rule_id, description) =
+                    (found.first().map_or("", |r| r.rule_id.as_str()), plan.description.as_deref());
+                self.firewall
+                    .can_redescribe(scope, &plan.spec, rule_id, description.unwrap_or_default())
+                    .await
+            }
         };
         match asked {
             Ok(()) => Ok(AwsVerdict {
@@ -173,7 +198,13 @@ impl Whitelist {
 }
 
 /// "dry run, nothing changed: would allow …; AWS would allow it (…)".
-fn dry_run_message(plan: &PlannedChange, would_change: bool, ids: &[String], verdict: &AwsVerdict) -> String {
+fn dry_run_message(
+    plan: &PlannedChange,
+    would_change: bool,
+    ids: &[String],
+    previous: Option<&str>,
+    verdict: &AwsVerdict,
+) -> String {
     let (what, group) = (plan.summary(), &plan.spec.group_id);
     let change = match (plan.kind, would_change) {
         (ChangeKind::Add, true) => {
@@ -188,6 +219,12 @@ fn dry_run_message(plan: &PlannedChange, would_change: bool, ids: &[String], ver
             )
         }
         (ChangeKind::Remove, true) => format!("would remove {what} from {group} (rule {})", ids.join(", ")),
+        (ChangeKind::Renew, _) => format!(
+            "would renew {what} in {group} (rule {}): its expiry would move from {} to {}",
+            ids.join(", "),
+            previous.unwrap_or("never"),
+            plan.expires_at().as_deref().unwrap_or("never")
+        ),
         (ChangeKind::Remove, false) => {
             format!("{what} is not allowed in {group}; removing it would change nothing")
         }

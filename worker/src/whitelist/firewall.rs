@@ -56,6 +56,58 @@ pub trait Firewall: Send + Sync {
     /// Whether `scope` may add the rule `spec`, asked without changing anything (EC2's
     /// `DryRun`): `Ok` when it may, else why not (`PermissionDenied` names the IAM action).
     fn can_authorize<'a>(&'a self, scope: &'a Scope, spec: &'a RuleSpec) -> FwFuture<'a, ()>;
+    /// Rewrites the description of the ingress rule `rule_id`, which is exactly `spec` (a
+    /// renewal's new signed marker), in place: the rule keeps its id; `RuleNotFound` when it
+    /// is gone.
+    fn redescribe<'a>(
+        &'a self,
+        scope: &'a Scope,
+        spec: &'a RuleSpec,
+        rule_id: &'a str,
+        description: &'a str,
+    ) -> FwFuture<'a, ()>;
+    /// Whether `scope` may rewrite that description, asked without changing anything (EC2's
+    /// `DryRun`; an endpoint that ignores it and writes `description` is an error).
+    fn can_redescribe<'a>(
+        &'a self,
+        scope: &'a Scope,
+        spec: &'a RuleSpec,
+        rule_id: &'a str,
+        description: &'a str,
+    ) -> FwFuture<'a, ()>;
+    /// One page of the security groups whose id matches one of `patterns` (`*` and `?` as in
+    /// EC2 filters; empty: every group), from `token` (`None`: the first page). The caller
+    /// pages; `next` is `None` on the last page.
+    fn groups_page<'a>(
+        &'a self,
+        scope: &'a Scope,
+        patterns: &'a [String],
+        token: Option<&'a str>,
+    ) -> FwFuture<'a, GroupPage>;
+}
+
+/// A security group as the groups and find tools show it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GroupInfo {
+    /// `sg-…`.
+    pub group_id: String,
+    /// The group's name.
+    pub name: String,
+    /// Its VPC, when it has one.
+    pub vpc_id: Option<String>,
+    /// Its description.
+    pub description: String,
+    /// Its tags, by key.
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+/// One page of [`Firewall::groups_page`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupPage {
+    /// The groups on this page.
+    pub groups: Vec<GroupInfo>,
+    /// The token of the next page; `None` on the last.
+    pub next: Option<String>,
 }
 
 /// Why a firewall call failed, in terms a person can act on.

@@ -14,6 +14,9 @@ pub fn sentences(policy: &Policy) -> Vec<String> {
         "This server manages IP-whitelist ingress rules of AWS EC2 security groups: whitelist_list and \
          whitelist_check read them, whitelist_add and whitelist_remove change them."
             .to_string(),
+        "whitelist_groups lists the groups you may touch; whitelist_find finds where an address or a \
+         user is allowed; whitelist_history shows who changed what and when."
+            .to_string(),
     ];
     if policy.read_only {
         out.push(
@@ -53,6 +56,13 @@ pub fn sentences(policy: &Policy) -> Vec<String> {
             "ip_address \"current\" means your own address; dry_run: true on whitelist_add or \
              whitelist_remove shows exactly what would change and whether AWS would allow it, \
              changing nothing."
+                .into(),
+        );
+        out.push(
+            "whitelist_add with duration on a rule this service added renews it; whitelist_move moves \
+             a user's access in a group to a new address (the new one is added before the old is \
+             removed); whitelist_revoke_everywhere removes an address's or a user's rules from every \
+             group (run it with dry_run: true first)."
                 .into(),
         );
     }

@@ -19,7 +19,7 @@ use aws_lc_rs::{constant_time, hmac};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
-use super::description::rfc3339;
+use super::description::{rfc3339, MAX_LEN};
 use super::target::RuleSpec;
 
 /// How a marker starts; the last one in a description is the one read.
@@ -180,6 +180,31 @@ impl Invalid {
             Invalid::Mismatch => "its marker does not verify: edited, copied from another rule, or signed with another host's key (every host must share [whitelist] marker_key_file or marker_key_env)",
         }
     }
+}
+
+/// A managed rule's description with `marker` in place of its old one (a renewal): the text
+/// before the marker is kept (who asked, when, why), and an expiry that `{expires}` wrote into
+/// it follows the marker's. Longer than EC2 allows is an error saying what to do.
+pub fn remark(
+    description: &str,
+    old: Option<SystemTime>,
+    new: Option<SystemTime>,
+    marker: &str,
+) -> Result<String, String> {
+    let text = description.rfind(OPEN).map_or(description, |at| &description[..at]).trim_end();
+    let text = match (old, new) {
+        (Some(old), Some(new)) => text.replace(&rfc3339(old), &rfc3339(new)),
+        _ => text.to_string(),
+    };
+    let full = if text.is_empty() { marker.to_string() } else { format!("{text} {marker}") };
+    if full.chars().count() > MAX_LEN {
+        return Err(format!(
+            "the rule's description with the new expiry would be {} characters; EC2 allows {MAX_LEN}: \
+             remove the rule and add it again with a shorter description",
+            full.chars().count()
+        ));
+    }
+    Ok(full)
 }
 
 #[cfg(test)]

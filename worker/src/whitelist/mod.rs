@@ -29,12 +29,13 @@ pub mod target;
 pub use crate::caller::Caller;
 pub use consent::{Action, Asker, ConsentRules, Consented, NobodyToAsk, ProposedChange, Stop};
 pub use consent_token::{ConsentSeal, NonceStore, StateError};
-pub use firewall::{Firewall, FirewallError, FwFuture, Keys, Scope};
+pub use firewall::{Firewall, FirewallError, FwFuture, GroupInfo, GroupPage, Keys, Scope};
 pub use marker::{Marker, MarkerKey};
 pub use policy::{Policy, Refusal};
 pub use rules::{ExistingRule, RuleSpec};
 pub use service::{
-    AddArgs, AwsVerdict, ChangeKind, Defaults, DryRun, Error, GroupGuard, GroupLockFuture, GroupLocks, Parts,
-    PlannedChange, PlannedRule, RuleArgs, RuleView, Whitelist,
+    AddArgs, AwsVerdict, ChangeKind, Defaults, DryRun, Error, FindArgs, Found, GroupGuard, GroupLockFuture,
+    GroupLocks, History, HistoryQuery, MoveArgs, Moved, Parts, PlannedChange, PlannedRule, Relation, Renewal,
+    Revocation, Revoked, RuleArgs, RuleView, Whitelist,
 };
 pub use target::{NamedPort, Ports, Protocol};

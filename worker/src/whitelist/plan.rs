@@ -20,6 +20,9 @@ pub enum ChangeKind {
     Add,
     /// Take an allowance away (`whitelist_remove`).
     Remove,
+    /// Give a managed rule a new expiry: its description rewritten in place with a new signed
+    /// marker (`whitelist_add` with a `duration` on a rule that exists).
+    Renew,
 }
 
 impl ChangeKind {
@@ -28,6 +31,7 @@ impl ChangeKind {
         match self {
             ChangeKind::Add => "add",
             ChangeKind::Remove => "remove",
+            ChangeKind::Renew => "renew",
         }
     }
 
@@ -36,6 +40,7 @@ impl ChangeKind {
         match self {
             ChangeKind::Add => "ec2:AuthorizeSecurityGroupIngress",
             ChangeKind::Remove => "ec2:RevokeSecurityGroupIngress",
+            ChangeKind::Renew => "ec2:ModifySecurityGroupRules",
         }
     }
 }
@@ -48,9 +53,10 @@ pub struct PlannedChange {
     /// The rule: group, network (`current` resolved), protocol, ports (names resolved).
     pub spec: RuleSpec,
     /// Add: the description exactly as it would be written (template filled in, signed marker
-    /// and expiry included). Remove: `None`; the rules found carry their own.
+    /// and expiry included). Renew: the rule's description with the new marker. Remove:
+    /// `None`; the rules found carry their own.
     pub description: Option<String>,
-    /// Add: when the rule would expire (the requested duration within the policy's cap).
+    /// Add and renew: when the rule would expire (the requested duration within the policy's cap).
     pub expires: Option<SystemTime>,
     /// How long the rule lasts (`None`: permanent; always `None` for a removal).
     pub lasting: Option<Duration>,

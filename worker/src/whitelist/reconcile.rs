@@ -54,7 +54,7 @@ async fn complete(
         Err(e) => return Err(format!("cannot reconcile change {id} in {}: {e}", intent.group_id)),
     };
     let expiring = intent.rule.get("expires_at").is_some_and(Value::is_string);
-    if intent.action == "add" && expiring && matches!(found, Ok(Some(_))) {
+    if (intent.action == "add" || intent.action == "renew") && expiring && matches!(found, Ok(Some(_))) {
         let (s, g) = (scope.clone(), intent.group_id.clone());
         blocking(recorder, move |r| r.note_expiring(&s, &g)).await?;
     }
@@ -84,7 +84,7 @@ fn find<'a>(rules: &'a [ExistingRule], rule: &Value) -> Option<&'a ExistingRule>
 }
 
 fn outcome_of(intent: &LoggedEntry, found: &str) -> Option<AuditEntry> {
-    let action = ["add", "remove", "expire"].into_iter().find(|a| *a == intent.action)?;
+    let action = ["add", "remove", "expire", "renew"].into_iter().find(|a| *a == intent.action)?;
     Some(AuditEntry {
         time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
         id: intent.id.clone(),

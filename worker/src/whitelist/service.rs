@@ -147,9 +147,13 @@ impl RuleView {
 /// Result of an add.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Added {
-    /// False when the rule was already there.
+    /// False when the rule was already there (and not renewed).
     pub changed: bool,
-    /// The rule (new or existing).
+    /// True when the rule was there, managed, and given the new expiry (a renewal).
+    pub renewed: bool,
+    /// A renewal: the expiry before it, RFC 3339 (`None`: it had none).
+    pub previous_expires_at: Option<String>,
+    /// The rule (new, renewed or existing).
     pub rule: RuleView,
     /// For people.
     pub message: String,
@@ -164,7 +168,7 @@ impl Added {
             rule.group_id,
             rule.rule_id
         );
-        Added { changed: false, rule, message }
+        Added { changed: false, renewed: false, previous_expires_at: None, rule, message }
     }
 }
 
@@ -271,7 +275,8 @@ impl Whitelist {
         self
     }
 
-    /// Adds a rule, or reports the identical one already there (`changed: false`); a change
+    /// Adds a rule, or renews the identical managed one already there when a `duration` is
+    /// given (`renewed`, see `lifecycle/renew.rs`), or reports it (`changed: false`); a change
     /// that needs a person's consent is refused (nobody to ask).
     pub async fn add(&self, scope: &Scope, args: &AddArgs, who: &Caller) -> Result<Added, Error> {
         self.add_with(scope, args, who, &NobodyToAsk).await
@@ -308,7 +313,7 @@ impl Whitelist {
         };
         let rules = self.fresh(scope, &spec.group_id).await?;
         if let Some(existing) = self.compare_add(scope, &plan, &rules).await? {
-            return Ok(Added::unchanged(self.view(existing)));
+            return self.renew_or_keep(scope, args, &plan, existing, who, approval.as_ref()).await;
         }
         let about = About { action: "add", spec, rule_id: None, description: &description, expires };
         let change = stamped(Change::new(about, who, scope), approval.as_ref());
@@ -343,7 +348,7 @@ impl Whitelist {
         };
         let until = rule.expires_at.as_ref().map_or(String::new(), |at| format!(" until {at}"));
         let message = format!("allowed {} in {} (rule {rule_id}){until}", rule.summary(), spec.group_id);
-        Ok(Added { changed: true, rule, message })
+        Ok(Added { changed: true, renewed: false, previous_expires_at: None, rule, message })
     }
 
     /// A rule added with per-call keys expires only if the sweeper, which runs with the
@@ -771,10 +776,15 @@ fn cache_key(scope: &Scope, group: &str) -> String {
 
 #[path = "dry_run.rs"]
 mod dry_run;
+#[path = "lifecycle/mod.rs"]
+mod lifecycle;
 #[path = "plan.rs"]
 mod plan;
 
 pub use dry_run::{AwsVerdict, DryRun, PlannedRule};
+pub use lifecycle::{
+    FindArgs, Found, History, HistoryQuery, MoveArgs, Moved, Relation, Renewal, Revocation, Revoked,
+};
 pub use plan::{ChangeKind, PlannedChange};
 
 #[cfg(test)]

@@ -23,7 +23,16 @@ struct FakeEc2 {
     cannot_authorize: Mutex<Option<FirewallError>>,
     /// Dry runs of adds asked.
     dry_runs: AtomicUsize,
+    /// The account's security groups, listed `GROUP_PAGE` to a page (EC2 pages; moto never).
+    groups: Mutex<Vec<crate::whitelist::GroupInfo>>,
+    /// Pages of groups asked for.
+    group_pages: AtomicUsize,
+    /// A rule whose revoke fails (AWS throttling), to show partial failures.
+    unrevokable: Mutex<Option<String>>,
 }
+
+/// Groups per page of the fake's listing: small, so a handful of groups takes several pages.
+const GROUP_PAGE: usize = 2;
 
 impl FakeEc2 {
     fn fail_with(&self, e: FirewallError) {
@@ -80,11 +89,74 @@ impl Firewall for FakeEc2 {
             self.cannot_authorize.lock().unwrap().clone().map_or(Ok(()), Err)
         })
     }
+    fn redescribe<'a>(
+        &'a self,
+        _: &'a Scope,
+        spec: &'a RuleSpec,
+        rule_id: &'a str,
+        description: &'a str,
+    ) -> FwFuture<'a, ()> {
+        Box::pin(async move {
+            self.changes.fetch_add(1, Ordering::SeqCst);
+            if let Some(e) = self.failure() {
+                return Err(e);
+            }
+            let mut rules = self.rules.lock().unwrap();
+            let rule = rules
+                .iter_mut()
+                .find(|r| r.rule_id == rule_id && r.matches(spec))
+                .ok_or(FirewallError::RuleNotFound)?;
+            rule.description = description.into();
+            Ok(())
+        })
+    }
+    fn groups_page<'a>(
+        &'a self,
+        _: &'a Scope,
+        patterns: &'a [String],
+        token: Option<&'a str>,
+    ) -> FwFuture<'a, crate::whitelist::GroupPage> {
+        Box::pin(async move {
+            if let Some(e) = self.failure() {
+                return Err(e);
+            }
+            self.group_pages.fetch_add(1, Ordering::SeqCst);
+            let matching: Vec<_> = self
+                .groups
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|g| {
+                    patterns.is_empty() || patterns.iter().any(|p| super::super::policy::glob(p, &g.group_id))
+                })
+                .cloned()
+                .collect();
+            let from: usize = token.map_or(0, |t| t.parse().unwrap());
+            let to = (from + GROUP_PAGE).min(matching.len());
+            let next = (to < matching.len()).then(|| to.to_string());
+            Ok(crate::whitelist::GroupPage { groups: matching[from..to].to_vec(), next })
+        })
+    }
+    fn can_redescribe<'a>(
+        &'a self,
+        _: &'a Scope,
+        _: &'a RuleSpec,
+        _: &'a str,
+        _: &'a str,
+    ) -> FwFuture<'a, ()> {
+        Box::pin(async move {
+            self.dry_runs.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+    }
     fn revoke<'a>(&'a self, _: &'a Scope, _: &'a str, ids: &'a [String]) -> FwFuture<'a, ()> {
         Box::pin(async move {
             self.changes.fetch_add(1, Ordering::SeqCst);
             if let Some(e) = self.failure() {
                 return Err(e);
+            }
+            if ids.iter().any(|id| self.unrevokable.lock().unwrap().as_ref() == Some(id)) {
+                return Err(FirewallError::Throttled { action: "ec2:RevokeSecurityGroupIngress".into() });
             }
             let mut rules = self.rules.lock().unwrap();
             if !ids.iter().all(|id| rules.iter().any(|r| &r.rule_id == id)) {
@@ -649,3 +721,13 @@ async fn an_expiring_rule_with_per_call_keys_needs_a_server_that_can_revoke_it()
 
 #[path = "dry_run_tests.rs"]
 mod dry_run_tests;
+#[path = "lifecycle/find_tests.rs"]
+mod find_tests;
+#[path = "lifecycle/history_tests.rs"]
+mod history_tests;
+#[path = "lifecycle/move_tests.rs"]
+mod move_tests;
+#[path = "lifecycle/renew_tests.rs"]
+mod renew_tests;
+#[path = "lifecycle/revoke_tests.rs"]
+mod revoke_tests;
