@@ -107,7 +107,7 @@ impl Whitelist {
         match self.firewall.redescribe(scope, spec, &r.rule_id, description).await {
             Ok(()) => {}
             Err(FirewallError::RuleNotFound) => {
-                self.versions.bump(&spec.group_id);
+                self.versions.changed(&spec.group_id).await;
                 change.finish(&self.recorder, "not_present", Some(&r.rule_id), None).await?;
                 return Err(Error::Aws(FirewallError::Other {
                     action: ChangeKind::Renew.iam_action().to_string(),
@@ -121,7 +121,7 @@ impl Whitelist {
             }
             Err(e) => return Err(self.failed(&change, e).await),
         }
-        self.versions.bump(&spec.group_id);
+        self.versions.changed(&spec.group_id).await;
         change.finish(&self.recorder, "renewed", Some(&r.rule_id), None).await?;
         let rule = RuleView {
             description: description.to_string(),
