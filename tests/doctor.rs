@@ -211,3 +211,32 @@ fn the_jwks_is_fetched_and_its_keys_counted_or_the_failure_named() {
     // Without --offline, AWS was asked too (and is down here): its line fails on its own.
     assert!(line(&report, "aws.endpoint").starts_with("fail"), "{report}");
 }
+
+#[test]
+fn a_configured_redis_is_pinged_and_a_dead_one_fails_naming_the_setting() {
+    let Some(moto) = Moto::start() else { return };
+    let Some(bin) = common::redis::server_binary() else { return };
+    let mut redis = common::redis::Redis::start(&bin);
+    let group = moto.create_group("doctor-redis");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let cfg = format!(
+        "{}[redis]\nurl = \"{}\"\nhosts = 1\n",
+        config(&moto, &state, &format!("allowed_security_groups = [\"{group}\"]")),
+        redis.url()
+    );
+    let out = doctor(dir.path(), &cfg, &[]);
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(line(&report, "redis").starts_with("ok") && line(&report, "redis").contains("PING"), "{report}");
+
+    redis.kill();
+    let out = doctor(dir.path(), &cfg, &[]);
+    let report = text(&out);
+    assert_eq!(out.status.code(), Some(1), "a Redis that does not answer is a fail: {report}");
+    let redis_line = line(&report, "redis");
+    assert!(redis_line.starts_with("fail"), "{report}");
+    assert!(redis_line.contains(&redis.port.to_string()) && redis_line.contains("redis.url"), "{redis_line}");
+}

@@ -2,7 +2,8 @@
 //! whole of it. The configuration, the listeners, the state directory, the audit log, the
 //! marker key, the authentication keys; then (unless `--offline`) the AWS credentials and where
 //! they come from, the region, the account, AWS's clock against ours, every allowed and swept
-//! security group (it exists; a `DryRun` add and remove are allowed), and the JWKS.
+//! security group (it exists; a `DryRun` add and remove are allowed), the JWKS, and Redis (a
+//! PING through the workers' own link) when `[redis]` is configured.
 //!
 //! One line per check: `ok`, `warn` or `fail`, what was found and, unless ok, the fix; `--json`
 //! prints the same as one document. Exits 1 when any check fails. It changes nothing: no file
@@ -11,6 +12,7 @@
 mod aws;
 mod host;
 mod keys;
+mod redis;
 
 use std::fmt;
 use std::process::ExitCode;
@@ -194,7 +196,7 @@ pub fn main(args: &DoctorArgs) -> ExitCode {
         report.add(Check {
             check: "aws".into(),
             status: Status::Skip,
-            found: "--offline: AWS credentials, groups, clock and the JWKS not checked".into(),
+            found: "--offline: AWS credentials, groups, clock, the JWKS and Redis not checked".into(),
             fix: None,
         });
         return report.finish();
@@ -207,6 +209,9 @@ pub fn main(args: &DoctorArgs) -> ExitCode {
         }
     };
     runtime.block_on(async {
+        if let Some(check) = redis::check(settings.redis.as_ref()).await {
+            report.add(check);
+        }
         for check in aws::check(&settings, &args.security_groups).await {
             report.add(check);
         }

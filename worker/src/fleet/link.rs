@@ -129,6 +129,23 @@ impl Fleet {
         result
     }
 
+    /// Whether Redis answers a PING, through the path every call takes (a script, the
+    /// timeouts, the cluster's routing): `doctor`'s check. The error is shown with any password
+    /// scrubbed.
+    pub async fn ping(&self) -> Result<(), String> {
+        match self.eval::<String>(&Script::new("return redis.call('PING')"), &[], &[]).await {
+            Ok(answer) if answer == "PONG" => Ok(()),
+            Ok(other) => Err(format!("it answered PING with {other:?}")),
+            Err(e) => {
+                let text = e.to_string();
+                Err(match self.password.as_deref().filter(|p| !p.is_empty()) {
+                    Some(p) => text.replace(p, "***"),
+                    None => text,
+                })
+            }
+        }
+    }
+
     /// Whether the last call to Redis was answered.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
