@@ -119,6 +119,20 @@ fn wait_health(svc: &Service, status: &str) -> serde_json::Value {
     }
 }
 
+/// Waits until the merged `/metrics` (a worker's figures reach it with its next snapshot, not at
+/// once) satisfies `ok`.
+fn wait_metrics(svc: &Service, what: &str, ok: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + common::PATIENCE;
+    loop {
+        let text = String::from_utf8_lossy(&http::get(&svc.addr, "/metrics").unwrap().body).into_owned();
+        if ok(&text) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "/metrics never showed {what}: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn through_an_outage(fallback: &str, refused_while_down: u16) {
     let Some(bin) = server_binary() else { return };
     let mut redis = Redis::start(&bin);
@@ -136,11 +150,14 @@ fn through_an_outage(fallback: &str, refused_while_down: u16) {
     assert!(down.iter().all(|s| *s == refused_while_down), "{fallback} while Redis is down: {down:?}");
     let h = wait_health(&svc, "degraded");
     assert!(h["degraded"]["redis"].as_str().is_some_and(|r| r.contains("redis")), "{h}");
-    let text = String::from_utf8_lossy(&http::get(&svc.addr, "/metrics").unwrap().body).into_owned();
-    assert!(text.lines().any(|l| l == "redis_up 0"), "{text}");
     let counted = format!("redis_fallbacks_total{{feature=\"rate_limit\",mode=\"{fallback}\"}}");
-    assert!(text.lines().any(|l| l.starts_with(&counted) && !l.ends_with(" 0")), "{counted} counted: {text}");
+    wait_metrics(&svc, "redis_up 0 and the fallback counted", |text| {
+        text.lines().any(|l| l == "redis_up 0")
+            && text.lines().any(|l| l.starts_with(&counted) && !l.ends_with(" 0"))
+    });
     // Logged once per change of state, not once per request.
+    // Worker log lines are written in batches: wait for the line before counting.
+    svc.logs.wait(0, "a redis_down line", |l| common::event(l) == "redis_down");
     let downs = svc.logs.all().iter().filter(|l| common::event(l) == "redis_down").count();
     assert_eq!(downs, 1, "{}", svc.logs.dump());
 
@@ -151,9 +168,8 @@ fn through_an_outage(fallback: &str, refused_while_down: u16) {
         std::thread::sleep(Duration::from_millis(50));
     }
     wait_health(&svc, "ok");
-    let text = String::from_utf8_lossy(&http::get(&svc.addr, "/metrics").unwrap().body).into_owned();
-    assert!(text.lines().any(|l| l == "redis_up 1"), "{text}");
-    assert!(svc.logs.all().iter().any(|l| common::event(l) == "redis_up"), "{}", svc.logs.dump());
+    wait_metrics(&svc, "redis_up 1", |text| text.lines().any(|l| l == "redis_up 1"));
+    svc.logs.wait(0, "a redis_up line", |l| common::event(l) == "redis_up");
 }
 
 #[test]
