@@ -17,6 +17,17 @@ pub(super) fn caller_of(ctx: &CallContext) -> Caller {
     who
 }
 
+/// A failed call as the client sees it: a consent question goes back as an input-required
+/// result, anything else as the tool's error text.
+pub(super) fn tool_error(e: crate::whitelist::Error) -> crate::mcp::ToolError {
+    match e {
+        crate::whitelist::Error::Consent(crate::whitelist::Stop::InputRequired(result)) => {
+            crate::mcp::ToolError::InputRequired(result)
+        }
+        e => crate::mcp::ToolError::Failed(e.to_string()),
+    }
+}
+
 pub(super) fn text_arg(args: &Map<String, Value>, key: &str) -> Option<String> {
     match args.get(key) {
         Some(Value::String(s)) => Some(s.clone()),

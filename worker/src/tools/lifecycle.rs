@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use super::args::{caller_of, rule_args, scope, text_arg};
+use super::args::{caller_of, rule_args, scope, text_arg, tool_error};
 use super::consent::McpAsker;
 use super::whitelist::{account_props, nullable, rule_schema};
 use crate::auth::{SCOPE_READ, SCOPE_WRITE};
@@ -17,7 +17,7 @@ use crate::caller::Caller;
 use crate::mcp::{
     CallContext, Registry, RegistryError, Tool, ToolAnnotations, ToolError, ToolFuture, ToolOutput, ToolSpec,
 };
-use crate::whitelist::{ConsentSeal, FindArgs, HistoryQuery, MoveArgs, Stop, Whitelist};
+use crate::whitelist::{ConsentSeal, FindArgs, HistoryQuery, MoveArgs, Whitelist};
 
 /// Registers `whitelist_groups`, `whitelist_find`, `whitelist_revoke_everywhere`,
 /// `whitelist_move` and `whitelist_history`; `seal` makes the request states of consent
@@ -71,12 +71,7 @@ impl Tool for LifecycleTool {
         Box::pin(async move {
             let scope = scope(&args).map_err(ToolError::Failed)?;
             let who = caller_of(ctx);
-            let fail = |e: crate::whitelist::Error| match e {
-                crate::whitelist::Error::Consent(Stop::InputRequired(result)) => {
-                    ToolError::InputRequired(result)
-                }
-                e => ToolError::Failed(e.to_string()),
-            };
+            let fail = tool_error;
             let asker = McpAsker { ctx, seal: self.seal.as_deref(), tool: &self.spec.name };
             let (text, value) = match self.kind {
                 Kind::Groups => {

@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use super::args::{add_args, caller_of, rule_args, scope, text_arg};
+use super::args::{add_args, caller_of, rule_args, scope, text_arg, tool_error};
 use super::consent::McpAsker;
 use crate::auth::{SCOPE_READ, SCOPE_WRITE};
 use crate::caller::Caller;
 use crate::mcp::{
     CallContext, Registry, RegistryError, Tool, ToolAnnotations, ToolError, ToolFuture, ToolOutput, ToolSpec,
 };
-use crate::whitelist::{ConsentSeal, DryRun, RuleView, Stop, Whitelist};
+use crate::whitelist::{ConsentSeal, DryRun, RuleView, Whitelist};
 
 /// Registers `whitelist_add`, `whitelist_remove`, `whitelist_list` and `whitelist_check`
 /// (the service notes expiring rules for the sweeper, before it adds them); `seal` makes the
@@ -64,12 +64,7 @@ impl Tool for WhitelistTool {
         Box::pin(async move {
             let scope = scope(&args).map_err(ToolError::Failed)?;
             let who = caller_of(ctx);
-            let fail = |e: crate::whitelist::Error| match e {
-                crate::whitelist::Error::Consent(Stop::InputRequired(result)) => {
-                    ToolError::InputRequired(result)
-                }
-                e => ToolError::Failed(e.to_string()),
-            };
+            let fail = tool_error;
             let asker = McpAsker { ctx, seal: self.seal.as_deref(), tool: &self.spec.name };
             let dry_run = args.get("dry_run").and_then(Value::as_bool).unwrap_or(false);
             let (text, value) = match self.kind {
