@@ -29,7 +29,7 @@ use tracing::Instrument;
 
 pub use mcp::deliver_forwarded;
 pub use response::Body;
-pub use state::{Identity, State};
+pub use state::{ConnectionGuard, Identity, State};
 
 use response::json;
 

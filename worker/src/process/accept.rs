@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, error};
 
-use crate::http::{self, State};
+use crate::http::{self, ConnectionGuard, State};
 
 /// A listener the supervisor handed over.
 pub(super) enum AnyListener {
@@ -59,12 +59,17 @@ pub(super) async fn accept_loop(
             _ = drain.wait_for(|d| *d) => break,
         };
         match accepted {
+            // Counted here, before the task is spawned: a drain that starts before the task
+            // first runs must still wait for this connection, or its request would be
+            // answered after the worker's final metrics snapshot and never counted.
             Ok(Accepted::Tcp(stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve_connection(stream, Some(peer), state.clone(), permit));
+                let counted = state.connection_opened();
+                tokio::spawn(serve_connection(stream, Some(peer), state.clone(), (counted, permit)));
             }
             Ok(Accepted::Unix(stream)) => {
-                tokio::spawn(serve_connection(stream, None, state.clone(), permit));
+                let counted = state.connection_opened();
+                tokio::spawn(serve_connection(stream, None, state.clone(), (counted, permit)));
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning on a full descriptor table.
@@ -92,13 +97,12 @@ async fn serve_connection<I>(
     io: I,
     peer: Option<std::net::SocketAddr>,
     state: Arc<State>,
-    permit: OwnedSemaphorePermit,
+    held: (ConnectionGuard, OwnedSemaphorePermit),
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // Both are released when this task ends, however it ends.
-    let _counted = state.connection_opened();
-    let _permit = permit;
+    // The connection's count and its slot are released when this task ends, however it ends.
+    let _held = held;
     let s = &state.settings;
     let mut builder = http1::Builder::new();
     builder
