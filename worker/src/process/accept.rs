@@ -50,13 +50,19 @@ pub(super) async fn accept_loop(
     loop {
         // Waiting for a connection slot before accepting leaves excess connections in the
         // shared queue, where a less busy worker picks them up.
+        // `biased`, the drain first: once it has started, a connection already waiting in the
+        // queue is left to the other workers. An unbiased choice could accept it after the
+        // drain found no connection open and took the final metrics snapshot, and the request
+        // would be answered uncounted.
         let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            biased;
             _ = drain.wait_for(|d| *d) => break,
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
         let accepted = tokio::select! {
-            a = accept(&listener) => a,
+            biased;
             _ = drain.wait_for(|d| *d) => break,
+            a = accept(&listener) => a,
         };
         match accepted {
             // Counted here, before the task is spawned: a drain that starts before the task
