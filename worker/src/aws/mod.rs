@@ -17,6 +17,8 @@ mod clients;
 pub mod ec2;
 pub mod errors;
 pub mod identity;
+mod prefix_lists;
+mod receipts;
 pub mod settings;
 
 pub use ec2::Ec2Firewall;

@@ -18,9 +18,12 @@ pub mod error;
 pub mod firewall;
 pub mod flight;
 pub mod gate;
+pub mod ids;
 pub mod instructions;
 pub mod marker;
 pub mod policy;
+pub mod prefix_list;
+pub mod receipts;
 pub mod reconcile;
 pub mod rules;
 pub mod service;
@@ -29,9 +32,13 @@ pub mod target;
 pub use crate::caller::Caller;
 pub use consent::{Action, Asker, ConsentRules, Consented, NobodyToAsk, ProposedChange, Stop};
 pub use consent_token::{ConsentSeal, NonceStore, StateError};
-pub use firewall::{Firewall, FirewallError, FwFuture, GroupInfo, GroupPage, Keys, Scope};
+pub use firewall::{
+    Firewall, FirewallError, FwFuture, GroupInfo, GroupPage, Keys, PrefixListEdit, PrefixListEntry,
+    PrefixListState, Scope,
+};
 pub use marker::{Marker, MarkerKey};
 pub use policy::{Policy, Refusal};
+
 pub use rules::{ExistingRule, RuleSpec};
 pub use service::{
     AddArgs, AwsVerdict, ChangeKind, Defaults, DryRun, Error, FindArgs, Found, GroupGuard, GroupLockFuture,
