@@ -437,7 +437,10 @@ mod tests {
             aws_sdk_ec2::Config::builder().behavior_version(BehaviorVersion::latest()).build(),
         );
         let named = with_app_name(&client, "bob smith <b@x>");
-        assert_eq!(named.config().app_name().map(|a| a.to_string()).as_deref(), Some("awswl.bob_smith__b_x_"));
+        assert_eq!(
+            named.config().app_name().map(|a| a.to_string()).as_deref(),
+            Some("awswl.bob_smith__b_x_")
+        );
         let app = with_app_name(&client, &long);
         assert_eq!(app.config().app_name().map(|a| a.as_ref().len()), Some(50));
     }

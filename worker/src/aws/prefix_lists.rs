@@ -28,7 +28,11 @@ fn is_conflict(code: Option<&str>) -> bool {
 
 impl Ec2Firewall {
     /// The list `id` now: version, limit, name and every entry at that version.
-    pub(super) async fn read_prefix_list(&self, scope: &Scope, id: &str) -> Result<PrefixListState, FirewallError> {
+    pub(super) async fn read_prefix_list(
+        &self,
+        scope: &Scope,
+        id: &str,
+    ) -> Result<PrefixListState, FirewallError> {
         let s = self.clients().session(scope, id).await?;
         let call = s.call(DESCRIBE, id);
         let sent = s.ec2.describe_managed_prefix_lists().prefix_list_ids(id).send().await;
@@ -39,7 +43,9 @@ impl Ec2Firewall {
         let Some(version) = list.version() else {
             return Err(FirewallError::Refused {
                 code: "PrefixListNotModifiable".into(),
-                message: format!("{id} has no version: it is an AWS-managed prefix list, which no account may change"),
+                message: format!(
+                    "{id} has no version: it is an AWS-managed prefix list, which no account may change"
+                ),
             });
         };
         let call = s.call(ENTRIES, id);
@@ -94,10 +100,9 @@ impl Ec2Firewall {
     ) -> Result<(), FirewallError> {
         let s = self.clients().session(scope, id).await?;
         let call = s.call(MODIFY, id);
-        let add = edit
-            .add
-            .iter()
-            .map(|e| AddPrefixListEntry::builder().cidr(e.cidr.to_string()).description(&e.description).build());
+        let add = edit.add.iter().map(|e| {
+            AddPrefixListEntry::builder().cidr(e.cidr.to_string()).description(&e.description).build()
+        });
         let remove = edit.remove.iter().map(|c| RemovePrefixListEntry::builder().cidr(c.to_string()).build());
         let mut ask = s.ec2.modify_managed_prefix_list().prefix_list_id(id).current_version(version);
         if !edit.add.is_empty() {
@@ -117,14 +122,24 @@ impl Ec2Firewall {
             Err(e) => Err(s.fail(&call, &e)),
         };
         aws_call(MODIFY, done)?;
-        tracing::debug!(list = id, version, added = edit.add.len(), removed = edit.remove.len(), "prefix list modified");
+        tracing::debug!(
+            list = id,
+            version,
+            added = edit.add.len(),
+            removed = edit.remove.len(),
+            "prefix list modified"
+        );
         Ok(())
     }
 
     /// Asks EC2 with `DryRun` whether `scope` may modify `list`. The probe only writes the list's
     /// own name back (no entries, no version): an endpoint that ignores `DryRun`, as moto does,
     /// changes nothing and answers success, which counts as allowed (as a revoke's probe does).
-    pub(super) async fn probe_prefix_list(&self, scope: &Scope, list: &PrefixListState) -> Result<(), FirewallError> {
+    pub(super) async fn probe_prefix_list(
+        &self,
+        scope: &Scope,
+        list: &PrefixListState,
+    ) -> Result<(), FirewallError> {
         let id = list.id.as_str();
         let s = self.clients().session(scope, id).await?;
         let call = s.call(MODIFY, id);

@@ -377,7 +377,10 @@ pub(crate) async fn answered<T>(change: Change, calls: impl Future<Output = T>) 
 
 /// [`answered`] for changes made by one AWS call (a removal of several rules): each outcome
 /// carries the call's receipts.
-pub(crate) async fn all_answered<T>(changes: Vec<Change>, calls: impl Future<Output = T>) -> (Vec<Change>, T) {
+pub(crate) async fn all_answered<T>(
+    changes: Vec<Change>,
+    calls: impl Future<Output = T>,
+) -> (Vec<Change>, T) {
     let caller = changes.first().map_or("anonymous", |c| c.identity()).to_string();
     let (out, r) = receipts::collect(&caller, calls).await;
     (changes.into_iter().map(|c| c.with_receipts(r.clone())).collect(), out)

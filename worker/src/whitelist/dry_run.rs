@@ -129,7 +129,11 @@ impl Whitelist {
             ChangeKind::Renew => found.first().and_then(|r| self.view(r).expires_at),
             _ => None,
         };
-        let (verdict, aws) = receipts::collect(who.identity.as_deref().unwrap_or("anonymous"), self.ask_ec2(scope, &plan, found)).await;
+        let (verdict, aws) = receipts::collect(
+            who.identity.as_deref().unwrap_or("anonymous"),
+            self.ask_ec2(scope, &plan, found),
+        )
+        .await;
         let verdict = verdict?;
         let rule_ids: Vec<String> = found.iter().map(|r| r.rule_id.clone()).collect();
         let about = About {

@@ -32,7 +32,11 @@ pub fn check_group_id(group: &str) -> Result<String, Error> {
 /// rules of the security groups that reference the list decide them), so it is held as
 /// protocol `all`, ports `all`. A `port` or `protocol` argument is refused rather than ignored:
 /// the caller would believe it opened only that port.
-pub fn entry_target(list: &str, port: Option<&str>, protocol: Option<&str>) -> Result<(Protocol, Ports), Error> {
+pub fn entry_target(
+    list: &str,
+    port: Option<&str>,
+    protocol: Option<&str>,
+) -> Result<(Protocol, Ports), Error> {
     let given = |v: Option<&str>| v.map(str::trim).is_some_and(|v| !v.is_empty() && v != "all" && v != "-1");
     let field = match (given(port), given(protocol)) {
         (true, _) => "port",
@@ -47,4 +51,3 @@ pub fn entry_target(list: &str, port: Option<&str>, protocol: Option<&str>) -> R
         ),
     })
 }
-

@@ -25,7 +25,8 @@ impl FakeLists {
             .iter()
             .map(|(c, d)| PrefixListEntry { cidr: c.parse().unwrap(), description: d.to_string() })
             .collect();
-        let list = PrefixListState { id: "pl-12345678".into(), version: 1, max_entries: max, entries, name: None };
+        let list =
+            PrefixListState { id: "pl-12345678".into(), version: 1, max_entries: max, entries, name: None };
         FakeLists { list: Mutex::new(list), ..FakeLists::default() }
     }
 
@@ -54,10 +55,21 @@ impl Firewall for FakeLists {
     fn redescribe<'a>(&'a self, _: &'a Scope, _: &'a RuleSpec, _: &'a str, _: &'a str) -> FwFuture<'a, ()> {
         Box::pin(async { Err(refused()) })
     }
-    fn can_redescribe<'a>(&'a self, _: &'a Scope, _: &'a RuleSpec, _: &'a str, _: &'a str) -> FwFuture<'a, ()> {
+    fn can_redescribe<'a>(
+        &'a self,
+        _: &'a Scope,
+        _: &'a RuleSpec,
+        _: &'a str,
+        _: &'a str,
+    ) -> FwFuture<'a, ()> {
         Box::pin(async { Err(refused()) })
     }
-    fn groups_page<'a>(&'a self, _: &'a Scope, _: &'a [String], _: Option<&'a str>) -> FwFuture<'a, GroupPage> {
+    fn groups_page<'a>(
+        &'a self,
+        _: &'a Scope,
+        _: &'a [String],
+        _: Option<&'a str>,
+    ) -> FwFuture<'a, GroupPage> {
         Box::pin(async { Ok(GroupPage::default()) })
     }
     fn prefix_list<'a>(&'a self, _: &'a Scope, id: &'a str) -> FwFuture<'a, PrefixListState> {
@@ -102,7 +114,12 @@ impl Firewall for FakeLists {
 }
 
 fn spec(cidr: &str) -> RuleSpec {
-    RuleSpec { group_id: "pl-12345678".into(), cidr: cidr.parse().unwrap(), protocol: Protocol::All, ports: Ports::ANY }
+    RuleSpec {
+        group_id: "pl-12345678".into(),
+        cidr: cidr.parse().unwrap(),
+        protocol: Protocol::All,
+        ports: Ports::ANY,
+    }
 }
 
 fn scope() -> Scope {

@@ -22,13 +22,13 @@ pub use super::error::Error;
 use super::firewall::{Firewall, FirewallError, Scope};
 use super::flight::{Flights, NotShared, SharedRead, SharedReads};
 use super::gate::{self, proposed, stamped, Approval};
-use super::marker::{Invalid, Marker, MarkerKey};
-use super::policy::{Policy, Refusal};
-use super::reconcile::{self, Reconciled};
-use super::rules::{ExistingRule, RuleSpec};
 pub use super::ids::check_group_id;
 use super::ids::{entry_target, is_prefix_list};
+use super::marker::{Invalid, Marker, MarkerKey};
+use super::policy::{Policy, Refusal};
 use super::prefix_list::Targets;
+use super::reconcile::{self, Reconciled};
+use super::rules::{ExistingRule, RuleSpec};
 use super::target::{host_net, parse_cidr, parse_ports, NamedPort, Ports, Protocol};
 use crate::caller::Caller;
 
@@ -417,7 +417,8 @@ impl Whitelist {
         };
         let approval = self.consent(&proposed, asker, Change::new(about, who, scope)).await?;
         let changes = self.intend_removal(&matching, spec, who, scope, approval.as_ref()).await?;
-        let (changes, revoked) = all_answered(changes, self.firewall.revoke(scope, &spec.group_id, &ids)).await;
+        let (changes, revoked) =
+            all_answered(changes, self.firewall.revoke(scope, &spec.group_id, &ids)).await;
         match revoked {
             Ok(()) => {}
             Err(FirewallError::RuleNotFound) => {
