@@ -151,6 +151,27 @@ impl Moto {
             .collect()
     }
 
+    /// Creates an IPv4 managed prefix list of at most `max` entries and returns its id.
+    pub fn create_prefix_list(&self, name: &str, max: u32) -> String {
+        let max = max.to_string();
+        let xml = self.ec2(&[
+            ("Action", "CreateManagedPrefixList"),
+            ("PrefixListName", name),
+            ("AddressFamily", "IPv4"),
+            ("MaxEntries", &max),
+        ]);
+        tag(&xml, "prefixListId").unwrap_or_else(|| panic!("no prefixListId in {xml}"))
+    }
+
+    /// Entries of a managed prefix list as (cidr, description).
+    pub fn prefix_list_entries(&self, list: &str) -> Vec<(String, String)> {
+        let xml = self.ec2(&[("Action", "GetManagedPrefixListEntries"), ("PrefixListId", list)]);
+        xml.split("<item>")
+            .skip(1)
+            .map(|item| (tag(item, "cidr").unwrap_or_default(), tag(item, "description").unwrap_or_default()))
+            .collect()
+    }
+
     /// Adds a rule behind the service's back (e.g. an already expired one).
     pub fn authorize(&self, group: &str, cidr: &str, port: u16, description: &str) {
         let port = port.to_string();
