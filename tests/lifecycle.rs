@@ -182,7 +182,7 @@ fn renew_find_revoke_move_and_history_across_three_groups() {
 
 #[test]
 fn a_prefix_list_named_by_the_policy_takes_entries_through_the_tools() {
-    let Some(moto) = Moto::start() else { return };
+    let Some(moto) = Moto::recording() else { return };
     let e = Env { moto, state: tempfile::tempdir().unwrap() };
     let list = e.moto.create_prefix_list("office", 5);
     let entry = |extra: Value| {
@@ -232,4 +232,12 @@ fn a_prefix_list_named_by_the_policy_takes_entries_through_the_tools() {
         assert!(o["aws_account"].as_str().is_some_and(|a| a.len() == 12), "{o}");
         assert_eq!(o["aws_request_ids"].as_array().map(Vec::len), Some(1), "{o}");
     }
+    // The calls of a change name their caller in the user agent (CloudTrail's userAgent); the
+    // plain reads (list, the read before a change) do not.
+    let writes = e.moto.recorded_user_agents("ModifyManagedPrefixList");
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    let identity = outcomes[0]["identity"].as_str().unwrap();
+    assert!(writes.iter().all(|ua| ua.contains(&format!("app/awswl.{identity}"))), "{writes:?} ({identity})");
+    let reads = e.moto.recorded_user_agents("DescribeManagedPrefixLists");
+    assert!(reads.iter().any(|ua| !ua.contains("app/awswl")), "{reads:?}");
 }

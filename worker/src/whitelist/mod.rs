@@ -6,6 +6,12 @@
 //! (`dry_run.rs`: EC2 asked with `DryRun`); both files are parts of `service`. The policy also
 //! speaks to the model: [`instructions`].
 //!
+//! A target is a security group or an EC2 managed prefix list ([`ids`]); the service talks to
+//! the firewall through [`prefix_list::Targets`], which turns a prefix list's entries into rules
+//! and makes each prefix-list write a read-modify-write on the list's version, retried on
+//! conflict. [`receipts`] carries what AWS answered a change with (account, request ids) to
+//! its audit entries, and who the change is for to the AWS layer.
+//!
 //! May import: `caller`, `metrics`. Imported by: `aws` (implements `Firewall`), `host`
 //! (implements `Recorder`, sweeps), `tools`, `app`, `settings`.
 

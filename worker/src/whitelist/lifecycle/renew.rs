@@ -112,7 +112,7 @@ impl Whitelist {
                 self.versions.changed(&spec.group_id).await;
                 change.finish(&self.recorder, "not_present", Some(&r.rule_id), None).await?;
                 return Err(Error::Aws(FirewallError::Other {
-                    action: ChangeKind::Renew.iam_action().to_string(),
+                    action: ChangeKind::Renew.iam_action_on(&spec.group_id).to_string(),
                     code: "RuleGone".into(),
                     message: format!(
                         "rule {} left {} (expired or removed) before its new expiry was written; \
