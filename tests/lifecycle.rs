@@ -179,3 +179,65 @@ fn renew_find_revoke_move_and_history_across_three_groups() {
         "a group the caller may not touch has no history here"
     );
 }
+
+#[test]
+fn a_prefix_list_named_by_the_policy_takes_entries_through_the_tools() {
+    let Some(moto) = Moto::recording() else { return };
+    let e = Env { moto, state: tempfile::tempdir().unwrap() };
+    let list = e.moto.create_prefix_list("office", 5);
+    let entry = |extra: Value| {
+        let mut args = json!({"security_group_id": list, "ip_address": "203.0.113.7", "user": "alice"});
+        if let (Some(a), Value::Object(x)) = (args.as_object_mut(), extra) {
+            a.extend(x);
+        }
+        args
+    };
+
+    // Not named by the policy: refused, naming the key, nothing written.
+    let closed = e.serve("");
+    let refused = tool_failure(&closed.call_tool("whitelist_add", entry(json!({})))).expect("refused");
+    assert!(refused.contains("allowed_prefix_lists") && refused.contains(&list), "{refused}");
+    assert!(e.moto.prefix_list_entries(&list).is_empty());
+    drop(closed);
+
+    let svc = e.serve(&format!("[policy]\nallowed_prefix_lists = [\"{list}\"]\n"));
+    let added = ok(&svc.call_tool("whitelist_add", entry(json!({"duration": "1h"})))).clone();
+    assert_eq!(
+        (added["changed"].clone(), added["rule"]["rule_id"].clone()),
+        (json!(true), json!("203.0.113.7/32"))
+    );
+    let held = e.moto.prefix_list_entries(&list);
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert!(held[0].1.contains("[awswl exp="), "the signed marker in the entry's description: {held:?}");
+    let port = tool_failure(&svc.call_tool("whitelist_add", entry(json!({"port": 22})))).expect("refused");
+    assert!(port.contains("port") && port.contains("prefix list"), "{port}");
+    let listed = ok(&svc.call_tool("whitelist_list", json!({"security_group_id": list}))).clone();
+    assert_eq!(listed["count"], 1, "{listed}");
+    let removed =
+        ok(&svc
+            .call_tool("whitelist_remove", json!({"security_group_id": list, "ip_address": "203.0.113.7"})))
+        .clone();
+    assert_eq!(removed["changed"], true, "{removed}");
+    assert!(e.moto.prefix_list_entries(&list).is_empty());
+
+    let audit = std::fs::read_to_string(e.state.path().join("audit.log")).unwrap();
+    let outcomes: Vec<Value> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["phase"] == "outcome")
+        .collect();
+    assert_eq!(outcomes.len(), 2, "{audit}");
+    for o in &outcomes {
+        assert_eq!(o["group_id"], json!(list));
+        assert!(o["aws_account"].as_str().is_some_and(|a| a.len() == 12), "{o}");
+        assert_eq!(o["aws_request_ids"].as_array().map(Vec::len), Some(1), "{o}");
+    }
+    // The calls of a change name their caller in the user agent (CloudTrail's userAgent); the
+    // plain reads (list, the read before a change) do not.
+    let writes = e.moto.recorded_user_agents("ModifyManagedPrefixList");
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    let identity = outcomes[0]["identity"].as_str().unwrap();
+    assert!(writes.iter().all(|ua| ua.contains(&format!("app/awswl.{identity}"))), "{writes:?} ({identity})");
+    let reads = e.moto.recorded_user_agents("DescribeManagedPrefixLists");
+    assert!(reads.iter().any(|ua| !ua.contains("app/awswl")), "{reads:?}");
+}

@@ -96,6 +96,8 @@ fn default_state_dir() -> PathBuf {
 pub struct PolicyConfig {
     /// Security group ids or patterns (`sg-0abc*`); empty = any.
     pub allowed_security_groups: Vec<String>,
+    /// Managed prefix list ids or patterns (`pl-0abc*`) that may be touched; empty = none.
+    pub allowed_prefix_lists: Vec<String>,
     /// Ports or ranges a rule may open (`"22"`, `"8000-8100"`, `"https"`); empty = any.
     pub allowed_ports: Vec<String>,
     /// Protocols allowed; default tcp, udp, icmp. `all` (every port) only when named here.
@@ -169,6 +171,7 @@ impl Default for PolicyConfig {
         let p = worker::whitelist::Policy::default();
         PolicyConfig {
             allowed_security_groups: Vec::new(),
+            allowed_prefix_lists: Vec::new(),
             allowed_ports: Vec::new(),
             allowed_protocols: p.allowed_protocols.iter().map(ToString::to_string).collect(),
             allowed_ip_ranges: Vec::new(),
@@ -268,6 +271,15 @@ impl Config {
                 );
             }
         }
+        for l in &p.allowed_prefix_lists {
+            if !l.starts_with("pl-") {
+                bad(
+                    "policy.allowed_prefix_lists",
+                    l,
+                    "must be a managed prefix list id or pattern starting with pl-".into(),
+                );
+            }
+        }
         if p.min_prefix_v4 > 32 {
             bad("policy.min_prefix_v4", &p.min_prefix_v4.to_string(), "must be 0 to 32".into());
         }
@@ -291,8 +303,12 @@ impl Config {
         }
         let c = &p.consent;
         for g in &c.groups {
-            if !g.starts_with("sg-") {
-                bad("policy.consent.groups", g, "must be a group id or pattern starting with sg-".into());
+            if !g.starts_with("sg-") && !g.starts_with("pl-") {
+                bad(
+                    "policy.consent.groups",
+                    g,
+                    "must be a group id or pattern starting with sg- (or a prefix list's, pl-)".into(),
+                );
             }
         }
         if c.wider_than_v4 > 32 {
@@ -354,6 +370,7 @@ impl Config {
         Ok(worker::WhitelistSettings {
             policy: Policy {
                 allowed_security_groups: p.allowed_security_groups.clone(),
+                allowed_prefix_lists: p.allowed_prefix_lists.clone(),
                 allowed_ports: ports,
                 allowed_protocols: protocols,
                 allowed_ip_ranges: ranges,

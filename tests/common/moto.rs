@@ -59,6 +59,22 @@ impl Moto {
     /// The form-encoded EC2 Query bodies moto has received so far, decoded into key/value pairs
     /// (needs [`Moto::recording`]).
     pub fn recorded_ec2(&self) -> Vec<Vec<(String, String)>> {
+        self.recorded().into_iter().map(|(form, _)| form).collect()
+    }
+
+    /// The `User-Agent` of each EC2 Query request moto has received with `Action` `action`
+    /// (needs [`Moto::recording`]).
+    pub fn recorded_user_agents(&self, action: &str) -> Vec<String> {
+        let is = |form: &[(String, String)]| form.iter().any(|(k, v)| k == "Action" && v == action);
+        self.recorded()
+            .into_iter()
+            .filter(|(form, _)| is(form))
+            .map(|(_, headers)| headers["User-Agent"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// Every request moto recorded: its decoded form body and its headers.
+    fn recorded(&self) -> Vec<(Vec<(String, String)>, serde_json::Value)> {
         use base64::Engine;
         let dir = self.recording.as_ref().expect("moto started with Moto::recording()");
         let text = std::fs::read_to_string(dir.path().join("requests")).unwrap_or_default();
@@ -71,12 +87,9 @@ impl Moto {
                 _ => body.as_bytes().to_vec(),
             };
             let form = String::from_utf8_lossy(&body).into_owned();
-            out.push(
-                form.split('&')
-                    .filter_map(|kv| kv.split_once('='))
-                    .map(|(k, v)| (decode(k), decode(v)))
-                    .collect(),
-            );
+            let form =
+                form.split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (decode(k), decode(v)));
+            out.push((form.collect(), entry["headers"].clone()));
         }
         out
     }
@@ -148,6 +161,27 @@ impl Moto {
                     tag(item, "description").unwrap_or_default(),
                 ]
             })
+            .collect()
+    }
+
+    /// Creates an IPv4 managed prefix list of at most `max` entries and returns its id.
+    pub fn create_prefix_list(&self, name: &str, max: u32) -> String {
+        let max = max.to_string();
+        let xml = self.ec2(&[
+            ("Action", "CreateManagedPrefixList"),
+            ("PrefixListName", name),
+            ("AddressFamily", "IPv4"),
+            ("MaxEntries", &max),
+        ]);
+        tag(&xml, "prefixListId").unwrap_or_else(|| panic!("no prefixListId in {xml}"))
+    }
+
+    /// Entries of a managed prefix list as (cidr, description).
+    pub fn prefix_list_entries(&self, list: &str) -> Vec<(String, String)> {
+        let xml = self.ec2(&[("Action", "GetManagedPrefixListEntries"), ("PrefixListId", list)]);
+        xml.split("<item>")
+            .skip(1)
+            .map(|item| (tag(item, "cidr").unwrap_or_default(), tag(item, "description").unwrap_or_default()))
             .collect()
     }
 

@@ -114,8 +114,9 @@ impl App {
     }
 }
 
-/// The groups swept: `sweep_groups`, plus the exact ids in `allowed_security_groups` (patterns
-/// are swept through the expiry index, which records every group given an expiring rule).
+/// The groups swept: `sweep_groups`, plus the exact ids in `allowed_security_groups` and
+/// `allowed_prefix_lists` (patterns are swept through the expiry index, which records every
+/// group and prefix list given an expiring rule or entry).
 fn sweeper_config(wl: &WhitelistSettings) -> sweeper::Config {
     sweeper::Config {
         state_dir: wl.state_dir.clone(),
@@ -124,6 +125,7 @@ fn sweeper_config(wl: &WhitelistSettings) -> sweeper::Config {
             .sweep_groups
             .iter()
             .chain(&wl.policy.allowed_security_groups)
+            .chain(&wl.policy.allowed_prefix_lists)
             .filter(|g| !g.contains(['*', '?']))
             .cloned()
             .collect(),

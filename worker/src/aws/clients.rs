@@ -16,15 +16,17 @@ use aws_config::retry::RetryConfig;
 use aws_config::sts::AssumeRoleProvider;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_ec2::config::{Credentials, SharedCredentialsProvider};
+use aws_sdk_ec2::config::{AppName, Credentials, SharedCredentialsProvider};
 use tokio::sync::OnceCell;
 
 use super::errors::{from_sdk, scrub, Call, REGION_SOURCES};
 use super::settings::{AwsSettings, CredentialProfile};
-use crate::whitelist::{FirewallError, Keys, Scope};
+use crate::whitelist::{receipts, FirewallError, Keys, Scope};
 
 /// Most cached (profile, region) configs; past that the cache starts over (they are rebuildable).
 const MAX_BASES: usize = 64;
+/// Most cached per-caller role sessions; past that the cache starts over.
+const MAX_ROLE_SESSIONS: usize = 1024;
 
 /// What a cached config is built for: the configured profile (or the default chain) and region.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -36,9 +38,13 @@ struct BaseKey {
 /// A loaded SDK config and the EC2 client made from it.
 #[derive(Clone)]
 struct Base {
+    key: BaseKey,
     sdk: SdkConfig,
     ec2: aws_sdk_ec2::Client,
     region: String,
+    /// A profile whose `role_arn` is assumed with a session name per caller (it names no
+    /// `session_name` of its own): the role, and the config of the credentials that assume it.
+    per_caller_role: Option<(CredentialProfile, SdkConfig)>,
 }
 
 /// An EC2 client ready for one call, with what error messages need to know about it.
@@ -51,6 +57,8 @@ pub struct Session {
     pub endpoint: Option<String>,
     /// The per-call access key id, to be scrubbed from error messages.
     access_key_id: Option<String>,
+    /// For a change's calls (see `whitelist::receipts`): the AWS account they run in.
+    pub account: Option<String>,
 }
 
 impl Session {
@@ -73,12 +81,19 @@ impl Session {
     }
 }
 
+/// When per-call keys were last checked with STS, and the account they belong to.
+type Verified = (Instant, Option<String>);
+
 /// Builds, caches and hands out clients per [`Scope`].
 pub struct Clients {
     settings: AwsSettings,
     bases: tokio::sync::Mutex<HashMap<BaseKey, Arc<OnceCell<Base>>>>,
-    verified: Mutex<HashMap<[u8; 32], Instant>>,
+    verified: Mutex<HashMap<[u8; 32], Verified>>,
     sts_verifications: AtomicU64,
+    /// The account of each cached config's credentials (asked of STS once, for a change).
+    accounts: Mutex<HashMap<BaseKey, String>>,
+    /// Role credentials per (profile, role session name): each provider keeps its own cache.
+    roles: tokio::sync::Mutex<HashMap<(BaseKey, String), SharedCredentialsProvider>>,
 }
 
 impl Clients {
@@ -89,6 +104,8 @@ impl Clients {
             bases: tokio::sync::Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
             sts_verifications: AtomicU64::new(0),
+            accounts: Mutex::new(HashMap::new()),
+            roles: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -133,9 +150,9 @@ impl Clients {
             if bases.len() >= MAX_BASES && !bases.contains_key(&key) {
                 bases.clear();
             }
-            bases.entry(key).or_default().clone()
+            bases.entry(key.clone()).or_default().clone()
         };
-        cell.get_or_try_init(|| self.load(profile, region.as_deref()))
+        cell.get_or_try_init(|| self.load(key.clone(), profile, region.as_deref()))
             .await
             .map_err(|m| refuse("NoRegion", m))
             .cloned()
@@ -161,13 +178,13 @@ impl Clients {
         }
         let base = self.base(scope).await?;
         let endpoint = base.sdk.endpoint_url().map(str::to_string);
+        let caller = receipts::caller();
         let Some(keys) = &scope.keys else {
-            return Ok(Session {
-                ec2: base.ec2.clone(),
-                region: base.region.clone(),
-                endpoint,
-                access_key_id: None,
-            });
+            let (ec2, account) = match &caller {
+                Some(who) => (self.on_behalf(&base, who).await?, self.account(&base).await),
+                None => (base.ec2.clone(), None),
+            };
+            return Ok(Session { ec2, region: base.region.clone(), endpoint, access_key_id: None, account });
         };
         let creds = Credentials::new(
             keys.access_key_id.clone(),
@@ -182,18 +199,79 @@ impl Clients {
             .credentials_provider(SharedCredentialsProvider::new(creds))
             .identity_cache(IdentityCache::no_cache())
             .build();
-        let session = Session {
+        let mut session = Session {
             ec2: aws_sdk_ec2::Client::new(&sdk),
             region: base.region.clone(),
             endpoint,
             access_key_id: Some(keys.access_key_id.clone()),
+            account: None,
         };
-        self.verify(&sdk, keys, &session, group).await?;
+        let account = self.verify(&sdk, keys, &session, group).await?;
+        if let Some(who) = &caller {
+            session.ec2 = with_app_name(&session.ec2, who);
+            session.account = account;
+        }
         Ok(session)
     }
 
+    /// The EC2 client of a change made for `caller`: its user agent names the caller; for a
+    /// profile that assumes a role without a fixed `session_name`, through a role session named
+    /// after the caller (credentials kept per caller until they expire).
+    async fn on_behalf(&self, base: &Base, caller: &str) -> Result<aws_sdk_ec2::Client, FirewallError> {
+        let Some((profile, source)) = &base.per_caller_role else {
+            return Ok(with_app_name(&base.ec2, caller));
+        };
+        let name = role_session_name(caller);
+        let provider = {
+            let mut roles = self.roles.lock().await;
+            if roles.len() >= MAX_ROLE_SESSIONS {
+                roles.clear();
+            }
+            match roles.get(&(base.key.clone(), name.clone())) {
+                Some(p) => p.clone(),
+                None => {
+                    let arn = profile.role_arn.as_deref().unwrap_or_default();
+                    let mut role = AssumeRoleProvider::builder(arn).configure(source).session_name(&name);
+                    if let Some(id) = &profile.external_id {
+                        role = role.external_id(id);
+                    }
+                    let p = SharedCredentialsProvider::new(role.build().await);
+                    roles.insert((base.key.clone(), name), p.clone());
+                    p
+                }
+            }
+        };
+        let sdk = base.sdk.to_builder().credentials_provider(provider).build();
+        Ok(with_app_name(&aws_sdk_ec2::Client::new(&sdk), caller))
+    }
+
+    /// The account `base`'s credentials belong to, asked of STS once and kept; `None` (and a
+    /// debug line) when STS cannot say: the change goes ahead, its audit entry without it.
+    async fn account(&self, base: &Base) -> Option<String> {
+        if let Some(a) = lock(&self.accounts).get(&base.key) {
+            return Some(a.clone());
+        }
+        let sts = aws_sdk_sts::Client::new(&base.sdk);
+        match sts.get_caller_identity().send().await {
+            Ok(who) => {
+                let account = who.account()?.to_string();
+                lock(&self.accounts).insert(base.key.clone(), account.clone());
+                Some(account)
+            }
+            Err(e) => {
+                tracing::debug!(error = %aws_sdk_sts::error::DisplayErrorContext(&e), "no account for the audit");
+                None
+            }
+        }
+    }
+
     /// Loads the SDK config of a profile (or the default chain) in a region.
-    async fn load(&self, profile: Option<&CredentialProfile>, region: Option<&str>) -> Result<Base, String> {
+    async fn load(
+        &self,
+        key: BaseKey,
+        profile: Option<&CredentialProfile>,
+        region: Option<&str>,
+    ) -> Result<Base, String> {
         let s = &self.settings;
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .timeout_config(TimeoutConfig::builder().operation_timeout(s.operation_timeout()).build())
@@ -223,8 +301,12 @@ impl Clients {
                 ProfileFileCredentialsProvider::builder().configure(&conf).profile_name(source).build();
             sdk = sdk.into_builder().credentials_provider(SharedCredentialsProvider::new(provider)).build();
         }
+        let mut per_caller_role = None;
         if let Some(p) = profile {
             if let Some(arn) = &p.role_arn {
+                if p.session_name.is_none() {
+                    per_caller_role = Some((p.clone(), sdk.clone()));
+                }
                 let mut role = AssumeRoleProvider::builder(arn).configure(&sdk);
                 if let Some(id) = &p.external_id {
                     role = role.external_id(id);
@@ -240,32 +322,50 @@ impl Clients {
         }
         tracing::debug!(profile = profile.map(|p| p.name.as_str()), region = %region, "AWS client configured");
         let ec2 = aws_sdk_ec2::Client::new(&sdk);
-        Ok(Base { sdk, ec2, region })
+        Ok(Base { key, sdk, ec2, region, per_caller_role })
     }
 
-    /// Checks per-call keys with STS unless they were checked less than the TTL ago.
+    /// Checks per-call keys with STS unless they were checked less than the TTL ago; returns
+    /// their account.
     async fn verify(
         &self,
         sdk: &SdkConfig,
         keys: &Keys,
         session: &Session,
         group: &str,
-    ) -> Result<(), FirewallError> {
+    ) -> Result<Option<String>, FirewallError> {
         let hash = key_hash(keys);
         let ttl = self.settings.per_call_cache_ttl();
-        if lock(&self.verified).get(&hash).is_some_and(|at| at.elapsed() < ttl) {
-            return Ok(());
+        if let Some((_, account)) = lock(&self.verified).get(&hash).filter(|(at, _)| at.elapsed() < ttl) {
+            return Ok(account.clone());
         }
         self.sts_verifications.fetch_add(1, Ordering::Relaxed);
         let sts = aws_sdk_sts::Client::new(sdk);
         let call = session.call("sts:GetCallerIdentity", group);
         let who = sts.get_caller_identity().send().await.map_err(|e| session.fail(&call, &e))?;
         tracing::debug!(account = who.account(), "per-call credentials verified with STS");
+        let account = who.account().map(str::to_string);
         let mut verified = lock(&self.verified);
-        verified.retain(|_, at| at.elapsed() < ttl);
-        verified.insert(hash, Instant::now());
-        Ok(())
+        verified.retain(|_, (at, _)| at.elapsed() < ttl);
+        verified.insert(hash, (Instant::now(), account.clone()));
+        Ok(account)
     }
+}
+
+/// `client` with the user agent's app name `awswl.<caller>` (AWS's characters, 50 at most),
+/// so CloudTrail's `userAgent` names who a change was made for.
+fn with_app_name(client: &aws_sdk_ec2::Client, caller: &str) -> aws_sdk_ec2::Client {
+    let name = format!("awswl.{}", receipts::sanitized(caller, "!#$%&'*+-.^_`|~", 44));
+    match AppName::new(name) {
+        Ok(app) => aws_sdk_ec2::Client::from_conf(client.config().to_builder().app_name(app).build()),
+        Err(_) => client.clone(),
+    }
+}
+
+/// The role session name of a change made for `caller`: `awswl-<caller>` in AWS's characters
+/// (`[\w+=,.@-]`), 64 at most.
+fn role_session_name(caller: &str) -> String {
+    format!("awswl-{}", receipts::sanitized(caller, "_+=,.@-", 58))
 }
 
 /// A lock that survives a panic elsewhere (the map stays consistent: single inserts/removes).
@@ -324,6 +424,25 @@ mod tests {
         assert_ne!(a, key_hash(&keys("AKIA1", "secreT", None)));
         assert_ne!(a, key_hash(&keys("AKIA1", "secret", Some(""))));
         assert_ne!(key_hash(&keys("AB", "C", None)), key_hash(&keys("A", "BC", None)));
+    }
+
+    #[test]
+    fn caller_names_fit_aws_limits() {
+        let long = "x".repeat(200);
+        let name = role_session_name(&long);
+        assert_eq!(name.len(), 64);
+        assert!(name.starts_with("awswl-"));
+        assert_eq!(role_session_name("alice@example.com/ops"), "awswl-alice@example.com_ops");
+        let client = aws_sdk_ec2::Client::from_conf(
+            aws_sdk_ec2::Config::builder().behavior_version(BehaviorVersion::latest()).build(),
+        );
+        let named = with_app_name(&client, "bob smith <b@x>");
+        assert_eq!(
+            named.config().app_name().map(|a| a.to_string()).as_deref(),
+            Some("awswl.bob_smith__b_x_")
+        );
+        let app = with_app_name(&client, &long);
+        assert_eq!(app.config().app_name().map(|a| a.as_ref().len()), Some(50));
     }
 
     #[test]

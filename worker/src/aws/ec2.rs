@@ -12,11 +12,12 @@ use aws_sdk_ec2::types::{
 use ipnet::IpNet;
 
 use super::clients::{Clients, Session};
+use super::receipts;
 use super::settings::AwsSettings;
 use crate::metrics::aws_call;
 use crate::whitelist::{
-    ChangeKind, ExistingRule, Firewall, FirewallError, FwFuture, GroupInfo, GroupPage, Protocol, RuleSpec,
-    Scope,
+    ChangeKind, ExistingRule, Firewall, FirewallError, FwFuture, GroupInfo, GroupPage, PrefixListEdit,
+    PrefixListState, Protocol, RuleSpec, Scope,
 };
 
 /// Most pages of rules read for one group (a guard against an endpoint that never ends).
@@ -81,6 +82,7 @@ impl Ec2Firewall {
             .ip_permissions(permission(spec, description))
             .send()
             .await;
+        let sent = receipts::noted(&s, sent);
         let out = aws_call("ec2:AuthorizeSecurityGroupIngress", sent).map_err(|e| s.fail(&call, &e))?;
         let id = out
             .security_group_rules()
@@ -114,6 +116,7 @@ impl Ec2Firewall {
             .set_security_group_rule_ids(Some(rule_ids.to_vec()))
             .send()
             .await;
+        let sent = receipts::noted(&s, sent);
         let out = aws_call("ec2:RevokeSecurityGroupIngress", sent).map_err(|e| s.fail(&call, &e))?;
         if out.r#return() == Some(false) || !out.unknown_ip_permissions().is_empty() {
             return Err(FirewallError::RuleNotFound);
@@ -192,6 +195,7 @@ impl Ec2Firewall {
             .dry_run(dry)
             .send()
             .await;
+        let sent = receipts::noted(&s, sent);
         let done = match sent {
             Err(e) if dry && e.code() == Some("DryRunOperation") => return aws_call(action, Ok(())),
             Ok(_) if dry => Err(FirewallError::Other {
@@ -234,14 +238,14 @@ impl Ec2Firewall {
         };
         let allowed = if authorize {
             let sent = s.ec2.authorize_security_group_ingress().group_id(group);
-            match sent.ip_permissions(permission(spec, "")).dry_run(true).send().await {
+            match receipts::noted(&s, sent.ip_permissions(permission(spec, "")).dry_run(true).send().await) {
                 Ok(_) => Err(ignored()),
                 Err(e) if dry(e.code()) => Ok(()),
                 Err(e) => Err(s.fail(&call, &e)),
             }
         } else {
             let sent = s.ec2.revoke_security_group_ingress().group_id(group);
-            match sent.ip_permissions(permission(spec, "")).dry_run(true).send().await {
+            match receipts::noted(&s, sent.ip_permissions(permission(spec, "")).dry_run(true).send().await) {
                 Ok(out) if out.r#return() == Some(false) || !out.unknown_ip_permissions().is_empty() => {
                     Ok(())
                 }
@@ -307,6 +311,24 @@ impl Firewall for Ec2Firewall {
         token: Option<&'a str>,
     ) -> FwFuture<'a, GroupPage> {
         Box::pin(self.group_page(scope, patterns, token))
+    }
+
+    fn prefix_list<'a>(&'a self, scope: &'a Scope, id: &'a str) -> FwFuture<'a, PrefixListState> {
+        Box::pin(self.read_prefix_list(scope, id))
+    }
+
+    fn modify_prefix_list<'a>(
+        &'a self,
+        scope: &'a Scope,
+        id: &'a str,
+        version: i64,
+        edit: &'a PrefixListEdit,
+    ) -> FwFuture<'a, ()> {
+        Box::pin(self.write_prefix_list(scope, id, version, edit))
+    }
+
+    fn can_modify_prefix_list<'a>(&'a self, scope: &'a Scope, list: &'a PrefixListState) -> FwFuture<'a, ()> {
+        Box::pin(self.probe_prefix_list(scope, list))
     }
 }
 

@@ -41,6 +41,9 @@ pub fn classify(call: &Call<'_>, code: &str, message: &str) -> FirewallError {
         "InvalidPermission.Duplicate" => FirewallError::Duplicate,
         "InvalidGroup.NotFound" | "InvalidGroup.Malformed" => group_not_found(call),
         c if c.starts_with("InvalidGroupId.") => group_not_found(call),
+        c if c.starts_with("InvalidPrefixListID.") || c.starts_with("InvalidPrefixListId.") => {
+            group_not_found(call)
+        }
         "InvalidPermission.NotFound" | "InvalidSecurityGroupRuleId.NotFound" => FirewallError::RuleNotFound,
         "RulesPerSecurityGroupLimitExceeded" => FirewallError::RuleLimit { group: call.group.to_string() },
         "UnauthorizedOperation" => denied(call, message),

@@ -10,6 +10,11 @@
 //! until expiry); else the SDK's default chain. Region: the call's, the profile's, the
 //! settings', or whatever the SDK resolves. The endpoint override applies to EC2 and STS alike.
 //!
+//! Managed prefix lists are read and written in `prefix_lists.rs`; every change call notes
+//! its AWS request id and account for the audit (`receipts.rs`, see
+//! [`crate::whitelist::receipts`]), and a change's client names its caller in the user agent
+//! and, for a role assumed without a fixed session name, in the role session name (`clients.rs`).
+//!
 //! [`identity`] tells `doctor` who the service is on AWS: the credential source, the account, and
 //! how far our clock is from AWS's. Imported by the binary's `doctor` too.
 
@@ -17,6 +22,8 @@ mod clients;
 pub mod ec2;
 pub mod errors;
 pub mod identity;
+mod prefix_lists;
+mod receipts;
 pub mod settings;
 
 pub use ec2::Ec2Firewall;

@@ -2,9 +2,10 @@
 //! lock (an `flock` released when that worker exits, so the next one takes over), at boot and
 //! then every `sweep_interval`.
 //!
-//! It looks at the groups named in `sweep_groups`, the exact ids in `allowed_security_groups`,
-//! and every group this service has given an expiring rule (an index file in the state dir,
-//! written when such a rule is added), with the service's own credentials. It removes only
+//! It looks at the groups named in `sweep_groups`, the exact ids in `allowed_security_groups`
+//! and `allowed_prefix_lists`, and every group (or managed prefix list) this service has given an
+//! expiring rule (an index file in the state dir, written when such a rule is added), with the
+//! service's own credentials; an expired prefix-list entry goes like an expired rule. It removes only
 //! rules whose signed marker verifies (see [`crate::whitelist::marker`]); a rule whose marker
 //! does not is reported by the service (`marker_invalid` warning, `awswl_marker_invalid_total`)
 //! and left alone.

@@ -6,6 +6,7 @@
 //! an outcome (a crash, a kill, a full disk between the call and the outcome) is completed later
 //! by [`super::reconcile`], which asks EC2 what is there.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::description::rfc3339;
 use super::error::Error;
 use super::firewall::Scope;
+use super::receipts::{self, Receipts};
 use super::rules::RuleSpec;
 use crate::caller::Caller;
 
@@ -78,6 +80,13 @@ pub struct AuditEntry {
     /// `declined`, `cancelled`), `asked` (who), `via`, and the `[policy.consent]` `reasons`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub consent: Option<serde_json::Value>,
+    /// Outcomes and dry runs: the AWS account the change ran in (CloudTrail's
+    /// `recipientAccountId`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws_account: Option<String>,
+    /// Outcomes and dry runs: AWS's request id of each change call (CloudTrail's `requestID`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aws_request_ids: Vec<String>,
 }
 
 /// An entry read back from the log: what the reconciler needs to complete an intent, and what
@@ -122,6 +131,12 @@ pub struct LoggedEntry {
     /// As written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// As written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws_account: Option<String>,
+    /// As written.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aws_request_ids: Vec<String>,
 }
 
 impl LoggedEntry {
@@ -231,8 +246,22 @@ impl Change {
             found: None,
             error: None,
             consent: None,
+            aws_account: None,
+            aws_request_ids: Vec::new(),
         };
         Change { intent, scope: scope.clone(), expiring: about.expires.is_some() }
+    }
+
+    /// Records with the change's outcome (or dry run) what AWS answered its calls with.
+    pub(crate) fn with_receipts(mut self, r: Receipts) -> Change {
+        self.intent.aws_account = r.account;
+        self.intent.aws_request_ids = r.request_ids;
+        self
+    }
+
+    /// Who the change is made for, as the audit names them.
+    pub(crate) fn identity(&self) -> &str {
+        &self.intent.identity
     }
 
     /// Records with the change (intent and outcome) the person's decision on it.
@@ -338,6 +367,23 @@ impl Change {
             ))
         })
     }
+}
+
+/// Makes the AWS calls of `change` (`calls`), collecting their receipts for its outcome.
+pub(crate) async fn answered<T>(change: Change, calls: impl Future<Output = T>) -> (Change, T) {
+    let (out, r) = receipts::collect(change.identity(), calls).await;
+    (change.with_receipts(r), out)
+}
+
+/// [`answered`] for changes made by one AWS call (a removal of several rules): each outcome
+/// carries the call's receipts.
+pub(crate) async fn all_answered<T>(
+    changes: Vec<Change>,
+    calls: impl Future<Output = T>,
+) -> (Vec<Change>, T) {
+    let caller = changes.first().map_or("anonymous", |c| c.identity()).to_string();
+    let (out, r) = receipts::collect(&caller, calls).await;
+    (changes.into_iter().map(|c| c.with_receipts(r.clone())).collect(), out)
 }
 
 fn now() -> String {

@@ -10,6 +10,7 @@ use super::{
     Whitelist,
 };
 use crate::whitelist::audit::{About, Change, DryRunFound};
+use crate::whitelist::receipts;
 use crate::whitelist::AddArgs;
 
 /// EC2's verdict on whether the caller's credentials may make a change.
@@ -128,7 +129,12 @@ impl Whitelist {
             ChangeKind::Renew => found.first().and_then(|r| self.view(r).expires_at),
             _ => None,
         };
-        let verdict = self.ask_ec2(scope, &plan, found).await?;
+        let (verdict, aws) = receipts::collect(
+            who.identity.as_deref().unwrap_or("anonymous"),
+            self.ask_ec2(scope, &plan, found),
+        )
+        .await;
+        let verdict = verdict?;
         let rule_ids: Vec<String> = found.iter().map(|r| r.rule_id.clone()).collect();
         let about = About {
             action: plan.kind.as_str(),
@@ -143,7 +149,7 @@ impl Whitelist {
             aws_allowed: verdict.allowed,
             aws_detail: &verdict.detail,
         };
-        Change::new(about, who, scope).record_dry_run(&self.recorder, record).await?;
+        Change::new(about, who, scope).with_receipts(aws).record_dry_run(&self.recorder, record).await?;
         let message = dry_run_message(&plan, would_change, &rule_ids, previous.as_deref(), &verdict);
         Ok(DryRun {
             would_change,
@@ -166,7 +172,7 @@ impl Whitelist {
         plan: &PlannedChange,
         found: &[&ExistingRule],
     ) -> Result<AwsVerdict, Error> {
-        let action = plan.kind.iam_action();
+        let action = plan.kind.iam_action_on(&plan.spec.group_id);
         let asked = match plan.kind {
             ChangeKind::Add => self.firewall.can_authorize(scope, &plan.spec).await,
             ChangeKind::Remove => self.firewall.can_revoke(scope, &plan.spec).await,

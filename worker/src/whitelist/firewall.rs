@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use ipnet::IpNet;
+
 use super::rules::{ExistingRule, RuleSpec};
 
 /// A boxed future of a firewall call (object-safe, `Send` for tokio tasks).
@@ -84,6 +86,80 @@ pub trait Firewall: Send + Sync {
         patterns: &'a [String],
         token: Option<&'a str>,
     ) -> FwFuture<'a, GroupPage>;
+    /// The managed prefix list `id` (`pl-…`) now: its version, size limit and every entry
+    /// (`GroupNotFound` when it does not exist). Firewalls without prefix lists refuse.
+    fn prefix_list<'a>(&'a self, scope: &'a Scope, id: &'a str) -> FwFuture<'a, PrefixListState> {
+        let _ = (scope, id);
+        Box::pin(async { Err(no_prefix_lists()) })
+    }
+    /// Applies `edit` to the list `id` if it is still at `version` (EC2's `CurrentVersion`):
+    /// a list changed since it was read fails with the code [`VERSION_CONFLICT`], nothing
+    /// applied. Retried by `whitelist::prefix_list`, never here.
+    fn modify_prefix_list<'a>(
+        &'a self,
+        scope: &'a Scope,
+        id: &'a str,
+        version: i64,
+        edit: &'a PrefixListEdit,
+    ) -> FwFuture<'a, ()> {
+        let _ = (scope, id, version, edit);
+        Box::pin(async { Err(no_prefix_lists()) })
+    }
+    /// Whether `scope` may modify the list `list` (EC2's `DryRun`), asked without changing it.
+    fn can_modify_prefix_list<'a>(&'a self, scope: &'a Scope, list: &'a PrefixListState) -> FwFuture<'a, ()> {
+        let _ = (scope, list);
+        Box::pin(async { Err(no_prefix_lists()) })
+    }
+}
+
+/// The `code` of a [`FirewallError::Other`] a prefix-list write fails with when the list's
+/// version moved since it was read (EC2's `PrefixListVersionMismatch` or `IncorrectState`).
+pub const VERSION_CONFLICT: &str = "PrefixListVersionMismatch";
+
+/// What a firewall without prefix lists answers.
+fn no_prefix_lists() -> FirewallError {
+    FirewallError::Refused {
+        code: "PrefixListsUnsupported".into(),
+        message: "this firewall does not manage EC2 prefix lists".into(),
+    }
+}
+
+/// One entry of a prefix list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefixListEntry {
+    /// The network.
+    pub cidr: IpNet,
+    /// Its description (up to 255 characters in EC2, like a rule's).
+    pub description: String,
+}
+
+/// A prefix list as read: what a write is worked out from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PrefixListState {
+    /// `pl-…`.
+    pub id: String,
+    /// Its name (the dry run's probe writes it back unchanged).
+    pub name: Option<String>,
+    /// Its version: the `CurrentVersion` a write must name.
+    pub version: i64,
+    /// Most entries it may hold (EC2's `MaxEntries`), when known.
+    pub max_entries: Option<i32>,
+    /// Every entry.
+    pub entries: Vec<PrefixListEntry>,
+}
+
+/// One write to a prefix list: entries removed (by CIDR) and added, in one new version.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PrefixListEdit {
+    /// Entries to add.
+    pub add: Vec<PrefixListEntry>,
+    /// CIDRs to remove.
+    pub remove: Vec<IpNet>,
+}
+
+/// True when `id` names a managed prefix list rather than a security group.
+pub fn is_prefix_list(id: &str) -> bool {
+    id.starts_with("pl-")
 }
 
 /// A security group as the groups and find tools show it.
@@ -110,11 +186,20 @@ pub struct GroupPage {
     pub next: Option<String>,
 }
 
+/// "security group" or "prefix list", by the id's prefix (for messages).
+fn kind_of(id: &str) -> &'static str {
+    if id.starts_with("pl-") {
+        "prefix list"
+    } else {
+        "security group"
+    }
+}
+
 /// Why a firewall call failed, in terms a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FirewallError {
     /// The group does not exist in that account/region.
-    #[error("security group {group} was not found (check the id and the region {region})")]
+    #[error("{} {group} was not found (check the id and the region {region})", kind_of(group))]
     GroupNotFound {
         /// The group.
         group: String,

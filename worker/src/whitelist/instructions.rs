@@ -70,11 +70,19 @@ pub fn sentences(policy: &Policy) -> Vec<String> {
 }
 
 fn groups(policy: &Policy) -> String {
-    match policy.allowed_security_groups.is_empty() {
-        true => "Any security group id (sg-…) may be named.".into(),
+    let groups = match policy.allowed_security_groups.is_empty() {
+        true => "Any security group id (sg-…) may be named.".to_string(),
         false => format!(
             "Only these security groups may be used: {} (* matches any run of characters).",
             policy.allowed_security_groups.join(", ")
+        ),
+    };
+    match policy.allowed_prefix_lists.is_empty() {
+        true => groups,
+        false => format!(
+            "{groups} These EC2 managed prefix lists may be named wherever a security_group_id is taken: {} \
+             (an entry is an address or CIDR with no port or protocol: leave both out).",
+            policy.allowed_prefix_lists.join(", ")
         ),
     }
 }
@@ -137,6 +145,7 @@ mod tests {
         assert!(open.contains("only rules this service added"), "{open}");
         assert!(!open.contains("read-only"), "{open}");
         assert!(open.contains("dry_run"), "{open}");
+        assert!(!open.contains("prefix list"), "none may be touched by default: {open}");
 
         let strict = Policy {
             allowed_security_groups: vec!["sg-0abc*".into()],
@@ -149,11 +158,13 @@ mod tests {
             remove_unmanaged: true,
             read_only: true,
             read_only_profiles: vec!["audit".into()],
+            allowed_prefix_lists: vec!["pl-0office*".into()],
             ..Policy::default()
         };
         let text = sentences(&strict).join(" ");
         for needle in [
             "sg-0abc*",
+            "prefix lists may be named wherever a security_group_id is taken: pl-0office*",
             "22, 8000-8100",
             "203.0.113.0/24",
             "IPv4 /24",

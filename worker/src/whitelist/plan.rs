@@ -35,6 +35,15 @@ impl ChangeKind {
         }
     }
 
+    /// The IAM action the change needs on `target`: every prefix-list change is one
+    /// `ec2:ModifyManagedPrefixList`.
+    pub fn iam_action_on(self, target: &str) -> &'static str {
+        match crate::whitelist::ids::is_prefix_list(target) {
+            true => crate::whitelist::prefix_list::MODIFY_ACTION,
+            false => self.iam_action(),
+        }
+    }
+
     /// The IAM action the change needs, as EC2's refusals and dry runs name it.
     pub fn iam_action(self) -> &'static str {
         match self {
@@ -101,7 +110,11 @@ impl Whitelist {
     pub fn plan_add(&self, scope: &Scope, args: &AddArgs, who: &Caller) -> Result<PlannedChange, Error> {
         self.check_writable(Some(scope), who)?;
         let spec = self.resolve(&args.rule, who)?;
-        self.policy.check_rule(&spec.cidr, spec.protocol, &spec.ports)?;
+        match crate::whitelist::ids::is_prefix_list(&spec.group_id) {
+            // An entry has no protocol or ports of its own (see `ids::entry_target`).
+            true => self.policy.check_cidr(&spec.cidr)?,
+            false => self.policy.check_rule(&spec.cidr, spec.protocol, &spec.ports)?,
+        }
         let requested =
             args.duration.as_deref().map(parse_duration).transpose().map_err(invalid("duration"))?;
         let now = SystemTime::now();

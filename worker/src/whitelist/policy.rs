@@ -16,6 +16,9 @@ use super::target::{Ports, Protocol};
 pub struct Policy {
     /// Security group ids or patterns (`sg-0abc*`) that may be touched.
     pub allowed_security_groups: Vec<String>,
+    /// Managed prefix list ids or patterns (`pl-0abc*`) that may be touched. Unlike the groups,
+    /// empty means none: an entry opens every referencing group at once.
+    pub allowed_prefix_lists: Vec<String>,
     /// Port ranges a rule may open; a rule's whole range must fit in one of them.
     pub allowed_ports: Vec<Ports>,
     /// Protocols a rule may use. `all` (every protocol and port) only when named here, even
@@ -56,6 +59,7 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             allowed_security_groups: Vec::new(),
+            allowed_prefix_lists: Vec::new(),
             allowed_ports: Vec::new(),
             allowed_protocols: DEFAULT_PROTOCOLS.to_vec(),
             allowed_ip_ranges: Vec::new(),
@@ -97,8 +101,11 @@ fn refuse(setting: &'static str, message: String) -> Result<(), Refusal> {
 }
 
 impl Policy {
-    /// May this group be touched at all (read or write)?
+    /// May this group (or prefix list) be touched at all (read or write)?
     pub fn check_group(&self, group: &str) -> Result<(), Refusal> {
+        if super::ids::is_prefix_list(group) {
+            return self.check_prefix_list(group);
+        }
         if self.allowed_security_groups.is_empty()
             || self.allowed_security_groups.iter().any(|p| glob(p, group))
         {
@@ -107,6 +114,25 @@ impl Policy {
         refuse(
             "allowed_security_groups",
             format!("{group} is not in the allowed groups ({})", self.allowed_security_groups.join(", ")),
+        )
+    }
+
+    /// May this managed prefix list be touched? Only when `allowed_prefix_lists` names it.
+    pub fn check_prefix_list(&self, list: &str) -> Result<(), Refusal> {
+        if self.allowed_prefix_lists.iter().any(|p| glob(p, list)) {
+            return Ok(());
+        }
+        let allowed = match self.allowed_prefix_lists.is_empty() {
+            true => "none: the list is empty".to_string(),
+            false => self.allowed_prefix_lists.join(", "),
+        };
+        refuse(
+            "allowed_prefix_lists",
+            format!(
+                "{list} is a managed prefix list, and prefix lists may be touched only when [policy] \
+                 allowed_prefix_lists names them (allowed: {allowed}); an entry opens every security group \
+                 that references the list"
+            ),
         )
     }
 
@@ -312,6 +338,26 @@ mod tests {
         assert!(p.check_group("sg-0abcdef").is_ok());
         assert!(p.check_group("sg-12345678").is_ok());
         assert!(p.check_group("sg-99999999").unwrap_err().message.contains("sg-99999999"));
+    }
+
+    #[test]
+    fn prefix_lists_only_when_named() {
+        let p = Policy::default();
+        let r = p.check_group("pl-12345678").unwrap_err();
+        assert_eq!(r.setting, "allowed_prefix_lists");
+        assert!(r.message.contains("none"), "{r}");
+        let named = Policy {
+            allowed_prefix_lists: vec!["pl-0abc*".into()],
+            allowed_security_groups: vec!["pl-*".into()],
+            ..Policy::default()
+        };
+        assert!(named.check_group("pl-0abcdef1").is_ok());
+        assert_eq!(
+            named.check_group("pl-12345678").unwrap_err().setting,
+            "allowed_prefix_lists",
+            "a group pattern never lets a prefix list in"
+        );
+        assert!(named.check_group("sg-12345678").unwrap_err().setting == "allowed_security_groups");
     }
 
     #[test]

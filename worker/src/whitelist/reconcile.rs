@@ -104,5 +104,7 @@ fn outcome_of(intent: &LoggedEntry, found: &str) -> Option<AuditEntry> {
         found: Some(found.to_string()),
         error: None,
         consent: None,
+        aws_account: None,
+        aws_request_ids: Vec::new(),
     })
 }

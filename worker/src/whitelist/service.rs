@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tracing::warn;
 
-use super::audit::{About, Change, LoggedEntry, Recorder};
+use super::audit::{all_answered, answered, About, Change, LoggedEntry, Recorder};
 use super::cache::{GroupCache, Lookup, Rules, Versions};
 use super::consent::{Action, Asker, NobodyToAsk, ProposedChange};
 use super::description::{self, rfc3339};
@@ -22,8 +22,11 @@ pub use super::error::Error;
 use super::firewall::{Firewall, FirewallError, Scope};
 use super::flight::{Flights, NotShared, SharedRead, SharedReads};
 use super::gate::{self, proposed, stamped, Approval};
+pub use super::ids::check_group_id;
+use super::ids::{entry_target, is_prefix_list};
 use super::marker::{Invalid, Marker, MarkerKey};
 use super::policy::{Policy, Refusal};
+use super::prefix_list::Targets;
 use super::reconcile::{self, Reconciled};
 use super::rules::{ExistingRule, RuleSpec};
 use super::target::{host_net, parse_cidr, parse_ports, NamedPort, Ports, Protocol};
@@ -254,7 +257,7 @@ impl Whitelist {
     /// Builds the service.
     pub fn new(p: Parts) -> Whitelist {
         Whitelist {
-            firewall: p.firewall,
+            firewall: Targets::wrap(p.firewall),
             policy: p.policy,
             defaults: p.defaults,
             port_mappings: p.port_mappings,
@@ -318,7 +321,8 @@ impl Whitelist {
         let about = About { action: "add", spec, rule_id: None, description: &description, expires };
         let change = stamped(Change::new(about, who, scope), approval.as_ref());
         change.intend(&self.recorder).await?;
-        let rule_id = match self.firewall.authorize(scope, spec, &description).await {
+        let (change, authorized) = answered(change, self.firewall.authorize(scope, spec, &description)).await;
+        let rule_id = match authorized {
             Ok(id) => id,
             Err(FirewallError::Duplicate) => {
                 // Another request added the same rule between our read and our write.
@@ -413,7 +417,9 @@ impl Whitelist {
         };
         let approval = self.consent(&proposed, asker, Change::new(about, who, scope)).await?;
         let changes = self.intend_removal(&matching, spec, who, scope, approval.as_ref()).await?;
-        match self.firewall.revoke(scope, &spec.group_id, &ids).await {
+        let (changes, revoked) =
+            all_answered(changes, self.firewall.revoke(scope, &spec.group_id, &ids)).await;
+        match revoked {
             Ok(()) => {}
             Err(FirewallError::RuleNotFound) => {
                 self.versions.changed(&spec.group_id).await;
@@ -495,7 +501,9 @@ impl Whitelist {
             };
             let change = Change::new(about, &who, scope);
             change.intend(&self.recorder).await?;
-            match self.firewall.revoke(scope, group, std::slice::from_ref(&r.rule_id)).await {
+            let gone = self.firewall.revoke(scope, group, std::slice::from_ref(&r.rule_id));
+            let (change, gone) = answered(change, gone).await;
+            match gone {
                 Ok(()) => {}
                 Err(FirewallError::RuleNotFound) => {
                     change.finish(&self.recorder, "not_present", None, None).await?;
@@ -554,6 +562,10 @@ impl Whitelist {
         } else {
             parse_cidr(&a.ip_address).map_err(invalid("ip_address"))?
         };
+        if is_prefix_list(&group_id) {
+            let (protocol, ports) = entry_target(&group_id, a.port.as_deref(), a.protocol.as_deref())?;
+            return Ok(RuleSpec { group_id, cidr, protocol, ports });
+        }
         let protocol = match &a.protocol {
             Some(p) => Protocol::parse(p).map_err(invalid("protocol"))?,
             None => self.defaults.protocol,
@@ -666,25 +678,6 @@ fn check_caller_group(who: &Caller, group: &str) -> Result<(), Error> {
             ),
         })),
         _ => Ok(()),
-    }
-}
-
-/// EC2 security group ids: `sg-` and 8 or 17 hex digits.
-pub fn check_group_id(group: &str) -> Result<String, Error> {
-    let g = group.trim();
-    let ok = g.strip_prefix("sg-").is_some_and(|hex| {
-        (hex.len() == 8 || hex.len() == 17)
-            && hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-    });
-    if ok {
-        Ok(g.to_string())
-    } else {
-        Err(Error::Invalid {
-            field: "security_group_id",
-            message: format!(
-                "{group:?} is not a security group id (sg- followed by 8 or 17 lower-case hex digits)"
-            ),
-        })
     }
 }
 

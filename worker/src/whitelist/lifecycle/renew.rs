@@ -14,7 +14,7 @@ use super::super::{
     invalid, rfc3339, AddArgs, Added, Caller, ChangeKind, Error, ExistingRule, FirewallError, Marker,
     PlannedChange, RuleView, Scope, Whitelist,
 };
-use crate::whitelist::audit::{About, Change};
+use crate::whitelist::audit::{answered, About, Change};
 use crate::whitelist::gate::{stamped, Approval};
 use crate::whitelist::marker::remark;
 
@@ -104,13 +104,15 @@ impl Whitelist {
         let about = About { action: "renew", spec, rule_id: Some(&r.rule_id), description, expires };
         let change = stamped(Change::new(about, who, scope), approval);
         change.intend(&self.recorder).await?;
-        match self.firewall.redescribe(scope, spec, &r.rule_id, description).await {
+        let rewritten = self.firewall.redescribe(scope, spec, &r.rule_id, description);
+        let (change, rewritten) = answered(change, rewritten).await;
+        match rewritten {
             Ok(()) => {}
             Err(FirewallError::RuleNotFound) => {
                 self.versions.changed(&spec.group_id).await;
                 change.finish(&self.recorder, "not_present", Some(&r.rule_id), None).await?;
                 return Err(Error::Aws(FirewallError::Other {
-                    action: ChangeKind::Renew.iam_action().to_string(),
+                    action: ChangeKind::Renew.iam_action_on(&spec.group_id).to_string(),
                     code: "RuleGone".into(),
                     message: format!(
                         "rule {} left {} (expired or removed) before its new expiry was written; \
