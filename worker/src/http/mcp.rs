@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::guard::{self, Refusal};
-use super::response::{denial, full, json, limits_unavailable, rate_limited, refused, too_many_calls};
+use super::response::{denial, full, json, json_text, limits_unavailable, rate_limited, refused, too_many_calls};
 use super::stream::{self, EventBody, StreamRequester};
 use super::{session, Body, State};
 use crate::auth::{Denial, Principal, SCOPE_WRITE};
@@ -286,6 +286,7 @@ async fn dispatch(
     });
     let mut resp = match outcome {
         Outcome::Reply(body) => json(StatusCode::OK, &body),
+        Outcome::Raw(raw) => json_text(StatusCode::OK, raw.into_text()),
         Outcome::Accepted => {
             let mut resp = Response::new(full(Bytes::new()));
             *resp.status_mut() = StatusCode::ACCEPTED;
@@ -332,7 +333,7 @@ fn succeeded(outcome: &Outcome) -> bool {
     match outcome {
         Outcome::Reply(Value::Array(replies)) => replies.iter().all(|r| r.get("error").is_none()),
         Outcome::Reply(body) => body.get("error").is_none(),
-        Outcome::Accepted => true,
+        Outcome::Raw(_) | Outcome::Accepted => true,
         Outcome::Reject { .. } => false,
     }
 }

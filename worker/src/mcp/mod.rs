@@ -57,11 +57,14 @@
 
 pub mod dispatch;
 pub mod era;
+pub mod headers;
 pub mod info;
 pub mod jsonrpc;
+pub mod listing;
 mod methods;
 pub mod parse;
 pub mod registry;
+pub mod resource;
 pub mod schema;
 pub mod tool;
 pub mod transport;
@@ -80,5 +83,5 @@ pub use tool::{
     CallContext, ClientInput, ClientRequester, Tool, ToolAnnotations, ToolError, ToolFuture, ToolOutput,
     ToolSpec,
 };
-pub use transport::{Outcome, RequesterHandle, TransportKind, TransportMeta};
+pub use transport::{Outcome, RawReply, RequesterHandle, TransportKind, TransportMeta};
 pub use version::ProtocolVersion;
