@@ -79,8 +79,10 @@ pub(super) async fn endpoint(
         Err(e) => return json(StatusCode::BAD_REQUEST, &e.to_response()),
     };
     if state.auth.enabled() {
-        for name in called_tools(&message) {
-            if let Err(d) = principal.require(needed_scope(state.dispatcher.registry(), name)) {
+        let resources = state.dispatcher.resources().and_then(|r| r.scope()).filter(|_| reads_resources(&message));
+        let tools = called_tools(&message).into_iter().map(|name| needed_scope(state.dispatcher.registry(), name));
+        for needed in tools.chain(resources.map(Some)) {
+            if let Err(d) = principal.require(needed) {
                 state.metrics.auth_failures.with_label_values(&[denial_reason(&d)]).inc();
                 return denial(&d, &state.auth.www_authenticate(&d, &metadata_url));
             }
@@ -427,6 +429,15 @@ fn called_tools(message: &Value) -> Vec<&str> {
     match message {
         Value::Array(batch) => batch.iter().filter_map(called_tool).collect(),
         m => called_tool(m).into_iter().collect(),
+    }
+}
+
+/// The message (or a message of the batch) lists or reads resources.
+fn reads_resources(message: &Value) -> bool {
+    let one = |m: &Value| m.get("method").and_then(Value::as_str).is_some_and(|m| m.starts_with("resources/"));
+    match message {
+        Value::Array(batch) => batch.iter().any(one),
+        m => one(m),
     }
 }
 
