@@ -127,7 +127,11 @@ fn concurrent_checks_on_an_expired_entry_ask_ec2_once_per_host_and_writes_are_se
     }
     assert_eq!(conns.iter().filter(|c| c.worker == worker_a).count(), CALLS / 2);
     assert_eq!(conns.iter().filter(|c| c.worker == worker_b).count(), CALLS / 2);
-    assert_eq!(describes_of(&moto, &group) - before, 1, "{CALLS} concurrent checks on an expired entry, 2 workers");
+    assert_eq!(
+        describes_of(&moto, &group) - before,
+        1,
+        "{CALLS} concurrent checks on an expired entry, 2 workers"
+    );
 
     // An add through worker A, then a list through worker B (whose cached entry is fresh, and
     // so must have been invalidated by the add): it shows the new rule.
@@ -138,6 +142,9 @@ fn concurrent_checks_on_an_expired_entry_ask_ec2_once_per_host_and_writes_are_se
     assert_eq!(ok(&added)["changed"], true, "{added}");
     let listed = b.call("whitelist_list", json!({"security_group_id": group}));
     let rules = ok(&listed)["rules"].as_array().cloned().unwrap_or_default();
-    assert!(rules.iter().any(|r| r["cidr_ip"] == "203.0.113.50/32"), "stale list on the other worker: {listed}");
+    assert!(
+        rules.iter().any(|r| r["cidr_ip"] == "203.0.113.50/32"),
+        "stale list on the other worker: {listed}"
+    );
     assert_eq!(ok(&b.call("whitelist_check", check))["exists"], true);
 }

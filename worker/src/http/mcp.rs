@@ -22,7 +22,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::guard::{self, Refusal};
-use super::response::{denial, full, json, json_text, limits_unavailable, rate_limited, refused, too_many_calls};
+use super::response::{
+    denial, full, json, json_text, limits_unavailable, rate_limited, refused, too_many_calls,
+};
 use super::stream::{self, EventBody, StreamRequester};
 use super::{session, Body, State};
 use crate::auth::{Denial, Principal, SCOPE_WRITE};
@@ -79,8 +81,10 @@ pub(super) async fn endpoint(
         Err(e) => return json(StatusCode::BAD_REQUEST, &e.to_response()),
     };
     if state.auth.enabled() {
-        let resources = state.dispatcher.resources().and_then(|r| r.scope()).filter(|_| reads_resources(&message));
-        let tools = called_tools(&message).into_iter().map(|name| needed_scope(state.dispatcher.registry(), name));
+        let resources =
+            state.dispatcher.resources().and_then(|r| r.scope()).filter(|_| reads_resources(&message));
+        let tools =
+            called_tools(&message).into_iter().map(|name| needed_scope(state.dispatcher.registry(), name));
         for needed in tools.chain(resources.map(Some)) {
             if let Err(d) = principal.require(needed) {
                 state.metrics.auth_failures.with_label_values(&[denial_reason(&d)]).inc();
@@ -434,7 +438,8 @@ fn called_tools(message: &Value) -> Vec<&str> {
 
 /// The message (or a message of the batch) lists or reads resources.
 fn reads_resources(message: &Value) -> bool {
-    let one = |m: &Value| m.get("method").and_then(Value::as_str).is_some_and(|m| m.starts_with("resources/"));
+    let one =
+        |m: &Value| m.get("method").and_then(Value::as_str).is_some_and(|m| m.starts_with("resources/"));
     match message {
         Value::Array(batch) => batch.iter().any(one),
         m => one(m),

@@ -13,12 +13,12 @@ use super::jsonrpc::{
     self, error_response, result_response, Message, Request, RequestId, RpcError, INTERNAL_ERROR,
     METHOD_NOT_FOUND,
 };
+use super::listing::ToolLists;
 use super::methods::{self, CallInput};
 use super::parse::parse_json;
 use super::registry::Registry;
 use super::resource::{self, Resources};
 use super::tool::ClientInput;
-use super::listing::ToolLists;
 use super::transport::{Outcome, RawReply, TransportKind, TransportMeta};
 use super::version::ProtocolVersion;
 
@@ -121,18 +121,18 @@ impl Dispatcher {
         }
     }
 
-    async fn request(&self, req: Request, meta: &TransportMeta) -> Outcome {
+    async fn request(&self, mut req: Request, meta: &TransportMeta) -> Outcome {
         debug!(method = %req.method, id = %req.id, "mcp request");
         match era::select(meta, req.params.as_ref()) {
             Err(error) => reject(400, Some(&req.id), &error),
             Ok(Era::Legacy(version)) => match self.param_headers(&req, meta, false) {
                 Err(error) => reject(400, Some(&req.id), &error),
-                Ok(()) => match self.legacy(version, &req, meta).await {
+                Ok(()) => match self.legacy(version, &mut req, meta).await {
                     Ok(reply) => reply.into_outcome(&req.id),
                     Err(error) => Outcome::Reply(error_response(Some(&req.id), &error)),
                 },
             },
-            Ok(Era::Modern) => match self.modern(&req, meta).await {
+            Ok(Era::Modern) => match self.modern(&mut req, meta).await {
                 Ok(reply) => reply.into_outcome(&req.id),
                 Err(e) if e.code == INTERNAL_ERROR => Outcome::Reply(error_response(Some(&req.id), &e)),
                 Err(e) => reject(modern_status(e.code), Some(&req.id), &e),
@@ -166,22 +166,26 @@ impl Dispatcher {
     async fn legacy(
         &self,
         version: ProtocolVersion,
-        req: &Request,
+        req: &mut Request,
         meta: &TransportMeta,
     ) -> Result<Reply, RpcError> {
+        let arguments = take_arguments(req);
         let params = req.params.as_ref();
         let value = match req.method.as_str() {
             "initialize" => methods::initialize(&self.info, params, &meta.caller, self.resources.is_some()),
             "ping" => Ok(json!({})),
             "tools/list" => {
-                return self.lists.result(&self.registry, &self.info, version, params, &meta.caller).map(Reply::Raw)
+                return self
+                    .lists
+                    .result(&self.registry, &self.info, version, params, &meta.caller)
+                    .map(Reply::Raw)
             }
             "tools/call" => {
                 let client =
                     ClientInput { capabilities: meta.session_capabilities.clone(), ..ClientInput::default() };
                 let mut input = self.call_input(version, &req.id, meta, client);
                 input.requester = meta.requester.as_ref().map(|r| r.0.clone());
-                methods::tools_call(input, params).await
+                methods::tools_call(input, params, arguments).await
             }
             "server/discover" => Err(discover_under_legacy(version)),
             other => self.resource_method(other, version, params, &meta.caller).await,
@@ -190,11 +194,12 @@ impl Dispatcher {
     }
 
     /// 2026-07-28 methods, after the envelope and header checks.
-    async fn modern(&self, req: &Request, meta: &TransportMeta) -> Result<Reply, RpcError> {
-        let params = req.params.as_ref();
-        let envelope = era::check_envelope(meta, &req.method, params)?;
+    async fn modern(&self, req: &mut Request, meta: &TransportMeta) -> Result<Reply, RpcError> {
+        let envelope = era::check_envelope(meta, &req.method, req.params.as_ref())?;
         self.param_headers(req, meta, true)?;
-        let version = envelope.version;
+        let arguments = take_arguments(req);
+        let params = req.params.as_ref();
+        let era::Envelope { version, client_info, client_capabilities } = envelope;
         let result = match req.method.as_str() {
             "server/discover" => methods::discover(&self.info, &meta.caller, self.resources.is_some()),
             "tools/list" => {
@@ -203,11 +208,12 @@ impl Dispatcher {
             }
             "tools/call" => {
                 let client = ClientInput {
-                    capabilities: Some(envelope.client_capabilities.clone()),
-                    client_name: envelope.client_info.as_ref().and_then(client_name),
+                    capabilities: Some(client_capabilities),
+                    client_name: client_info.as_ref().and_then(client_name),
                     ..ClientInput::default()
                 };
-                methods::tools_call(self.call_input(version, &req.id, meta, client), params).await?
+                methods::tools_call(self.call_input(version, &req.id, meta, client), params, arguments)
+                    .await?
             }
             "initialize" => return Err(initialize_under_modern()),
             other => self.resource_method(other, version, params, &meta.caller).await?,
@@ -251,6 +257,15 @@ impl Dispatcher {
             requester: None,
         }
     }
+}
+
+/// `params.arguments` of a `tools/call`, moved out of the request (nothing else reads it after
+/// the header check); `None` for any other method.
+fn take_arguments(req: &mut Request) -> Option<Value> {
+    if req.method != "tools/call" {
+        return None;
+    }
+    req.params.as_mut().and_then(|p| p.remove("arguments"))
 }
 
 /// `clientInfo.name`, bounded, when the client gave one.

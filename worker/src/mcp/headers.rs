@@ -82,7 +82,11 @@ fn walk(
         })?;
         match s.get("type").and_then(Value::as_str) {
             Some("string" | "integer" | "boolean") => {}
-            _ => return Err(format!("property {where_}: {X_MCP_HEADER} needs type string, integer or boolean")),
+            _ => {
+                return Err(format!(
+                    "property {where_}: {X_MCP_HEADER} needs type string, integer or boolean"
+                ))
+            }
         }
         found.push(HeaderParam { path: p.clone(), name: name.to_owned() });
     }
@@ -145,7 +149,9 @@ pub fn check_params(
                 return Err(mismatch(format!("the {header} header is repeated or not valid header text")))
             }
             (Some(Some(_)), None) => {
-                return Err(mismatch(format!("the {header} header is present but the body has no {argument}")))
+                return Err(mismatch(format!(
+                    "the {header} header is present but the body has no {argument}"
+                )))
             }
             (Some(Some(raw)), Some(_)) => raw,
         };

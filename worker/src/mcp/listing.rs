@@ -79,4 +79,3 @@ fn visible(registry: &Registry, caller: &Caller) -> Option<u128> {
     }
     Some(bits)
 }
-

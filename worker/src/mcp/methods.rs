@@ -137,9 +137,13 @@ pub fn visible_to(tool: &dyn Tool, caller: &Caller) -> bool {
 /// `tools/call`: unknown tools and malformed params are JSON-RPC errors; argument-schema
 /// failures are -32602 before 2025-11-25 and `isError` results from then on; tool failures
 /// are `isError` results.
+///
+/// `arguments` is `params.arguments`, taken out of the request by the caller (so it is validated
+/// and handed to the tool without a copy).
 pub async fn tools_call(
     input: CallInput<'_>,
     params: Option<&Map<String, Value>>,
+    arguments: Option<Value>,
 ) -> Result<Value, RpcError> {
     let name = params
         .and_then(|p| p.get("name"))
@@ -150,9 +154,9 @@ pub async fn tools_call(
     if let Some(why) = tool.unavailable(input.caller) {
         return Ok(error_result(&format!("{name} is not available: {why}")));
     }
-    let mut args = match params.and_then(|p| p.get("arguments")) {
+    let mut args = match arguments {
         None | Some(Value::Null) => Value::Object(Map::new()),
-        Some(Value::Object(a)) => Value::Object(a.clone()),
+        Some(a @ Value::Object(_)) => a,
         Some(_) => return Err(RpcError::invalid_params("params.arguments must be an object")),
     };
     if let Err(violation) = schema::validate(&tool.spec().input_schema, &mut args) {
@@ -323,7 +327,7 @@ mod tests {
             requester: None,
         };
         let params = json!({"name": "buggy", "arguments": {}});
-        let err = tools_call(input, params.as_object()).await.unwrap_err();
+        let err = tools_call(input, params.as_object(), Some(json!({}))).await.unwrap_err();
         assert_eq!(err.code, INTERNAL_ERROR);
         assert!(err.message.contains("buggy"), "{}", err.message);
         assert!(before >= 0.0, "the panic counter is exported");

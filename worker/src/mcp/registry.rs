@@ -54,7 +54,12 @@ pub struct Registry {
 impl Registry {
     /// An empty registry listing `page_size` tools per page (at least one).
     pub fn new(page_size: usize) -> Registry {
-        Registry { tools: Vec::new(), headers: Vec::new(), page_size: page_size.max(1), fingerprint: fingerprint(&[]) }
+        Registry {
+            tools: Vec::new(),
+            headers: Vec::new(),
+            page_size: page_size.max(1),
+            fingerprint: fingerprint(&[]),
+        }
     }
 
     /// Adds a tool, keeping the list sorted by name (stable order for client-side caching).

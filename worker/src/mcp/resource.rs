@@ -134,7 +134,8 @@ pub async fn read(
         .and_then(|p| p.get("uri"))
         .and_then(Value::as_str)
         .ok_or_else(|| RpcError::invalid_params("resources/read needs params.uri (a string)"))?;
-    let c = source.read(uri, caller).await.map_err(|e| rpc_error(e, version).with_data(json!({"uri": uri})))?;
+    let c =
+        source.read(uri, caller).await.map_err(|e| rpc_error(e, version).with_data(json!({"uri": uri})))?;
     let mut result = Map::new();
     result.insert("contents".into(), json!([{ "uri": c.uri, "mimeType": c.mime_type, "text": c.text }]));
     hint(&mut result, version, source.read_ttl_ms(), CacheScope::Private);
@@ -159,7 +160,14 @@ pub fn templates(
         .map(|t| {
             let mut obj = Map::new();
             obj.insert("uriTemplate".into(), json!(t.uri_template));
-            describe(&mut obj, &t.name, t.title.as_deref(), t.description.as_deref(), t.mime_type.as_deref(), version);
+            describe(
+                &mut obj,
+                &t.name,
+                t.title.as_deref(),
+                t.description.as_deref(),
+                t.mime_type.as_deref(),
+                version,
+            );
             Value::Object(obj)
         })
         .collect();
@@ -187,7 +195,14 @@ fn allowed(source: &dyn Resources, caller: &Caller) -> Result<(), RpcError> {
 fn resource_value(r: &Resource, version: ProtocolVersion) -> Value {
     let mut obj = Map::new();
     obj.insert("uri".into(), json!(r.uri));
-    describe(&mut obj, &r.name, r.title.as_deref(), r.description.as_deref(), r.mime_type.as_deref(), version);
+    describe(
+        &mut obj,
+        &r.name,
+        r.title.as_deref(),
+        r.description.as_deref(),
+        r.mime_type.as_deref(),
+        version,
+    );
     Value::Object(obj)
 }
 

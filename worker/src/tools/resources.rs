@@ -54,8 +54,10 @@ impl Resources for HistoryResources {
             let mut groups = self.service.groups(&default_scope(), caller).await.map_err(failed)?;
             groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
             groups.dedup_by(|a, b| a.group_id == b.group_id);
-            let rest: Vec<_> =
-                groups.into_iter().filter(|g| after.as_deref().is_none_or(|a| g.group_id.as_str() > a)).collect();
+            let rest: Vec<_> = groups
+                .into_iter()
+                .filter(|g| after.as_deref().is_none_or(|a| g.group_id.as_str() > a))
+                .collect();
             let more = rest.len() > self.page_size;
             let page: Vec<Resource> = rest
                 .into_iter()
@@ -91,9 +93,13 @@ impl Resources for HistoryResources {
                 ..HistoryQuery::default()
             };
             let h = self.service.history(&q, caller).await.map_err(|e| match e {
-                Error::Policy(r) => ResourceError::NotFound(format!("no history resource {uri} for you: {r}")),
+                Error::Policy(r) => {
+                    ResourceError::NotFound(format!("no history resource {uri} for you: {r}"))
+                }
                 Error::Invalid { field: "cursor", message } => ResourceError::Invalid(message),
-                Error::Invalid { message, .. } => ResourceError::NotFound(format!("no history resource {uri}: {message}")),
+                Error::Invalid { message, .. } => {
+                    ResourceError::NotFound(format!("no history resource {uri}: {message}"))
+                }
                 e => failed(e),
             })?;
             let next_uri = h.next_cursor.as_deref().map(|c| page_uri(&target.group, c));
@@ -137,7 +143,9 @@ struct HistoryUri {
 
 /// `awswhitelist://history/<group>[?cursor=<percent-encoded>]`; anything else is not ours.
 fn parse_uri(uri: &str) -> Result<HistoryUri, ResourceError> {
-    let not_ours = || ResourceError::NotFound(format!("no resource {uri}: history resources are {HISTORY_PREFIX}<sg-id>"));
+    let not_ours = || {
+        ResourceError::NotFound(format!("no resource {uri}: history resources are {HISTORY_PREFIX}<sg-id>"))
+    };
     let rest = uri.strip_prefix(HISTORY_PREFIX).ok_or_else(not_ours)?;
     let (group, query) = match rest.split_once('?') {
         Some((g, q)) => (g, Some(q)),
@@ -152,7 +160,10 @@ fn parse_uri(uri: &str) -> Result<HistoryUri, ResourceError> {
             let value = q.strip_prefix("cursor=").filter(|v| !v.contains('&')).ok_or_else(|| {
                 ResourceError::Invalid(format!("{uri}: the only query a history URI takes is ?cursor=…"))
             })?;
-            Some(percent_decode(value).ok_or_else(|| ResourceError::Invalid(format!("{uri}: malformed cursor")))?)
+            Some(
+                percent_decode(value)
+                    .ok_or_else(|| ResourceError::Invalid(format!("{uri}: malformed cursor")))?,
+            )
         }
     };
     Ok(HistoryUri { group: group.to_owned(), cursor })
@@ -230,7 +241,11 @@ mod tests {
         ] {
             assert!(matches!(parse_uri(uri), Err(ResourceError::NotFound(_))), "{uri}");
         }
-        for uri in ["awswhitelist://history/sg-1?limit=5", "awswhitelist://history/sg-1?cursor=%zz", "awswhitelist://history/sg-1?cursor=a&b=c"] {
+        for uri in [
+            "awswhitelist://history/sg-1?limit=5",
+            "awswhitelist://history/sg-1?cursor=%zz",
+            "awswhitelist://history/sg-1?cursor=a&b=c",
+        ] {
             assert!(matches!(parse_uri(uri), Err(ResourceError::Invalid(_))), "{uri}");
         }
     }

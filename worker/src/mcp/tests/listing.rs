@@ -22,9 +22,14 @@ impl Tool for Writer {
 
 fn registry() -> Registry {
     let mut registry = Registry::new(2);
-    for (name, scope) in [("a_read", Some("whitelist:read")), ("b_write", Some("whitelist:write")), ("c_any", None)] {
-        let mut s = spec(name, json!({"type": "object", "properties": {
-            "security_group_id": {"type": "string", "x-mcp-header": "Security-Group-Id"}}}));
+    for (name, scope) in
+        [("a_read", Some("whitelist:read")), ("b_write", Some("whitelist:write")), ("c_any", None)]
+    {
+        let mut s = spec(
+            name,
+            json!({"type": "object", "properties": {
+            "security_group_id": {"type": "string", "x-mcp-header": "Security-Group-Id"}}}),
+        );
         s.scope = scope;
         s.output_schema = Some(json!({"type": "object"}));
         registry.register(Arc::new(Writer(s))).unwrap_or_else(|e| panic!("{e}"));
@@ -38,7 +43,12 @@ fn callers() -> Vec<Caller> {
         ..Caller::default()
     };
     let read_only = Caller { read_only: Some("[whitelist] read_only = true".into()), ..Caller::default() };
-    vec![Caller::default(), scoped(&["whitelist:read"]), scoped(&["whitelist:read", "whitelist:write"]), read_only]
+    vec![
+        Caller::default(),
+        scoped(&["whitelist:read"]),
+        scoped(&["whitelist:read", "whitelist:write"]),
+        read_only,
+    ]
 }
 
 #[tokio::test]
@@ -60,15 +70,24 @@ async fn prebuilt_pages_are_byte_identical_to_the_value_built_answer() {
                         params["cursor"] = json!(c);
                     }
                     let (message, meta) = if version.is_modern() {
-                        (modern_request(json!(round), "tools/list", params.clone()), modern_http("tools/list", None))
+                        (
+                            modern_request(json!(round), "tools/list", params.clone()),
+                            modern_http("tools/list", None),
+                        )
                     } else {
                         (request(json!(round), "tools/list", params.clone()), http(Some(version.as_str())))
                     };
                     let meta = meta.with_caller(caller.clone());
                     let outcome = d.handle(message.clone(), &meta).await;
                     let Outcome::Raw(raw) = &outcome else { panic!("not prebuilt: {outcome:?}") };
-                    let mut expected = methods::tools_list(&reference, &info, version, message["params"].as_object(), &caller)
-                        .unwrap_or_else(|e| panic!("{e:?}"));
+                    let mut expected = methods::tools_list(
+                        &reference,
+                        &info,
+                        version,
+                        message["params"].as_object(),
+                        &caller,
+                    )
+                    .unwrap_or_else(|e| panic!("{e:?}"));
                     if version.is_modern() {
                         expected = methods::decorate_modern(expected, &info);
                     }

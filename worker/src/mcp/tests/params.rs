@@ -61,7 +61,11 @@ async fn mismatched_or_missing_param_headers_are_refused_before_the_call() {
 #[tokio::test]
 async fn older_revisions_need_no_param_header_but_a_wrong_one_is_refused() {
     let (d, runs) = counting();
-    let call = request(json!(2), "tools/call", json!({"name": "touch", "arguments": {"security_group_id": "sg-0abc"}}));
+    let call = request(
+        json!(2),
+        "tools/call",
+        json!({"name": "touch", "arguments": {"security_group_id": "sg-0abc"}}),
+    );
     let out = d.handle(call.clone(), &http(Some("2025-11-25"))).await;
     assert_eq!(result(&out)["content"][0]["text"], json!("ran"));
     let wrong = with_params(http(Some("2025-11-25")), &[("Mcp-Param-Security-Group-Id", "sg-0def")]);
