@@ -18,11 +18,9 @@ use crate::caller::Caller;
 /// JSON-RPC code of "resource not found" before 2026-07-28 (from then on: -32602).
 pub const LEGACY_RESOURCE_NOT_FOUND: i64 = -32002;
 
-/// One listed resource.
+/// What a resource or a template says about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resource {
-    /// Its URI (what `resources/read` takes).
-    pub uri: String,
+pub struct About {
     /// Machine name.
     pub name: String,
     /// Display name (2025-06-18 and later).
@@ -33,19 +31,22 @@ pub struct Resource {
     pub mime_type: Option<String>,
 }
 
+/// One listed resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    /// Its URI (what `resources/read` takes).
+    pub uri: String,
+    /// Name, title, description, content type.
+    pub about: About,
+}
+
 /// A family of resources named by an RFC 6570 URI template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceTemplate {
     /// The template.
     pub uri_template: String,
-    /// Machine name.
-    pub name: String,
-    /// Display name (2025-06-18 and later).
-    pub title: Option<String>,
-    /// What an instance holds.
-    pub description: Option<String>,
-    /// Content type of an instance.
-    pub mime_type: Option<String>,
+    /// Name, title, description, content type of an instance.
+    pub about: About,
 }
 
 /// One page of `resources/list`.
@@ -160,14 +161,7 @@ pub fn templates(
         .map(|t| {
             let mut obj = Map::new();
             obj.insert("uriTemplate".into(), json!(t.uri_template));
-            describe(
-                &mut obj,
-                &t.name,
-                t.title.as_deref(),
-                t.description.as_deref(),
-                t.mime_type.as_deref(),
-                version,
-            );
+            describe(&mut obj, &t.about, version);
             Value::Object(obj)
         })
         .collect();
@@ -195,33 +189,19 @@ fn allowed(source: &dyn Resources, caller: &Caller) -> Result<(), RpcError> {
 fn resource_value(r: &Resource, version: ProtocolVersion) -> Value {
     let mut obj = Map::new();
     obj.insert("uri".into(), json!(r.uri));
-    describe(
-        &mut obj,
-        &r.name,
-        r.title.as_deref(),
-        r.description.as_deref(),
-        r.mime_type.as_deref(),
-        version,
-    );
+    describe(&mut obj, &r.about, version);
     Value::Object(obj)
 }
 
-fn describe(
-    obj: &mut Map<String, Value>,
-    name: &str,
-    title: Option<&str>,
-    description: Option<&str>,
-    mime_type: Option<&str>,
-    version: ProtocolVersion,
-) {
-    obj.insert("name".into(), json!(name));
-    if let (true, Some(t)) = (version.has_structured_output(), title) {
+fn describe(obj: &mut Map<String, Value>, about: &About, version: ProtocolVersion) {
+    obj.insert("name".into(), json!(about.name));
+    if let (true, Some(t)) = (version.has_structured_output(), &about.title) {
         obj.insert("title".into(), json!(t));
     }
-    if let Some(d) = description {
+    if let Some(d) = &about.description {
         obj.insert("description".into(), json!(d));
     }
-    if let Some(m) = mime_type {
+    if let Some(m) = &about.mime_type {
         obj.insert("mimeType".into(), json!(m));
     }
 }

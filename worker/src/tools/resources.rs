@@ -13,7 +13,7 @@ use super::args::GROUP_HEADER;
 use crate::auth::SCOPE_READ;
 use crate::caller::Caller;
 use crate::mcp::resource::{
-    Resource, ResourceError, ResourceFuture, ResourcePage, ResourceTemplate, Resources, TextContents,
+    About, Resource, ResourceError, ResourceFuture, ResourcePage, ResourceTemplate, Resources, TextContents,
 };
 use crate::whitelist::{Error, HistoryQuery, Scope, Whitelist};
 
@@ -66,13 +66,15 @@ impl Resources for HistoryResources {
                     let vpc = g.vpc_id.as_deref().unwrap_or("no VPC");
                     Resource {
                         uri: format!("{HISTORY_PREFIX}{}", g.group_id),
-                        name: format!("history-{}", g.group_id),
-                        title: Some(format!("Audit history of {} ({})", g.name, g.group_id)),
-                        description: Some(format!(
-                            "Changes to {} ({vpc}: {}), newest first; the group's id is also sent as Mcp-Param-{GROUP_HEADER} by its tools.",
-                            g.group_id, g.description
-                        )),
-                        mime_type: Some(MIME.into()),
+                        about: About {
+                            name: format!("history-{}", g.group_id),
+                            title: Some(format!("Audit history of {} ({})", g.name, g.group_id)),
+                            description: Some(format!(
+                                "Changes to {} ({vpc}: {}), newest first; the group's id is also sent as Mcp-Param-{GROUP_HEADER} by its tools.",
+                                g.group_id, g.description
+                            )),
+                            mime_type: Some(MIME.into()),
+                        },
                     }
                 })
                 .collect();
@@ -118,14 +120,16 @@ impl Resources for HistoryResources {
     fn templates(&self) -> Vec<ResourceTemplate> {
         vec![ResourceTemplate {
             uri_template: format!("{HISTORY_PREFIX}{{security_group_id}}{{?cursor}}"),
-            name: "history".into(),
-            title: Some("Audit history of a security group".into()),
-            description: Some(
-                "The audit entries of one security group you may touch, newest first; a page at a \
-                 time, the next one at next_uri."
-                    .into(),
-            ),
-            mime_type: Some(MIME.into()),
+            about: About {
+                name: "history".into(),
+                title: Some("Audit history of a security group".into()),
+                description: Some(
+                    "The audit entries of one security group you may touch, newest first; a page at \
+                     a time, the next one at next_uri."
+                        .into(),
+                ),
+                mime_type: Some(MIME.into()),
+            },
         }]
     }
 }
