@@ -82,7 +82,8 @@ impl Env {
             p.extend(e);
         }
         // The group id mirrored as a 2026-07-28 client does (its x-mcp-header).
-        let group = params.pointer("/arguments/security_group_id").and_then(Value::as_str).unwrap_or_default();
+        let group =
+            params.pointer("/arguments/security_group_id").and_then(Value::as_str).unwrap_or_default();
         let group_header = format!("Mcp-Param-Security-Group-Id: {group}\r\n");
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}).to_string();
         let req = format!(
