@@ -16,7 +16,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use worker::mcp::parse_json;
 
-use super::wire::{routing_headers, EventStream};
+use super::wire::{learn_param_headers, param_headers, routing_headers, EventStream, ParamHeaders};
 use super::{Failure, Pending, ProxyError, MAX_RESPONSE, QUOTED_BODY};
 use crate::cli::ProxyArgs;
 use crate::stdio::{is_blank, LineWriter};
@@ -32,11 +32,13 @@ pub(super) struct Remote {
     state: Mutex<Negotiated>,
 }
 
-/// Learned from answers: the revision `initialize` settled on and the server's session id.
+/// Learned from answers: the revision `initialize` settled on, the server's session id, and
+/// the `x-mcp-header` parameters of the tools it listed.
 #[derive(Default)]
 struct Negotiated {
     version: Option<String>,
     session: Option<HeaderValue>,
+    params: ParamHeaders,
 }
 
 impl Remote {
@@ -116,6 +118,9 @@ impl Remote {
             headers.insert("mcp-session-id", session.clone());
         }
         for (name, value) in routing_headers(message, state.version.as_deref()) {
+            headers.insert(name, value);
+        }
+        for (name, value) in param_headers(message, &state.params) {
             headers.insert(name, value);
         }
         Ok(req)
@@ -213,6 +218,7 @@ impl Remote {
                     item["id"] = pending.ids[0].clone();
                 }
                 pending.ids.retain(|id| Some(id) != item.get("id"));
+                learn_param_headers(&item, &mut self.negotiated().params);
                 if pending.initialize {
                     if let Some(v) = item.pointer("/result/protocolVersion").and_then(Value::as_str) {
                         self.negotiated().version = Some(v.to_owned());
