@@ -13,8 +13,8 @@ use worker::mcp::headers::{annotations, HeaderParam};
 /// Tool name → the parameters it mirrors into `Mcp-Param-*` headers.
 pub(super) type ParamHeaders = HashMap<String, Vec<HeaderParam>>;
 
-/// Learns the `x-mcp-header` parameters of every tool a `tools/list` answer lists (a tool whose
-/// annotations are invalid is left out: nothing is mirrored for it).
+/// Learns the `x-mcp-header` parameters of every tool a `tools/list` answer lists (none for a
+/// tool whose annotations are invalid: nothing is mirrored for it).
 pub(super) fn learn_param_headers(answer: &Value, known: &mut ParamHeaders) {
     let Some(tools) = answer.pointer("/result/tools").and_then(Value::as_array) else {
         return;
@@ -24,11 +24,20 @@ pub(super) fn learn_param_headers(answer: &Value, known: &mut ParamHeaders) {
         else {
             continue;
         };
-        match annotations(schema) {
-            Ok(params) if !params.is_empty() => known.insert(name.to_owned(), params),
-            _ => known.remove(name),
-        };
+        // Invalid annotations mirror nothing (a conforming client would drop the tool).
+        known.insert(name.to_owned(), annotations(schema).unwrap_or_default());
     }
+}
+
+/// The tool a 2026-07-28 `tools/call` calls when the proxy has not seen it listed yet (so its
+/// `x-mcp-header` parameters are unknown).
+pub(super) fn unlisted_tool<'a>(message: &'a Value, known: &ParamHeaders) -> Option<&'a str> {
+    let params = message.get("params")?;
+    params.get("_meta")?.get(META_PROTOCOL_VERSION)?;
+    if message.get("method")?.as_str()? != "tools/call" {
+        return None;
+    }
+    params.get("name")?.as_str().filter(|name| !known.contains_key(*name))
 }
 
 /// The `Mcp-Param-*` headers of a 2026-07-28 `tools/call` whose tool declared some: each
@@ -206,7 +215,8 @@ mod tests {
             {"name":"bad","inputSchema":{"type":"object","properties":{"n":{"type":"number","x-mcp-header":"N"}}}},
             {"name":"service_status","inputSchema":{"type":"object"}}]}});
         learn_param_headers(&listed, &mut known);
-        assert_eq!(known.len(), 1, "{known:?}");
+        assert_eq!(known.len(), 3, "{known:?}");
+        assert!(known["bad"].is_empty() && known["service_status"].is_empty());
         let call = |name: &str, args: Value, meta: bool| {
             let mut m =
                 json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":name,"arguments":args}});
