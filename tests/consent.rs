@@ -81,11 +81,15 @@ impl Env {
         if let (Some(p), Value::Object(e)) = (params.as_object_mut(), extra) {
             p.extend(e);
         }
+        // The group id mirrored as a 2026-07-28 client does (its x-mcp-header).
+        let group =
+            params.pointer("/arguments/security_group_id").and_then(Value::as_str).unwrap_or_default();
+        let group_header = format!("Mcp-Param-Security-Group-Id: {group}\r\n");
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}).to_string();
         let req = format!(
             "POST /mcp HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n\
              Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: {MODERN}\r\nMcp-Method: tools/call\r\n\
-             Mcp-Name: whitelist_add\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+             Mcp-Name: whitelist_add\r\n{group_header}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
         let r = http::raw(&self.svc.addr, req.as_bytes()).unwrap();

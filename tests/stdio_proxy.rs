@@ -197,6 +197,34 @@ fn proxy_carries_the_conversation_to_a_real_serve() {
 }
 
 #[test]
+fn proxy_mirrors_the_x_mcp_header_parameters_of_2026_07_28_calls() {
+    let svc = common::Service::start("workers = 2\n");
+    let url = format!("http://{}/mcp", svc.addr);
+    let mut peer = Peer::start(&["proxy"], &[("MCP_REMOTE_URL", &url)]);
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    let check = json!({"name": "whitelist_check", "_meta": meta,
+        "arguments": {"security_group_id": "sg-0123456789abcdef0", "ip_address": "192.0.2.1", "port": 22}});
+    // Not listed yet: the proxy lists the tools itself first, so the call carries its header
+    // and reaches the tool (which fails here for want of AWS: a tool result, not a refusal).
+    let early = peer.call(json!(1), "tools/call", check.clone());
+    assert!(early.get("error").is_none() && early["result"]["isError"] == true, "{early}");
+    let list = peer.call(json!(2), "tools/list", json!({"_meta": meta}));
+    let add =
+        list["result"]["tools"].as_array().and_then(|t| t.iter().find(|t| t["name"] == "whitelist_check"));
+    assert_eq!(
+        add.map(|t| &t["inputSchema"]["properties"]["security_group_id"]["x-mcp-header"]),
+        Some(&json!("Security-Group-Id"))
+    );
+    // Listed by the client: the same.
+    let call = peer.call(json!(3), "tools/call", check);
+    assert!(call.get("error").is_none() && call["result"]["isError"] == true, "{call}");
+    assert_eq!(peer.close().code(), Some(0));
+}
+
+#[test]
 fn proxy_reports_an_unreachable_server_per_request() {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}/mcp");

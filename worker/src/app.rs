@@ -94,7 +94,9 @@ impl App {
             ..info
         };
         Ok(App {
-            dispatcher: Dispatcher::new(info, registry),
+            dispatcher: Dispatcher::new(info, registry).with_resources(Arc::new(
+                crate::tools::resources::HistoryResources::new(service.clone(), settings.mcp.page_size),
+            )),
             service,
             audit,
             marker_key,

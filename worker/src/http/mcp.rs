@@ -22,7 +22,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::guard::{self, Refusal};
-use super::response::{denial, full, json, limits_unavailable, rate_limited, refused, too_many_calls};
+use super::response::{
+    denial, full, json, json_text, limits_unavailable, rate_limited, refused, too_many_calls,
+};
 use super::stream::{self, EventBody, StreamRequester};
 use super::{session, Body, State};
 use crate::auth::{Denial, Principal, SCOPE_WRITE};
@@ -79,8 +81,12 @@ pub(super) async fn endpoint(
         Err(e) => return json(StatusCode::BAD_REQUEST, &e.to_response()),
     };
     if state.auth.enabled() {
-        for name in called_tools(&message) {
-            if let Err(d) = principal.require(needed_scope(state.dispatcher.registry(), name)) {
+        let resources =
+            state.dispatcher.resources().and_then(|r| r.scope()).filter(|_| reads_resources(&message));
+        let tools =
+            called_tools(&message).into_iter().map(|name| needed_scope(state.dispatcher.registry(), name));
+        for needed in tools.chain(resources.map(Some)) {
+            if let Err(d) = principal.require(needed) {
                 state.metrics.auth_failures.with_label_values(&[denial_reason(&d)]).inc();
                 return denial(&d, &state.auth.www_authenticate(&d, &metadata_url));
             }
@@ -286,6 +292,7 @@ async fn dispatch(
     });
     let mut resp = match outcome {
         Outcome::Reply(body) => json(StatusCode::OK, &body),
+        Outcome::Raw(raw) => json_text(StatusCode::OK, raw.into_text()),
         Outcome::Accepted => {
             let mut resp = Response::new(full(Bytes::new()));
             *resp.status_mut() = StatusCode::ACCEPTED;
@@ -332,7 +339,7 @@ fn succeeded(outcome: &Outcome) -> bool {
     match outcome {
         Outcome::Reply(Value::Array(replies)) => replies.iter().all(|r| r.get("error").is_none()),
         Outcome::Reply(body) => body.get("error").is_none(),
-        Outcome::Accepted => true,
+        Outcome::Raw(_) | Outcome::Accepted => true,
         Outcome::Reject { .. } => false,
     }
 }
@@ -426,6 +433,16 @@ fn called_tools(message: &Value) -> Vec<&str> {
     match message {
         Value::Array(batch) => batch.iter().filter_map(called_tool).collect(),
         m => called_tool(m).into_iter().collect(),
+    }
+}
+
+/// The message (or a message of the batch) lists or reads resources.
+fn reads_resources(message: &Value) -> bool {
+    let one =
+        |m: &Value| m.get("method").and_then(Value::as_str).is_some_and(|m| m.starts_with("resources/"));
+    match message {
+        Value::Array(batch) => batch.iter().any(one),
+        m => one(m),
     }
 }
 

@@ -23,7 +23,12 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 
 /// A JSON response with the right content type.
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut resp = Response::new(full(value.to_string()));
+    json_text(status, value.to_string())
+}
+
+/// A JSON response from text already serialised (a prebuilt answer).
+pub fn json_text(status: StatusCode, text: String) -> Response<Body> {
+    let mut resp = Response::new(full(text));
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp

@@ -7,16 +7,19 @@ use serde_json::{json, Map, Value};
 use tracing::debug;
 
 use super::era::{self, Era};
+use super::headers;
 use super::info::ServerInfo;
 use super::jsonrpc::{
     self, error_response, result_response, Message, Request, RequestId, RpcError, INTERNAL_ERROR,
     METHOD_NOT_FOUND,
 };
+use super::listing::ToolLists;
 use super::methods::{self, CallInput};
 use super::parse::parse_json;
 use super::registry::Registry;
+use super::resource::{self, Resources};
 use super::tool::ClientInput;
-use super::transport::{Outcome, TransportMeta};
+use super::transport::{Outcome, RawReply, TransportKind, TransportMeta};
 use super::version::ProtocolVersion;
 
 /// Most messages accepted in one batch (2025-03-26 and older). Fixed, not a setting; each
@@ -27,12 +30,40 @@ pub const MAX_BATCH: usize = 100;
 pub struct Dispatcher {
     info: Arc<ServerInfo>,
     registry: Registry,
+    lists: ToolLists,
+    resources: Option<Arc<dyn Resources>>,
+}
+
+/// A method's answer: a result to serialise, or one serialised before.
+enum Reply {
+    Value(Value),
+    Raw(Arc<str>),
+}
+
+impl Reply {
+    fn into_outcome(self, id: &RequestId) -> Outcome {
+        match self {
+            Reply::Value(result) => Outcome::Reply(result_response(id, result)),
+            Reply::Raw(result) => Outcome::Raw(RawReply::new(id, &result)),
+        }
+    }
 }
 
 impl Dispatcher {
     /// A dispatcher announcing `info` and serving the tools in `registry`.
     pub fn new(info: ServerInfo, registry: Registry) -> Dispatcher {
-        Dispatcher { info: Arc::new(info), registry }
+        Dispatcher { info: Arc::new(info), registry, lists: ToolLists::default(), resources: None }
+    }
+
+    /// Serves `source` as the server's resources (and announces the capability).
+    pub fn with_resources(mut self, source: Arc<dyn Resources>) -> Dispatcher {
+        self.resources = Some(source);
+        self
+    }
+
+    /// The resources served, if any.
+    pub fn resources(&self) -> Option<&Arc<dyn Resources>> {
+        self.resources.as_ref()
     }
 
     /// The identity this dispatcher announces.
@@ -90,66 +121,123 @@ impl Dispatcher {
         }
     }
 
-    async fn request(&self, req: Request, meta: &TransportMeta) -> Outcome {
+    async fn request(&self, mut req: Request, meta: &TransportMeta) -> Outcome {
         debug!(method = %req.method, id = %req.id, "mcp request");
         match era::select(meta, req.params.as_ref()) {
             Err(error) => reject(400, Some(&req.id), &error),
-            Ok(Era::Legacy(version)) => match self.legacy(version, &req, meta).await {
-                Ok(result) => Outcome::Reply(result_response(&req.id, result)),
-                Err(error) => Outcome::Reply(error_response(Some(&req.id), &error)),
+            Ok(Era::Legacy(version)) => match self.param_headers(&req, meta, false) {
+                Err(error) => reject(400, Some(&req.id), &error),
+                Ok(()) => match self.legacy(version, &mut req, meta).await {
+                    Ok(reply) => reply.into_outcome(&req.id),
+                    Err(error) => Outcome::Reply(error_response(Some(&req.id), &error)),
+                },
             },
-            Ok(Era::Modern) => match self.modern(&req, meta).await {
-                Ok(result) => Outcome::Reply(result_response(&req.id, result)),
+            Ok(Era::Modern) => match self.modern(&mut req, meta).await {
+                Ok(reply) => reply.into_outcome(&req.id),
                 Err(e) if e.code == INTERNAL_ERROR => Outcome::Reply(error_response(Some(&req.id), &e)),
                 Err(e) => reject(modern_status(e.code), Some(&req.id), &e),
             },
         }
     }
 
+    /// Over HTTP, the `Mcp-Param-*` headers of a `tools/call` agree with its arguments (see
+    /// [`headers::check_params`]); checked before the call runs, so a refused call changes nothing.
+    fn param_headers(&self, req: &Request, meta: &TransportMeta, required: bool) -> Result<(), RpcError> {
+        if meta.kind != TransportKind::Http || req.method != "tools/call" {
+            return Ok(());
+        }
+        let params = req.params.as_ref();
+        let Some(name) = params.and_then(|p| p.get("name")).and_then(Value::as_str) else {
+            return Ok(()); // tools/call reports the malformed request
+        };
+        let declared = self.registry.header_params(name);
+        if declared.is_empty() {
+            return Ok(());
+        }
+        let empty = Map::new();
+        let args = match params.and_then(|p| p.get("arguments")) {
+            Some(Value::Object(a)) => a,
+            _ => &empty,
+        };
+        headers::check_params(declared, args, meta, required)
+    }
+
     /// Handshake-era methods, served statelessly: nothing requires a prior `initialize`.
     async fn legacy(
         &self,
         version: ProtocolVersion,
-        req: &Request,
+        req: &mut Request,
         meta: &TransportMeta,
-    ) -> Result<Value, RpcError> {
+    ) -> Result<Reply, RpcError> {
+        let arguments = take_arguments(req);
         let params = req.params.as_ref();
-        match req.method.as_str() {
-            "initialize" => methods::initialize(&self.info, params, &meta.caller),
+        let value = match req.method.as_str() {
+            "initialize" => methods::initialize(&self.info, params, &meta.caller, self.resources.is_some()),
             "ping" => Ok(json!({})),
-            "tools/list" => methods::tools_list(&self.registry, &self.info, version, params, &meta.caller),
+            "tools/list" => {
+                return self
+                    .lists
+                    .result(&self.registry, &self.info, version, params, &meta.caller)
+                    .map(Reply::Raw)
+            }
             "tools/call" => {
                 let client =
                     ClientInput { capabilities: meta.session_capabilities.clone(), ..ClientInput::default() };
                 let mut input = self.call_input(version, &req.id, meta, client);
                 input.requester = meta.requester.as_ref().map(|r| r.0.clone());
-                methods::tools_call(input, params).await
+                methods::tools_call(input, params, arguments).await
             }
             "server/discover" => Err(discover_under_legacy(version)),
-            other => Err(RpcError::method_not_found(other)),
-        }
+            other => self.resource_method(other, version, params, &meta.caller).await,
+        };
+        value.map(Reply::Value)
     }
 
     /// 2026-07-28 methods, after the envelope and header checks.
-    async fn modern(&self, req: &Request, meta: &TransportMeta) -> Result<Value, RpcError> {
+    async fn modern(&self, req: &mut Request, meta: &TransportMeta) -> Result<Reply, RpcError> {
+        let envelope = era::check_envelope(meta, &req.method, req.params.as_ref())?;
+        self.param_headers(req, meta, true)?;
+        let arguments = take_arguments(req);
         let params = req.params.as_ref();
-        let envelope = era::check_envelope(meta, &req.method, params)?;
-        let version = envelope.version;
+        let era::Envelope { version, client_info, client_capabilities } = envelope;
         let result = match req.method.as_str() {
-            "server/discover" => methods::discover(&self.info, &meta.caller),
-            "tools/list" => methods::tools_list(&self.registry, &self.info, version, params, &meta.caller)?,
+            "server/discover" => methods::discover(&self.info, &meta.caller, self.resources.is_some()),
+            "tools/list" => {
+                let listed = self.lists.result(&self.registry, &self.info, version, params, &meta.caller)?;
+                return Ok(Reply::Raw(listed));
+            }
             "tools/call" => {
                 let client = ClientInput {
-                    capabilities: Some(envelope.client_capabilities.clone()),
-                    client_name: envelope.client_info.as_ref().and_then(client_name),
+                    capabilities: Some(client_capabilities),
+                    client_name: client_info.as_ref().and_then(client_name),
                     ..ClientInput::default()
                 };
-                methods::tools_call(self.call_input(version, &req.id, meta, client), params).await?
+                methods::tools_call(self.call_input(version, &req.id, meta, client), params, arguments)
+                    .await?
             }
             "initialize" => return Err(initialize_under_modern()),
-            other => return Err(RpcError::method_not_found(other)),
+            other => self.resource_method(other, version, params, &meta.caller).await?,
         };
-        Ok(methods::decorate_modern(result, &self.info))
+        Ok(Reply::Value(methods::decorate_modern(result, &self.info)))
+    }
+
+    /// `resources/*` when a source is served; any other method is unknown (-32601).
+    async fn resource_method(
+        &self,
+        method: &str,
+        version: ProtocolVersion,
+        params: Option<&Map<String, Value>>,
+        caller: &crate::caller::Caller,
+    ) -> Result<Value, RpcError> {
+        let source = match (&self.resources, method) {
+            (Some(s), "resources/list" | "resources/read" | "resources/templates/list") => s.as_ref(),
+            _ => return Err(RpcError::method_not_found(method)),
+        };
+        match method {
+            "resources/list" => resource::list(source, &self.info, version, params, caller).await,
+            "resources/read" => resource::read(source, version, params, caller).await,
+            _ => resource::templates(source, &self.info, version, params, caller),
+        }
     }
 
     fn call_input<'a>(
@@ -169,6 +257,15 @@ impl Dispatcher {
             requester: None,
         }
     }
+}
+
+/// `params.arguments` of a `tools/call`, moved out of the request (nothing else reads it after
+/// the header check); `None` for any other method.
+fn take_arguments(req: &mut Request) -> Option<Value> {
+    if req.method != "tools/call" {
+        return None;
+    }
+    req.params.as_mut().and_then(|p| p.remove("arguments"))
 }
 
 /// `clientInfo.name`, bounded, when the client gave one.

@@ -13,7 +13,7 @@ use super::info::ServerInfo;
 use super::jsonrpc::{RequestId, RpcError};
 use super::registry::Registry;
 use super::schema;
-use super::tool::{CallContext, ClientInput, ClientRequester, ToolError, ToolOutput};
+use super::tool::{CallContext, ClientInput, ClientRequester, Tool, ToolError, ToolOutput};
 use super::version::ProtocolVersion;
 use crate::caller::Caller;
 
@@ -35,9 +35,14 @@ pub struct CallInput<'a> {
     pub requester: Option<Arc<dyn ClientRequester>>,
 }
 
-/// The capabilities announced by `initialize` and `server/discover`.
-fn capabilities() -> Value {
-    json!({ "tools": { "listChanged": false } })
+/// The capabilities announced by `initialize` and `server/discover` (`resources` when a
+/// resource source is served).
+fn capabilities(resources: bool) -> Value {
+    let mut caps = json!({ "tools": { "listChanged": false } });
+    if resources {
+        caps["resources"] = super::resource::capability();
+    }
+    caps
 }
 
 /// `initialize`: echoes a supported handshake revision, else offers the latest one.
@@ -45,6 +50,7 @@ pub fn initialize(
     info: &ServerInfo,
     params: Option<&Map<String, Value>>,
     caller: &Caller,
+    resources: bool,
 ) -> Result<Value, RpcError> {
     let requested = params
         .and_then(|p| p.get("protocolVersion"))
@@ -53,17 +59,17 @@ pub fn initialize(
     let version = ProtocolVersion::negotiate(requested);
     let mut result = Map::new();
     result.insert("protocolVersion".into(), json!(version.as_str()));
-    result.insert("capabilities".into(), capabilities());
+    result.insert("capabilities".into(), capabilities(resources));
     result.insert("serverInfo".into(), info.implementation(version.has_structured_output()));
     insert_instructions(&mut result, info, caller);
     Ok(Value::Object(result))
 }
 
 /// `server/discover`: every served revision, capabilities, and caching hints.
-pub fn discover(info: &ServerInfo, caller: &Caller) -> Value {
+pub fn discover(info: &ServerInfo, caller: &Caller, resources: bool) -> Value {
     let mut result = Map::new();
     result.insert("supportedVersions".into(), json!(ProtocolVersion::supported_strings()));
-    result.insert("capabilities".into(), capabilities());
+    result.insert("capabilities".into(), capabilities(resources));
     insert_instructions(&mut result, info, caller);
     insert_cache_hint(&mut result, info);
     Value::Object(result)
@@ -94,18 +100,13 @@ pub fn tools_list(
     params: Option<&Map<String, Value>>,
     caller: &Caller,
 ) -> Result<Value, RpcError> {
-    let cursor = match params.and_then(|p| p.get("cursor")) {
-        None | Some(Value::Null) => None,
-        Some(Value::String(c)) => Some(c.as_str()),
-        Some(_) => return Err(RpcError::invalid_params("params.cursor must be a string")),
-    };
+    let cursor = cursor_param(params)?;
     let page = registry.page(cursor).map_err(|e| RpcError::invalid_params(e.to_string()))?;
     // A caller sees only the tools it may call (a page may then hold fewer than page_size).
     let tools: Vec<Value> = page
         .tools
         .iter()
-        .filter(|t| t.spec().scope.is_none_or(|scope| caller.has_scope(scope)))
-        .filter(|t| t.unavailable(caller).is_none())
+        .filter(|t| visible_to(t.as_ref(), caller))
         .map(|t| t.spec().to_value(version))
         .collect();
     let mut result = Map::new();
@@ -119,12 +120,30 @@ pub fn tools_list(
     Ok(Value::Object(result))
 }
 
+/// `params.cursor` of a list request: absent, or a string (-32602 otherwise).
+pub fn cursor_param(params: Option<&Map<String, Value>>) -> Result<Option<&str>, RpcError> {
+    match params.and_then(|p| p.get("cursor")) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(c)) => Ok(Some(c.as_str())),
+        Some(_) => Err(RpcError::invalid_params("params.cursor must be a string")),
+    }
+}
+
+/// A caller sees a tool when it has the tool's scope and the tool is available to it.
+pub fn visible_to(tool: &dyn Tool, caller: &Caller) -> bool {
+    tool.spec().scope.is_none_or(|scope| caller.has_scope(scope)) && tool.unavailable(caller).is_none()
+}
+
 /// `tools/call`: unknown tools and malformed params are JSON-RPC errors; argument-schema
 /// failures are -32602 before 2025-11-25 and `isError` results from then on; tool failures
 /// are `isError` results.
+///
+/// `arguments` is `params.arguments`, taken out of the request by the caller (so it is validated
+/// and handed to the tool without a copy).
 pub async fn tools_call(
     input: CallInput<'_>,
     params: Option<&Map<String, Value>>,
+    arguments: Option<Value>,
 ) -> Result<Value, RpcError> {
     let name = params
         .and_then(|p| p.get("name"))
@@ -135,9 +154,9 @@ pub async fn tools_call(
     if let Some(why) = tool.unavailable(input.caller) {
         return Ok(error_result(&format!("{name} is not available: {why}")));
     }
-    let mut args = match params.and_then(|p| p.get("arguments")) {
+    let mut args = match arguments {
         None | Some(Value::Null) => Value::Object(Map::new()),
-        Some(Value::Object(a)) => Value::Object(a.clone()),
+        Some(a @ Value::Object(_)) => a,
         Some(_) => return Err(RpcError::invalid_params("params.arguments must be an object")),
     };
     if let Err(violation) = schema::validate(&tool.spec().input_schema, &mut args) {
@@ -308,7 +327,7 @@ mod tests {
             requester: None,
         };
         let params = json!({"name": "buggy", "arguments": {}});
-        let err = tools_call(input, params.as_object()).await.unwrap_err();
+        let err = tools_call(input, params.as_object(), Some(json!({}))).await.unwrap_err();
         assert_eq!(err.code, INTERNAL_ERROR);
         assert!(err.message.contains("buggy"), "{}", err.message);
         assert!(before >= 0.0, "the panic counter is exported");

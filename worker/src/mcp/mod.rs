@@ -33,6 +33,16 @@
 //!   not a "recognized modern error", so dual-era clients (the Python SDK's auto mode falls back
 //!   on any error except -32022) continue with `initialize`. An unknown `MCP-Protocol-Version`
 //!   is -32022 with HTTP 400 listing every served revision, so a client can pick one.
+//! - `x-mcp-header` ([`headers`]): annotations are checked when a tool is registered (a tool
+//!   clients would have to drop is never published); over HTTP the `Mcp-Param-*` headers of a
+//!   `tools/call` must agree with its arguments (-32020, 400) before the call runs: present and
+//!   equal for every annotated argument under 2026-07-28, equal when present before it.
+//! - Resources ([`resource`]): a source implemented outside this layer (the history of each
+//!   group), served by `resources/list`, `resources/read` and `resources/templates/list` with
+//!   `ttlMs`/`cacheScope` under 2026-07-28, announced in `initialize` and `server/discover`;
+//!   not found is -32602 (2026-07-28) or -32002 (before).
+//! - `tools/list` answers are prebuilt per revision, page and visible tool set ([`listing`])
+//!   and sent as bytes ([`RawReply`]).
 //! - Tools ([`tool`], [`registry`], [`schema`]): sorted registry, opaque cursors that any worker
 //!   with the same tool list accepts (others: -32602 "Invalid cursor"); argument validation for
 //!   a JSON Schema subset; unknown tool is -32602; argument errors are -32602 before 2025-11-25
@@ -44,24 +54,28 @@
 //!
 //! - Specification repository `modelcontextprotocol/modelcontextprotocol` at b0f60ba5:
 //!   `docs/specification/2026-07-28/{changelog,basic/index,basic/versioning,
-//!   basic/transports/streamable-http,basic/transports/stdio,server/discover,server/tools}.mdx`,
+//!   basic/transports/streamable-http,basic/transports/stdio,server/discover,server/tools,
+//!   server/resources,server/utilities/caching}.mdx`,
 //!   `schema/2026-07-28/schema.ts` and its examples, the same pages of earlier revisions.
 //! - Python SDK `modelcontextprotocol/python-sdk` at 57394b05 (`mcp.client._probe`,
 //!   `mcp.client.session.send_discover`, `mcp.shared.inbound`, `mcp.server._streamable_http_modern`)
 //!   for the probe/fallback policy and the order of the 2026-07-28 checks.
-//! - Conformance suite `modelcontextprotocol/conformance` (v0.1.16 and c321dd3): the server
-//!   scenarios `server-initialize`, `ping`, `tools-list`, `sep-2575` (stateless) and
-//!   `sep-2243` (standard headers).
+//! - Conformance suite `modelcontextprotocol/conformance` (0.2.0-alpha.12; source read at
+//!   c321dd3): the server scenarios `server-initialize`, `ping`, `tools-list`, `sep-2575`
+//!   (stateless), `sep-2243` (standard and custom headers) and `caching` (SEP-2549).
 
 #![warn(missing_docs)]
 
 pub mod dispatch;
 pub mod era;
+pub mod headers;
 pub mod info;
 pub mod jsonrpc;
+pub mod listing;
 mod methods;
 pub mod parse;
 pub mod registry;
+pub mod resource;
 pub mod schema;
 pub mod tool;
 pub mod transport;
@@ -80,5 +94,5 @@ pub use tool::{
     CallContext, ClientInput, ClientRequester, Tool, ToolAnnotations, ToolError, ToolFuture, ToolOutput,
     ToolSpec,
 };
-pub use transport::{Outcome, RequesterHandle, TransportKind, TransportMeta};
+pub use transport::{Outcome, RawReply, RequesterHandle, TransportKind, TransportMeta};
 pub use version::ProtocolVersion;

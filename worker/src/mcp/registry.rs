@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use super::headers::{self, HeaderParam};
 use super::schema;
 use super::tool::Tool;
 
@@ -44,6 +45,8 @@ pub struct Page<'a> {
 /// The set of tools a dispatcher serves.
 pub struct Registry {
     tools: Vec<Arc<dyn Tool>>,
+    /// The `x-mcp-header` parameters of each tool, in the order of `tools`.
+    headers: Vec<Vec<HeaderParam>>,
     page_size: usize,
     fingerprint: u64,
 }
@@ -51,7 +54,12 @@ pub struct Registry {
 impl Registry {
     /// An empty registry listing `page_size` tools per page (at least one).
     pub fn new(page_size: usize) -> Registry {
-        Registry { tools: Vec::new(), page_size: page_size.max(1), fingerprint: fingerprint(&[]) }
+        Registry {
+            tools: Vec::new(),
+            headers: Vec::new(),
+            page_size: page_size.max(1),
+            fingerprint: fingerprint(&[]),
+        }
     }
 
     /// Adds a tool, keeping the list sorted by name (stable order for client-side caching).
@@ -62,11 +70,14 @@ impl Registry {
         }
         schema::check_schema(&spec.input_schema)
             .map_err(|reason| RegistryError::BadSchema { name: spec.name.clone(), reason })?;
+        let declared = headers::annotations(&spec.input_schema)
+            .map_err(|reason| RegistryError::BadSchema { name: spec.name.clone(), reason })?;
         let at = match self.tools.binary_search_by(|t| t.spec().name.cmp(&spec.name)) {
             Ok(_) => return Err(RegistryError::Duplicate(spec.name.clone())),
             Err(at) => at,
         };
         self.tools.insert(at, tool);
+        self.headers.insert(at, declared);
         let names: Vec<&str> = self.tools.iter().map(|t| t.spec().name.as_str()).collect();
         self.fingerprint = fingerprint(&names);
         Ok(())
@@ -75,6 +86,12 @@ impl Registry {
     /// The tool called `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
         self.tools.binary_search_by(|t| t.spec().name.as_str().cmp(name)).ok().and_then(|i| self.tools.get(i))
+    }
+
+    /// The parameters of tool `name` mirrored into `Mcp-Param-*` headers (none for an unknown tool).
+    pub fn header_params(&self, name: &str) -> &[HeaderParam] {
+        let at = self.tools.binary_search_by(|t| t.spec().name.as_str().cmp(name)).ok();
+        at.and_then(|i| self.headers.get(i)).map_or(&[], Vec::as_slice)
     }
 
     /// Every tool, in listing order.
@@ -87,12 +104,17 @@ impl Registry {
         self.page_size
     }
 
+    /// Where the page at `cursor` starts (0 for the first page), or why the cursor is refused.
+    pub fn page_start(&self, cursor: Option<&str>) -> Result<usize, InvalidCursor> {
+        match cursor {
+            None => Ok(0),
+            Some(c) => self.decode_cursor(c),
+        }
+    }
+
     /// The page starting at `cursor` (the first page when `None`).
     pub fn page(&self, cursor: Option<&str>) -> Result<Page<'_>, InvalidCursor> {
-        let start = match cursor {
-            None => 0,
-            Some(c) => self.decode_cursor(c)?,
-        };
+        let start = self.page_start(cursor)?;
         let end = (start + self.page_size).min(self.tools.len());
         let next_cursor = (end < self.tools.len()).then(|| self.encode_cursor(end));
         Ok(Page { tools: &self.tools[start..end], next_cursor })

@@ -254,7 +254,7 @@ fn check_keywords(schema: &Value, at: &str, depth: usize) -> Result<(), String> 
     for (key, value) in obj {
         let known = VALIDATION_KEYWORDS.contains(&key.as_str())
             || ANNOTATION_KEYWORDS.contains(&key.as_str())
-            || (key.starts_with("x-") && key != "x-mcp-header");
+            || key.starts_with("x-"); // `x-mcp-header` is checked by `headers::annotations`
         if !known {
             return Err(format!("keyword '{key}' at '{at}' is not supported"));
         }

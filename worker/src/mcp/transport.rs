@@ -4,11 +4,12 @@
 //! HTTP fills `TransportMeta` from its headers with [`TransportMeta::from_headers`]; stdio uses
 //! [`TransportMeta::stdio`]. Neither needs to understand MCP beyond that.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
 use serde_json::{Map, Value};
 
+use super::jsonrpc::RequestId;
 use super::tool::ClientRequester;
 use super::version::ProtocolVersion;
 use crate::caller::Caller;
@@ -43,6 +44,9 @@ pub struct TransportMeta {
     pub mcp_name: Option<String>,
     /// Routing headers that were repeated or not valid header text (lowercase names).
     pub malformed: Vec<&'static str>,
+    /// `Mcp-Param-*` headers (2026-07-28 `x-mcp-header`): the lowercase name after the prefix,
+    /// and the value still encoded, `None` when repeated or not valid header text.
+    pub params: Vec<(String, Option<String>)>,
     /// Who is calling.
     pub caller: Caller,
     /// What a handshake-era client declared at `initialize`, as its signed session id carries
@@ -86,6 +90,7 @@ impl TransportMeta {
             mcp_method: None,
             mcp_name: None,
             malformed: Vec::new(),
+            params: Vec::new(),
             caller: Caller::default(),
             session_capabilities: None,
             requester: None,
@@ -101,6 +106,7 @@ impl TransportMeta {
         let mut meta = TransportMeta::http();
         for (name, raw) in headers {
             let Some(key) = routing_header(name) else {
+                meta.note_param(name, raw);
                 continue;
             };
             let value = header_text(raw);
@@ -116,6 +122,29 @@ impl TransportMeta {
             }
         }
         meta
+    }
+
+    /// Keeps an `Mcp-Param-*` header; a repeat makes it unreadable.
+    fn note_param(&mut self, name: &str, raw: &[u8]) {
+        let prefix = super::headers::PARAM_PREFIX;
+        if name.len() <= prefix.len() || !name.is_char_boundary(prefix.len()) {
+            return;
+        }
+        let (head, rest) = name.split_at(prefix.len());
+        if !head.eq_ignore_ascii_case(prefix) {
+            return;
+        }
+        let rest = rest.to_ascii_lowercase();
+        match self.params.iter_mut().find(|(n, _)| *n == rest) {
+            Some((_, value)) => *value = None,
+            None => self.params.push((rest, header_text(raw))),
+        }
+    }
+
+    /// The `Mcp-Param-{name}` header (name matched ignoring case): absent, or `Some(None)`
+    /// when repeated or unreadable.
+    pub fn param_header(&self, name: &str) -> Option<Option<&str>> {
+        self.params.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_deref())
     }
 
     fn slot_mut(&mut self, key: &str) -> &mut Option<String> {
@@ -167,11 +196,61 @@ pub fn decode_header_value(value: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// A successful response whose result was serialised before (a prebuilt `tools/list` page):
+/// HTTP sends its text as it is; a `Value` is parsed only where one is asked for (batches,
+/// stdio, tests).
+#[derive(Debug, Clone)]
+pub struct RawReply {
+    text: String,
+    parsed: OnceLock<Value>,
+}
+
+impl RawReply {
+    /// The response to `id` carrying `result` (serialised JSON), with the members in the order
+    /// a `Value` response serialises them (`id`, `jsonrpc`, `result`).
+    pub fn new(id: &RequestId, result: &str) -> RawReply {
+        let id = match id {
+            RequestId::Num(n) => n.to_string(),
+            RequestId::Str(s) => Value::String(s.clone()).to_string(),
+        };
+        let mut text = String::with_capacity(result.len() + id.len() + 32);
+        text.push_str("{\"id\":");
+        text.push_str(&id);
+        text.push_str(",\"jsonrpc\":\"2.0\",\"result\":");
+        text.push_str(result);
+        text.push('}');
+        RawReply { text, parsed: OnceLock::new() }
+    }
+
+    /// The response as sent.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The response as sent, consumed.
+    pub fn into_text(self) -> String {
+        self.text
+    }
+
+    /// The response parsed (once).
+    pub fn value(&self) -> &Value {
+        self.parsed.get_or_init(|| serde_json::from_str(&self.text).unwrap_or(Value::Null))
+    }
+}
+
+impl PartialEq for RawReply {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
 /// What the transport sends back for one body.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// HTTP 200 `application/json`; stdio writes the line.
     Reply(Value),
+    /// HTTP 200 `application/json` from bytes made before; stdio writes the line.
+    Raw(RawReply),
     /// HTTP 202 with no body; stdio writes nothing (notifications and client responses).
     Accepted,
     /// A refusal whose HTTP status the spec fixes (400, 404); stdio writes `body` and ignores
@@ -188,7 +267,7 @@ impl Outcome {
     /// The HTTP status for this outcome.
     pub fn http_status(&self) -> u16 {
         match self {
-            Outcome::Reply(_) => 200,
+            Outcome::Reply(_) | Outcome::Raw(_) => 200,
             Outcome::Accepted => 202,
             Outcome::Reject { http_status, .. } => *http_status,
         }
@@ -198,6 +277,7 @@ impl Outcome {
     pub fn body(&self) -> Option<&Value> {
         match self {
             Outcome::Reply(body) | Outcome::Reject { body, .. } => Some(body),
+            Outcome::Raw(raw) => Some(raw.value()),
             Outcome::Accepted => None,
         }
     }
@@ -206,6 +286,10 @@ impl Outcome {
     pub fn into_body(self) -> Option<Value> {
         match self {
             Outcome::Reply(body) | Outcome::Reject { body, .. } => Some(body),
+            Outcome::Raw(raw) => {
+                raw.value();
+                raw.parsed.into_inner()
+            }
             Outcome::Accepted => None,
         }
     }

@@ -28,6 +28,20 @@ pub(super) fn tool_error(e: crate::whitelist::Error) -> crate::mcp::ToolError {
     }
 }
 
+/// The `{name}` of the `Mcp-Param-{name}` header that mirrors `security_group_id` (2026-07-28
+/// `x-mcp-header`): nginx sees it as `$http_mcp_param_security_group_id`.
+pub const GROUP_HEADER: &str = "Security-Group-Id";
+
+/// Declares `security_group_id` (a plain string property at the root) as an `x-mcp-header`
+/// parameter, so an intermediary can log, limit or route by group without reading the body.
+pub(super) fn with_group_header(mut schema: Value) -> Value {
+    let prop = schema.pointer_mut("/properties/security_group_id").and_then(Value::as_object_mut);
+    if let Some(prop) = prop.filter(|p| p.get("type").and_then(Value::as_str) == Some("string")) {
+        prop.insert(crate::mcp::headers::X_MCP_HEADER.into(), Value::from(GROUP_HEADER));
+    }
+    schema
+}
+
 pub(super) fn text_arg(args: &Map<String, Value>, key: &str) -> Option<String> {
     match args.get(key) {
         Some(Value::String(s)) => Some(s.clone()),

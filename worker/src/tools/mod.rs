@@ -9,6 +9,7 @@
 mod args;
 pub mod consent;
 pub mod lifecycle;
+pub mod resources;
 pub mod status;
 pub mod whitelist;
 

@@ -202,7 +202,7 @@ fn spec(kind: Kind) -> ToolSpec {
         name: name.into(),
         title: Some(title.into()),
         description: description.into(),
-        input_schema: input_schema(kind),
+        input_schema: super::args::with_group_header(input_schema(kind)),
         output_schema: Some(output_schema(kind)),
         scope: Some(scope),
         annotations,

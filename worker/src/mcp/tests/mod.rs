@@ -3,7 +3,9 @@
 mod batch;
 mod errors;
 mod legacy;
+mod listing;
 mod modern;
+mod params;
 
 use std::sync::Arc;
 
