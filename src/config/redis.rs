@@ -135,7 +135,11 @@ impl RedisConfig {
             }
         };
         let sweeper_lease = seconds(self.sweeper_lease, 1.0, 3600.0).unwrap_or_else(|| {
-            bad("redis.sweeper_lease", self.sweeper_lease.to_string(), "must be a number of seconds in [1, 3600]");
+            bad(
+                "redis.sweeper_lease",
+                self.sweeper_lease.to_string(),
+                "must be a number of seconds in [1, 3600]",
+            );
             std::time::Duration::ZERO
         });
         match target {
@@ -248,7 +252,10 @@ mod tests {
         });
         let s = s.unwrap().unwrap();
         assert_eq!((s.consent_fallback, s.sweeper_lease.as_millis()), (ConsentFallback::Host, 2500));
-        for bad in [|c: &mut RedisConfig| c.consent_fallback = "open".into(), |c: &mut RedisConfig| c.sweeper_lease = 0.5] {
+        for bad in [
+            |c: &mut RedisConfig| c.consent_fallback = "open".into(),
+            |c: &mut RedisConfig| c.sweeper_lease = 0.5,
+        ] {
             let e = with(|c| {
                 c.url = Some("redis://h:1".into());
                 bad(c);

@@ -309,6 +309,33 @@ impl Service {
         http::raw(&self.addr, req.as_bytes()).unwrap_or_else(|e| panic!("POST /mcp {body}: {e}"))
     }
 
+    /// Waits until `/health` says this `status` (`ok`, `degraded`); the body.
+    pub fn wait_health(&self, status: &str) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let h = http::get(&self.addr, "/health").unwrap().json();
+            if h["status"] == status {
+                return h;
+            }
+            assert!(Instant::now() < deadline, "/health never said {status}: {h}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the merged `/metrics` (a worker's figures reach it with its next snapshot,
+    /// not at once) satisfies `ok`.
+    pub fn wait_metrics(&self, what: &str, ok: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let text = String::from_utf8_lossy(&http::get(&self.addr, "/metrics").unwrap().body).into_owned();
+            if ok(&text) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "/metrics never showed {what}: {text}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Path inside the service's temp dir.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)

@@ -17,7 +17,9 @@ use crate::mcp::{Dispatcher, RegistryError, ServerInfo};
 use crate::settings::WhitelistSettings;
 use crate::whitelist::cache::Versions;
 use crate::whitelist::flight::SharedReads;
-use crate::whitelist::{consent_token, ConsentSeal, Defaults, GroupLocks, MarkerKey, NonceStore, Parts, Whitelist};
+use crate::whitelist::{
+    consent_token, ConsentSeal, Defaults, GroupLocks, MarkerKey, NonceStore, Parts, Whitelist,
+};
 use crate::Settings;
 
 /// Why the services could not be built; each names the file or the part at fault.

@@ -127,8 +127,10 @@ impl Lease {
         let ttl = self.ttl.as_millis().to_string();
         let sent = Instant::now();
         if let Some(h) = self.held() {
-            let renewed: Result<i64, _> =
-                self.fleet.eval(&RENEW, &[&lease, &fence_key], &[self.token.as_str(), &h.fence.to_string(), &ttl]).await;
+            let renewed: Result<i64, _> = self
+                .fleet
+                .eval(&RENEW, &[&lease, &fence_key], &[self.token.as_str(), &h.fence.to_string(), &ttl])
+                .await;
             match renewed {
                 Ok(1) => {
                     self.set(Some(Held { fence: h.fence, until: deadline(sent, self.ttl) }));
@@ -136,18 +138,27 @@ impl Lease {
                 }
                 Ok(_) => {
                     self.set(None);
-                    tracing::warn!(event = "sweeper_lease_lost", fence = h.fence, "this host's sweeper lost the fleet's lease (it expired before it was renewed)");
+                    tracing::warn!(
+                        event = "sweeper_lease_lost",
+                        fence = h.fence,
+                        "this host's sweeper lost the fleet's lease (it expired before it was renewed)"
+                    );
                 }
                 // Not renewed, not lost either: the deadline stays where it was.
                 Err(e) => return Standing::Unknown(e.to_string()),
             }
         }
-        let taken: Result<u64, _> = self.fleet.eval(&ACQUIRE, &[&lease, &fence_key], &[self.token.as_str(), &ttl]).await;
+        let taken: Result<u64, _> =
+            self.fleet.eval(&ACQUIRE, &[&lease, &fence_key], &[self.token.as_str(), &ttl]).await;
         match taken {
             Ok(0) => Standing::Elsewhere,
             Ok(fence) => {
                 self.set(Some(Held { fence, until: deadline(sent, self.ttl) }));
-                tracing::info!(event = "sweeper_lease", fence, "this host sweeps expired rules for the fleet");
+                tracing::info!(
+                    event = "sweeper_lease",
+                    fence,
+                    "this host sweeps expired rules for the fleet"
+                );
                 Standing::Held
             }
             Err(e) => Standing::Unknown(e.to_string()),
@@ -172,7 +183,14 @@ impl Lease {
         if let Some(h) = self.held() {
             self.set(None);
             let [lease, fence_key] = keys::sweeper_lease();
-            let _ = self.fleet.eval::<i64, &str>(&RELEASE, &[&lease, &fence_key], &[self.token.as_str(), &h.fence.to_string()]).await;
+            let _ = self
+                .fleet
+                .eval::<i64, &str>(
+                    &RELEASE,
+                    &[&lease, &fence_key],
+                    &[self.token.as_str(), &h.fence.to_string()],
+                )
+                .await;
         }
     }
 }

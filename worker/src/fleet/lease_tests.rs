@@ -27,7 +27,9 @@ impl Server {
     fn call(&mut self, who: usize, held: Option<u64>, now: u64, ttl: u64) -> Option<u64> {
         self.expire(now);
         match held {
-            Some(fence) if self.lease.is_some_and(|(w, f, _)| w == who && f == fence) && self.fence == fence => {
+            Some(fence)
+                if self.lease.is_some_and(|(w, f, _)| w == who && f == fence) && self.fence == fence =>
+            {
                 self.lease = Some((who, fence, now + ttl));
                 Some(fence)
             }

@@ -26,7 +26,9 @@ static RENEW: LazyLock<Script> = LazyLock::new(|| {
 });
 /// `DEL` only while the key still holds our token.
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
+    Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+    )
 });
 
 /// Longest pause between two attempts on a held lock.
@@ -79,7 +81,8 @@ impl FleetLock {
         let started = Instant::now();
         let mut pause = Duration::from_millis(5);
         loop {
-            let taken: i64 = fleet.eval(&ACQUIRE, &[&key], &[token.as_str(), millis(ttl).to_string().as_str()]).await?;
+            let taken: i64 =
+                fleet.eval(&ACQUIRE, &[&key], &[token.as_str(), millis(ttl).to_string().as_str()]).await?;
             if taken == 1 {
                 break;
             }
@@ -100,9 +103,13 @@ async fn renew_while_held(fleet: Arc<Fleet>, key: String, token: String, ttl: Du
     tick.tick().await;
     loop {
         tick.tick().await;
-        let renewed: Result<i64, _> = fleet.eval(&RENEW, &[&key], &[token.as_str(), millis(ttl).to_string().as_str()]).await;
+        let renewed: Result<i64, _> =
+            fleet.eval(&RENEW, &[&key], &[token.as_str(), millis(ttl).to_string().as_str()]).await;
         if matches!(renewed, Ok(0)) {
-            tracing::warn!(event = "fleet_lock_lost", "a fleet lock expired while held (held longer than its ttl with Redis unreachable)");
+            tracing::warn!(
+                event = "fleet_lock_lost",
+                "a fleet lock expired while held (held longer than its ttl with Redis unreachable)"
+            );
             return;
         }
     }
@@ -111,7 +118,8 @@ async fn renew_while_held(fleet: Arc<Fleet>, key: String, token: String, ttl: Du
 impl Drop for FleetLock {
     fn drop(&mut self) {
         self.renewer.abort();
-        let (fleet, key, token) = (self.fleet.clone(), std::mem::take(&mut self.key), std::mem::take(&mut self.token));
+        let (fleet, key, token) =
+            (self.fleet.clone(), std::mem::take(&mut self.key), std::mem::take(&mut self.token));
         // Released in the background: a release that fails only leaves the key to expire.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {

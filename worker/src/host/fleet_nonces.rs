@@ -45,7 +45,8 @@ impl NonceStore for FleetNonces {
             // Kept a second past the expiry: a state is refused as expired by then anyway.
             let left = until.duration_since(SystemTime::now()).unwrap_or_default();
             let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX).saturating_add(1000);
-            let first: Result<i64, _> = self.fleet.eval(&CONSUME, &[&keys::consent_nonce(nonce)], &[ms]).await;
+            let first: Result<i64, _> =
+                self.fleet.eval(&CONSUME, &[&keys::consent_nonce(nonce)], &[ms]).await;
             let e = match first {
                 Ok(first) => return Ok(first == 1),
                 Err(e) => e,

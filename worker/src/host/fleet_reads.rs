@@ -49,7 +49,9 @@ impl SharedReads for FleetReads {
     fn lead<'a>(&'a self, key: &'a str) -> ReadLeadFuture<'a> {
         Box::pin(async move {
             let held = self.host.lead(key).await?;
-            with_fleet_lock(&self.fleet, held, keys::read_lead(key), "read_flight").await.map(|g| g as ReadGuard)
+            with_fleet_lock(&self.fleet, held, keys::read_lead(key), "read_flight")
+                .await
+                .map(|g| g as ReadGuard)
         })
     }
 

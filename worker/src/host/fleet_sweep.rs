@@ -56,7 +56,12 @@ impl FleetSweep {
     /// A candidate for the lease of `[redis] sweeper_lease`.
     pub fn new(fleet: Arc<Fleet>) -> FleetSweep {
         let ttl = fleet.settings().sweeper_lease;
-        FleetSweep { lease: Lease::new(fleet.clone(), ttl), fleet, last_answer: Instant::now(), on_fallback: false }
+        FleetSweep {
+            lease: Lease::new(fleet.clone(), ttl),
+            fleet,
+            last_answer: Instant::now(),
+            on_fallback: false,
+        }
     }
 
     /// How often to take a turn: often enough to renew the lease, and to take it over within
@@ -71,7 +76,14 @@ impl FleetSweep {
         let members: Vec<String> = local.iter().filter_map(|t| serde_json::to_string(t).ok()).collect();
         if !members.is_empty() {
             // A failure shows in the lease call just below.
-            let _ = self.fleet.eval::<i64, &str>(&PUBLISH, &[&keys::expiry_index()], &members.iter().map(String::as_str).collect::<Vec<_>>()).await;
+            let _ = self
+                .fleet
+                .eval::<i64, &str>(
+                    &PUBLISH,
+                    &[&keys::expiry_index()],
+                    &members.iter().map(String::as_str).collect::<Vec<_>>(),
+                )
+                .await;
         }
         match self.lease.keep().await {
             Standing::Held => self.answered(Turn::Fleet),
@@ -99,8 +111,11 @@ impl FleetSweep {
 
     /// Every target in the fleet's index (entries that do not parse are skipped).
     pub async fn fleet_targets(&self) -> Result<BTreeSet<Target>, String> {
-        let members: Vec<String> =
-            self.fleet.eval::<_, u64>(&MEMBERS, &[&keys::expiry_index()], &[]).await.map_err(|e| e.to_string())?;
+        let members: Vec<String> = self
+            .fleet
+            .eval::<_, u64>(&MEMBERS, &[&keys::expiry_index()], &[])
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(members.iter().filter_map(|m| serde_json::from_str(m).ok()).collect())
     }
 

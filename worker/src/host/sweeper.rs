@@ -103,11 +103,17 @@ pub async fn run(service: Arc<Whitelist>, config: Config, fleet: Option<Arc<Flee
             _ => continue,
         };
         targets.extend(local);
-        targets.extend(config.groups.iter().map(|g| Target { group: g.clone(), region: None, profile: None }));
+        targets.extend(config.groups.iter().map(|g| Target {
+            group: g.clone(),
+            region: None,
+            profile: None,
+        }));
         for t in targets {
             let scope = Scope { profile: t.profile.clone(), region: t.region.clone(), keys: None };
             let swept = match (turn, &fleet) {
-                (Turn::Fleet, Some(f)) => service.sweep_fenced(&scope, &t.group, SystemTime::now(), &f.fence()).await,
+                (Turn::Fleet, Some(f)) => {
+                    service.sweep_fenced(&scope, &t.group, SystemTime::now(), &f.fence()).await
+                }
                 _ => service.sweep(&scope, &t.group, SystemTime::now()).await,
             };
             match swept {

@@ -1,0 +1,153 @@
+//! One expiry sweeper for a fleet: two `serve` instances ("hosts": own ports, own state dirs,
+//! own audit logs) share one Redis and moto. Expiring rules added through either host are each
+//! removed exactly once, by the one host holding the sweeper lease (its audit log has every
+//! `expired` line, the other none), including rules of a group only the other host indexed.
+//! Then the holder's whole host is killed (`kill -9` of its process group): the other host takes
+//! the lease over within the lease time (plus one renewal period) and sweeps from then on.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::moto::Moto;
+use common::redis::{server_binary, Redis};
+use common::{event, Options, Service};
+use nix::sys::signal::{killpg, Signal};
+use serde_json::{json, Value};
+
+/// `[redis] sweeper_lease` in these tests, seconds.
+const LEASE: f64 = 3.0;
+
+/// A host: its service and its state dir (audit log inside).
+struct Host {
+    svc: Service,
+    state: tempfile::TempDir,
+}
+
+impl Host {
+    fn start(moto: &Moto, redis: &str, marker_key: &str) -> Host {
+        let state = tempfile::tempdir().unwrap();
+        let config = format!(
+            "workers = 2\n{}\n[whitelist]\nstate_dir = \"{}\"\nsweep_interval = 1.0\nmarker_key_env = \"AWSWL_FLEET_MARKER_KEY\"\n[redis]\n{redis}\nhosts = 2\nsweeper_lease = {LEASE}\n",
+            moto.aws_table(),
+            state.path().display()
+        );
+        let mut env = Moto::sdk_env();
+        env.push(("AWSWL_FLEET_MARKER_KEY".into(), marker_key.into()));
+        Host { svc: Service::start_with(Options { config, env, wait_ready: true }), state }
+    }
+
+    fn audit(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.state.path().join("audit.log")).unwrap_or_default();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    /// Adds an expiring rule; its id.
+    fn add_expiring(&self, group: &str, ip: &str) -> String {
+        let r = self.svc.call_tool(
+            "whitelist_add",
+            json!({"security_group_id": group, "ip_address": ip, "duration": "2s"}),
+        );
+        assert_eq!(r["structuredContent"]["changed"], json!(true), "{r}");
+        r["structuredContent"]["rule"]["rule_id"].as_str().unwrap().to_string()
+    }
+
+    /// Whether this host's logs say it took the fleet's sweeper lease (from line `from` on).
+    fn took_lease(&self, from: usize) -> bool {
+        self.svc.logs.all().iter().skip(from).any(|l| event(l) == "sweeper_lease")
+    }
+}
+
+/// The same random marker key for both hosts (hex, generated for this run).
+fn marker_key() -> String {
+    let mut bytes = [0u8; 32];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut bytes).unwrap();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Waits until moto shows no rule in any of `groups`.
+fn wait_swept(moto: &Moto, groups: &[&str]) {
+    let deadline = Instant::now() + common::PATIENCE;
+    while groups.iter().any(|g| !moto.ingress(g).is_empty()) {
+        assert!(Instant::now() < deadline, "expired rules were never removed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// How many `expired` outcomes each audit log holds for `rule`.
+fn expirations(hosts: &[&Host], rule: &str) -> Vec<usize> {
+    hosts
+        .iter()
+        .map(|h| {
+            h.audit()
+                .iter()
+                .filter(|a| {
+                    a["phase"] == "outcome" && a["action"] == "expire" && a["rule"]["rule_id"] == rule
+                })
+                .count()
+        })
+        .collect()
+}
+
+fn one_sweeper_then_a_takeover(redis: &str) {
+    let Some(moto) = Moto::start() else { return };
+    let (mine, theirs) = (moto.create_group("swept-a"), moto.create_group("swept-b"));
+    let key = marker_key();
+    let hosts = [Host::start(&moto, redis, &key), Host::start(&moto, redis, &key)];
+    // One of them takes the lease at its first turn.
+    let deadline = Instant::now() + common::PATIENCE;
+    while !hosts.iter().any(|h| h.took_lease(0)) {
+        assert!(Instant::now() < deadline, "no host took the sweeper lease");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let holder = usize::from(hosts[1].took_lease(0));
+    let other = 1 - holder;
+
+    // Rules through both hosts; `theirs` is known only to the other host's index.
+    let mut rules = Vec::new();
+    for i in 1..=3 {
+        rules.push(hosts[holder].add_expiring(&mine, &format!("192.0.2.{i}")));
+        rules.push(hosts[other].add_expiring(&theirs, &format!("198.51.100.{i}")));
+    }
+    wait_swept(&moto, &[&mine, &theirs]);
+    for rule in &rules {
+        let mut want = vec![0, 0];
+        want[holder] = 1;
+        assert_eq!(expirations(&[&hosts[0], &hosts[1]], rule), want, "{rule}: removed once, by the holder");
+    }
+    assert!(!hosts[other].took_lease(0), "one holder only:\n{}", hosts[other].svc.logs.dump());
+    let swept_elsewhere = hosts[other].svc.logs.all().iter().filter(|l| event(l) == "rules_expired").count();
+    assert_eq!(swept_elsewhere, 0, "{}", hosts[other].svc.logs.dump());
+
+    // kill -9 the holder's whole host (supervisor and workers): the lease is left to expire.
+    let [a, b] = hosts;
+    let (mut dead, survivor) = if holder == 0 { (a, b) } else { (b, a) };
+    let from = survivor.svc.logs.len();
+    killpg(dead.svc.pid(), Signal::SIGKILL).unwrap();
+    let killed = Instant::now();
+    assert!(dead.svc.wait_exit(common::PATIENCE).is_some());
+    survivor.svc.logs.wait(from, "the survivor to take the lease", |l| event(l) == "sweeper_lease");
+    let took = killed.elapsed();
+    // The lease runs out at most LEASE after its last renewal (before the kill); candidates try
+    // every LEASE / 3; the log line is written within a batch (25 ms).
+    let bound = Duration::from_secs_f64(LEASE + LEASE / 3.0 + 0.5);
+    assert!(took <= bound, "took over after {took:?}, more than {bound:?}");
+
+    let late = survivor.add_expiring(&theirs, "203.0.113.9");
+    wait_swept(&moto, &[&theirs]);
+    assert_eq!(expirations(&[&survivor], &late), vec![1]);
+}
+
+#[test]
+fn expiring_rules_are_removed_once_by_one_sweeper_and_a_killed_holder_is_replaced_within_the_lease() {
+    let Some(bin) = server_binary() else { return };
+    let redis = Redis::start(&bin);
+    one_sweeper_then_a_takeover(&format!("url = \"{}\"", redis.url()));
+}
+
+#[test]
+fn expiring_rules_are_removed_once_by_one_sweeper_with_a_redis_cluster() {
+    let Some(bin) = server_binary() else { return };
+    let cluster = common::redis::Cluster::start(&bin);
+    one_sweeper_then_a_takeover(&format!("cluster = {}", cluster.seeds()));
+}
