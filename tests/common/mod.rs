@@ -538,6 +538,34 @@ pub fn tool_failure(r: &Value) -> Option<String> {
     }
 }
 
+/// A 2026-07-28 `tools/call` of `whitelist_add` to `addr` as API key `key`, with `extra` merged
+/// into params (`requestState`, `inputResponses`); the JSON-RPC result (or the whole body).
+pub fn modern_add(addr: &str, key: &str, args: Value, capabilities: Value, extra: Value) -> Value {
+    const MODERN: &str = "2026-07-28";
+    let mut params = serde_json::json!({
+        "name": "whitelist_add",
+        "arguments": args,
+        "_meta": {
+            "io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientCapabilities": capabilities,
+            "io.modelcontextprotocol/clientInfo": {"name": "consent-test", "version": "1"},
+        },
+    });
+    if let (Some(p), Value::Object(e)) = (params.as_object_mut(), extra) {
+        p.extend(e);
+    }
+    let body =
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}).to_string();
+    let req = format!(
+        "POST /mcp HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: {MODERN}\r\nMcp-Method: tools/call\r\n\
+         Mcp-Name: whitelist_add\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let v = http::raw(addr, req.as_bytes()).unwrap().json();
+    v.get("result").cloned().unwrap_or(v)
+}
+
 /// `awswhitelist keygen --id ID --scopes SCOPES EXTRA…`: the key (printed once) and its
 /// `[[auth.api_keys]]` entry.
 pub fn keygen(id: &str, scopes: &str, extra: &[&str]) -> (String, String) {
