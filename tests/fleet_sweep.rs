@@ -26,12 +26,18 @@ struct Host {
 
 impl Host {
     fn start(moto: &Moto, redis: &str, marker_key: &str) -> Host {
+        Host::start_with(moto, redis, marker_key, str::to_string)
+    }
+
+    /// Like [`Host::start`], the config text passed through `edit`.
+    fn start_with(moto: &Moto, redis: &str, marker_key: &str, edit: impl Fn(&str) -> String) -> Host {
         let state = tempfile::tempdir().unwrap();
         let config = format!(
             "workers = 2\n{}\n[whitelist]\nstate_dir = \"{}\"\nsweep_interval = 1.0\nmarker_key_env = \"AWSWL_FLEET_MARKER_KEY\"\n[redis]\n{redis}\nhosts = 2\nsweeper_lease = {LEASE}\n",
             moto.aws_table(),
             state.path().display()
         );
+        let config = edit(&config);
         let mut env = Moto::sdk_env();
         env.push(("AWSWL_FLEET_MARKER_KEY".into(), marker_key.into()));
         Host { svc: Service::start_with(Options { config, env, wait_ready: true }), state }
@@ -143,6 +149,33 @@ fn expiring_rules_are_removed_once_by_one_sweeper_and_a_killed_holder_is_replace
     let Some(bin) = server_binary() else { return };
     let redis = Redis::start(&bin);
     one_sweeper_then_a_takeover(&format!("url = \"{}\"", redis.url()));
+}
+
+/// The holder of a 30 s lease is stopped gracefully (SIGTERM): its draining worker gives the
+/// lease up, and the other host takes it at its next turn (every 10 s), not after 30 s.
+#[test]
+fn a_holder_stopped_gracefully_gives_the_lease_up_at_once() {
+    let (Some(bin), Some(moto)) = (server_binary(), Moto::start()) else { return };
+    let redis = Redis::start(&bin);
+    let conf = format!("url = \"{}\"", redis.url());
+    let key = marker_key();
+    let long = |h: &str| h.replace(&format!("sweeper_lease = {LEASE}"), "sweeper_lease = 30.0");
+    let hosts = [Host::start_with(&moto, &conf, &key, long), Host::start_with(&moto, &conf, &key, long)];
+    let deadline = Instant::now() + common::PATIENCE;
+    while !hosts.iter().any(|h| h.took_lease(0)) {
+        assert!(Instant::now() < deadline, "no host took the sweeper lease");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let [a, b] = hosts;
+    let (mut holder, other) = if a.took_lease(0) { (a, b) } else { (b, a) };
+    let from = other.svc.logs.len();
+    holder.svc.signal(Signal::SIGTERM);
+    let stopped = Instant::now();
+    holder.svc.logs.wait(0, "the lease given up", |l| event(l) == "sweeper_lease_released");
+    other.svc.logs.wait(from, "the other host to take the lease", |l| event(l) == "sweeper_lease");
+    let took = stopped.elapsed();
+    assert!(took < Duration::from_secs(15), "took over after {took:?}: the lease was not given up");
+    assert!(holder.svc.wait_exit(common::PATIENCE).is_some());
 }
 
 #[test]

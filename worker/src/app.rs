@@ -125,9 +125,13 @@ impl App {
     }
 
     /// Starts the expiry sweeper on the current runtime (it runs only while this process holds
-    /// the host's sweeper lock and, in a fleet, the fleet's lease).
-    pub fn spawn_sweeper(&self) {
-        tokio::spawn(sweeper::run(self.service.clone(), self.sweeper.clone(), self.fleet.clone()));
+    /// the host's sweeper lock and, in a fleet, the fleet's lease, which it gives up when
+    /// `drain` turns true, and then ends: await the handle to know it is given up).
+    pub fn spawn_sweeper(
+        &self,
+        drain: Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(sweeper::run(self.service.clone(), self.sweeper.clone(), self.fleet.clone(), drain))
     }
 }
 

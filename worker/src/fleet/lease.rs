@@ -183,7 +183,7 @@ impl Lease {
         if let Some(h) = self.held() {
             self.set(None);
             let [lease, fence_key] = keys::sweeper_lease();
-            let _ = self
+            let released = self
                 .fleet
                 .eval::<i64, &str>(
                     &RELEASE,
@@ -191,6 +191,13 @@ impl Lease {
                     &[self.token.as_str(), &h.fence.to_string()],
                 )
                 .await;
+            if matches!(released, Ok(1)) {
+                tracing::info!(
+                    event = "sweeper_lease_released",
+                    fence = h.fence,
+                    "this host's sweeper gave the fleet's lease up"
+                );
+            }
         }
     }
 }

@@ -119,6 +119,11 @@ impl FleetSweep {
         Ok(members.iter().filter_map(|m| serde_json::from_str(m).ok()).collect())
     }
 
+    /// Gives the lease up, if held (the worker drains).
+    pub async fn release(&self) {
+        self.lease.release().await;
+    }
+
     /// The fence the sweep asks before each revoke.
     pub fn fence(&self) -> LeaseFence<'_> {
         LeaseFence(&self.lease)

@@ -25,6 +25,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::expiry_index::{read_index, Target};
@@ -57,7 +58,14 @@ pub struct Config {
 /// Runs forever: takes the host's lock when it is free, then sweeps every `interval`. With
 /// `fleet`, the lock holder of each host also takes turns for the fleet's lease (see
 /// [`super::fleet_sweep`]), and only the lease holder sweeps, the fleet's whole index.
-pub async fn run(service: Arc<Whitelist>, config: Config, fleet: Option<Arc<Fleet>>) {
+/// When `drain` turns true (the worker drains), the fleet's lease is given up at once, so
+/// another host need not wait for it to expire.
+pub async fn run(
+    service: Arc<Whitelist>,
+    config: Config,
+    fleet: Option<Arc<Fleet>>,
+    drain: Option<watch::Receiver<bool>>,
+) {
     let mut lock: Option<Flock<File>> = None;
     let mut fleet = fleet.map(FleetSweep::new);
     let every = fleet.as_ref().map_or(config.interval, |f| f.every().min(config.interval));
@@ -65,8 +73,17 @@ pub async fn run(service: Arc<Whitelist>, config: Config, fleet: Option<Arc<Flee
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next_sweep = Instant::now();
     let mut last_turn = None;
+    let mut draining = Box::pin(drained(drain));
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = &mut draining => {
+                if let Some(f) = &fleet {
+                    f.release().await;
+                }
+                return;
+            }
+        }
         if lock.is_none() {
             lock = try_lock(&config.state_dir);
             if lock.is_some() {
@@ -131,6 +148,18 @@ pub async fn run(service: Arc<Whitelist>, config: Config, fleet: Option<Arc<Flee
                 }
             }
         }
+    }
+}
+
+/// Resolves when the worker starts draining; never without a drain signal.
+async fn drained(drain: Option<watch::Receiver<bool>>) {
+    match drain {
+        Some(mut rx) => {
+            if rx.wait_for(|d| *d).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 
