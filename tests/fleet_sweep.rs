@@ -71,6 +71,18 @@ fn marker_key() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Waits until one of the hosts took the lease; its index.
+fn wait_for_holder(hosts: &[Host; 2]) -> usize {
+    let deadline = Instant::now() + common::PATIENCE;
+    loop {
+        if let Some(i) = hosts.iter().position(|h| h.took_lease(0)) {
+            return i;
+        }
+        assert!(Instant::now() < deadline, "no host took the sweeper lease");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Waits until moto shows no rule in any of `groups`.
 fn wait_swept(moto: &Moto, groups: &[&str]) {
     let deadline = Instant::now() + common::PATIENCE;
@@ -101,12 +113,7 @@ fn one_sweeper_then_a_takeover(redis: &str) {
     let key = marker_key();
     let hosts = [Host::start(&moto, redis, &key), Host::start(&moto, redis, &key)];
     // One of them takes the lease at its first turn.
-    let deadline = Instant::now() + common::PATIENCE;
-    while !hosts.iter().any(|h| h.took_lease(0)) {
-        assert!(Instant::now() < deadline, "no host took the sweeper lease");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let holder = usize::from(hosts[1].took_lease(0));
+    let holder = wait_for_holder(&hosts);
     let other = 1 - holder;
 
     // Rules through both hosts; `theirs` is known only to the other host's index.
@@ -161,13 +168,9 @@ fn a_holder_stopped_gracefully_gives_the_lease_up_at_once() {
     let key = marker_key();
     let long = |h: &str| h.replace(&format!("sweeper_lease = {LEASE}"), "sweeper_lease = 30.0");
     let hosts = [Host::start_with(&moto, &conf, &key, long), Host::start_with(&moto, &conf, &key, long)];
-    let deadline = Instant::now() + common::PATIENCE;
-    while !hosts.iter().any(|h| h.took_lease(0)) {
-        assert!(Instant::now() < deadline, "no host took the sweeper lease");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let first = wait_for_holder(&hosts);
     let [a, b] = hosts;
-    let (mut holder, other) = if a.took_lease(0) { (a, b) } else { (b, a) };
+    let (mut holder, other) = if first == 0 { (a, b) } else { (b, a) };
     let from = other.svc.logs.len();
     holder.svc.signal(Signal::SIGTERM);
     let stopped = Instant::now();

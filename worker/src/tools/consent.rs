@@ -3,8 +3,8 @@
 //!
 //! - 2026-07-28: an `InputRequiredResult` carrying an `elicitation/create` form (a `confirm`
 //!   boolean) and a sealed `requestState`; the client's retry carries the answer and the state,
-//!   which is checked (integrity, caller, change, expiry) and consumed once host-wide. The retry
-//!   may land on any worker: everything it needs is in the request.
+//!   which is checked (integrity, caller, change, expiry) and consumed once host-wide (fleet-wide
+//!   with `[redis]`). The retry may land on any worker: everything it needs is in the request.
 //! - Handshake revisions, when the transport can send the client a request while the call runs
 //!   (a [`ClientRequester`](crate::mcp::ClientRequester)) and the client declared elicitation:
 //!   `elicitation/create` sent and its answer awaited, at most the consent TTL.

@@ -5,8 +5,8 @@
 //!
 //! The payload binds the caller (a hash of its identity), the exact change
 //! ([`ProposedChange::digest`]), an expiry and a random nonce. A state is single-use: the retry
-//! that consumes it records its nonce host-wide through a [`NonceStore`] (files in `state_dir`
-//! today; Redis for many hosts), so a replay on any worker is refused.
+//! that consumes it records its nonce through a [`NonceStore`] (files in `state_dir` on one
+//! host; Redis, with `[redis]`, for a fleet), so a replay on any worker (of any host) is refused.
 //!
 //! [`ProposedChange::digest`]: super::consent::ProposedChange::digest
 

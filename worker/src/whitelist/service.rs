@@ -199,9 +199,10 @@ pub type GroupGuard = Box<dyn Send>;
 /// What [`GroupLocks::hold`] returns: the guard, or why the lock cannot be had.
 pub type GroupLockFuture<'a> = Pin<Box<dyn Future<Output = Result<GroupGuard, String>> + Send + 'a>>;
 
-/// Mutual exclusion per security group across every worker of the host, held while an add
-/// under `max_rules_per_group` counts the group's rules and adds one (else two workers can each
-/// count one place left and both take it). The host implements it with files; tests in memory.
+/// Mutual exclusion per security group across every worker of the host (of the fleet, with
+/// `[redis]`), held while an add under `max_rules_per_group` counts the group's rules and adds
+/// one (else two workers can each count one place left and both take it). The host implements
+/// it with files, the fleet with Redis; tests in memory.
 pub trait GroupLocks: Send + Sync {
     /// Waits until this caller holds `group`'s lock (a validated group id).
     fn hold<'a>(&'a self, group: &'a str) -> GroupLockFuture<'a>;
