@@ -72,7 +72,7 @@ fn marker_key() -> String {
 }
 
 /// Waits until one of the hosts took the lease; its index.
-fn wait_for_holder(hosts: &[Host; 2]) -> usize {
+fn wait_for_holder(hosts: &[Host]) -> usize {
     let deadline = Instant::now() + common::PATIENCE;
     loop {
         if let Some(i) = hosts.iter().position(|h| h.took_lease(0)) {
@@ -92,8 +92,21 @@ fn wait_swept(moto: &Moto, groups: &[&str]) {
     }
 }
 
-/// How many `expired` outcomes each audit log holds for `rule`.
+/// How many `expire` outcomes each audit log holds for `rule`, once one of them holds one (the
+/// outcome is written just after EC2 answers the revoke, so moto may show the rule gone first).
 fn expirations(hosts: &[&Host], rule: &str) -> Vec<usize> {
+    let deadline = Instant::now() + common::PATIENCE;
+    loop {
+        let counts = outcomes(hosts, rule);
+        if counts.iter().sum::<usize>() > 0 {
+            return counts;
+        }
+        assert!(Instant::now() < deadline, "no audit outcome for the expiry of {rule}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn outcomes(hosts: &[&Host], rule: &str) -> Vec<usize> {
     hosts
         .iter()
         .map(|h| {
@@ -149,6 +162,10 @@ fn one_sweeper_then_a_takeover(redis: &str) {
     let late = survivor.add_expiring(&theirs, "203.0.113.9");
     wait_swept(&moto, &[&theirs]);
     assert_eq!(expirations(&[&survivor], &late), vec![1]);
+    for rule in &rules {
+        let all = outcomes(&[&dead, &survivor], rule).iter().sum::<usize>();
+        assert_eq!(all, 1, "{rule} was swept once, and never again by the new holder");
+    }
 }
 
 #[test]
@@ -186,4 +203,30 @@ fn expiring_rules_are_removed_once_by_one_sweeper_with_a_redis_cluster() {
     let Some(bin) = server_binary() else { return };
     let cluster = common::redis::Cluster::start(&bin);
     one_sweeper_then_a_takeover(&format!("cluster = {}", cluster.seeds()));
+}
+
+/// Redis dies: after one lease time without an answer the host sweeps what it indexed itself,
+/// says so once and counts it; when Redis is back, it says so once too.
+#[test]
+fn while_redis_is_down_a_host_sweeps_its_own_index_and_says_so_once() {
+    let (Some(bin), Some(moto)) = (server_binary(), Moto::start()) else { return };
+    let mut redis = Redis::start(&bin);
+    let group = moto.create_group("fallback");
+    let short = |h: &str| h.replace(&format!("sweeper_lease = {LEASE}"), "sweeper_lease = 1.0");
+    let host = Host::start_with(&moto, &format!("url = \"{}\"", redis.url()), &marker_key(), short);
+    wait_for_holder(std::slice::from_ref(&host));
+    redis.kill();
+    let rule = host.add_expiring(&group, "192.0.2.77");
+    host.svc.logs.wait(0, "the sweeper's fallback", |l| event(l) == "sweeper_fallback");
+    wait_swept(&moto, &[&group]);
+    assert_eq!(expirations(&[&host], &rule), vec![1]);
+    host.svc.wait_metrics("the sweeper's fallback counted", |t| {
+        t.lines().any(|l| {
+            l.starts_with("redis_fallbacks_total{feature=\"sweeper\",mode=\"host\"}") && !l.ends_with(" 0")
+        })
+    });
+    redis.restart();
+    host.svc.logs.wait(0, "one sweeper for the fleet again", |l| event(l) == "sweeper_fleet");
+    let fallbacks = host.svc.logs.all().iter().filter(|l| event(l) == "sweeper_fallback").count();
+    assert_eq!(fallbacks, 1, "logged once per change of state");
 }
