@@ -144,7 +144,7 @@ pub fn run(config: &Config) -> io::Result<()> {
     // The same tools as `serve`, built inside the runtime (the sweeper is a task of it).
     let result = LocalSet::new().block_on(&runtime, async move {
         let app = worker::App::build(&settings, info, None).map_err(io::Error::other)?;
-        app.spawn_sweeper();
+        let _sweeper = app.spawn_sweeper(None);
         let dispatcher = Rc::new(app.dispatcher);
         serve(dispatcher, tokio::io::stdin(), tokio::io::stdout(), max).await
     });

@@ -13,8 +13,6 @@ use common::moto::Moto;
 use common::{http, Options, Service, BIN};
 use serde_json::{json, Value};
 
-const MODERN: &str = "2026-07-28";
-
 struct Env {
     moto: Moto,
     state: tempfile::TempDir,
@@ -69,32 +67,7 @@ impl Env {
     /// A 2026-07-28 `tools/call` of `whitelist_add` as `key`, with `extra` merged into params;
     /// the JSON-RPC result (or the whole body when there is none).
     fn add(&self, key: &str, args: Value, capabilities: Value, extra: Value) -> Value {
-        let mut params = json!({
-            "name": "whitelist_add",
-            "arguments": args,
-            "_meta": {
-                "io.modelcontextprotocol/protocolVersion": MODERN,
-                "io.modelcontextprotocol/clientCapabilities": capabilities,
-                "io.modelcontextprotocol/clientInfo": {"name": "consent-test", "version": "1"},
-            },
-        });
-        if let (Some(p), Value::Object(e)) = (params.as_object_mut(), extra) {
-            p.extend(e);
-        }
-        // The group id mirrored as a 2026-07-28 client does (its x-mcp-header).
-        let group =
-            params.pointer("/arguments/security_group_id").and_then(Value::as_str).unwrap_or_default();
-        let group_header = format!("Mcp-Param-Security-Group-Id: {group}\r\n");
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}).to_string();
-        let req = format!(
-            "POST /mcp HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n\
-             Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: {MODERN}\r\nMcp-Method: tools/call\r\n\
-             Mcp-Name: whitelist_add\r\n{group_header}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let r = http::raw(&self.svc.addr, req.as_bytes()).unwrap();
-        let v = r.json();
-        v.get("result").cloned().unwrap_or(v)
+        common::modern_add(&self.svc.addr, key, args, capabilities, extra)
     }
 
     fn ssh(&self, cidr: &str) -> Value {

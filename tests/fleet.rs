@@ -106,33 +106,6 @@ fn two_hosts_behind_nginx_share_one_burst_through_a_redis_cluster() {
     exactly_the_burst_in_total(&format!("cluster = {}", cluster.seeds()));
 }
 
-/// Waits until `/health` of `svc` has this status.
-fn wait_health(svc: &Service, status: &str) -> serde_json::Value {
-    let deadline = Instant::now() + common::PATIENCE;
-    loop {
-        let h = http::get(&svc.addr, "/health").unwrap().json();
-        if h["status"] == status {
-            return h;
-        }
-        assert!(Instant::now() < deadline, "/health never said {status}: {h}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Waits until the merged `/metrics` (a worker's figures reach it with its next snapshot, not at
-/// once) satisfies `ok`.
-fn wait_metrics(svc: &Service, what: &str, ok: impl Fn(&str) -> bool) {
-    let deadline = Instant::now() + common::PATIENCE;
-    loop {
-        let text = String::from_utf8_lossy(&http::get(&svc.addr, "/metrics").unwrap().body).into_owned();
-        if ok(&text) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "/metrics never showed {what}: {text}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn through_an_outage(fallback: &str, refused_while_down: u16) {
     let Some(bin) = server_binary() else { return };
     let mut redis = Redis::start(&bin);
@@ -143,15 +116,15 @@ fn through_an_outage(fallback: &str, refused_while_down: u16) {
         redis.url()
     ));
     assert_eq!(ping(&svc.addr, &auth), 200);
-    assert_eq!(wait_health(&svc, "ok")["status"], "ok");
+    assert_eq!(svc.wait_health("ok")["status"], "ok");
 
     redis.kill();
     let down: Vec<u16> = (0..10).map(|_| ping(&svc.addr, &auth)).collect();
     assert!(down.iter().all(|s| *s == refused_while_down), "{fallback} while Redis is down: {down:?}");
-    let h = wait_health(&svc, "degraded");
+    let h = svc.wait_health("degraded");
     assert!(h["degraded"]["redis"].as_str().is_some_and(|r| r.contains("redis")), "{h}");
     let counted = format!("redis_fallbacks_total{{feature=\"rate_limit\",mode=\"{fallback}\"}}");
-    wait_metrics(&svc, "redis_up 0 and the fallback counted", |text| {
+    svc.wait_metrics("redis_up 0 and the fallback counted", |text| {
         text.lines().any(|l| l == "redis_up 0")
             && text.lines().any(|l| l.starts_with(&counted) && !l.ends_with(" 0"))
     });
@@ -167,8 +140,8 @@ fn through_an_outage(fallback: &str, refused_while_down: u16) {
         assert!(Instant::now() < deadline, "never recovered");
         std::thread::sleep(Duration::from_millis(50));
     }
-    wait_health(&svc, "ok");
-    wait_metrics(&svc, "redis_up 1", |text| text.lines().any(|l| l == "redis_up 1"));
+    svc.wait_health("ok");
+    svc.wait_metrics("redis_up 1", |text| text.lines().any(|l| l == "redis_up 1"));
     svc.logs.wait(0, "a redis_up line", |l| common::event(l) == "redis_up");
 }
 

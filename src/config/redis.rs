@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use worker::fleet::settings::valid_url;
-use worker::fleet::{redact, PasswordSource, RateLimitFallback, RedisSettings, RedisTarget};
+use worker::fleet::{redact, ConsentFallback, PasswordSource, RateLimitFallback, RedisSettings, RedisTarget};
 
 use super::settings::seconds;
 use super::Problem;
@@ -32,6 +32,11 @@ pub struct RedisConfig {
     pub rate_limit_fallback: String,
     /// Hosts in the fleet, for `fail_open` (0: not said, which `fail_open` refuses).
     pub hosts: u32,
+    /// `fail_closed` (refuse consent answers while Redis is down) or `host` (this host's
+    /// records only).
+    pub consent_fallback: String,
+    /// Seconds of the fleet sweeper's lease.
+    pub sweeper_lease: f64,
 }
 
 impl Default for RedisConfig {
@@ -45,6 +50,8 @@ impl Default for RedisConfig {
             response_timeout: 0.5,
             rate_limit_fallback: "fail_open".into(),
             hosts: 0,
+            consent_fallback: "fail_closed".into(),
+            sweeper_lease: 30.0,
         }
     }
 }
@@ -119,6 +126,22 @@ impl RedisConfig {
                 RateLimitFallback::FailClosed
             }
         };
+        let consent_fallback = match self.consent_fallback.as_str() {
+            "fail_closed" => ConsentFallback::FailClosed,
+            "host" => ConsentFallback::Host,
+            other => {
+                bad("redis.consent_fallback", format!("{other:?}"), "must be \"fail_closed\" or \"host\"");
+                ConsentFallback::FailClosed
+            }
+        };
+        let sweeper_lease = seconds(self.sweeper_lease, 1.0, 3600.0).unwrap_or_else(|| {
+            bad(
+                "redis.sweeper_lease",
+                self.sweeper_lease.to_string(),
+                "must be a number of seconds in [1, 3600]",
+            );
+            std::time::Duration::ZERO
+        });
         match target {
             Some(target) if problems.is_empty() => Ok(Some(RedisSettings {
                 target,
@@ -126,6 +149,8 @@ impl RedisConfig {
                 connect_timeout,
                 response_timeout,
                 rate_limit_fallback,
+                consent_fallback,
+                sweeper_lease,
             })),
             _ => Err(problems),
         }
@@ -213,5 +238,30 @@ mod tests {
             c.connect_timeout = 0.0;
         })
         .is_err());
+    }
+
+    #[test]
+    fn consent_fails_closed_and_the_lease_is_bounded_unless_said_otherwise() {
+        let s = with(|c| c.url = Some("redis://h:1".into())).unwrap().unwrap();
+        assert_eq!(s.consent_fallback, ConsentFallback::FailClosed);
+        assert_eq!(s.sweeper_lease, std::time::Duration::from_secs(30));
+        let s = with(|c| {
+            c.url = Some("redis://h:1".into());
+            c.consent_fallback = "host".into();
+            c.sweeper_lease = 2.5;
+        });
+        let s = s.unwrap().unwrap();
+        assert_eq!((s.consent_fallback, s.sweeper_lease.as_millis()), (ConsentFallback::Host, 2500));
+        for bad in [
+            |c: &mut RedisConfig| c.consent_fallback = "open".into(),
+            |c: &mut RedisConfig| c.sweeper_lease = 0.5,
+        ] {
+            let e = with(|c| {
+                c.url = Some("redis://h:1".into());
+                bad(c);
+            })
+            .unwrap_err();
+            assert!(format!("{e:?}").contains("redis."), "{e:?}");
+        }
     }
 }

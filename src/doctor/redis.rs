@@ -13,7 +13,8 @@ pub async fn check(settings: Option<&RedisSettings>) -> Option<Check> {
     let target = format!("{:?}", settings.target);
     let fix = "start Redis or correct redis.url / redis.cluster (and redis.password_file or \
                redis.password_env); until it answers, the service runs on the fallbacks [redis] \
-               names (rate limits: redis.rate_limit_fallback; no cache across hosts)";
+               names (rate limits: redis.rate_limit_fallback; consent answers: \
+               redis.consent_fallback; no cache across hosts; locks, reads and the sweeper per host)";
     let fleet = match Fleet::new(settings) {
         Ok(fleet) => fleet,
         Err(e) => return Some(Check::fail("redis", e, fix)),

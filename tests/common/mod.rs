@@ -309,6 +309,33 @@ impl Service {
         http::raw(&self.addr, req.as_bytes()).unwrap_or_else(|e| panic!("POST /mcp {body}: {e}"))
     }
 
+    /// Waits until `/health` says this `status` (`ok`, `degraded`); the body.
+    pub fn wait_health(&self, status: &str) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let h = http::get(&self.addr, "/health").unwrap().json();
+            if h["status"] == status {
+                return h;
+            }
+            assert!(Instant::now() < deadline, "/health never said {status}: {h}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the merged `/metrics` (a worker's figures reach it with its next snapshot,
+    /// not at once) satisfies `ok`.
+    pub fn wait_metrics(&self, what: &str, ok: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let text = String::from_utf8_lossy(&http::get(&self.addr, "/metrics").unwrap().body).into_owned();
+            if ok(&text) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "/metrics never showed {what}: {text}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Path inside the service's temp dir.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -509,6 +536,37 @@ pub fn tool_failure(r: &Value) -> Option<String> {
         (_, Some(m)) => Some(m.to_string()),
         _ => None,
     }
+}
+
+/// A 2026-07-28 `tools/call` of `whitelist_add` to `addr` as API key `key`, with `extra` merged
+/// into params (`requestState`, `inputResponses`); the JSON-RPC result (or the whole body).
+pub fn modern_add(addr: &str, key: &str, args: Value, capabilities: Value, extra: Value) -> Value {
+    const MODERN: &str = "2026-07-28";
+    let mut params = serde_json::json!({
+        "name": "whitelist_add",
+        "arguments": args,
+        "_meta": {
+            "io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientCapabilities": capabilities,
+            "io.modelcontextprotocol/clientInfo": {"name": "consent-test", "version": "1"},
+        },
+    });
+    if let (Some(p), Value::Object(e)) = (params.as_object_mut(), extra) {
+        p.extend(e);
+    }
+    // The group id mirrored as a 2026-07-28 client does (its x-mcp-header).
+    let group = params.pointer("/arguments/security_group_id").and_then(Value::as_str).unwrap_or_default();
+    let group_header = format!("Mcp-Param-Security-Group-Id: {group}\r\n");
+    let body =
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}).to_string();
+    let req = format!(
+        "POST /mcp HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: {MODERN}\r\nMcp-Method: tools/call\r\n\
+         Mcp-Name: whitelist_add\r\n{group_header}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let v = http::raw(addr, req.as_bytes()).unwrap().json();
+    v.get("result").cloned().unwrap_or(v)
 }
 
 /// `awswhitelist keygen --id ID --scopes SCOPES EXTRA…`: the key (printed once) and its

@@ -122,14 +122,28 @@ impl Cluster {
             .output()
             .unwrap_or_else(|e| panic!("{}: {e}", cli.display()));
         assert!(out.status.success(), "cluster create: {}", String::from_utf8_lossy(&out.stdout));
+        let cluster = Cluster { nodes };
+        cluster.wait_ok();
+        cluster
+    }
+
+    /// Starts every node again (each keeps its `nodes.conf`, so the cluster forms again, empty)
+    /// and waits until it is ok.
+    pub fn restart(&mut self) {
+        for n in &mut self.nodes {
+            n.restart();
+        }
+        self.wait_ok();
+    }
+
+    fn wait_ok(&self) {
         let deadline = Instant::now() + super::PATIENCE;
-        for n in &nodes {
+        for n in &self.nodes {
             while !command(n.port, "CLUSTER INFO").is_some_and(|r| r.contains("cluster_state:ok")) {
                 assert!(Instant::now() < deadline, "the cluster did not become ok");
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        Cluster { nodes }
     }
 
     /// The TOML array of seed URLs.

@@ -12,10 +12,14 @@ use crate::aws::Ec2Firewall;
 use crate::fleet::Fleet;
 use crate::host::{marker_key, sweeper};
 use crate::host::{AuditLog, ChangeCounters, FleetVersions, GroupLockFiles, NonceFiles, ReadFiles};
+use crate::host::{FleetGroupLocks, FleetNonces, FleetReads};
 use crate::mcp::{Dispatcher, RegistryError, ServerInfo};
 use crate::settings::WhitelistSettings;
 use crate::whitelist::cache::Versions;
-use crate::whitelist::{consent_token, ConsentSeal, Defaults, MarkerKey, Parts, Whitelist};
+use crate::whitelist::flight::SharedReads;
+use crate::whitelist::{
+    consent_token, ConsentSeal, Defaults, GroupLocks, MarkerKey, NonceStore, Parts, Whitelist,
+};
 use crate::Settings;
 
 /// Why the services could not be built; each names the file or the part at fault.
@@ -40,12 +44,14 @@ pub struct App {
     /// The marker key, from which the transports derive theirs (one secret to manage).
     marker_key: MarkerKey,
     sweeper: sweeper::Config,
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl App {
     /// Builds everything; a file that cannot be opened stops the boot with a message naming it.
     /// `info` gets the instructions the policy generates.
-    /// With `fleet` (`[redis]`), cache counters are checked fleet-wide.
+    /// With `fleet` (`[redis]`), cache counters, consent records, group locks, the read single
+    /// flight and the sweeper are fleet-wide.
     pub fn build(
         settings: &Settings,
         info: ServerInfo,
@@ -55,18 +61,28 @@ impl App {
         crate::host::state_file::prepare_dir(&wl.state_dir)?;
         let audit = Arc::new(AuditLog::open(&wl.audit_log)?.with_expiry_index(wl.state_dir.clone()));
         let local = ChangeCounters::open(&wl.state_dir.join("cache-versions"))?;
-        let versions: Arc<dyn Versions> = match fleet {
+        let versions: Arc<dyn Versions> = match fleet.clone() {
             Some(fleet) => Arc::new(FleetVersions::new(local, fleet)),
             None => Arc::new(local),
         };
         let marker_key = marker_key::load(&wl.marker_key, &wl.state_dir)?;
         // Consent states are sealed with a key derived from the marker key: one secret to manage,
         // the same on every worker and every host that shares it.
-        let seal = ConsentSeal::new(
-            &marker_key.derive(consent_token::KEY_LABEL),
-            wl.consent_ttl,
-            Arc::new(NonceFiles::open(&wl.state_dir)?),
-        );
+        // With [redis], consent records, group locks and read leads are fleet-wide, the host's
+        // files their fallback.
+        let host_nonces = NonceFiles::open(&wl.state_dir)?;
+        let (host_locks, host_reads) =
+            (GroupLockFiles::new(wl.state_dir.clone()), ReadFiles::new(wl.state_dir.clone()));
+        let (nonces, group_locks, reads): (Arc<dyn NonceStore>, Arc<dyn GroupLocks>, Arc<dyn SharedReads>) =
+            match &fleet {
+                Some(f) => (
+                    Arc::new(FleetNonces::new(f.clone(), host_nonces)),
+                    Arc::new(FleetGroupLocks::new(f.clone(), host_locks)),
+                    Arc::new(FleetReads::new(f.clone(), host_reads, wl.cache_ttl)),
+                ),
+                None => (Arc::new(host_nonces), Arc::new(host_locks), Arc::new(host_reads)),
+            };
+        let seal = ConsentSeal::new(&marker_key.derive(consent_token::KEY_LABEL), wl.consent_ttl, nonces);
         let service = Arc::new(
             Whitelist::new(Parts {
                 firewall: Arc::new(Ec2Firewall::new(settings.aws.clone())),
@@ -83,9 +99,9 @@ impl App {
                 versions,
                 recorder: audit.clone(),
                 marker_key: marker_key.clone(),
-                group_locks: Arc::new(GroupLockFiles::new(wl.state_dir.clone())),
+                group_locks,
             })
-            .with_shared_reads(Arc::new(ReadFiles::new(wl.state_dir.clone()))),
+            .with_shared_reads(reads),
         );
         let registry =
             crate::tools::register_all(settings.mcp.page_size, service.clone(), Some(Arc::new(seal)))?;
@@ -101,6 +117,7 @@ impl App {
             audit,
             marker_key,
             sweeper: sweeper_config(wl),
+            fleet,
         })
     }
 
@@ -110,9 +127,13 @@ impl App {
     }
 
     /// Starts the expiry sweeper on the current runtime (it runs only while this process holds
-    /// the host's sweeper lock).
-    pub fn spawn_sweeper(&self) {
-        tokio::spawn(sweeper::run(self.service.clone(), self.sweeper.clone()));
+    /// the host's sweeper lock and, in a fleet, the fleet's lease, which it gives up when
+    /// `drain` turns true, and then ends: await the handle to know it is given up).
+    pub fn spawn_sweeper(
+        &self,
+        drain: Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(sweeper::run(self.service.clone(), self.sweeper.clone(), self.fleet.clone(), drain))
     }
 }
 

@@ -10,12 +10,12 @@
 //! | module | what lives there | may import |
 //! |---|---|---|
 //! | [`process`] | boot, accept loop, drain, signals | app, http, channel, auth, ratelimit, fleet |
-//! | [`app`] | builds every service once (serve and stdio) | tools, whitelist, aws, host, mcp |
+//! | [`app`] | builds every service once (serve and stdio) | tools, whitelist, aws, host, mcp, fleet |
 //! | [`http`] | router, one file per endpoint, guard, forwarded headers, signed sessions, event streams | mcp, auth, ratelimit, metrics, channel, fleet (health) |
 //! | [`tools`] | each MCP tool: schemas, scope, argument adapter, asking a person (consent) | mcp, whitelist, auth (scope names) |
-//! | [`host`] | files the host's workers share: audit, counters (joined with the fleet's), shared reads, expiry index, marker key, group locks, consumed consent states, sweeper | whitelist, settings, fleet |
+//! | [`host`] | files the host's workers share: audit, counters (joined with the fleet's), shared reads, expiry index, marker key, group locks, consumed consent states, sweeper; their fleet-wide versions on Redis (`fleet_*`) | whitelist, settings, fleet |
 //! | [`ratelimit`] | GCRA arithmetic, the host's table of buckets, the fleet's buckets in Redis | settings, host (state files), fleet, metrics |
-//! | [`fleet`] | Redis as the fleet's shared state: the link (after the fork), its health, key names | metrics |
+//! | [`fleet`] | Redis as the fleet's shared state: the link (after the fork), its health, key names, short locks, the sweeper's fenced lease | metrics |
 //! | [`auth`] | tokens and keys into a [`auth::Principal`], converted once into a [`caller::Caller`] | caller, settings (its problems) |
 //! | [`mcp`] | the protocol, transport-independent | caller, metrics (panics) |
 //! | [`aws`] | EC2 and STS behind the domain's `Firewall` trait | whitelist, metrics |

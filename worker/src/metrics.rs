@@ -174,6 +174,16 @@ impl Metrics {
         for mode in ["fail_open", "fail_closed"] {
             redis_fallbacks.with_label_values(&["rate_limit", mode]);
         }
+        for (feature, mode) in [
+            ("cache", "no_cache"),
+            ("consent", "fail_closed"),
+            ("consent", "host"),
+            ("group_lock", "host"),
+            ("read_flight", "host"),
+            ("sweeper", "host"),
+        ] {
+            redis_fallbacks.with_label_values(&[feature, mode]);
+        }
         // Known label sets start at zero, so every family shows in /metrics (dashboards and
         // alerts see a 0, not an absent series, and `rate()` sees the first increment).
         for method in ["initialize", "ping", "tools/list", "tools/call"] {

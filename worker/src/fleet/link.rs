@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{FromRedisValue, IntoConnectionInfo, RedisResult, Script};
+use redis::{FromRedisValue, IntoConnectionInfo, RedisResult, Script, ToRedisArgs};
 
 use super::settings::{redact, RedisSettings, RedisTarget};
 
@@ -96,18 +96,18 @@ impl Fleet {
 
     /// Runs `script` (EVALSHA, loading it once when the server does not know it) on `keys`,
     /// within the response timeout; records whether Redis answered.
-    pub async fn eval<T: FromRedisValue>(
+    pub async fn eval<T: FromRedisValue, A: ToRedisArgs>(
         &self,
         script: &Script,
         keys: &[&str],
-        args: &[u64],
+        args: &[A],
     ) -> RedisResult<T> {
         let mut invocation = script.prepare_invoke();
         for k in keys {
             invocation.key(*k);
         }
         for a in args {
-            invocation.arg(*a);
+            invocation.arg(a);
         }
         let deadline = self.settings.connect_timeout + self.settings.response_timeout;
         let run = async {
@@ -133,7 +133,7 @@ impl Fleet {
     /// timeouts, the cluster's routing): `doctor`'s check. The error is shown with any password
     /// scrubbed.
     pub async fn ping(&self) -> Result<(), String> {
-        match self.eval::<String>(&Script::new("return redis.call('PING')"), &[], &[]).await {
+        match self.eval::<String, u64>(&Script::new("return redis.call('PING')"), &[], &[]).await {
             Ok(answer) if answer == "PONG" => Ok(()),
             Ok(other) => Err(format!("it answered PING with {other:?}")),
             Err(e) => {
@@ -169,7 +169,7 @@ impl Fleet {
                 *reason = None;
                 tracing::warn!(
                     event = "redis_up",
-                    "redis answers again: shared rate limits and cache counters are fleet-wide again"
+                    "redis answers again: rate limits, cache counters, consent records, group locks and read single flight are fleet-wide again"
                 );
             }
             Some(e) => {

@@ -47,6 +47,18 @@ pub enum RateLimitFallback {
     FailClosed,
 }
 
+/// What a consent answer does while Redis cannot record it as used (`[redis]
+/// consent_fallback`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsentFallback {
+    /// Refuse the answer (the person is asked again once Redis answers): a consent is never
+    /// honoured twice anywhere in the fleet.
+    FailClosed,
+    /// Record it in this host's files only: honoured once per host, so a replay on another
+    /// host during the outage could be honoured again.
+    Host,
+}
+
 /// `[redis]`, checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RedisSettings {
@@ -60,6 +72,10 @@ pub struct RedisSettings {
     pub response_timeout: Duration,
     /// The rate limits' behaviour while Redis is down.
     pub rate_limit_fallback: RateLimitFallback,
+    /// Consent answers' behaviour while Redis is down.
+    pub consent_fallback: ConsentFallback,
+    /// The fleet sweeper's lease time: a dead holder is replaced within it.
+    pub sweeper_lease: Duration,
 }
 
 impl RedisSettings {

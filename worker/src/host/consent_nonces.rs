@@ -3,12 +3,15 @@
 //! [`super::state_file::create_new`]), so exactly one worker's retry consumes a state and any
 //! replay, on any worker, finds the name taken. Names past their expiry are pruned (at most once
 //! a minute per process): the state they record would be refused as expired anyway.
-//! Redis replaces this for many hosts (behind the same [`NonceStore`] trait).
+//! With `[redis]`, Redis keeps them for the fleet ([`super::fleet_nonces`], behind the same
+//! [`NonceStore`] trait), and these files are its fallback when so configured.
 
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures_util::future::BoxFuture;
 
 use crate::whitelist::NonceStore;
 
@@ -47,13 +50,26 @@ impl NonceFiles {
     }
 }
 
+/// Refuses anything but the 32 lower-case hex digits a consent nonce is.
+pub(crate) fn check_nonce(nonce: &str) -> Result<(), String> {
+    let hex = nonce.len() == 32 && nonce.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if hex {
+        Ok(())
+    } else {
+        Err("a consent nonce must be 32 lower-case hex digits".into())
+    }
+}
+
 impl NonceStore for NonceFiles {
-    fn consume(&self, nonce: &str, until: SystemTime) -> Result<bool, String> {
-        let hex =
-            nonce.len() == 32 && nonce.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if !hex {
-            return Err("a consent nonce must be 32 lower-case hex digits".into());
-        }
+    fn consume<'a>(&'a self, nonce: &'a str, until: SystemTime) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(async move { self.record(nonce, until) })
+    }
+}
+
+impl NonceFiles {
+    /// Records `nonce` in a new file: `Ok(true)` the first time on this host.
+    pub(crate) fn record(&self, nonce: &str, until: SystemTime) -> Result<bool, String> {
+        check_nonce(nonce)?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         if now.saturating_sub(self.last_prune.load(Ordering::Relaxed)) >= PRUNE_EVERY {
             self.last_prune.store(now, Ordering::Relaxed);
@@ -93,7 +109,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let store = NonceFiles::open(&path).unwrap();
                     start.wait();
-                    store.consume(NONCE, until).unwrap()
+                    store.record(NONCE, until).unwrap()
                 })
             })
             .collect();
@@ -108,8 +124,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = NonceFiles::open(dir.path()).unwrap();
         let past = UNIX_EPOCH + Duration::from_secs(1_000);
-        assert_eq!(store.consume(NONCE, past), Ok(true));
-        assert!(store.consume("../../etc/passwd", past).is_err());
+        assert_eq!(store.record(NONCE, past), Ok(true));
+        assert!(store.record("../../etc/passwd", past).is_err());
         store.prune(2_000);
         assert_eq!(std::fs::read_dir(dir.path().join("consent")).unwrap().count(), 0);
     }

@@ -2,10 +2,13 @@
 //! fast path for changes made on this host, and a per-group counter in Redis (`INCR` on every
 //! change, read on every cache check) makes a change on any host invalidate the cache on every
 //! host. While Redis does not answer, every check misses (each read goes to AWS): never stale,
-//! only slower.
+//! only slower. A change Redis did not hear of is told to it (`INCR`) by the worker that made it
+//! at that worker's next check of the group once Redis answers, so reads stored in the fleet
+//! before the change are not taken for fresh afterwards.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::future::BoxFuture;
 use redis::Script;
@@ -16,6 +19,8 @@ use crate::whitelist::cache::Versions;
 
 const READ: &str = "return tonumber(redis.call('GET', KEYS[1]) or '0') or 0";
 const INCR: &str = "return redis.call('INCR', KEYS[1])";
+/// Most groups remembered as changed without Redis hearing of it.
+const UNHEARD_MAX: usize = 4096;
 
 /// The host's counters, joined with the fleet's.
 pub struct FleetVersions {
@@ -25,6 +30,8 @@ pub struct FleetVersions {
     incr: Script,
     /// Values no cache entry was stored under, handed out while Redis is down.
     misses: AtomicU64,
+    /// Groups changed by this worker while Redis did not hear of it.
+    unheard: Mutex<HashSet<String>>,
 }
 
 impl FleetVersions {
@@ -36,6 +43,7 @@ impl FleetVersions {
             read: Script::new(READ),
             incr: Script::new(INCR),
             misses: AtomicU64::new(0),
+            unheard: Mutex::new(HashSet::new()),
         }
     }
 
@@ -45,6 +53,11 @@ impl FleetVersions {
         crate::metrics::global().redis_fallbacks.with_label_values(&["cache", "no_cache"]).inc();
         (1 << 63) | self.misses.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// The fleet's half of a joined counter; `None` for a miss, which matches nothing.
+pub fn fleet_part(joined: u64) -> Option<u64> {
+    (joined >> 63 == 0).then_some(joined >> 32)
 }
 
 /// The fleet's counter in the high half, the host's in the low half: either moving changes it.
@@ -64,7 +77,15 @@ impl Versions for FleetVersions {
     fn current<'a>(&'a self, key: &'a str) -> BoxFuture<'a, u64> {
         Box::pin(async move {
             let local = self.local.get(key);
-            match self.fleet.eval::<u64>(&self.read, &[&keys::change_counter(key)], &[]).await {
+            let unheard = self.unheard.lock().unwrap_or_else(PoisonError::into_inner).contains(key);
+            if unheard {
+                let counter = keys::change_counter(key);
+                if self.fleet.eval::<u64, u64>(&self.incr, &[&counter], &[]).await.is_err() {
+                    return self.miss();
+                }
+                self.unheard.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
+            }
+            match self.fleet.eval::<u64, u64>(&self.read, &[&keys::change_counter(key)], &[]).await {
                 Ok(fleet) => joined(fleet, local),
                 Err(_) => self.miss(),
             }
@@ -76,8 +97,14 @@ impl Versions for FleetVersions {
             self.local.bump(key);
             // A change Redis did not hear of: the other hosts still see it within cache_ttl,
             // and while Redis is down they do not cache at all.
-            if self.fleet.eval::<u64>(&self.incr, &[&keys::change_counter(key)], &[]).await.is_err() {
+            if self.fleet.eval::<u64, u64>(&self.incr, &[&keys::change_counter(key)], &[]).await.is_err() {
                 crate::metrics::global().redis_fallbacks.with_label_values(&["cache", "no_cache"]).inc();
+                let mut unheard = self.unheard.lock().unwrap_or_else(PoisonError::into_inner);
+                // Bounded: past it, the oldest are forgotten (they cost staleness within cache_ttl).
+                if unheard.len() >= UNHEARD_MAX {
+                    unheard.clear();
+                }
+                unheard.insert(key.to_string());
             }
         })
     }
@@ -93,5 +120,8 @@ mod tests {
         assert_ne!(joined(1, 1), joined(2, 1));
         assert_eq!(joined(3, 4), joined(3, 4));
         assert_eq!(joined(u64::MAX, 0) >> 63, 0, "never the bit that marks a miss");
+        assert_eq!(fleet_part(joined(7, 1)), fleet_part(joined(7, 9)), "hosts differ in the low half only");
+        assert_ne!(fleet_part(joined(7, 1)), fleet_part(joined(8, 1)));
+        assert_eq!(fleet_part((1 << 63) | 5), None, "a miss matches nothing");
     }
 }

@@ -8,6 +8,7 @@
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
+use futures_util::future::BoxFuture;
 use tracing::warn;
 
 use crate::whitelist::flight::{ReadGuard, ReadLeadFuture, SharedRead, SharedReads};
@@ -40,14 +41,26 @@ impl SharedReads for ReadFiles {
         })
     }
 
-    fn load(&self, key: &str) -> Option<SharedRead> {
+    fn load<'a>(&'a self, key: &'a str, version: u64) -> BoxFuture<'a, Option<SharedRead>> {
+        Box::pin(async move { self.read_file(key).filter(|r| r.version == version) })
+    }
+
+    fn store<'a>(&'a self, key: &'a str, read: &'a SharedRead) -> BoxFuture<'a, ()> {
+        Box::pin(async move { self.write_file(key, read) })
+    }
+}
+
+impl ReadFiles {
+    /// The read stored in `key`'s file, if it parses.
+    pub(crate) fn read_file(&self, key: &str) -> Option<SharedRead> {
         let mut file = super::state_file::open_read(&self.path(key, "json").ok()?).ok()??;
         let mut text = String::new();
         file.read_to_string(&mut text).ok()?;
         serde_json::from_str(&text).ok()
     }
 
-    fn store(&self, key: &str, read: &SharedRead) {
+    /// Stores `read` in `key`'s file (a failure is logged: it costs only a read).
+    pub(crate) fn write_file(&self, key: &str, read: &SharedRead) {
         let written = self.path(key, "json").and_then(|path| {
             let mut file = super::state_file::open(&path).map_err(|e| e.to_string())?;
             let text = serde_json::to_vec(read).map_err(|e| e.to_string())?;

@@ -161,11 +161,11 @@ async fn an_add_on_one_worker_makes_the_next_list_on_another_fresh() {
 fn a_read_survives_the_round_trip_and_a_torn_file_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let files = ReadFiles::new(dir.path().into());
-    assert_eq!(files.load("sg-12345678-ab"), None);
+    assert_eq!(files.read_file("sg-12345678-ab"), None);
     let read = SharedRead { version: 3, fetched_ms: 17, rules: vec![] };
-    files.store("sg-12345678-ab", &read);
-    assert_eq!(files.load("sg-12345678-ab"), Some(read));
+    files.write_file("sg-12345678-ab", &read);
+    assert_eq!(files.read_file("sg-12345678-ab"), Some(read));
     std::fs::write(dir.path().join("read-sg-12345678-ab.json"), b"{\"version\":3,\"fe").unwrap();
-    assert_eq!(files.load("sg-12345678-ab"), None);
+    assert_eq!(files.read_file("sg-12345678-ab"), None);
     assert!(files.path("../x", "json").is_err());
 }

@@ -1,6 +1,7 @@
 //! Removes expired rules: one sweeper for the whole host, whichever worker holds the sweeper
 //! lock (an `flock` released when that worker exits, so the next one takes over), at boot and
-//! then every `sweep_interval`.
+//! then every `sweep_interval`. With `[redis]`, one sweeper for the whole fleet: the lock
+//! holder of the host that holds the fleet's lease (see [`super::fleet_sweep`]).
 //!
 //! It looks at the groups named in `sweep_groups`, the exact ids in `allowed_security_groups`
 //! and `allowed_prefix_lists`, and every group (or managed prefix list) this service has given an
@@ -15,20 +16,24 @@
 //! [`DEAD_WRITER_GRACE`] has passed, or once [`ABANDONED_AFTER`] has passed whatever the pid
 //! says (a pid may be reused; a live worker may have failed to write the outcome).
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::expiry_index::{read_index, Target};
+use super::fleet_sweep::{FleetSweep, Turn};
+use crate::fleet::Fleet;
 use crate::whitelist::audit::LoggedEntry;
-use crate::whitelist::{Scope, Whitelist};
+use crate::whitelist::{Error, Scope, Whitelist};
 
 const LOCK: &str = "sweeper.lock";
 
@@ -51,13 +56,35 @@ pub struct Config {
     pub groups: Vec<String>,
 }
 
-/// Runs forever: takes the lock when it is free, then sweeps on every tick.
-pub async fn run(service: Arc<Whitelist>, config: Config) {
+/// Runs forever: takes the host's lock when it is free, then sweeps every `interval`. With
+/// `fleet`, the lock holder of each host also takes turns for the fleet's lease (see
+/// [`super::fleet_sweep`]), and only the lease holder sweeps, the fleet's whole index.
+/// When `drain` turns true (the worker drains), the fleet's lease is given up at once, so
+/// another host need not wait for it to expire.
+pub async fn run(
+    service: Arc<Whitelist>,
+    config: Config,
+    fleet: Option<Arc<Fleet>>,
+    drain: Option<watch::Receiver<bool>>,
+) {
     let mut lock: Option<Flock<File>> = None;
-    let mut tick = tokio::time::interval(config.interval);
+    let mut fleet = fleet.map(FleetSweep::new);
+    let every = fleet.as_ref().map_or(config.interval, |f| f.every().min(config.interval));
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_sweep = Instant::now();
+    let mut last_turn = None;
+    let mut draining = Box::pin(drained(drain));
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = &mut draining => {
+                if let Some(f) = &fleet {
+                    f.release().await;
+                }
+                return;
+            }
+        }
         if lock.is_none() {
             lock = try_lock(&config.state_dir);
             if lock.is_some() {
@@ -66,8 +93,34 @@ pub async fn run(service: Arc<Whitelist>, config: Config) {
                 continue;
             }
         }
+        let local = read_index(&config.state_dir);
+        let turn = match &mut fleet {
+            Some(f) => f.turn(&local).await,
+            None => Turn::Host,
+        };
+        // A host that has just taken the lease over sweeps at once.
+        if turn == Turn::Fleet && last_turn != Some(Turn::Fleet) {
+            next_sweep = Instant::now();
+        }
+        last_turn = Some(turn);
+        if Instant::now() < next_sweep {
+            continue;
+        }
+        next_sweep = Instant::now() + config.interval;
+        // This host's audit log: its lock holder completes its intents, whoever sweeps.
         reconcile(&service).await;
-        let mut targets = read_index(&config.state_dir);
+        let mut targets = match (turn, &fleet) {
+            (Turn::Fleet, Some(f)) => match f.fleet_targets().await {
+                Ok(fleet_index) => fleet_index,
+                Err(e) => {
+                    warn!(event = "sweep_failed", error = %e, "cannot read the fleet's expiry index: {e}");
+                    continue;
+                }
+            },
+            (Turn::Host, _) => BTreeSet::new(),
+            _ => continue,
+        };
+        targets.extend(local);
         targets.extend(config.groups.iter().map(|g| Target {
             group: g.clone(),
             region: None,
@@ -75,17 +128,39 @@ pub async fn run(service: Arc<Whitelist>, config: Config) {
         }));
         for t in targets {
             let scope = Scope { profile: t.profile.clone(), region: t.region.clone(), keys: None };
-            match service.sweep(&scope, &t.group, SystemTime::now()).await {
+            let swept = match (turn, &fleet) {
+                (Turn::Fleet, Some(f)) => {
+                    service.sweep_fenced(&scope, &t.group, SystemTime::now(), &f.fence()).await
+                }
+                _ => service.sweep(&scope, &t.group, SystemTime::now()).await,
+            };
+            match swept {
                 Ok(removed) if !removed.is_empty() => {
                     let ids: Vec<&str> = removed.iter().map(|r| r.rule_id.as_str()).collect();
                     info!(event = "rules_expired", group = %t.group, count = removed.len(), rules = ?ids, "removed expired rules from {}", t.group);
                 }
                 Ok(_) => {}
+                Err(e @ Error::Unavailable(_)) => {
+                    warn!(event = "sweep_stopped", group = %t.group, error = %e, "{e}");
+                    break;
+                }
                 Err(e) => {
                     warn!(event = "sweep_failed", group = %t.group, error = %e, "cannot sweep {}: {e}", t.group)
                 }
             }
         }
+    }
+}
+
+/// Resolves when the worker starts draining; never without a drain signal.
+async fn drained(drain: Option<watch::Receiver<bool>>) {
+    match drain {
+        Some(mut rx) => {
+            if rx.wait_for(|d| *d).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 

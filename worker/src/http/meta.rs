@@ -73,7 +73,7 @@ fn health(state: &State) -> Response<Body> {
             "generation": id.generation,
     });
     if let Some(reason) = redis_down {
-        body["degraded"] = json!({"redis": format!("redis does not answer ({reason}); rate limits on their [redis] fallback")});
+        body["degraded"] = json!({"redis": format!("redis does not answer ({reason}); rate limits, consent records, group locks, read single flight and the sweeper on their [redis] fallbacks")});
     }
     json(StatusCode::OK, &body)
 }

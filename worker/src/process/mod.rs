@@ -61,6 +61,9 @@ pub fn run(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result<(),
     runtime.block_on(serve(inherited, settings, hooks))
 }
 
+/// How long a draining worker waits for its sweeper to give the fleet's lease up.
+const SWEEPER_STOP: Duration = Duration::from_secs(1);
+
 /// The worker's `comm` (15 bytes at most), what `top` and `pgrep` show; `ps` shows the title.
 const COMM: &str = "awswl-worker";
 
@@ -100,7 +103,8 @@ async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result
         Some(limits) => Some(Limiters::open(&settings.whitelist.state_dir, limits, fleet.as_ref())?),
         None => None,
     };
-    app.spawn_sweeper();
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let sweeper = app.spawn_sweeper(Some(drain_rx.clone()));
     let session_key = app.derive_key(crate::http::session::KEY_LABEL);
     let App { dispatcher, audit, .. } = app;
     let state = Arc::new(State::new(Parts {
@@ -131,7 +135,6 @@ async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result
     let mut int = signal(SignalKind::interrupt())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
 
-    let (drain_tx, drain_rx) = watch::channel(false);
     let limit = Arc::new(Semaphore::new(state.settings.worker_connections));
     for listener in listeners {
         tokio::spawn(accept::accept_loop(listener, state.clone(), limit.clone(), drain_rx.clone()));
@@ -173,6 +176,9 @@ async fn serve(inherited: Inherited, settings: Settings, hooks: Hooks) -> Result
             "graceful_timeout reached with connections open: closing them"
         );
     }
+    // The sweeper gives the fleet's lease up (if it holds it) so another host need not wait
+    // for it to expire; one caught mid-sweep is not waited for long (the lease expires anyway).
+    let _ = tokio::time::timeout(SWEEPER_STOP, sweeper).await;
     // One last count and snapshot, so the supervisor's figures include the final requests;
     // the merged counters are exact for workers that drain.
     outbox.send(WorkerMessage::Heartbeat { requests: state.requests(), connections: state.connections() });

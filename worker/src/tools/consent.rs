@@ -3,8 +3,8 @@
 //!
 //! - 2026-07-28: an `InputRequiredResult` carrying an `elicitation/create` form (a `confirm`
 //!   boolean) and a sealed `requestState`; the client's retry carries the answer and the state,
-//!   which is checked (integrity, caller, change, expiry) and consumed once host-wide. The retry
-//!   may land on any worker: everything it needs is in the request.
+//!   which is checked (integrity, caller, change, expiry) and consumed once host-wide (fleet-wide
+//!   with `[redis]`). The retry may land on any worker: everything it needs is in the request.
 //! - Handshake revisions, when the transport can send the client a request while the call runs
 //!   (a [`ClientRequester`](crate::mcp::ClientRequester)) and the client declared elicitation:
 //!   `elicitation/create` sent and its answer awaited, at most the consent TTL.
@@ -45,7 +45,7 @@ impl Asker for McpAsker<'_> {
                 return Err(refused(cannot_ask(reasons, "this server process has no consent key")));
             };
             if self.ctx.protocol_version.is_modern() {
-                return self.stateless(seal, change, reasons);
+                return self.stateless(seal, change, reasons).await;
             }
             match &self.ctx.requester {
                 Some(requester) if self.ctx.client.can_elicit_form() => {
@@ -76,7 +76,7 @@ impl Asker for McpAsker<'_> {
 
 impl McpAsker<'_> {
     /// 2026-07-28: read the answer of a retry, or ask with an `InputRequiredResult`.
-    fn stateless(
+    async fn stateless(
         &self,
         seal: &ConsentSeal,
         change: &ProposedChange,
@@ -97,7 +97,7 @@ impl McpAsker<'_> {
                     "the answer to a consent question arrived on this worker"
                 );
                 let decision = self.decision(answer, "input_required");
-                seal.consume(&verified).map_err(state_refused)?;
+                seal.consume(&verified).await.map_err(state_refused)?;
                 return decision;
             }
         }

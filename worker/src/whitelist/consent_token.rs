@@ -5,8 +5,8 @@
 //!
 //! The payload binds the caller (a hash of its identity), the exact change
 //! ([`ProposedChange::digest`]), an expiry and a random nonce. A state is single-use: the retry
-//! that consumes it records its nonce host-wide through a [`NonceStore`] (files in `state_dir`
-//! today; Redis for many hosts), so a replay on any worker is refused.
+//! that consumes it records its nonce through a [`NonceStore`] (files in `state_dir` on one
+//! host; Redis, with `[redis]`, for a fleet), so a replay on any worker (of any host) is refused.
 //!
 //! [`ProposedChange::digest`]: super::consent::ProposedChange::digest
 
@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_lc_rs::{constant_time, digest, hmac};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 /// Label the consent key is derived under (never valid as a marker MAC, nor the reverse).
@@ -27,7 +28,7 @@ const MAX_TOKEN: usize = 1024;
 pub trait NonceStore: Send + Sync {
     /// Records `nonce` (32 lower-case hex digits) until `until`: `Ok(true)` the first time,
     /// `Ok(false)` when it was already recorded (a replay).
-    fn consume(&self, nonce: &str, until: SystemTime) -> Result<bool, String>;
+    fn consume<'a>(&'a self, nonce: &'a str, until: SystemTime) -> BoxFuture<'a, Result<bool, String>>;
 }
 
 /// Issues and checks consent states.
@@ -149,8 +150,8 @@ impl ConsentSeal {
     }
 
     /// Consumes a verified state: the first consumer on the host wins, any other is a replay.
-    pub fn consume(&self, verified: &Verified) -> Result<(), StateError> {
-        match self.nonces.consume(&verified.nonce, verified.until) {
+    pub async fn consume(&self, verified: &Verified) -> Result<(), StateError> {
+        match self.nonces.consume(&verified.nonce, verified.until).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(StateError::Replayed),
             Err(e) => Err(StateError::Store(e)),
@@ -183,8 +184,8 @@ mod tests {
     struct Memory(Mutex<HashSet<String>>);
 
     impl NonceStore for Memory {
-        fn consume(&self, nonce: &str, _: SystemTime) -> Result<bool, String> {
-            Ok(self.0.lock().map_err(|e| e.to_string())?.insert(nonce.to_string()))
+        fn consume<'a>(&'a self, nonce: &'a str, _: SystemTime) -> BoxFuture<'a, Result<bool, String>> {
+            Box::pin(async move { Ok(self.0.lock().map_err(|e| e.to_string())?.insert(nonce.to_string())) })
         }
     }
 
@@ -195,15 +196,15 @@ mod tests {
     const CHANGE: [u8; 32] = [7; 32];
     const OTHER: [u8; 32] = [8; 32];
 
-    #[test]
-    fn a_state_is_honoured_once_for_its_caller_and_change() {
+    #[tokio::test]
+    async fn a_state_is_honoured_once_for_its_caller_and_change() {
         let s = seal(&[1; 32]);
         let now = SystemTime::now();
         let token = s.issue("jwt:alice", &CHANGE, now).unwrap();
         let ok = s.verify(&token, "jwt:alice", &CHANGE, now).unwrap();
-        assert_eq!(s.consume(&ok), Ok(()));
+        assert_eq!(s.consume(&ok).await, Ok(()));
         let again = s.verify(&token, "jwt:alice", &CHANGE, now).unwrap();
-        assert_eq!(s.consume(&again), Err(StateError::Replayed), "single use");
+        assert_eq!(s.consume(&again).await, Err(StateError::Replayed), "single use");
     }
 
     #[test]

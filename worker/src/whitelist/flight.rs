@@ -13,6 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
@@ -38,10 +39,11 @@ pub struct SharedRead {
 pub trait SharedReads: Send + Sync {
     /// Waits until this caller leads the read of `key` (an opaque `[a-z0-9-]` name).
     fn lead<'a>(&'a self, key: &'a str) -> ReadLeadFuture<'a>;
-    /// The read the last leader of `key` stored, if any (called while leading).
-    fn load(&self, key: &str) -> Option<SharedRead>;
+    /// The read the last leader of `key` stored, if any was made under change counter
+    /// `version` (the caller's; the read comes back with it), called while leading.
+    fn load<'a>(&'a self, key: &'a str, version: u64) -> BoxFuture<'a, Option<SharedRead>>;
     /// Stores a read for the next leader (called while leading); failures cost only a read.
-    fn store(&self, key: &str, read: &SharedRead);
+    fn store<'a>(&'a self, key: &'a str, read: &'a SharedRead) -> BoxFuture<'a, ()>;
 }
 
 /// Nothing shared: every leader reads EC2 itself (one worker alone, tests).
@@ -51,10 +53,12 @@ impl SharedReads for NotShared {
     fn lead<'a>(&'a self, _: &'a str) -> ReadLeadFuture<'a> {
         Box::pin(async { Ok(Box::new(()) as ReadGuard) })
     }
-    fn load(&self, _: &str) -> Option<SharedRead> {
-        None
+    fn load<'a>(&'a self, _: &'a str, _: u64) -> BoxFuture<'a, Option<SharedRead>> {
+        Box::pin(async { None })
     }
-    fn store(&self, _: &str, _: &SharedRead) {}
+    fn store<'a>(&'a self, _: &'a str, _: &'a SharedRead) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// Most keys with a lead slot kept; past it, the idle ones are dropped.

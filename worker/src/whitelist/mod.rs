@@ -49,6 +49,6 @@ pub use rules::{ExistingRule, RuleSpec};
 pub use service::{
     AddArgs, AwsVerdict, ChangeKind, Defaults, DryRun, Error, FindArgs, Found, GroupGuard, GroupLockFuture,
     GroupLocks, History, HistoryQuery, MoveArgs, Moved, Parts, PlannedChange, PlannedRule, Relation, Renewal,
-    Revocation, Revoked, RuleArgs, RuleView, Whitelist,
+    Revocation, Revoked, RuleArgs, RuleView, SweepFence, Unfenced, Whitelist,
 };
 pub use target::{NamedPort, Ports, Protocol};

@@ -71,7 +71,7 @@ impl Whitelist {
         };
         let version = self.versions.current(group).await;
         let now = SystemTime::now();
-        if let Some(read) = self.shared.load(key).filter(|r| r.version == version) {
+        if let Some(read) = self.shared.load(key, version).await {
             let fetched = SystemTime::UNIX_EPOCH + Duration::from_millis(read.fetched_ms);
             let age = now.duration_since(fetched).ok().filter(|age| *age < self.cache.ttl());
             if let Some(fetched) = age.and_then(|age| std::time::Instant::now().checked_sub(age)) {
@@ -83,7 +83,7 @@ impl Whitelist {
         let rules = self.fresh(scope, group).await?;
         let fetched_ms = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         if host_lead.is_some() {
-            self.shared.store(key, &SharedRead { version, fetched_ms, rules: rules.to_vec() });
+            self.shared.store(key, &SharedRead { version, fetched_ms, rules: rules.to_vec() }).await;
         }
         Ok(rules)
     }

@@ -202,12 +202,30 @@ pub type GroupGuard = Box<dyn Send>;
 /// What [`GroupLocks::hold`] returns: the guard, or why the lock cannot be had.
 pub type GroupLockFuture<'a> = Pin<Box<dyn Future<Output = Result<GroupGuard, String>> + Send + 'a>>;
 
-/// Mutual exclusion per security group across every worker of the host, held while an add
-/// under `max_rules_per_group` counts the group's rules and adds one (else two workers can each
-/// count one place left and both take it). The host implements it with files; tests in memory.
+/// Mutual exclusion per security group across every worker of the host (of the fleet, with
+/// `[redis]`), held while an add under `max_rules_per_group` counts the group's rules and adds
+/// one (else two workers can each count one place left and both take it). The host implements
+/// it with files, the fleet with Redis; tests in memory.
 pub trait GroupLocks: Send + Sync {
     /// Waits until this caller holds `group`'s lock (a validated group id).
     fn hold<'a>(&'a self, group: &'a str) -> GroupLockFuture<'a>;
+}
+
+/// Asked by the sweeper before each expired rule is revoked: whether this sweeper may still
+/// act (in a fleet, whether it still holds the sweeper lease). An error stops the sweep before
+/// the revoke, with nothing recorded or changed.
+pub trait SweepFence: Send + Sync {
+    /// `Ok` while this sweeper may act; else why not.
+    fn check(&self) -> futures_util::future::BoxFuture<'_, Result<(), String>>;
+}
+
+/// No fence: the host's sweeper, whose flock the kernel holds for it.
+pub struct Unfenced;
+
+impl SweepFence for Unfenced {
+    fn check(&self) -> futures_util::future::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// The whitelist service of one worker.
@@ -471,6 +489,18 @@ impl Whitelist {
     /// Nothing is removed through a read-only server or profile when `sweep_when_read_only` is
     /// off (see [`Policy::may_sweep`]).
     pub async fn sweep(&self, scope: &Scope, group: &str, now: SystemTime) -> Result<Vec<RuleView>, Error> {
+        self.sweep_fenced(scope, group, now, &Unfenced).await
+    }
+
+    /// [`Whitelist::sweep`], asking `fence` before each revoke; a fence that says no stops the
+    /// sweep (`Unavailable`) before that rule's intent is recorded.
+    pub async fn sweep_fenced(
+        &self,
+        scope: &Scope,
+        group: &str,
+        now: SystemTime,
+        fence: &dyn SweepFence,
+    ) -> Result<Vec<RuleView>, Error> {
         if !self.policy.may_sweep(scope.profile.as_deref()) {
             return Ok(Vec::new());
         }
@@ -500,6 +530,7 @@ impl Whitelist {
                 expires: None,
             };
             let change = Change::new(about, &who, scope);
+            fence.check().await.map_err(|e| Error::Unavailable(format!("sweep of {group} stopped: {e}")))?;
             change.intend(&self.recorder).await?;
             let gone = self.firewall.revoke(scope, group, std::slice::from_ref(&r.rule_id));
             let (change, gone) = answered(change, gone).await;

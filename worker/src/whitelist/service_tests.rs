@@ -731,3 +731,5 @@ mod move_tests;
 mod renew_tests;
 #[path = "lifecycle/revoke_tests.rs"]
 mod revoke_tests;
+#[path = "sweep_tests.rs"]
+mod sweep_tests;
