@@ -81,11 +81,14 @@ fn matching_headers_pass_and_absent_values_need_no_header() {
     assert_eq!(check_params(&declared, &float_port, &meta(&[("Mcp-Param-Port", "22")]), true), Ok(()));
 }
 
+/// One refused case: its name, the headers sent and the arguments.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Map<String, Value>);
+
 #[test]
 fn every_disagreement_is_a_header_mismatch() {
     let declared = annotations(&group_schema()).unwrap_or_default();
     let body = args(json!({"security_group_id": "sg-0abc"}));
-    let cases: [(&str, Vec<(&str, &str)>, Map<String, Value>); 6] = [
+    let cases: [Case; 6] = [
         ("missing", vec![], body.clone()),
         ("other value", vec![("Mcp-Param-Security-Group-Id", "sg-0def")], body.clone()),
         ("case differs", vec![("Mcp-Param-Security-Group-Id", "SG-0ABC")], body.clone()),
