@@ -21,12 +21,6 @@ use tracing::{error, info_span};
 use crate::cli::{Cli, Command, ConfigArgs, ProxyArgs};
 use crate::config::{Config, LogConfig, LogFormat};
 
-/// mimalloc rather than glibc's malloc: the hot path allocates and frees many small objects per
-/// request (JSON values, headers, log fields), and `bench/hotpath.sh` measured tools/call
-/// about a third faster with it for a MiB or two more RSS (issue 12's note has the figures).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit code for an unusable configuration or argument (clap uses the same for bad flags).
 pub(crate) const EXIT_CONFIG: u8 = 2;
 
