@@ -59,13 +59,14 @@ fn init_with(cfg: &LogConfig, batched: bool) -> io::Result<LogHandle> {
     use tracing_subscriber::Layer;
 
     let filter = EnvFilter::builder().parse_lossy(&cfg.level);
-    let (writer, file, terminal) = match &cfg.file {
+    let (main_batch, file, terminal) = match &cfg.file {
         Some(path) => {
             let file = ReopenableFile::open(path)?;
-            (BoxMakeWriter::new(Batch::start(Some(file.clone()), batched)), Some(file), false)
+            (Batch::start(Some(file.clone()), batched), Some(file), false)
         }
-        None => (BoxMakeWriter::new(Batch::start(None, batched)), None, io::stderr().is_terminal()),
+        None => (Batch::start(None, batched), None, io::stderr().is_terminal()),
     };
+    let writer = BoxMakeWriter::new(main_batch.clone());
     let access = cfg.access_file.as_deref().map(ReopenableFile::open).transpose()?;
     let access_writer = access.clone().map(|f| Batch::start(Some(f), batched));
     let json = match cfg.format {
@@ -73,7 +74,17 @@ fn init_with(cfg: &LogConfig, batched: bool) -> io::Result<LogHandle> {
         LogFormat::Text => false,
         LogFormat::Auto => !terminal,
     };
-    let split = access.is_some();
+    let split = access_writer.is_some();
+    // Access lines are JSON in an access file, and in a JSON log: they skip tracing's formatter
+    // (see `worker::http::send_json_lines_to`). In a text log they stay events.
+    if let Some(to) = access_writer.or(json.then_some(main_batch)) {
+        worker::http::send_json_lines_to(
+            Box::new(move |line| {
+                let _ = to.make_writer().write_all(line);
+            }),
+            !split,
+        );
+    }
     let main = if json {
         tracing_subscriber::fmt::layer()
             .json()
@@ -86,18 +97,8 @@ fn init_with(cfg: &LogConfig, batched: bool) -> io::Result<LogHandle> {
         tracing_subscriber::fmt::layer().with_ansi(terminal).with_writer(writer).boxed()
     };
     let main = main.with_filter(filter.and(filter_fn(move |m| !(split && m.target() == "access"))));
-    let access_layer = access_writer.map(|f| {
-        tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_writer(f)
-            // Spans pass too, so the request span (and its request_id) is known to this layer.
-            .with_filter(filter_fn(|m| m.is_span() || m.target() == "access"))
-    });
     // A second init in one process (tests) keeps the first subscriber; nothing to report.
-    drop(tracing_subscriber::registry().with(main).with(access_layer).try_init());
+    drop(tracing_subscriber::registry().with(main).try_init());
     Ok(LogHandle { file, access })
 }
 

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::access::McpMethod;
 use super::guard::{self, Refusal};
 use super::response::{
     denial, full, json, json_text, limits_unavailable, rate_limited, refused, too_many_calls,
@@ -280,7 +281,9 @@ async fn dispatch(
             finished = tokio::time::timeout_at(deadline, &mut task) => finished,
             // The call asks the client something: answer with an event stream from here on.
             Some(first) = events.recv() => {
-                return event_stream(first, events, task, id, method, started, state.clone());
+                let mut resp = event_stream(first, events, task, id, method, started, state.clone());
+                resp.extensions_mut().insert(McpMethod(method));
+                return resp;
             }
         },
     };
@@ -305,6 +308,7 @@ async fn dispatch(
     if let Some(v) = issued.and_then(|id| HeaderValue::from_str(&id).ok()) {
         resp.headers_mut().insert(session::HEADER, v);
     }
+    resp.extensions_mut().insert(McpMethod(method));
     resp
 }
 

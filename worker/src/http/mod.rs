@@ -27,6 +27,7 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 use tracing::Instrument;
 
+pub use access::{send_json_lines_to, JsonLineSink};
 pub use mcp::deliver_forwarded;
 pub use response::Body;
 pub use state::{ConnectionGuard, Identity, State};
@@ -66,7 +67,7 @@ pub async fn handle(
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
-    span.in_scope(|| line.log(&resp, started));
+    line.log(&resp, started, &request_id, &span);
     state.metrics.http_request(resp.status().as_u16());
     state.request_done();
     Ok(resp)
