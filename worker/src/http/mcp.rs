@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST};
+use hyper::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST};
 use hyper::{Request, Response, StatusCode};
 use serde_json::{Map, Value};
 use supervisor::ipc::WorkerMessage;
@@ -49,30 +49,31 @@ pub(super) async fn endpoint(
         Ok(p) => p,
         Err(resp) => return resp,
     };
-    let client_key = if state.auth.enabled() { principal.identity() } else { address_key(client_addr) };
     let requests = state.limits.as_ref().map(|l| &l.requests);
+    // Built only when there is a limit to key.
+    let client_key =
+        requests.map(|_| if state.auth.enabled() { principal.identity() } else { address_key(client_addr) });
     // A client already out of tokens is answered before its body is read.
-    if let Some(limited) = peek(requests, &client_key).await {
+    if let Some(limited) = peek(requests, client_key.as_deref()).await {
         state.metrics.rate_limited.inc();
         return limited;
     }
     let headers = req.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
     let mut meta = TransportMeta::from_headers(headers);
-    let session_id = req.headers().get(session::HEADER).map(|v| v.as_bytes().to_vec());
     let accepts_events = req
         .headers()
         .get_all(ACCEPT)
         .iter()
         .any(|v| v.to_str().is_ok_and(|s| s.contains("text/event-stream")));
-    let metadata_url = metadata_url(&req, peer, state);
-    let bytes = match read_body(req.into_body(), state).await {
+    let (parts, body) = req.into_parts();
+    let bytes = match read_body(body, state).await {
         Ok(b) => b,
         Err(refusal) => return refused(&refusal),
     };
     let message = parse_json(&bytes);
     let calls = message.as_ref().map_or(0, |m| called_tools(m).len());
-    if let Some(limiter) = requests {
-        if let Some(limited) = charge(limiter, &client_key, calls).await {
+    if let (Some(limiter), Some(key)) = (requests, &client_key) {
+        if let Some(limited) = charge(limiter, key, calls).await {
             state.metrics.rate_limited.inc();
             return limited;
         }
@@ -89,14 +90,15 @@ pub(super) async fn endpoint(
         for needed in tools.chain(resources.map(Some)) {
             if let Err(d) = principal.require(needed) {
                 state.metrics.auth_failures.with_label_values(&[denial_reason(&d)]).inc();
+                let metadata_url = metadata_url(&parts.headers, peer, state);
                 return denial(&d, &state.auth.www_authenticate(&d, &metadata_url));
             }
         }
     }
     meta.caller = principal.caller(state.auth.enabled(), client_addr, request_id);
-    let session = match session_id {
+    let session = match parts.headers.get(session::HEADER) {
         None => None,
-        Some(raw) => match std::str::from_utf8(&raw).ok().and_then(|id| state.sessions.verify(id, now())) {
+        Some(raw) => match raw.to_str().ok().and_then(|id| state.sessions.verify(id, now())) {
             Some(s) => Some(s),
             None => {
                 let error = rpc_error(
@@ -197,8 +199,8 @@ async fn authenticate(
     state: &State,
 ) -> Result<Principal, Response<Body>> {
     let failures = state.limits.as_ref().map(|l| &l.auth_failures).filter(|_| state.auth.enabled());
-    let key = address_key(client_addr);
-    if let Some(limited) = peek(failures, &key).await {
+    let key = failures.map(|_| address_key(client_addr));
+    if let Some(limited) = peek(failures, key.as_deref()).await {
         state.metrics.rate_limited.inc();
         return Err(limited);
     }
@@ -208,15 +210,15 @@ async fn authenticate(
         Err(d) => {
             state.metrics.auth_failures.with_label_values(&[denial_reason(&d)]).inc();
             if d.is_failed_credential() {
-                if let Some(limited) = match failures {
-                    Some(l) => decided(l.check_n(&key, 1).await),
-                    None => None,
+                if let Some(limited) = match (failures, &key) {
+                    (Some(l), Some(key)) => decided(l.check_n(key, 1).await),
+                    _ => None,
                 } {
                     state.metrics.rate_limited.inc();
                     return Err(limited);
                 }
             }
-            Err(denial(&d, &state.auth.www_authenticate(&d, &metadata_url(req, peer, state))))
+            Err(denial(&d, &state.auth.www_authenticate(&d, &metadata_url(req.headers(), peer, state))))
         }
     }
 }
@@ -412,8 +414,8 @@ fn decided(decision: Result<Decision, Unavailable>) -> Option<Response<Body>> {
 }
 
 /// [`decided`] for a look at `key`'s bucket that takes nothing.
-async fn peek(limiter: Option<&Limiter>, key: &str) -> Option<Response<Body>> {
-    decided(limiter?.peek(key).await)
+async fn peek(limiter: Option<&Limiter>, key: Option<&str>) -> Option<Response<Body>> {
+    decided(limiter?.peek(key?).await)
 }
 
 /// Charges a request carrying `calls` tool calls (at least one token), all or nothing; the 429
@@ -459,11 +461,10 @@ fn called_tool(m: &Value) -> Option<&str> {
 
 /// The canonical URI of this MCP endpoint, as clients reach it: `X-Forwarded-Proto` is believed
 /// only from a trusted proxy (`peer` in `forwarded_allow_ips`).
-pub(super) fn resource_uri(req: &Request<Incoming>, peer: Option<SocketAddr>, state: &State) -> String {
-    let host = req.headers().get(HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
+pub(super) fn resource_uri(headers: &HeaderMap, peer: Option<SocketAddr>, state: &State) -> String {
+    let host = headers.get(HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
     let trusted = state.settings.forwarded.trusts_peer(peer.map(|p| p.ip()));
-    let proto = req
-        .headers()
+    let proto = headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
         .filter(|p| trusted && matches!(*p, "http" | "https"))
@@ -471,11 +472,10 @@ pub(super) fn resource_uri(req: &Request<Incoming>, peer: Option<SocketAddr>, st
     format!("{proto}://{host}{}", state.settings.mcp.policy.path)
 }
 
-fn metadata_url(req: &Request<Incoming>, peer: Option<SocketAddr>, state: &State) -> String {
-    state
-        .auth
-        .resource_metadata_url()
-        .unwrap_or_else(|| crate::auth::metadata_url_for(&resource_uri(req, peer, state)).unwrap_or_default())
+fn metadata_url(headers: &HeaderMap, peer: Option<SocketAddr>, state: &State) -> String {
+    state.auth.resource_metadata_url().unwrap_or_else(|| {
+        crate::auth::metadata_url_for(&resource_uri(headers, peer, state)).unwrap_or_default()
+    })
 }
 
 #[cfg(test)]

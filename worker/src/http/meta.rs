@@ -37,7 +37,7 @@ fn resource_metadata(req: &Request<Incoming>, peer: Option<SocketAddr>, state: &
             &json!({"error": "authentication is not enabled on this server"}),
         );
     }
-    let resource = state.auth.audience_or(&super::mcp::resource_uri(req, peer, state));
+    let resource = state.auth.audience_or(&super::mcp::resource_uri(req.headers(), peer, state));
     json(StatusCode::OK, &state.auth.protected_resource_metadata(&resource))
 }
 
