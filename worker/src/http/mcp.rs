@@ -11,6 +11,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use futures_util::FutureExt;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST};
@@ -252,10 +253,11 @@ async fn read_body(body: Incoming, state: &State) -> Result<Bytes, Refusal> {
     }
 }
 
-/// Hands the message to the dispatcher, counts it, and turns the outcome into a response. The
-/// dispatch runs as a task of its own: past `mcp.request_timeout` the client is answered with
-/// an error, while the task finishes what it started (a change under way is completed and
-/// audited, never cut between EC2 and the audit log).
+/// Hands the message to the dispatcher, counts it, and turns the outcome into a response. A
+/// message with a tool call is dispatched as a task of its own: past `mcp.request_timeout` the
+/// client is answered with an error, while the task finishes what it started (a change under
+/// way is completed and audited, never cut between EC2 and the audit log). Anything else
+/// changes nothing and is dispatched in place.
 async fn dispatch(
     message: Value,
     meta: TransportMeta,
@@ -271,23 +273,30 @@ async fn dispatch(
     tracing::Span::current().record("mcp_method", method);
     let started = std::time::Instant::now();
     let id = message.get("id").cloned().unwrap_or(Value::Null);
-    let mut task = tokio::spawn({
-        let state = state.clone();
-        async move { state.dispatcher.handle(message, &meta).await }
-    });
     let timeout = state.settings.mcp.request_timeout;
     let deadline = Instant::now() + timeout;
-    let finished = match events {
-        None => tokio::time::timeout_at(deadline, &mut task).await,
-        Some(mut events) => tokio::select! {
-            finished = tokio::time::timeout_at(deadline, &mut task) => finished,
-            // The call asks the client something: answer with an event stream from here on.
-            Some(first) = events.recv() => {
-                let mut resp = event_stream(first, events, task, id, method, started, state.clone());
-                resp.extensions_mut().insert(McpMethod(method));
-                return resp;
-            }
-        },
+    let finished = if called_tools(&message).is_empty() {
+        // No tool call, so nothing that changes anything: answered here, and simply dropped
+        // at the deadline (a task of its own costs a spawn and a wake-up per request).
+        let handled = std::panic::AssertUnwindSafe(state.dispatcher.handle(message, &meta)).catch_unwind();
+        tokio::time::timeout_at(deadline, handled).await.map(|r| r.map_err(|_| Failed::Panicked))
+    } else {
+        let mut task = tokio::spawn({
+            let state = state.clone();
+            async move { state.dispatcher.handle(message, &meta).await }
+        });
+        match events {
+            None => tokio::time::timeout_at(deadline, &mut task).await.map(|r| r.map_err(Failed::Join)),
+            Some(mut events) => tokio::select! {
+                finished = tokio::time::timeout_at(deadline, &mut task) => finished.map(|r| r.map_err(Failed::Join)),
+                // The call asks the client something: answer with an event stream from here on.
+                Some(first) = events.recv() => {
+                    let mut resp = event_stream(first, events, task, id, method, started, state.clone());
+                    resp.extensions_mut().insert(McpMethod(method));
+                    return resp;
+                }
+            },
+        }
     };
     let outcome = settle(finished, id, timeout);
     state.metrics.mcp_request(method, succeeded(&outcome), started.elapsed().as_secs_f64());
@@ -314,9 +323,20 @@ async fn dispatch(
     resp
 }
 
-/// The outcome of a dispatch task that finished, failed, or outlasted `limit`.
+/// Why a dispatch ended without an outcome.
+#[derive(Debug, thiserror::Error)]
+enum Failed {
+    /// The dispatch task failed (panicked, or was cancelled by the runtime shutting down).
+    #[error("{0}")]
+    Join(#[from] tokio::task::JoinError),
+    /// A dispatch answered in place panicked.
+    #[error("the dispatch panicked")]
+    Panicked,
+}
+
+/// The outcome of a dispatch that finished, failed, or outlasted `limit`.
 fn settle(
-    finished: Result<Result<Outcome, tokio::task::JoinError>, tokio::time::error::Elapsed>,
+    finished: Result<Result<Outcome, Failed>, tokio::time::error::Elapsed>,
     id: Value,
     limit: std::time::Duration,
 ) -> Outcome {
@@ -369,7 +389,7 @@ fn event_stream(
         let deadline = Instant::now() + limit;
         let finished = loop {
             tokio::select! {
-                finished = tokio::time::timeout_at(deadline, &mut task) => break finished,
+                finished = tokio::time::timeout_at(deadline, &mut task) => break finished.map(|r| r.map_err(Failed::Join)),
                 Some(more) = events.recv() => { let _ = body.send(stream::event(&more)); }
             }
         };

@@ -61,6 +61,8 @@ impl Tool for WhitelistTool {
     }
 
     fn call<'a>(&'a self, args: Map<String, Value>, ctx: &'a CallContext) -> ToolFuture<'a> {
+        // The changes' futures (several KB: consent, EC2 writes, audit) are boxed apart, so a
+        // check or a list does not allocate and copy room for them on every call.
         Box::pin(async move {
             let scope = scope(&args).map_err(ToolError::Failed)?;
             let who = caller_of(ctx);
@@ -69,15 +71,18 @@ impl Tool for WhitelistTool {
             let dry_run = args.get("dry_run").and_then(Value::as_bool).unwrap_or(false);
             let (text, value) = match self.kind {
                 Kind::Add if dry_run => {
-                    let d = self.service.dry_run_add(&scope, &add_args(&args), &who).await.map_err(fail)?;
+                    let d = Box::pin(self.service.dry_run_add(&scope, &add_args(&args), &who))
+                        .await
+                        .map_err(fail)?;
                     let existing = d.existing.first().map(rule_value);
                     let mut value = dry_run_value(&d);
                     value["rule"] = existing.unwrap_or(Value::Null);
                     (d.message, value)
                 }
                 Kind::Remove if dry_run => {
-                    let d =
-                        self.service.dry_run_remove(&scope, &rule_args(&args), &who).await.map_err(fail)?;
+                    let d = Box::pin(self.service.dry_run_remove(&scope, &rule_args(&args), &who))
+                        .await
+                        .map_err(fail)?;
                     let mut value = dry_run_value(&d);
                     value["removed"] = json!([]);
                     value["would_remove"] = d.existing.iter().map(rule_value).collect();
@@ -85,16 +90,14 @@ impl Tool for WhitelistTool {
                 }
                 Kind::Add => {
                     let a = add_args(&args);
-                    let r = self.service.add_with(&scope, &a, &who, &asker).await.map_err(fail)?;
+                    let r = Box::pin(self.service.add_with(&scope, &a, &who, &asker)).await.map_err(fail)?;
                     (
                         r.message.clone(),
                         json!({"success": true, "changed": r.changed, "renewed": r.renewed, "previous_expires_at": r.previous_expires_at, "message": r.message, "rule": rule_value(&r.rule)}),
                     )
                 }
                 Kind::Remove => {
-                    let r = self
-                        .service
-                        .remove_with(&scope, &rule_args(&args), &who, &asker)
+                    let r = Box::pin(self.service.remove_with(&scope, &rule_args(&args), &who, &asker))
                         .await
                         .map_err(fail)?;
                     let removed: Vec<Value> = r.removed.iter().map(rule_value).collect();
