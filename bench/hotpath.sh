@@ -4,7 +4,8 @@
 # p50/p99 of whitelist_check over a run spanning several cache expiries with the number of
 # DescribeSecurityGroupRules calls per group per cache_ttl, and the RSS of the service and of
 # bare hyper holding many idle keep-alive connections. Every req/s is also given as a ratio to
-# bare hyper's GET /health measured in the same run, with the same wrk settings.
+# bare hyper's GET /health measured in the same run, with the same wrk settings; and the CPU
+# time the server's processes spent per request in each row.
 #
 # Usage: bench/hotpath.sh [-d DURATION] [-c CONNECTIONS] [-t WRK_THREADS] [-w WARMUP] [--workers N]
 #                         [--expiry-run DURATION] [--ttl SECONDS] [--idle N] [--smoke] [--debug]
@@ -261,7 +262,12 @@ bench_finish "Hot path, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, loopback, $CO
     "  = $(awk -v c="$calls" -v n="$ttls" 'BEGIN { printf "%.2f", c / n }') per group per cache_ttl per host ($WORKERS workers)" \
     "" \
     "$(printf '%-26s %9s %9s %12s' "$IDLE idle keep-alive conns" "rss_MiB" "with_conns" "B_per_conn")" \
-    "${IDLE_ROWS[@]}"
+    "${IDLE_ROWS[@]}" \
+    "" \
+    "CPU per request (user + system of the server's processes, over the measured run; the" \
+    "kernel's loopback TCP work is charged to them too; steadier than req/s on a shared box):" \
+    "$(printf '%-24s %12s' target cpu_us_per_req)" \
+    "${CPU_ROWS[@]}"
 if ((PERF)); then
     echo
     echo "perf: the service during \"check (info)\", top symbols by own time ($OUT/perf.data):"
@@ -271,6 +277,6 @@ if ((PERF)); then
 fi
 if ((SMOKE)); then
     # Only that every row was measured: never a speed.
-    ((${#ROWS[@]} == 7 && ${#IDLE_ROWS[@]} == 2)) || { echo "FAILED: smoke: rows missing" >&2; exit 1; }
+    ((${#ROWS[@]} == 7 && ${#IDLE_ROWS[@]} == 2 && ${#CPU_ROWS[@]} == 7)) || { echo "FAILED: smoke: rows missing" >&2; exit 1; }
     echo "smoke: every row measured (figures from a ${PROFILE} build in a few seconds mean nothing)"
 fi

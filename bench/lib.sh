@@ -11,6 +11,7 @@ BENCH_LIB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck disable=SC2034 # used by the scripts that source this file
 CORES=$(nproc)
 ROWS=()      # formatted table rows, in run order
+CPU_ROWS=()  # CPU time per request of each row's server, in run order
 FAILED=()    # "target: why" for every target that must fail the run
 RUNNING=     # the server under test, stopped on any exit
 
@@ -196,6 +197,23 @@ rss_tree_mib() {
     awk -v kb="$kb" -v n="${#pids[@]}" 'BEGIN { printf "%.1f (%d proc)", kb / 1024, n }'
 }
 
+# CPU time (user + system, clock ticks) of a process and all its descendants so far.
+cpu_ticks() { # PID
+    local pids=("$1") i=0 t=0 p
+    while ((i < ${#pids[@]})); do
+        for p in $(ps -o pid= --ppid "${pids[i]}"); do pids+=("$p"); done
+        i=$((i + 1))
+    done
+    local stat fields
+    for p in "${pids[@]}"; do
+        stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+        # Past the ")" that ends the name (a process title may hold spaces): utime, stime.
+        read -r -a fields <<<"${stat##*) }"
+        t=$((t + fields[11] + fields[12]))
+    done
+    echo "$t"
+}
+
 # wrk latency figure ("1.23ms", "850.00us", "1.02s") → milliseconds.
 to_ms() {
     awk -v v="$1" 'BEGIN {
@@ -214,7 +232,10 @@ run_target() { # NAME URL PID [WRK_SCRIPT]
     [[ -n $script ]] && wrk_args+=(-s "$script")
     bytes=$(probe "$name" "$url" "$script")
     wrk "${wrk_args[@]}" -d"$WARMUP" "$url" >/dev/null
+    local ticks_before ticks_after
+    ticks_before=$(cpu_ticks "$pid")
     wrk "${wrk_args[@]}" -d"$DURATION" --latency "$url" >"$log"
+    ticks_after=$(cpu_ticks "$pid")
     local rps p50 p90 p99 sock non2xx errors rss
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$log")
     p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$log")")
@@ -227,6 +248,9 @@ run_target() { # NAME URL PID [WRK_SCRIPT]
         FAILED+=("$name: ${sock:-0} socket errors, ${non2xx:-0} non-2xx answers (wrk output: $log)")
     fi
     rss=$(rss_tree_mib "$pid")
+    CPU_ROWS+=("$(awk -v name="$name" -v t="$((ticks_after - ticks_before))" -v hz="$(getconf CLK_TCK)" \
+        -v n="$(awk '/ requests in / {print $1}' "$log")" \
+        'BEGIN { printf "%-24s %12s", name, (n > 0 ? sprintf("%.1f", t * 1e6 / hz / n) : "?") }')")
     # shellcheck disable=SC2059
     ROWS+=("$(printf "$ROW_FORMAT" "$name" "${rps:-?}" "$p50" "$p90" "$p99" "$errors" "$bytes" "$rss")")
 }
