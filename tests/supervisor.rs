@@ -505,7 +505,12 @@ impl Throttled {
                 }
             }
         }
-        assert!(blocked_writing(pid), "the main loop stayed busy during the burst");
+        // A signal interrupts the blocked write for its handler, and the write is restarted:
+        // for that instant the thread is not in `pipe_write`, so the check waits it out.
+        while !blocked_writing(pid) {
+            assert!(Instant::now() < deadline, "the main loop stayed busy during the burst");
+            std::thread::yield_now();
+        }
         self.release();
     }
 }
