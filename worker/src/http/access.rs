@@ -239,8 +239,6 @@ thread_local! {
 mod tests {
     use super::*;
 
-    /// The direct line must keep the formatter's fields, in its order (what operators' parsers
-    /// and the tests read).
     #[test]
     fn generated_request_ids_are_24_hex_digits_and_do_not_repeat() {
         let ids: std::collections::HashSet<String> = (0..10_000).map(|_| new_request_id()).collect();
@@ -250,6 +248,8 @@ mod tests {
         assert!(!ids.contains(&other), "another thread has other keys");
     }
 
+    /// The direct line must keep the formatter's fields, in its order (what operators' parsers
+    /// and the tests read).
     #[test]
     fn the_direct_json_line_has_the_formatters_fields_in_its_order() {
         let access = Access {

@@ -129,7 +129,7 @@ pub(super) async fn endpoint(
         }
     }
     let declared = initialize_capabilities(&message);
-    dispatch(message, meta, state, events, declared).await
+    dispatch(message, calls > 0, meta, state, events, declared).await
 }
 
 /// JSON-RPC error code of an unknown session (the transport's 404).
@@ -260,6 +260,7 @@ async fn read_body(body: Incoming, state: &State) -> Result<Bytes, Refusal> {
 /// changes nothing and is dispatched in place.
 async fn dispatch(
     message: Value,
+    calls_tools: bool,
     meta: TransportMeta,
     state: &Arc<State>,
     events: Option<mpsc::UnboundedReceiver<Value>>,
@@ -275,7 +276,7 @@ async fn dispatch(
     let id = message.get("id").cloned().unwrap_or(Value::Null);
     let timeout = state.settings.mcp.request_timeout;
     let deadline = Instant::now() + timeout;
-    let finished = if called_tools(&message).is_empty() {
+    let finished = if !calls_tools {
         // No tool call, so nothing that changes anything: answered here, and simply dropped
         // at the deadline (a task of its own costs a spawn and a wake-up per request).
         let handled = std::panic::AssertUnwindSafe(state.dispatcher.handle(message, &meta)).catch_unwind();
@@ -328,7 +329,7 @@ async fn dispatch(
 enum Failed {
     /// The dispatch task failed (panicked, or was cancelled by the runtime shutting down).
     #[error("{0}")]
-    Join(#[from] tokio::task::JoinError),
+    Join(tokio::task::JoinError),
     /// A dispatch answered in place panicked.
     #[error("the dispatch panicked")]
     Panicked,
