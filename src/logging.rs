@@ -117,29 +117,33 @@ struct SpanJson;
 
 impl<'w> FormatFields<'w> for SpanJson {
     fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
-        let mut object = JsonObject { text: String::from("{"), empty: true };
+        // Room for a request span's fields, so the text is allocated once.
+        let mut text = Vec::with_capacity(128);
+        text.push(b'{');
+        let mut object = JsonObject { text, empty: true };
         fields.record(&mut object);
-        object.text.push('}');
-        writer.write_str(&object.text)
+        object.text.push(b'}');
+        writer.write_str(&object.into_text())
     }
 
     fn add_fields(&self, current: &'w mut FormattedFields<Self>, fields: &Record<'_>) -> fmt::Result {
-        let mut text = std::mem::take(&mut current.fields);
-        if text.pop() != Some('}') {
+        let mut text = std::mem::take(&mut current.fields).into_bytes();
+        if text.pop() != Some(b'}') {
             return self.format_fields(current.as_writer(), fields);
         }
-        let empty = text == "{";
+        let empty = text == b"{";
         let mut object = JsonObject { text, empty };
         fields.record(&mut object);
-        object.text.push('}');
-        current.fields = object.text;
+        object.text.push(b'}');
+        current.fields = object.into_text();
         Ok(())
     }
 }
 
-/// Writes visited fields as `"name":value` members (the closing brace is the caller's).
+/// Writes visited fields as `"name":value` members (the closing brace is the caller's),
+/// serialised straight into one buffer.
 struct JsonObject {
-    text: String,
+    text: Vec<u8>,
     empty: bool,
 }
 
@@ -150,13 +154,26 @@ impl JsonObject {
             return;
         }
         let name = name.strip_prefix("r#").unwrap_or(name);
-        if !std::mem::take(&mut self.empty) {
-            self.text.push(',');
+        let start = self.text.len();
+        if !self.empty {
+            self.text.push(b',');
         }
-        // Serialising a name or a plain value cannot fail; `null` if it ever did.
-        self.text.push_str(&serde_json::to_string(name).unwrap_or_else(|_| "\"\"".into()));
-        self.text.push(':');
-        self.text.push_str(&serde_json::to_string(&value).unwrap_or_else(|_| "null".into()));
+        let written = serde_json::to_writer(&mut self.text, name).and_then(|()| {
+            self.text.push(b':');
+            serde_json::to_writer(&mut self.text, &value)
+        });
+        match written {
+            Ok(()) => self.empty = false,
+            // Serialising a name or a plain value cannot fail; if it ever did, the field is
+            // left out rather than half written.
+            Err(_) => self.text.truncate(start),
+        }
+    }
+
+    /// The text; serde_json writes only UTF-8, so the check cannot fail (an empty object if
+    /// it ever did).
+    fn into_text(self) -> String {
+        String::from_utf8(self.text).unwrap_or_else(|_| "{}".to_string())
     }
 }
 
@@ -177,7 +194,16 @@ impl Visit for JsonObject {
         self.member(field, value)
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.member(field, format!("{value:?}"))
+        self.member(field, DebugText(value))
+    }
+}
+
+/// A `Debug` value serialised as the string it writes, without an intermediate `String`.
+struct DebugText<'a>(&'a dyn fmt::Debug);
+
+impl serde::Serialize for DebugText<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{:?}", self.0))
     }
 }
 

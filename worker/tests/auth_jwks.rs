@@ -113,7 +113,7 @@ fn settings(url: &str, cache: f64, min_refresh: f64) -> AuthSettings {
 }
 
 async fn check(auth: &Authenticator, token: &str) -> Result<String, Denial> {
-    auth.authenticate(Some(&format!("Bearer {token}"))).await.map(|p| p.subject)
+    auth.authenticate(Some(&format!("Bearer {token}"))).await.map(|p| p.subject.clone())
 }
 
 /// `n` tokens with made-up kids (signed ahead, so the timed part is only their checking).

@@ -31,6 +31,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, DecodingKey};
 
@@ -359,9 +360,9 @@ impl Authenticator {
 
     /// Checks the `Authorization` header's value. With auth off, every caller is
     /// [`Principal::anonymous`].
-    pub async fn authenticate(&self, authorization_header: Option<&str>) -> Result<Principal, Denial> {
+    pub async fn authenticate(&self, authorization_header: Option<&str>) -> Result<Arc<Principal>, Denial> {
         if !self.enabled {
-            return Ok(Principal::anonymous());
+            return Ok(Arc::new(Principal::anonymous()));
         }
         let value = authorization_header.map(str::trim).unwrap_or("");
         let (scheme, credential) = value.split_once(' ').unwrap_or((value, ""));
@@ -373,7 +374,7 @@ impl Authenticator {
             return Err(Denial::InvalidToken(InvalidToken::Empty));
         }
         if credential.starts_with(apikey::PREFIX) {
-            return self.api_keys.verify(credential);
+            return self.api_keys.verify(credential).map(Arc::new);
         }
         if !self.jwt.accepts_asymmetric() && self.jwt.hs.is_none() {
             return Err(Denial::InvalidToken(InvalidToken::Malformed("not an API key")));

@@ -6,7 +6,7 @@
 //! Public-key tokens are not remembered (see `jwt`): a JWKS may drop their key at any fetch.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::Principal;
@@ -16,9 +16,13 @@ const MAX_ENTRIES: usize = 4096;
 /// Longest a verified token is trusted without a new check.
 pub(super) const MAX_AGE: Duration = Duration::from_secs(300);
 
-/// Token hash → (who, until when in Unix seconds).
+/// Who a remembered token names (shared, so a hit copies nothing) and until when, in Unix
+/// seconds.
+type Entry = (Arc<Principal>, u64);
+
+/// Token hash → [`Entry`].
 #[derive(Default)]
-pub(super) struct TokenCache(Mutex<HashMap<[u8; 32], (Principal, u64)>>);
+pub(super) struct TokenCache(Mutex<HashMap<[u8; 32], Entry>>);
 
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -33,14 +37,14 @@ fn digest(token: &str) -> [u8; 32] {
 
 impl TokenCache {
     /// Who `token` names, if it verified before and has not expired since.
-    pub(super) fn get(&self, token: &str) -> Option<Principal> {
+    pub(super) fn get(&self, token: &str) -> Option<Arc<Principal>> {
         let entries = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let (principal, until) = entries.get(&digest(token))?;
         (now() < *until).then(|| principal.clone())
     }
 
     /// Remembers a verified token whose `exp` is `exp` (Unix seconds), until then.
-    pub(super) fn put(&self, token: &str, principal: &Principal, exp: u64) {
+    pub(super) fn put(&self, token: &str, principal: &Arc<Principal>, exp: u64) {
         let now = now();
         let until = exp.min(now.saturating_add(MAX_AGE.as_secs()));
         if until <= now {
@@ -64,7 +68,7 @@ mod tests {
     #[test]
     fn remembered_until_exp_and_bounded() {
         let c = TokenCache::default();
-        let p = Principal::anonymous();
+        let p = Arc::new(Principal::anonymous());
         assert_eq!(c.get("t"), None);
         c.put("t", &p, now() + 60);
         assert_eq!(c.get("t"), Some(p.clone()));

@@ -16,7 +16,8 @@ use std::sync::OnceLock;
 use std::time::{Instant, SystemTime};
 
 use hyper::body::Incoming;
-use hyper::{Request, Response};
+use hyper::header::{HeaderValue, REFERER, USER_AGENT};
+use hyper::{Method, Request, Response, Uri};
 use serde::Serialize;
 
 use super::Body;
@@ -42,39 +43,42 @@ pub fn send_json_lines_to(sink: JsonLineSink, filtered: bool) {
     let _ = DIRECT.set(Direct { sink, filtered });
 }
 
-/// The MCP method of a request, bounded like the metric label; the MCP endpoint puts it in the
-/// response's extensions so the access line can say it.
-#[derive(Clone, Copy)]
-pub(super) struct McpMethod(pub &'static str);
-
-/// What the access-log line says about the request (read before the request is consumed).
+/// What the access-log line says about the request (kept before the request is consumed).
+/// The parts are clones that share the request's bytes, so keeping them copies nothing.
 pub(super) struct Access {
-    method: String,
-    path: String,
-    user_agent: String,
-    referer: String,
+    method: Method,
+    uri: Uri,
+    user_agent: Option<HeaderValue>,
+    referer: Option<HeaderValue>,
     client: Option<IpAddr>,
 }
 
 impl Access {
-    /// Reads the request's side of the line; `client` as the trusted proxies resolved it.
-    pub(super) fn read(req: &Request<Incoming>, client: Option<IpAddr>) -> Access {
+    /// Keeps the request's side of the line; `client` as the trusted proxies resolved it.
+    pub(super) fn read<B>(req: &Request<B>, client: Option<IpAddr>) -> Access {
         Access {
-            method: req.method().to_string(),
-            path: req.uri().path().chars().take(256).collect(),
-            user_agent: header_text(req, hyper::header::USER_AGENT),
-            referer: header_text(req, hyper::header::REFERER),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            user_agent: req.headers().get(USER_AGENT).cloned(),
+            referer: req.headers().get(REFERER).cloned(),
             client,
         }
     }
 
+    /// The path, at most 256 characters of it.
+    fn path(&self) -> &str {
+        clipped(self.uri.path())
+    }
+
     /// Writes the line: as JSON straight to the log when a sink is set, else as a tracing event
-    /// inside the request's `span` (so it carries the request id and method).
+    /// inside the request's `span` (so it carries the request id and method). `mcp_method`:
+    /// what the MCP endpoint dispatched, if it did.
     pub(super) fn log(
         &self,
         resp: &Response<Body>,
         started: Instant,
         request_id: &str,
+        mcp_method: Option<&str>,
         span: &tracing::Span,
     ) {
         let direct = DIRECT.get();
@@ -85,7 +89,6 @@ impl Access {
         let bytes = hyper::body::Body::size_hint(resp.body()).exact().unwrap_or(0);
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         if let Some(d) = direct {
-            let mcp_method = resp.extensions().get::<McpMethod>().map(|m| m.0);
             (d.sink)(&self.json_line(status, bytes, duration_ms, request_id, mcp_method));
             return;
         }
@@ -95,13 +98,13 @@ impl Access {
                 event = "access",
                 client = %Client(self.client),
                 method = %self.method,
-                path = %self.path,
+                path = self.path(),
                 status,
                 bytes,
                 duration_ms,
-                user_agent = %self.user_agent,
-                referer = %self.referer,
-                "{} {} {}", self.method, self.path, status
+                user_agent = header_text(self.user_agent.as_ref()),
+                referer = header_text(self.referer.as_ref()),
+                "{} {} {}", self.method, self.path(), status
             )
         })
     }
@@ -118,16 +121,16 @@ impl Access {
         let line = JsonLine {
             timestamp: Display(humantime::format_rfc3339_micros(SystemTime::now())),
             level: "INFO",
-            message: Display(format_args!("{} {} {}", self.method, self.path, status)),
+            message: Display(format_args!("{} {} {}", self.method, self.path(), status)),
             event: "access",
             client: Display(Client(self.client)),
-            method: &self.method,
-            path: &self.path,
+            method: self.method.as_str(),
+            path: self.path(),
             status,
             bytes,
             duration_ms,
-            user_agent: &self.user_agent,
-            referer: &self.referer,
+            user_agent: header_text(self.user_agent.as_ref()),
+            referer: header_text(self.referer.as_ref()),
             target: "access",
             span: SpanFields { mcp_method, request_id, name: "request" },
         };
@@ -193,11 +196,14 @@ impl fmt::Display for Client {
     }
 }
 
-fn header_text(req: &Request<Incoming>, name: hyper::header::HeaderName) -> String {
-    req.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map_or(String::new(), |v| v.chars().take(256).collect())
+/// A header's text for the line: empty when absent or not visible ASCII, at most 256 characters.
+fn header_text(value: Option<&HeaderValue>) -> &str {
+    value.and_then(|v| v.to_str().ok()).map_or("", clipped)
+}
+
+/// At most the first 256 characters of `text`.
+fn clipped(text: &str) -> &str {
+    text.char_indices().nth(256).map_or(text, |(end, _)| &text[..end])
 }
 
 /// The client's `X-Request-Id` if it is short and plain (it ends up in logs), else a new one.
@@ -252,13 +258,8 @@ mod tests {
     /// and the tests read).
     #[test]
     fn the_direct_json_line_has_the_formatters_fields_in_its_order() {
-        let access = Access {
-            method: "POST".into(),
-            path: "/mcp".into(),
-            user_agent: "probe \"1\"".into(),
-            referer: String::new(),
-            client: Some("192.0.2.1".parse().unwrap()),
-        };
+        let req = Request::post("/mcp").header(USER_AGENT, "probe \"1\"").body(()).unwrap();
+        let access = Access::read(&req, Some("192.0.2.1".parse().unwrap()));
         let line = access.json_line(200, 280, 0.5, "abc", Some("tools/call"));
         assert_eq!(line.last(), Some(&b'\n'));
         let text = std::str::from_utf8(&line).unwrap();
@@ -305,5 +306,18 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&unix.json_line(404, 0, 0.1, "x", None)).unwrap();
         assert_eq!(v["client"], "unix");
         assert!(v["span"].get("mcp_method").is_none(), "an empty field is left out, as the formatter does");
+    }
+
+    #[test]
+    fn long_paths_and_headers_are_clipped_to_256_characters() {
+        let long = format!("/{}", "é".repeat(300));
+        assert_eq!(clipped(&long).chars().count(), 256);
+        assert!(long.starts_with(clipped(&long)));
+        assert_eq!(clipped("/mcp"), "/mcp");
+        assert_eq!(header_text(None), "");
+        let agent = HeaderValue::from_str(&"a".repeat(300)).unwrap();
+        assert_eq!(header_text(Some(&agent)).len(), 256);
+        let opaque = HeaderValue::from_bytes(b"caf\xe9").unwrap();
+        assert_eq!(header_text(Some(&opaque)), "", "not visible ASCII: left empty, as before");
     }
 }

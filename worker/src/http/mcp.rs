@@ -22,7 +22,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::access::McpMethod;
 use super::guard::{self, Refusal};
 use super::response::{
     denial, full, json, json_text, limits_unavailable, rate_limited, refused, too_many_calls,
@@ -40,6 +39,7 @@ pub(super) async fn endpoint(
     peer: Option<SocketAddr>,
     state: &Arc<State>,
     request_id: &str,
+    mcp_method: &mut Option<&'static str>,
 ) -> Response<Body> {
     let policy = &state.settings.mcp.policy;
     if let Err(refusal) = guard::check(policy, req.method(), req.headers()) {
@@ -72,7 +72,14 @@ pub(super) async fn endpoint(
         Err(refusal) => return refused(&refusal),
     };
     let message = parse_json(&bytes);
-    let calls = message.as_ref().map_or(0, |m| called_tools(m).len());
+    let called = message.as_ref().map(called_tools).unwrap_or_default();
+    let calls = called.len();
+    // Whether the message may change anything: decides below whether it is finished past the
+    // deadline (a task of its own) or dispatched in place, and whether it may ask the client.
+    let changes = called.iter().any(|name| may_change(state.dispatcher.registry(), name));
+    // The scope each call needs, while the message can still be borrowed.
+    let needed: Vec<_> = called.iter().map(|name| needed_scope(state.dispatcher.registry(), name)).collect();
+    drop(called);
     if let (Some(limiter), Some(key)) = (requests, &client_key) {
         if let Some(limited) = charge(limiter, key, calls).await {
             state.metrics.rate_limited.inc();
@@ -86,9 +93,7 @@ pub(super) async fn endpoint(
     if state.auth.enabled() {
         let resources =
             state.dispatcher.resources().and_then(|r| r.scope()).filter(|_| reads_resources(&message));
-        let tools =
-            called_tools(&message).into_iter().map(|name| needed_scope(state.dispatcher.registry(), name));
-        for needed in tools.chain(resources.map(Some)) {
+        for needed in needed.into_iter().chain(resources.map(Some)) {
             if let Err(d) = principal.require(needed) {
                 state.metrics.auth_failures.with_label_values(&[denial_reason(&d)]).inc();
                 let metadata_url = metadata_url(&parts.headers, peer, state);
@@ -96,7 +101,7 @@ pub(super) async fn endpoint(
             }
         }
     }
-    meta.caller = principal.caller(state.auth.enabled(), client_addr, request_id);
+    meta.caller = Arc::new(principal.caller(state.auth.enabled(), client_addr, request_id));
     let session = match parts.headers.get(session::HEADER) {
         None => None,
         Some(raw) => match raw.to_str().ok().and_then(|id| state.sessions.verify(id, now())) {
@@ -117,7 +122,8 @@ pub(super) async fn endpoint(
     let mut events = None;
     if let Some(s) = session {
         meta.session_capabilities = Some(s.capabilities);
-        if accepts_events && called_tool(&message).is_some() {
+        // Only a change asks the client (consent); a read never needs the event stream.
+        if accepts_events && changes {
             let (tx, rx) = mpsc::unbounded_channel();
             let requester = StreamRequester {
                 events: tx,
@@ -129,7 +135,7 @@ pub(super) async fn endpoint(
         }
     }
     let declared = initialize_capabilities(&message);
-    dispatch(message, calls > 0, meta, state, events, declared).await
+    dispatch(message, changes, meta, state, events, declared, mcp_method).await
 }
 
 /// JSON-RPC error code of an unknown session (the transport's 404).
@@ -144,7 +150,7 @@ fn initialize_capabilities(message: &Value) -> Option<Map<String, Value>> {
     if message.get("method")?.as_str()? != "initialize" {
         return None;
     }
-    message.pointer("/params/capabilities")?.as_object().cloned()
+    message.get("params")?.get("capabilities")?.as_object().cloned()
 }
 
 /// A client's JSON-RPC response to a question this service asked (an id of ours).
@@ -198,7 +204,7 @@ async fn authenticate(
     peer: Option<SocketAddr>,
     client_addr: Option<IpAddr>,
     state: &State,
-) -> Result<Principal, Response<Body>> {
+) -> Result<Arc<Principal>, Response<Body>> {
     let failures = state.limits.as_ref().map(|l| &l.auth_failures).filter(|_| state.auth.enabled());
     let key = failures.map(|_| address_key(client_addr));
     if let Some(limited) = peek(failures, key.as_deref()).await {
@@ -254,31 +260,35 @@ async fn read_body(body: Incoming, state: &State) -> Result<Bytes, Refusal> {
 }
 
 /// Hands the message to the dispatcher, counts it, and turns the outcome into a response. A
-/// message with a tool call is dispatched as a task of its own: past `mcp.request_timeout` the
-/// client is answered with an error, while the task finishes what it started (a change under
-/// way is completed and audited, never cut between EC2 and the audit log). Anything else
-/// changes nothing and is dispatched in place.
+/// message that may change something (a call of a tool not declared read-only) is dispatched
+/// as a task of its own: past `mcp.request_timeout` the client is answered with an error, while
+/// the task finishes what it started (a change under way is completed and audited, never cut
+/// between EC2 and the audit log). Anything else changes nothing and is dispatched in place:
+/// at the deadline, or when the client goes away, it is simply stopped.
 async fn dispatch(
     message: Value,
-    calls_tools: bool,
+    changes: bool,
     meta: TransportMeta,
     state: &Arc<State>,
     events: Option<mpsc::UnboundedReceiver<Value>>,
     declared: Option<Map<String, Value>>,
+    mcp_method: &mut Option<&'static str>,
 ) -> Response<Body> {
     let method = match &message {
         Value::Array(_) => "batch",
         m => crate::metrics::Metrics::method_label(m.get("method").and_then(|v| v.as_str()).unwrap_or("")),
     };
-    // Bounded like the metric label, so the access line says which MCP method this was.
+    // Bounded like the metric label, so the request's log lines and its access line say
+    // which MCP method this was.
     tracing::Span::current().record("mcp_method", method);
+    *mcp_method = Some(method);
     let started = std::time::Instant::now();
     let id = message.get("id").cloned().unwrap_or(Value::Null);
     let timeout = state.settings.mcp.request_timeout;
     let deadline = Instant::now() + timeout;
-    let finished = if !calls_tools {
-        // No tool call, so nothing that changes anything: answered here, and simply dropped
-        // at the deadline (a task of its own costs a spawn and a wake-up per request).
+    let finished = if !changes {
+        // Nothing that changes anything: answered here, and simply dropped at the deadline
+        // (a task of its own costs a spawn and a wake-up per request).
         let handled = std::panic::AssertUnwindSafe(state.dispatcher.handle(message, &meta)).catch_unwind();
         tokio::time::timeout_at(deadline, handled).await.map(|r| r.map_err(|_| Failed::Panicked))
     } else {
@@ -292,14 +302,12 @@ async fn dispatch(
                 finished = tokio::time::timeout_at(deadline, &mut task) => finished.map(|r| r.map_err(Failed::Join)),
                 // The call asks the client something: answer with an event stream from here on.
                 Some(first) = events.recv() => {
-                    let mut resp = event_stream(first, events, task, id, method, started, state.clone());
-                    resp.extensions_mut().insert(McpMethod(method));
-                    return resp;
+                    return event_stream(first, events, task, id, method, started, state.clone());
                 }
             },
         }
     };
-    let outcome = settle(finished, id, timeout);
+    let outcome = settle(finished, id, timeout, changes);
     state.metrics.mcp_request(method, succeeded(&outcome), started.elapsed().as_secs_f64());
     let issued = declared.and_then(|caps| {
         let version = outcome.negotiated_version()?;
@@ -320,7 +328,6 @@ async fn dispatch(
     if let Some(v) = issued.and_then(|id| HeaderValue::from_str(&id).ok()) {
         resp.headers_mut().insert(session::HEADER, v);
     }
-    resp.extensions_mut().insert(McpMethod(method));
     resp
 }
 
@@ -335,11 +342,13 @@ enum Failed {
     Panicked,
 }
 
-/// The outcome of a dispatch that finished, failed, or outlasted `limit`.
+/// The outcome of a dispatch that finished, failed, or outlasted `limit`; `changes`: it was
+/// left to finish (a change), rather than stopped (a read).
 fn settle(
     finished: Result<Result<Outcome, Failed>, tokio::time::error::Elapsed>,
     id: Value,
     limit: std::time::Duration,
+    changes: bool,
 ) -> Outcome {
     match finished {
         Ok(Ok(outcome)) => outcome,
@@ -348,16 +357,23 @@ fn settle(
             Outcome::Reply(rpc_error(id, INTERNAL_ERROR, "internal error while handling the request"))
         }
         Err(_) => {
-            tracing::warn!(
-                event = "request_timeout",
-                timeout_s = limit.as_secs_f64(),
-                "request outlasted mcp.request_timeout; answered, and left to finish"
-            );
-            Outcome::Reply(rpc_error(
-                id,
-                REQUEST_TIMEOUT,
-                &format!("the request did not finish within {} s (mcp.request_timeout); a change it makes is still completed and audited: check with whitelist_list before retrying", limit.as_secs_f64()),
-            ))
+            let limit = limit.as_secs_f64();
+            let message = if changes {
+                tracing::warn!(
+                    event = "request_timeout",
+                    timeout_s = limit,
+                    "request outlasted mcp.request_timeout; answered, and left to finish"
+                );
+                format!("the request did not finish within {limit} s (mcp.request_timeout); a change it makes is still completed and audited: check with whitelist_list before retrying")
+            } else {
+                tracing::warn!(
+                    event = "request_timeout",
+                    timeout_s = limit,
+                    "request outlasted mcp.request_timeout; answered, and stopped (it changes nothing)"
+                );
+                format!("the request did not finish within {limit} s (mcp.request_timeout) and was stopped; it changes nothing, so it can be retried")
+            };
+            Outcome::Reply(rpc_error(id, REQUEST_TIMEOUT, &message))
         }
     }
 }
@@ -394,7 +410,7 @@ fn event_stream(
                 Some(more) = events.recv() => { let _ = body.send(stream::event(&more)); }
             }
         };
-        let outcome = settle(finished, id, limit);
+        let outcome = settle(finished, id, limit, true);
         state.metrics.mcp_request(method, succeeded(&outcome), started.elapsed().as_secs_f64());
         if let Some(reply) = outcome.into_body() {
             let _ = body.send(stream::event(&reply));
@@ -473,11 +489,18 @@ fn reads_resources(message: &Value) -> bool {
     }
 }
 
+/// A call of `name` may change something: the tool is not declared read-only, or no tool has
+/// the name (fail closed: it is finished like a change).
+fn may_change(registry: &Registry, name: &str) -> bool {
+    registry.get(name).is_none_or(|t| !t.spec().annotations.read_only)
+}
+
 fn called_tool(m: &Value) -> Option<&str> {
     if m.get("method")?.as_str()? != "tools/call" {
         return None;
     }
-    m.pointer("/params/name")?.as_str()
+    // Not `pointer`: it splits and unescapes its path on every call.
+    m.get("params")?.get("name")?.as_str()
 }
 
 /// The canonical URI of this MCP endpoint, as clients reach it: `X-Forwarded-Proto` is believed
@@ -519,5 +542,42 @@ mod tests {
         let registry = crate::tools::standard_registry(10).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(needed_scope(&registry, "service_status"), Some(SCOPE_READ));
         assert_eq!(needed_scope(&registry, "some_future_tool"), Some(SCOPE_WRITE));
+    }
+
+    /// A tool that only declares itself.
+    struct Declared(crate::mcp::ToolSpec);
+
+    impl crate::mcp::Tool for Declared {
+        fn spec(&self) -> &crate::mcp::ToolSpec {
+            &self.0
+        }
+        fn call<'a>(
+            &'a self,
+            _: Map<String, Value>,
+            _: &'a crate::mcp::CallContext,
+        ) -> crate::mcp::ToolFuture<'a> {
+            Box::pin(async { Ok(crate::mcp::ToolOutput::text("ok")) })
+        }
+    }
+
+    #[test]
+    fn only_a_call_of_a_read_only_tool_is_dispatched_in_place() {
+        let mut registry = crate::tools::standard_registry(10).unwrap_or_else(|e| panic!("{e}"));
+        for (name, read_only) in [("reads", true), ("changes", false)] {
+            let spec = crate::mcp::ToolSpec {
+                name: name.into(),
+                title: None,
+                description: name.into(),
+                input_schema: serde_json::json!({"type": "object"}),
+                output_schema: None,
+                annotations: crate::mcp::ToolAnnotations { read_only, ..Default::default() },
+                scope: None,
+            };
+            registry.register(Arc::new(Declared(spec))).unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert!(!may_change(&registry, "service_status"), "a built-in read");
+        assert!(!may_change(&registry, "reads"));
+        assert!(may_change(&registry, "changes"), "a tool not declared read-only is finished like a change");
+        assert!(may_change(&registry, "some_future_tool"), "an unknown name is treated as a change");
     }
 }

@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONNECTION};
+use hyper::header::{HeaderName, HeaderValue, CONNECTION};
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 use tracing::Instrument;
@@ -43,9 +43,11 @@ pub async fn handle(
     state: Arc<State>,
 ) -> Result<Response<Body>, Infallible> {
     let request_id = access::request_id(&req);
-    let span = tracing::info_span!("request", request_id = %request_id, mcp_method = tracing::field::Empty);
+    let span =
+        tracing::info_span!("request", request_id = request_id.as_str(), mcp_method = tracing::field::Empty);
     let started = std::time::Instant::now();
     let line = access::Access::read(&req, client_addr(&req, peer, &state));
+    let mut mcp_method = None;
     let mut resp = async {
         match check_limits(&req, &state) {
             Some(refused) => refused,
@@ -53,7 +55,7 @@ pub async fn handle(
                 response::refused(&guard::unauthenticated_peer(peer))
             }
             None if req.uri().path() == state.settings.mcp.policy.path => {
-                mcp::endpoint(req, peer, &state, &request_id).await
+                mcp::endpoint(req, peer, &state, &request_id, &mut mcp_method).await
             }
             None if req.uri().path() == "/metrics" => metrics::endpoint(&req, peer, &state).await,
             None => meta::route(&req, peer, &state),
@@ -65,13 +67,16 @@ pub async fn handle(
         resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert("x-request-id", v);
+        resp.headers_mut().insert(X_REQUEST_ID, v);
     }
-    line.log(&resp, started, &request_id, &span);
+    line.log(&resp, started, &request_id, mcp_method, &span);
     state.metrics.http_request(resp.status().as_u16());
     state.request_done();
     Ok(resp)
 }
+
+/// The request id's header; a constant, so naming it costs no copy per response.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The client as the request tells it: through trusted proxies only, else the TCP peer.
 fn client_addr(req: &Request<Incoming>, peer: Option<SocketAddr>, state: &State) -> Option<std::net::IpAddr> {

@@ -23,12 +23,22 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 
 /// A JSON response with the right content type.
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    json_text(status, value.to_string())
+    // Straight into bytes (`to_string` goes through `fmt::Display`'s adapter and a `String`);
+    // a `Value` always serialises, so the fallback is never taken.
+    let mut bytes = Vec::with_capacity(512);
+    if serde_json::to_writer(&mut bytes, value).is_err() {
+        bytes = b"null".to_vec();
+    }
+    json_bytes(status, bytes.into())
 }
 
 /// A JSON response from text already serialised (a prebuilt answer).
 pub fn json_text(status: StatusCode, text: String) -> Response<Body> {
-    let mut resp = Response::new(full(text));
+    json_bytes(status, text.into())
+}
+
+fn json_bytes(status: StatusCode, bytes: Bytes) -> Response<Body> {
+    let mut resp = Response::new(full(bytes));
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp

@@ -135,31 +135,42 @@ pub fn check_params(
     required: bool,
 ) -> Result<(), RpcError> {
     for param in declared {
-        let header = format!("Mcp-Param-{}", param.name);
+        // The names are written only into an error, not on every call.
+        let header = || format!("Mcp-Param-{}", param.name);
+        let argument = || param.path.join(".");
         let raw = meta.param_header(&param.name);
         let value = value_at(args, &param.path).filter(|v| !v.is_null());
-        let argument = param.path.join(".");
         let raw = match (raw, value) {
             (None, None) => continue,
             (None, Some(_)) if !required => continue,
             (None, Some(_)) => {
-                return Err(mismatch(format!("the {header} header is missing (the body has {argument})")))
+                return Err(mismatch(format!(
+                    "the {} header is missing (the body has {})",
+                    header(),
+                    argument()
+                )))
             }
             (Some(None), _) => {
-                return Err(mismatch(format!("the {header} header is repeated or not valid header text")))
+                return Err(mismatch(format!("the {} header is repeated or not valid header text", header())))
             }
             (Some(Some(_)), None) => {
                 return Err(mismatch(format!(
-                    "the {header} header is present but the body has no {argument}"
+                    "the {} header is present but the body has no {}",
+                    header(),
+                    argument()
                 )))
             }
             (Some(Some(raw)), Some(_)) => raw,
         };
         let Some(decoded) = decode_header_value(raw) else {
-            return Err(mismatch(format!("the {header} header has a malformed base64 value")));
+            return Err(mismatch(format!("the {} header has a malformed base64 value", header())));
         };
         if !agrees(&decoded, value.unwrap_or(&Value::Null)) {
-            return Err(mismatch(format!("the {header} header does not match the body's {argument}")));
+            return Err(mismatch(format!(
+                "the {} header does not match the body's {}",
+                header(),
+                argument()
+            )));
         }
     }
     Ok(())

@@ -154,16 +154,22 @@ impl fmt::Display for RpcError {
 
 /// An error response; `id` is `null` only when the request's id could not be read.
 pub fn error_response(id: Option<&RequestId>, error: &RpcError) -> Value {
-    json!({
-        "jsonrpc": "2.0",
-        "id": id.map_or(Value::Null, RequestId::to_value),
-        "error": error.to_value(),
-    })
+    response(id.map_or(Value::Null, RequestId::to_value), "error", error.to_value())
 }
 
 /// A success response.
 pub fn result_response(id: &RequestId, result: Value) -> Value {
-    json!({ "jsonrpc": "2.0", "id": id.to_value(), "result": result })
+    response(id.to_value(), "result", result)
+}
+
+/// A response object, its members moved in: `json!` would serialise an interpolated `Value`
+/// into a deep copy of itself.
+fn response(id: Value, key: &str, body: Value) -> Value {
+    let mut m = Map::new();
+    m.insert("jsonrpc".to_string(), Value::from("2.0"));
+    m.insert("id".to_string(), id);
+    m.insert(key.to_string(), body);
+    Value::Object(m)
 }
 
 /// A well-formed request: it gets exactly one response.
@@ -209,7 +215,7 @@ pub fn classify(value: Value) -> Message {
         return invalid(None, "a JSON-RPC message must be a JSON object");
     };
     let id = obj.get("id").and_then(RequestId::read);
-    if obj.get("jsonrpc") != Some(&Value::String("2.0".into())) {
+    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return invalid(id, "\"jsonrpc\" must be exactly \"2.0\"");
     }
     let has_result = obj.contains_key("result") || obj.contains_key("error");

@@ -28,7 +28,7 @@ pub struct CallInput<'a> {
     /// The request id.
     pub id: &'a RequestId,
     /// Who is calling.
-    pub caller: &'a Caller,
+    pub caller: &'a Arc<Caller>,
     /// The client's capabilities for this request (answers are read from the params here).
     pub client: ClientInput,
     /// Requests to the client while the call runs, where the transport can send them.
@@ -177,7 +177,7 @@ pub async fn tools_call(
     let ctx = CallContext {
         request_id: input.id.clone(),
         protocol_version: input.version,
-        caller: input.caller.clone(),
+        caller: Arc::clone(input.caller),
         server: Arc::clone(input.info),
         client,
         requester: input.requester,
@@ -238,7 +238,11 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 
 fn success_result(version: ProtocolVersion, output: ToolOutput) -> Value {
     let mut result = Map::new();
-    result.insert("content".into(), json!([{ "type": "text", "text": output.text }]));
+    // Built by hand: `json!` would copy the text it is given.
+    let mut content = Map::new();
+    content.insert("type".into(), Value::from("text"));
+    content.insert("text".into(), Value::String(output.text));
+    result.insert("content".into(), Value::Array(vec![Value::Object(content)]));
     if let Some(structured) = output.structured {
         // Before 2026-07-28 structuredContent had to be an object.
         if version.has_structured_output() && (structured.is_object() || version.is_modern()) {
@@ -315,7 +319,7 @@ mod tests {
         registry.register(Arc::new(Panicking(spec))).unwrap_or_else(|e| panic!("{e}"));
         let info = Arc::new(ServerInfo::new("awswhitelist", "0"));
         let id = RequestId::Num(7.into());
-        let caller = Caller::default();
+        let caller = Arc::new(Caller::default());
         let before = panics_counted();
         let input = CallInput {
             info: &info,

@@ -74,21 +74,23 @@ fn check(schema: &Value, value: &mut Value, path: &mut String, depth: usize) -> 
 }
 
 fn check_type(t: &Value, value: &mut Value, path: &str) -> Result<(), SchemaViolation> {
-    let names: Vec<&str> = match t {
-        Value::String(name) => vec![name.as_str()],
-        Value::Array(list) => list.iter().filter_map(Value::as_str).collect(),
+    // Walked in place: this runs for every argument of every call.
+    let list: &[Value] = match t {
+        Value::String(_) => std::slice::from_ref(t),
+        Value::Array(list) => list,
         _ => return Ok(()),
     };
-    if names.iter().any(|n| has_type(n, value)) {
+    let names = || list.iter().filter_map(Value::as_str);
+    if names().any(|n| has_type(n, value)) {
         return Ok(());
     }
-    if names.contains(&"integer") {
+    if names().any(|n| n == "integer") {
         if let Some(i) = value.as_f64().and_then(integral) {
             *value = Value::from(i);
             return Ok(());
         }
     }
-    let wanted: Vec<&str> = names.iter().map(|n| with_article(n)).collect();
+    let wanted: Vec<&str> = names().map(with_article).collect();
     let msg = format!("{} must be {}, not {}", at(path), wanted.join(" or "), with_article(type_of(value)));
     Err(violation(path, msg))
 }

@@ -123,8 +123,8 @@ pub struct CallContext {
     pub request_id: RequestId,
     /// The revision the request uses.
     pub protocol_version: ProtocolVersion,
-    /// Who is calling and from where.
-    pub caller: Caller,
+    /// Who is calling and from where (shared with the transport's, so a call copies nothing).
+    pub caller: Arc<Caller>,
     /// The serving process's identity (worker slot, generation, version).
     pub server: Arc<ServerInfo>,
     /// What the client declared and carried (elicitation).

@@ -48,7 +48,7 @@ pub struct TransportMeta {
     /// and the value still encoded, `None` when repeated or not valid header text.
     pub params: Vec<(String, Option<String>)>,
     /// Who is calling.
-    pub caller: Caller,
+    pub caller: Arc<Caller>,
     /// What a handshake-era client declared at `initialize`, as its signed session id carries
     /// it (HTTP); `None` without a session.
     pub session_capabilities: Option<Map<String, Value>>,
@@ -91,7 +91,7 @@ impl TransportMeta {
             mcp_name: None,
             malformed: Vec::new(),
             params: Vec::new(),
-            caller: Caller::default(),
+            caller: Arc::default(),
             session_capabilities: None,
             requester: None,
         }
@@ -157,7 +157,7 @@ impl TransportMeta {
 
     /// Attaches caller information.
     pub fn with_caller(mut self, caller: Caller) -> TransportMeta {
-        self.caller = caller;
+        self.caller = Arc::new(caller);
         self
     }
 

@@ -2,6 +2,8 @@
 //! lengths; what is left is meaning (credentials' shape, region names), with errors that name
 //! the argument and never echo a secret.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use crate::caller::Caller;
@@ -9,12 +11,13 @@ use crate::mcp::CallContext;
 use crate::whitelist::{AddArgs, Keys, RuleArgs, Scope};
 
 /// The caller of a tool call, with the request's id for the audit log when the transport gave none.
-pub(super) fn caller_of(ctx: &CallContext) -> Caller {
-    let mut who = ctx.caller.clone();
-    if who.request_id.is_none() {
-        who.request_id = Some(ctx.request_id.to_value().to_string());
+pub(super) fn caller_of(ctx: &CallContext) -> Cow<'_, Caller> {
+    if ctx.caller.request_id.is_some() {
+        return Cow::Borrowed(&ctx.caller);
     }
-    who
+    let mut who = Caller::clone(&ctx.caller);
+    who.request_id = Some(ctx.request_id.to_value().to_string());
+    Cow::Owned(who)
 }
 
 /// A failed call as the client sees it: a consent question goes back as an input-required

@@ -96,7 +96,6 @@ pub fn standard_registry(page_size: usize) -> Result<Registry, RegistryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::caller::Caller;
     use crate::mcp::info::ServerInfo;
     use crate::mcp::jsonrpc::RequestId;
     use crate::mcp::schema;
@@ -108,7 +107,7 @@ mod tests {
         CallContext {
             request_id: RequestId::Num(1.into()),
             protocol_version: ProtocolVersion::LATEST,
-            caller: Caller::default(),
+            caller: Arc::default(),
             server: Arc::new(info),
             client: crate::mcp::ClientInput::default(),
             requester: None,

@@ -91,20 +91,28 @@ impl Tool for WhitelistTool {
                 Kind::Add => {
                     let a = add_args(&args);
                     let r = Box::pin(self.service.add_with(&scope, &a, &who, &asker)).await.map_err(fail)?;
-                    (
-                        r.message.clone(),
-                        json!({"success": true, "changed": r.changed, "renewed": r.renewed, "previous_expires_at": r.previous_expires_at, "message": r.message, "rule": rule_value(&r.rule)}),
-                    )
+                    let value = object([
+                        ("success", true.into()),
+                        ("changed", r.changed.into()),
+                        ("renewed", r.renewed.into()),
+                        ("previous_expires_at", r.previous_expires_at.clone().into()),
+                        ("message", r.message.clone().into()),
+                        ("rule", rule_value(&r.rule)),
+                    ]);
+                    (r.message, value)
                 }
                 Kind::Remove => {
                     let r = Box::pin(self.service.remove_with(&scope, &rule_args(&args), &who, &asker))
                         .await
                         .map_err(fail)?;
                     let removed: Vec<Value> = r.removed.iter().map(rule_value).collect();
-                    (
-                        r.message.clone(),
-                        json!({"success": true, "changed": r.changed, "message": r.message, "removed": removed}),
-                    )
+                    let value = object([
+                        ("success", true.into()),
+                        ("changed", r.changed.into()),
+                        ("message", r.message.clone().into()),
+                        ("removed", removed.into()),
+                    ]);
+                    (r.message, value)
                 }
                 Kind::List => {
                     let group = text_arg(&args, "security_group_id").unwrap_or_default();
@@ -121,22 +129,34 @@ impl Tool for WhitelistTool {
                         lines.join("\n")
                     );
                     let values: Vec<Value> = rules.iter().map(rule_value).collect();
-                    (
-                        text,
-                        json!({"success": true, "security_group_id": group, "rules": values, "count": rules.len()}),
-                    )
+                    let value = object([
+                        ("success", true.into()),
+                        ("security_group_id", group.into()),
+                        ("rules", values.into()),
+                        ("count", rules.len().into()),
+                    ]);
+                    (text, value)
                 }
                 Kind::Check => {
                     let r = self.service.check(&scope, &rule_args(&args), &who).await.map_err(fail)?;
-                    (
-                        r.message.clone(),
-                        json!({"success": true, "exists": r.exists, "message": r.message, "rule": r.rule.as_ref().map(rule_value)}),
-                    )
+                    let value = object([
+                        ("success", true.into()),
+                        ("exists", r.exists.into()),
+                        ("message", r.message.clone().into()),
+                        ("rule", r.rule.as_ref().map(rule_value).into()),
+                    ]);
+                    (r.message, value)
                 }
             };
             Ok(ToolOutput { text, structured: Some(value) })
         })
     }
+}
+
+/// A JSON object of these members, moved in (`json!` serialises an interpolated `Value` or
+/// `String` into a copy of itself).
+fn object<const N: usize>(members: [(&str, Value); N]) -> Value {
+    Value::Object(members.into_iter().map(|(k, v)| (k.to_string(), v)).collect::<Map<String, Value>>())
 }
 
 pub(super) fn rule_value(r: &RuleView) -> Value {

@@ -151,7 +151,7 @@ async fn tools_call_success_with_and_without_structured_content() {
 async fn arguments_reach_the_tool_with_caller_info() {
     let d = dispatcher();
     let mut meta = http(None);
-    meta.caller.identity = Some("alice".into());
+    std::sync::Arc::make_mut(&mut meta.caller).identity = Some("alice".into());
     let call = request(
         json!("c1"),
         "tools/call",
