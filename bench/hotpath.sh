@@ -9,7 +9,7 @@
 #
 # Usage: bench/hotpath.sh [-d DURATION] [-c CONNECTIONS] [-t WRK_THREADS] [-w WARMUP] [--workers N]
 #                         [--expiry-run DURATION] [--ttl SECONDS] [--idle N] [--smoke] [--debug]
-#                         [--no-build]
+#                         [--perf] [--allocs] [--no-build]
 #   -d, --duration     wrk run per target                           (env BENCH_DURATION, default 5s)
 #   -c, --connections  open connections                             (env BENCH_CONNECTIONS, default 64)
 #   -t, --threads      wrk threads                                  (env BENCH_THREADS, default 1)
@@ -23,6 +23,10 @@
 #   --debug            build and measure the debug binaries (figures meaningless; for --smoke)
 #   --perf             also record a `perf` profile of the workers during the "check (info)" row
 #                      and print its top symbols (perf from Debian's linux-perf)
+#   --allocs           also count the allocator calls (malloc, calloc, realloc) per request of
+#                      bare hyper and of the check, ping and tools/list rows, with perf uprobes
+#                      on libc: a figure that, unlike req/s, does not move with the machine's
+#                      noise (needs root for `perf probe`; the probes are removed at exit)
 #   --no-build         use the binaries already built
 # BENCH_SERVICE and BENCH_BARE name other binaries to measure (an older build kept aside).
 #
@@ -43,6 +47,7 @@ TTL=5
 IDLE=10000
 SMOKE=0
 PERF=0
+ALLOCS=0
 PROFILE=release
 rest=()
 while (($#)); do
@@ -53,6 +58,7 @@ while (($#)); do
         --smoke) SMOKE=1 ;;
         --debug) PROFILE=debug ;;
         --perf) PERF=1 ;;
+        --allocs) ALLOCS=1 ;;
         *) rest+=("$1") ;;
     esac
     shift
@@ -67,7 +73,9 @@ bench_init bench/hotpath.sh
 
 MOTO=
 IDLER=
+PROBES=
 cleanup_hotpath() {
+    [[ -n $PROBES ]] && { perf probe -q -d 'awswl_bench:*' 2>/dev/null || true; }
     [[ -n $IDLER ]] && { kill "$IDLER" 2>/dev/null || true; wait "$IDLER" 2>/dev/null || true; }
     [[ -n $MOTO ]] && { kill "$MOTO" 2>/dev/null || true; wait "$MOTO" 2>/dev/null || true; }
     bench_cleanup
@@ -206,6 +214,41 @@ idle_row() { # NAME PORT PID
         "$(awk -v a="$mib_after" -v b="$mib_before" -v n="$IDLE" 'BEGIN { printf "%.1f", (a - b) * 1048576 / n }')")")
 }
 
+# --- allocator calls per request (--allocs) ------------------------------------------------------
+ALLOC_ROWS=()
+if ((ALLOCS)); then
+    libc=$(ldd "$SERVICE" | awk '/libc\.so\.6/ {print $3}')
+    # Left by a run that was killed: replaced.
+    perf probe -q -d 'awswl_bench:*' >/dev/null 2>&1 || true
+    perf probe -x "$libc" -a 'awswl_bench:malloc=malloc' -a 'awswl_bench:calloc=calloc' \
+        -a 'awswl_bench:realloc=realloc' >/dev/null ||
+        { echo "bench/hotpath.sh: --allocs: perf probe could not add uprobes on $libc (root needed?)" >&2; exit 2; }
+    PROBES=1
+fi
+
+# The process and its descendants, comma-separated (perf's -p).
+tree_pids() { # PID
+    local pids=("$1") i=0 p
+    while ((i < ${#pids[@]})); do
+        for p in $(ps -o pid= --ppid "${pids[i]}"); do pids+=("$p"); done
+        i=$((i + 1))
+    done
+    local IFS=,
+    echo "${pids[*]}"
+}
+
+# Counts the allocator calls of the server's processes while wrk runs against URL, per request.
+alloc_row() { # NAME URL PID [WRK_SCRIPT]
+    local log="$OUT/allocs-${1//[ \/=()]/_}" wrk_args=(-t"$THREADS" -c"$CONNECTIONS" -d"$DURATION")
+    [[ -n ${4:-} ]] && wrk_args+=(-s "$4")
+    # perf counts the given processes for as long as the command (wrk) runs.
+    perf stat -x, -e 'awswl_bench:*' -p "$(tree_pids "$3")" -o "$log.stat" -- wrk "${wrk_args[@]}" "$2" >"$log.wrk"
+    ALLOC_ROWS+=("$(awk -F, -v name="$1" -v n="$(awk '/ requests in / {print $1}' "$log.wrk")" '
+        /awswl_bench:/ { split($3, e, ":"); c[e[2]] = $1 }
+        END { printf "%-24s %9.1f %9.1f %9.1f %9.1f", name, c["malloc"] / n, c["calloc"] / n, c["realloc"] / n,
+              (c["malloc"] + c["calloc"] + c["realloc"]) / n }' "$log.stat")")
+}
+
 IDLE_ROWS=()
 echo "hot path on loopback: wrk -t$THREADS -c$CONNECTIONS -d$DURATION (after a $WARMUP warm-up)," \
     "$WORKERS workers, $CORES cores, cache_ttl ${TTL}s, $PROFILE binaries" >&2
@@ -213,6 +256,7 @@ echo "hot path on loopback: wrk -t$THREADS -c$CONNECTIONS -d$DURATION (after a $
 port=$(free_port)
 start_bare "$port"
 run_target "bare-hyper GET /health" "http://127.0.0.1:$port/health" "$PID"
+((ALLOCS)) && alloc_row "bare-hyper GET /health" "http://127.0.0.1:$port/health" "$PID"
 idle_row "bare-hyper" "$port" "$PID"
 stop "$PID"
 
@@ -231,6 +275,11 @@ if ((PERF)); then
 fi
 run_target "ping (info)" "http://127.0.0.1:$port/mcp" "$PID" "$OUT/ping.lua"
 run_target "tools/list (info)" "http://127.0.0.1:$port/mcp" "$PID" "$OUT/list.lua"
+if ((ALLOCS)); then
+    alloc_row "check (info)" "http://127.0.0.1:$port/mcp" "$PID" "$OUT/check.lua"
+    alloc_row "ping (info)" "http://127.0.0.1:$port/mcp" "$PID" "$OUT/ping.lua"
+    alloc_row "tools/list (info)" "http://127.0.0.1:$port/mcp" "$PID" "$OUT/list.lua"
+fi
 # Past every entry's life: the long run starts cold and sees an expiry every TTL.
 sleep $((2 * TTL + 1))
 calls_before=$(describes "$port")
@@ -268,6 +317,12 @@ bench_finish "Hot path, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, loopback, $CO
     "kernel's loopback TCP work is charged to them too; steadier than req/s on a shared box):" \
     "$(printf '%-24s %12s' target cpu_us_per_req)" \
     "${CPU_ROWS[@]}"
+if ((ALLOCS)); then
+    echo
+    echo "Allocator calls per request (the server's processes, perf uprobes on libc, over a $DURATION run):"
+    printf '%-24s %9s %9s %9s %9s\n' target malloc calloc realloc total
+    printf '%s\n' "${ALLOC_ROWS[@]}"
+fi
 if ((PERF)); then
     echo
     echo "perf: the service during \"check (info)\", top symbols by own time ($OUT/perf.data):"
