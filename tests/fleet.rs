@@ -200,3 +200,45 @@ fn an_add_through_one_host_is_listed_by_the_other_at_once_with_a_cluster() {
     let cluster = Cluster::start(&bin);
     never_stale_across_hosts(&format!("cluster = {}", cluster.seeds()));
 }
+
+/// A fleet lock attempt cancelled while its `SET NX` is in flight leaves no key behind. Reads
+/// are dispatched in place, so a read whose client goes away is dropped wherever it is, also
+/// while taking a group's read lead; a key left held would make every other host wait for the
+/// lock's whole ttl (10 s). Redis is paused so the command is surely sent and not yet answered
+/// when the attempt is dropped; the next attempt goes on the same connection, after it.
+#[test]
+fn a_fleet_lock_attempt_cancelled_in_flight_leaves_no_key() {
+    use std::sync::Arc;
+    use worker::fleet::link::Fleet;
+    use worker::fleet::lock::FleetLock;
+    use worker::fleet::settings::{ConsentFallback, RateLimitFallback, RedisSettings, RedisTarget};
+
+    let Some(bin) = server_binary() else { return };
+    let redis = Redis::start(&bin);
+    let settings = RedisSettings {
+        target: RedisTarget::Single(redis.url()),
+        password: None,
+        connect_timeout: Duration::from_secs(2),
+        response_timeout: Duration::from_secs(10),
+        rate_limit_fallback: RateLimitFallback::FailClosed,
+        consent_fallback: ConsentFallback::FailClosed,
+        sweeper_lease: Duration::from_secs(30),
+    };
+    let (ttl, wait) = (Duration::from_secs(10), Duration::from_secs(3));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let fleet = Arc::new(Fleet::new(&settings).unwrap_or_else(|e| panic!("{e}")));
+        // Connected (and the scripts loaded) before Redis is paused.
+        drop(FleetLock::acquire(&fleet, "warm".into(), ttl, wait).await.unwrap_or_else(|e| panic!("{e}")));
+        let paused = common::redis::command(redis.port, "CLIENT PAUSE 500 ALL");
+        assert_eq!(paused.as_deref(), Some("+OK\r\n"));
+        let attempt = FleetLock::acquire(&fleet, "read-lead".into(), ttl, wait);
+        let cancelled = tokio::time::timeout(Duration::from_millis(100), attempt).await;
+        assert!(cancelled.is_err(), "the attempt was waiting for Redis when it was dropped");
+        // Its SET NX runs once the pause ends; the lock must be free after it, not held for `ttl`.
+        let started = Instant::now();
+        let next = FleetLock::acquire(&fleet, "read-lead".into(), ttl, wait).await;
+        assert!(next.is_ok(), "the cancelled attempt left the key held: {:?}", next.err());
+        assert!(started.elapsed() < wait, "taken at once after the pause, not when the key expired");
+    });
+}

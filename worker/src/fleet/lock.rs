@@ -47,10 +47,33 @@ pub enum LockError {
 
 /// A held fleet lock; dropping it stops the renewals and releases it.
 pub struct FleetLock {
+    /// Kept for its drop, which releases the key.
+    _held: Held,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+/// A key this caller may hold, released (compare-and-delete, in the background) when dropped.
+/// It exists from the first `SET NX`, not only once the answer is read: a caller cancelled
+/// while that command is in flight (a read whose client went away) may hold the key without
+/// knowing it, and would otherwise leave it to expire after `ttl` while others wait. Releasing
+/// a key this caller never took deletes nothing.
+struct Held {
     fleet: Arc<Fleet>,
     key: String,
     token: String,
-    renewer: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let (fleet, key, token) =
+            (self.fleet.clone(), std::mem::take(&mut self.key), std::mem::take(&mut self.token));
+        // Released in the background: a release that fails only leaves the key to expire.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = fleet.eval::<i64, &str>(&RELEASE, &[&key], &[token.as_str()]).await;
+            });
+        }
+    }
 }
 
 /// 128 random bits in hex: a holder's token, unguessable by any other holder.
@@ -77,12 +100,12 @@ impl FleetLock {
         ttl: Duration,
         wait: Duration,
     ) -> Result<FleetLock, LockError> {
-        let token = token();
+        let held = Held { fleet: fleet.clone(), key, token: token() };
+        let (key, token) = (held.key.as_str(), held.token.as_str());
         let started = Instant::now();
         let mut pause = Duration::from_millis(5);
         loop {
-            let taken: i64 =
-                fleet.eval(&ACQUIRE, &[&key], &[token.as_str(), millis(ttl).to_string().as_str()]).await?;
+            let taken: i64 = fleet.eval(&ACQUIRE, &[key], &[token, millis(ttl).to_string().as_str()]).await?;
             if taken == 1 {
                 break;
             }
@@ -92,8 +115,8 @@ impl FleetLock {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(POLL_MAX);
         }
-        let renewer = tokio::spawn(renew_while_held(fleet.clone(), key.clone(), token.clone(), ttl));
-        Ok(FleetLock { fleet: fleet.clone(), key, token, renewer })
+        let renewer = tokio::spawn(renew_while_held(fleet.clone(), key.to_string(), token.to_string(), ttl));
+        Ok(FleetLock { _held: held, renewer })
     }
 }
 
@@ -117,14 +140,7 @@ async fn renew_while_held(fleet: Arc<Fleet>, key: String, token: String, ttl: Du
 
 impl Drop for FleetLock {
     fn drop(&mut self) {
+        // The renewals stop first; then `_held` is dropped, which releases the key.
         self.renewer.abort();
-        let (fleet, key, token) =
-            (self.fleet.clone(), std::mem::take(&mut self.key), std::mem::take(&mut self.token));
-        // Released in the background: a release that fails only leaves the key to expire.
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let _ = fleet.eval::<i64, &str>(&RELEASE, &[&key], &[token.as_str()]).await;
-            });
-        }
     }
 }
