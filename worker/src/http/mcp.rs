@@ -72,14 +72,7 @@ pub(super) async fn endpoint(
         Err(refusal) => return refused(&refusal),
     };
     let message = parse_json(&bytes);
-    let called = message.as_ref().map(called_tools).unwrap_or_default();
-    let calls = called.len();
-    // Whether the message may change anything: decides below whether it is finished past the
-    // deadline (a task of its own) or dispatched in place, and whether it may ask the client.
-    let changes = called.iter().any(|name| may_change(state.dispatcher.registry(), name));
-    // The scope each call needs, while the message can still be borrowed.
-    let needed: Vec<_> = called.iter().map(|name| needed_scope(state.dispatcher.registry(), name)).collect();
-    drop(called);
+    let calls = message.as_ref().map_or(0, |m| called_tools(m).count());
     if let (Some(limiter), Some(key)) = (requests, &client_key) {
         if let Some(limited) = charge(limiter, key, calls).await {
             state.metrics.rate_limited.inc();
@@ -90,10 +83,15 @@ pub(super) async fn endpoint(
         Ok(v) => v,
         Err(e) => return json(StatusCode::BAD_REQUEST, &e.to_response()),
     };
+    let registry = state.dispatcher.registry();
+    // Whether the message may change anything: decides below whether it is finished past the
+    // deadline (a task of its own) or dispatched in place, and whether it may ask the client.
+    let changes = called_tools(&message).any(|name| may_change(registry, name));
     if state.auth.enabled() {
         let resources =
             state.dispatcher.resources().and_then(|r| r.scope()).filter(|_| reads_resources(&message));
-        for needed in needed.into_iter().chain(resources.map(Some)) {
+        let tools = called_tools(&message).map(|name| needed_scope(registry, name));
+        for needed in tools.chain(resources.map(Some)) {
             if let Err(d) = principal.require(needed) {
                 state.metrics.auth_failures.with_label_values(&[denial_reason(&d)]).inc();
                 let metadata_url = metadata_url(&parts.headers, peer, state);
@@ -472,11 +470,13 @@ fn needed_scope(registry: &Registry, name: &str) -> Option<&'static str> {
 }
 
 /// Names of the tools a message (or batch) calls: one per `tools/call`, the rate limit's cost.
-fn called_tools(message: &Value) -> Vec<&str> {
-    match message {
-        Value::Array(batch) => batch.iter().filter_map(called_tool).collect(),
-        m => called_tool(m).into_iter().collect(),
-    }
+fn called_tools(message: &Value) -> impl Iterator<Item = &str> {
+    // Walked where needed rather than collected: a check is one call.
+    let batch = match message {
+        Value::Array(batch) => batch.as_slice(),
+        m => std::slice::from_ref(m),
+    };
+    batch.iter().filter_map(called_tool)
 }
 
 /// The message (or a message of the batch) lists or reads resources.
