@@ -226,23 +226,12 @@ if ((ALLOCS)); then
     PROBES=1
 fi
 
-# The process and its descendants, comma-separated (perf's -p).
-tree_pids() { # PID
-    local pids=("$1") i=0 p
-    while ((i < ${#pids[@]})); do
-        for p in $(ps -o pid= --ppid "${pids[i]}"); do pids+=("$p"); done
-        i=$((i + 1))
-    done
-    local IFS=,
-    echo "${pids[*]}"
-}
-
 # Counts the allocator calls of the server's processes while wrk runs against URL, per request.
 alloc_row() { # NAME URL PID [WRK_SCRIPT]
     local log="$OUT/allocs-${1//[ \/=()]/_}" wrk_args=(-t"$THREADS" -c"$CONNECTIONS" -d"$DURATION")
     [[ -n ${4:-} ]] && wrk_args+=(-s "$4")
     # perf counts the given processes for as long as the command (wrk) runs.
-    perf stat -x, -e 'awswl_bench:*' -p "$(tree_pids "$3")" -o "$log.stat" -- wrk "${wrk_args[@]}" "$2" >"$log.wrk"
+    perf stat -x, -e 'awswl_bench:*' -p "$(tree_pids "$3" | paste -sd,)" -o "$log.stat" -- wrk "${wrk_args[@]}" "$2" >"$log.wrk"
     ALLOC_ROWS+=("$(awk -F, -v name="$1" -v n="$(awk '/ requests in / {print $1}' "$log.wrk")" '
         /awswl_bench:/ { split($3, e, ":"); c[e[2]] = $1 }
         END { printf "%-24s %9.1f %9.1f %9.1f %9.1f", name, c["malloc"] / n, c["calloc"] / n, c["realloc"] / n,

@@ -184,13 +184,20 @@ probe() { # NAME URL [WRK_SCRIPT]
     wc -c <"$file" | tr -d ' '
 }
 
-# RSS of a process and all its descendants, in MiB.
-rss_tree_mib() {
-    local pids=("$1") i=0 kb=0 p
+# A process and all its descendants, one pid per line.
+tree_pids() { # PID
+    local pids=("$1") i=0 p
     while ((i < ${#pids[@]})); do
         for p in $(ps -o pid= --ppid "${pids[i]}"); do pids+=("$p"); done
         i=$((i + 1))
     done
+    printf '%s\n' "${pids[@]}"
+}
+
+# RSS of a process and all its descendants, in MiB.
+rss_tree_mib() {
+    local pids kb=0 p
+    mapfile -t pids < <(tree_pids "$1")
     for p in "${pids[@]}"; do
         kb=$((kb + $(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
     done
@@ -199,13 +206,8 @@ rss_tree_mib() {
 
 # CPU time (user + system, clock ticks) of a process and all its descendants so far.
 cpu_ticks() { # PID
-    local pids=("$1") i=0 t=0 p
-    while ((i < ${#pids[@]})); do
-        for p in $(ps -o pid= --ppid "${pids[i]}"); do pids+=("$p"); done
-        i=$((i + 1))
-    done
-    local stat fields
-    for p in "${pids[@]}"; do
+    local t=0 p stat fields
+    for p in $(tree_pids "$1"); do
         stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
         # Past the ")" that ends the name (a process title may hold spaces): utime, stime.
         read -r -a fields <<<"${stat##*) }"

@@ -33,10 +33,12 @@ use crate::caller::Caller;
 use crate::mcp::{parse_json, Outcome, Registry, RequesterHandle, TransportMeta};
 use crate::ratelimit::{Decision, Limiter, Unavailable};
 
-/// Runs the pipeline for one request.
+/// Runs the pipeline for one request; `client_addr` is the client as the trusted proxies
+/// resolved it (see `super::client_addr`).
 pub(super) async fn endpoint(
     req: Request<Incoming>,
     peer: Option<SocketAddr>,
+    client_addr: Option<IpAddr>,
     state: &Arc<State>,
     request_id: &str,
     mcp_method: &mut Option<&'static str>,
@@ -45,7 +47,6 @@ pub(super) async fn endpoint(
     if let Err(refusal) = guard::check(policy, req.method(), req.headers()) {
         return refused(&refusal);
     }
-    let client_addr = super::client_addr(&req, peer, state);
     let principal = match authenticate(&req, peer, client_addr, state).await {
         Ok(p) => p,
         Err(resp) => return resp,
@@ -356,21 +357,18 @@ fn settle(
         }
         Err(_) => {
             let limit = limit.as_secs_f64();
-            let message = if changes {
-                tracing::warn!(
-                    event = "request_timeout",
-                    timeout_s = limit,
-                    "request outlasted mcp.request_timeout; answered, and left to finish"
-                );
-                format!("the request did not finish within {limit} s (mcp.request_timeout); a change it makes is still completed and audited: check with whitelist_list before retrying")
+            let (fate, advice) = if changes {
+                ("left to finish", "; a change it makes is still completed and audited: check with whitelist_list before retrying")
             } else {
-                tracing::warn!(
-                    event = "request_timeout",
-                    timeout_s = limit,
-                    "request outlasted mcp.request_timeout; answered, and stopped (it changes nothing)"
-                );
-                format!("the request did not finish within {limit} s (mcp.request_timeout) and was stopped; it changes nothing, so it can be retried")
+                ("stopped (it changes nothing)", " and was stopped; it changes nothing, so it can be retried")
             };
+            tracing::warn!(
+                event = "request_timeout",
+                timeout_s = limit,
+                "request outlasted mcp.request_timeout; answered, and {fate}"
+            );
+            let message =
+                format!("the request did not finish within {limit} s (mcp.request_timeout){advice}");
             Outcome::Reply(rpc_error(id, REQUEST_TIMEOUT, &message))
         }
     }

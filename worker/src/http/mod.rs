@@ -46,7 +46,9 @@ pub async fn handle(
     let span =
         tracing::info_span!("request", request_id = request_id.as_str(), mcp_method = tracing::field::Empty);
     let started = std::time::Instant::now();
-    let line = access::Access::read(&req, client_addr(&req, peer, &state));
+    // Resolved once: the access line and the MCP endpoint both need it.
+    let client = client_addr(&req, peer, &state);
+    let line = access::Access::read(&req, client);
     let mut mcp_method = None;
     let mut resp = async {
         match check_limits(&req, &state) {
@@ -55,7 +57,7 @@ pub async fn handle(
                 response::refused(&guard::unauthenticated_peer(peer))
             }
             None if req.uri().path() == state.settings.mcp.policy.path => {
-                mcp::endpoint(req, peer, &state, &request_id, &mut mcp_method).await
+                mcp::endpoint(req, peer, client, &state, &request_id, &mut mcp_method).await
             }
             None if req.uri().path() == "/metrics" => metrics::endpoint(&req, peer, &state).await,
             None => meta::route(&req, peer, &state),

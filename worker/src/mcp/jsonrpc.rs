@@ -162,14 +162,14 @@ pub fn result_response(id: &RequestId, result: Value) -> Value {
     response(id.to_value(), "result", result)
 }
 
-/// A response object, its members moved in: `json!` would serialise an interpolated `Value`
-/// into a deep copy of itself.
 fn response(id: Value, key: &str, body: Value) -> Value {
-    let mut m = Map::new();
-    m.insert("jsonrpc".to_string(), Value::from("2.0"));
-    m.insert("id".to_string(), id);
-    m.insert(key.to_string(), body);
-    Value::Object(m)
+    object([("jsonrpc", Value::from("2.0")), ("id", id), (key, body)])
+}
+
+/// A JSON object of these members, moved in: `json!` serialises an interpolated `Value` or
+/// `String` into a copy of itself (a tool's whole result, a list's every rule).
+pub fn object<const N: usize>(members: [(&str, Value); N]) -> Value {
+    Value::Object(members.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
 }
 
 /// A well-formed request: it gets exactly one response.

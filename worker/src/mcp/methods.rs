@@ -10,7 +10,7 @@ use tracing::error;
 
 use super::era::META_SERVER_INFO;
 use super::info::ServerInfo;
-use super::jsonrpc::{RequestId, RpcError};
+use super::jsonrpc::{object, RequestId, RpcError};
 use super::registry::Registry;
 use super::schema;
 use super::tool::{CallContext, ClientInput, ClientRequester, Tool, ToolError, ToolOutput};
@@ -238,11 +238,8 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 
 fn success_result(version: ProtocolVersion, output: ToolOutput) -> Value {
     let mut result = Map::new();
-    // Built by hand: `json!` would copy the text it is given.
-    let mut content = Map::new();
-    content.insert("type".into(), Value::from("text"));
-    content.insert("text".into(), Value::String(output.text));
-    result.insert("content".into(), Value::Array(vec![Value::Object(content)]));
+    let content = object([("type", Value::from("text")), ("text", Value::String(output.text))]);
+    result.insert("content".into(), Value::Array(vec![content]));
     if let Some(structured) = output.structured {
         // Before 2026-07-28 structuredContent had to be an object.
         if version.has_structured_output() && (structured.is_object() || version.is_modern()) {

@@ -87,7 +87,7 @@ mod tests;
 pub use crate::caller::Caller;
 pub use dispatch::{Dispatcher, MAX_BATCH};
 pub use info::{CacheHint, CacheScope, ServerInfo};
-pub use jsonrpc::{RequestId, RpcError};
+pub use jsonrpc::{object, RequestId, RpcError};
 pub use parse::{parse_json, ParseError, MAX_DEPTH};
 pub use registry::{Registry, RegistryError};
 pub use tool::{

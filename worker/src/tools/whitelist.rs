@@ -10,7 +10,8 @@ use super::consent::McpAsker;
 use crate::auth::{SCOPE_READ, SCOPE_WRITE};
 use crate::caller::Caller;
 use crate::mcp::{
-    CallContext, Registry, RegistryError, Tool, ToolAnnotations, ToolError, ToolFuture, ToolOutput, ToolSpec,
+    object, CallContext, Registry, RegistryError, Tool, ToolAnnotations, ToolError, ToolFuture, ToolOutput,
+    ToolSpec,
 };
 use crate::whitelist::{ConsentSeal, DryRun, RuleView, Whitelist};
 
@@ -151,12 +152,6 @@ impl Tool for WhitelistTool {
             Ok(ToolOutput { text, structured: Some(value) })
         })
     }
-}
-
-/// A JSON object of these members, moved in (`json!` serialises an interpolated `Value` or
-/// `String` into a copy of itself).
-fn object<const N: usize>(members: [(&str, Value); N]) -> Value {
-    Value::Object(members.into_iter().map(|(k, v)| (k.to_string(), v)).collect::<Map<String, Value>>())
 }
 
 pub(super) fn rule_value(r: &RuleView) -> Value {
