@@ -22,15 +22,17 @@ struct Peer {
     stdin: Option<ChildStdin>,
     stdout: Receiver<Vec<u8>>,
     stderr: Arc<Mutex<String>>,
+    /// `stdio` keeps state (audit log, cache counters): here, never in the real home directory,
+    /// and never what an earlier test left (a name made from the pid was reused within a run).
+    _state: tempfile::TempDir,
 }
 
 impl Peer {
     fn start(args: &[&str], env: &[(&str, &str)]) -> Peer {
-        // `stdio` keeps state (audit log, cache counters); never in the real home directory.
-        let state = std::env::temp_dir().join(format!("awswl-stdio-{}", std::process::id()));
+        let state = tempfile::tempdir().expect("a state directory");
         let mut child = Command::new(common::BIN)
             .args(args)
-            .env("XDG_STATE_HOME", &state)
+            .env("XDG_STATE_HOME", state.path())
             .env_remove("AWSWHITELIST_CONFIG")
             .env_remove("MCP_REMOTE_URL")
             .env_remove("MCP_AUTH_TOKEN")
@@ -57,7 +59,7 @@ impl Peer {
                 sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
-        Peer { stdin: child.stdin.take(), child, stdout, stderr }
+        Peer { stdin: child.stdin.take(), child, stdout, stderr, _state: state }
     }
 
     fn send(&mut self, line: &str) {

@@ -403,7 +403,7 @@ impl Throttled {
         use std::os::unix::process::CommandExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
-        std::fs::write(&path, common::full_config(config)).unwrap();
+        std::fs::write(&path, common::full_config(config, dir.path())).unwrap();
         let notify_path = dir.path().join("notify.sock");
         let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
         // The service writes to `tight` (one page: easy to fill); a relay copies it to `relayed`,
@@ -611,8 +611,15 @@ fn workers_drop_to_the_configured_user() {
         common::skip("needs root to drop workers to nobody");
         return;
     }
-    let svc = Service::start("workers = 1\nuser = \"nobody\"\n");
-    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap().uid.as_raw();
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap().uid;
+    // The state directory must be nobody's: the workers refuse one another user could write.
+    let state = tempfile::tempdir().unwrap();
+    nix::unistd::chown(state.path(), Some(nobody), None).unwrap();
+    let svc = Service::start(&format!(
+        "workers = 1\nuser = \"nobody\"\n[whitelist]\nstate_dir = \"{}\"\n",
+        state.path().display()
+    ));
+    let nobody = nobody.as_raw();
     let (_, worker) = svc.live_workers()[0];
     assert_eq!(common::uid_of(worker), Some(nobody));
     assert_eq!(common::uid_of(svc.pid()), Some(0), "the supervisor keeps root to bind on reload");
@@ -639,8 +646,11 @@ fn adopts_sockets_passed_by_systemd() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     // If the supervisor bound this instead of adopting, it would fail: the directory is missing.
-    std::fs::write(&config, common::full_config("workers = 1\nbind = \"unix:/nonexistent/dir/x.sock\"\n"))
-        .unwrap();
+    std::fs::write(
+        &config,
+        common::full_config("workers = 1\nbind = \"unix:/nonexistent/dir/x.sock\"\n", dir.path()),
+    )
+    .unwrap();
     let notify_path = dir.path().join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
     let fd = listener.as_raw_fd();

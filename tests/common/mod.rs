@@ -147,7 +147,7 @@ impl Service {
     pub fn start_program(program: &Path, opts: Options) -> Service {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.toml");
-        std::fs::write(&config, full_config(&opts.config)).unwrap();
+        std::fs::write(&config, full_config(&opts.config, dir.path())).unwrap();
         let notify_path = dir.path().join("notify.sock");
         let notify = UnixDatagram::bind(&notify_path).unwrap();
         let mut cmd = Command::new(program);
@@ -271,7 +271,7 @@ impl Service {
     /// Replaces the config file (for a later HUP).
     pub fn rewrite_config(&self, text: &str) {
         let tmp = self.dir.path().join("config.toml.new");
-        std::fs::write(&tmp, full_config(text)).unwrap();
+        std::fs::write(&tmp, full_config(text, self.dir.path())).unwrap();
         std::fs::rename(&tmp, &self.config).unwrap();
     }
 
@@ -351,8 +351,11 @@ impl Drop for Service {
     }
 }
 
-/// Adds test defaults (ephemeral loopback port, JSON logs) unless the text sets them.
-pub fn full_config(text: &str) -> String {
+/// Adds test defaults (ephemeral loopback port, JSON logs, a state directory) unless the text
+/// sets them. The state directory is `<dir>/state`, removed with `dir`. (A name made from the
+/// test's pid under /tmp was not unique: pids are reused within a run, and a service found the
+/// state an earlier test left, owned by whoever ran it.)
+pub fn full_config(text: &str, dir: &Path) -> String {
     let mut out = String::new();
     if !text.contains("bind") {
         out.push_str("bind = \"127.0.0.1:0\"\n");
@@ -363,16 +366,12 @@ pub fn full_config(text: &str) -> String {
         out.push_str("\n[log]\nformat = \"json\"\nlevel = \"info\"\n");
     }
     if !text.contains("[whitelist]") {
-        // Each service its own state (audit log, cache counters, sweeper lock).
-        let state = std::env::temp_dir().join(format!("awswl-state-{}-{}", std::process::id(), next_id()));
-        out.push_str(&format!("\n[whitelist]\nstate_dir = \"{}\"\n", state.display()));
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+            .expect("chmod the test's directory");
+        out.push_str(&format!("\n[whitelist]\nstate_dir = \"{}\"\n", dir.join("state").display()));
     }
     out
-}
-
-fn next_id() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Speaks MCP to a child over its stdin/stdout (`stdio`, or `proxy`) as a client would:
