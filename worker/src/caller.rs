@@ -3,25 +3,27 @@
 //! credential types, so the domain can take it as it is.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
-/// A caller, as every layer sees it.
+/// A caller, as every layer sees it. What the credential says is shared (`Arc`), so making a
+/// caller per request from a cached credential copies no string.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Caller {
     /// The client's address, after trusted-proxy resolution by the transport (`"current"`,
     /// rate limits, audit).
     pub addr: Option<IpAddr>,
     /// The authenticated identity (`jwt:alice`, `key:ci`); `None` when authentication is off.
-    pub identity: Option<String>,
+    pub identity: Option<Arc<str>>,
     /// The transport's request id, so tool logs and audit lines join the request's log lines.
-    pub request_id: Option<String>,
+    pub request_id: Option<Arc<str>>,
     /// Scopes the caller was granted; `None` when authentication is off (everything allowed).
-    pub scopes: Option<Vec<String>>,
+    pub scopes: Option<Arc<[String]>>,
     /// Security groups (ids or `sg-0abc*` patterns) the caller's credential allows; `None` = no
     /// restriction beyond the policy.
-    pub security_groups: Option<Vec<String>>,
+    pub security_groups: Option<Arc<[String]>>,
     /// Why this caller may change nothing, naming the setting (an API key marked `read_only`);
     /// `None` when its credential allows changes (the server's policy may still refuse them).
-    pub read_only: Option<String>,
+    pub read_only: Option<Arc<str>>,
 }
 
 impl Caller {
@@ -49,8 +51,8 @@ mod tests {
         let open = Caller::default();
         assert!(open.has_scope("whitelist:write") && open.may_touch_group("sg-1"));
         let narrow = Caller {
-            scopes: Some(vec!["whitelist:read".into()]),
-            security_groups: Some(vec!["sg-0abc*".into(), "sg-01".into()]),
+            scopes: Some(["whitelist:read".to_string()].into()),
+            security_groups: Some(["sg-0abc*".to_string(), "sg-01".to_string()].into()),
             ..Caller::default()
         };
         assert!(narrow.has_scope("whitelist:read") && !narrow.has_scope("whitelist:write"));

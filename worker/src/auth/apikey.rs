@@ -3,14 +3,14 @@
 //! high-entropy, so a fast hash is enough (nothing to brute-force), and it binds the id to the
 //! secret. Comparison is constant-time.
 
-use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use aws_lc_rs::{constant_time, digest, rand};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::{Denial, InvalidToken, Principal, PrincipalKind};
+use super::{Authenticated, Denial, InvalidToken, Principal, PrincipalKind};
 
 /// One API key: its id, the hash of the whole key, and what it may do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,11 +127,9 @@ pub(super) struct ApiKeys {
 }
 
 struct Entry {
-    id: String,
     digest: [u8; 32],
-    scopes: BTreeSet<String>,
-    security_groups: Option<Vec<String>>,
-    read_only: bool,
+    /// Made once: every request with this key shares it (and the caller parts it makes).
+    principal: Arc<Authenticated>,
 }
 
 impl ApiKeys {
@@ -141,11 +139,14 @@ impl ApiKeys {
             .iter()
             .filter_map(|c| {
                 Some(Entry {
-                    id: c.id.clone(),
                     digest: parse_hash(&c.hash)?,
-                    scopes: c.scopes.iter().cloned().collect(),
-                    security_groups: (!c.security_groups.is_empty()).then(|| c.security_groups.clone()),
-                    read_only: c.read_only,
+                    principal: Arc::new(Authenticated::new(Principal {
+                        subject: c.id.clone(),
+                        scopes: c.scopes.iter().cloned().collect(),
+                        security_groups: (!c.security_groups.is_empty()).then(|| c.security_groups.clone()),
+                        kind: PrincipalKind::ApiKey,
+                        read_only: c.read_only,
+                    })),
                 })
             })
             .collect();
@@ -153,23 +154,17 @@ impl ApiKeys {
     }
 
     /// Checks a bearer value that starts with [`PREFIX`].
-    pub(super) fn verify(&self, key: &str) -> Result<Principal, Denial> {
+    pub(super) fn verify(&self, key: &str) -> Result<Arc<Authenticated>, Denial> {
         let Some(id) = key_id(key) else {
             return Err(Denial::InvalidToken(InvalidToken::Malformed("not a well-formed API key")));
         };
         let presented = digest::digest(&digest::SHA256, key.as_bytes());
         // An unknown id costs the same comparison as a known one.
-        let entry = self.entries.iter().find(|e| e.id == id);
+        let entry = self.entries.iter().find(|e| e.principal.subject == id);
         let expected = entry.map_or([0u8; 32], |e| e.digest);
         let same = constant_time::verify_slices_are_equal(presented.as_ref(), &expected).is_ok();
         match entry {
-            Some(e) if same => Ok(Principal {
-                subject: e.id.clone(),
-                scopes: e.scopes.clone(),
-                security_groups: e.security_groups.clone(),
-                kind: PrincipalKind::ApiKey,
-                read_only: e.read_only,
-            }),
+            Some(e) if same => Ok(e.principal.clone()),
             _ => Err(Denial::InvalidToken(InvalidToken::UnknownApiKey)),
         }
     }

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 pub(super) use super::jwks::VerifyKey;
 use super::jwks::{Jwks, Refresh};
 use super::token_cache::TokenCache;
-use super::{Denial, InvalidToken, Principal, PrincipalKind};
+use super::{Authenticated, Denial, InvalidToken, Principal, PrincipalKind};
 
 /// Longest token looked at.
 const MAX_TOKEN: usize = 16 * 1024;
@@ -54,12 +54,12 @@ impl JwtVerifier {
     /// verified before and has not expired is remembered (the secret changes only with a
     /// reload, which replaces the workers); a public-key token is checked every time, so a key
     /// the issuer's JWKS drops stops verifying at the next fetch.
-    pub(super) async fn verify(&self, token: &str) -> Result<Arc<Principal>, Denial> {
+    pub(super) async fn verify(&self, token: &str) -> Result<Arc<Authenticated>, Denial> {
         if let Some(principal) = self.verified.get(token) {
             return Ok(principal);
         }
         let (principal, remember_until) = self.verify_now(token).await?;
-        let principal = Arc::new(principal);
+        let principal = Arc::new(Authenticated::new(principal));
         if let Some(exp) = remember_until {
             self.verified.put(token, &principal, exp);
         }

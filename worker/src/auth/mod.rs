@@ -83,6 +83,65 @@ pub struct Principal {
     pub read_only: bool,
 }
 
+/// A principal as a credential proved it, with the parts of a [`Caller`] that come from the
+/// credential alone, made once: verified tokens and API keys are kept as these, so a request
+/// makes its caller without copying a string. Immutable, so the parts cannot go stale.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Authenticated {
+    principal: Principal,
+    shared: Shared,
+}
+
+/// What every caller of one principal shares.
+#[derive(Debug, PartialEq, Eq)]
+struct Shared {
+    identity: Arc<str>,
+    scopes: Arc<[String]>,
+    security_groups: Option<Arc<[String]>>,
+    read_only: Option<Arc<str>>,
+}
+
+impl Authenticated {
+    /// Makes the shared parts of `principal`'s callers.
+    pub fn new(principal: Principal) -> Authenticated {
+        let shared = Shared {
+            identity: principal.identity().into(),
+            scopes: principal.scopes.iter().cloned().collect(),
+            security_groups: principal.security_groups.as_deref().map(Arc::from),
+            read_only: principal.read_only_setting().map(Arc::from),
+        };
+        Authenticated { principal, shared }
+    }
+
+    /// The one conversion from what authentication proved to the caller every later layer sees
+    /// (MCP, tools, the whitelist domain). With authentication off there is no identity and no
+    /// scope restriction.
+    pub fn caller(&self, auth_enabled: bool, addr: Option<IpAddr>, request_id: &Arc<str>) -> Caller {
+        let shared = &self.shared;
+        Caller {
+            addr,
+            identity: auth_enabled.then(|| shared.identity.clone()),
+            request_id: Some(request_id.clone()),
+            scopes: auth_enabled.then(|| shared.scopes.clone()),
+            security_groups: shared.security_groups.clone(),
+            read_only: auth_enabled.then(|| shared.read_only.clone()).flatten(),
+        }
+    }
+
+    /// [`Principal::identity`], made once: the key a client's requests are counted under.
+    pub fn identity_key(&self) -> &str {
+        &self.shared.identity
+    }
+}
+
+impl std::ops::Deref for Authenticated {
+    type Target = Principal;
+
+    fn deref(&self) -> &Principal {
+        &self.principal
+    }
+}
+
 impl Principal {
     /// The principal when authentication is off: every scope, no group restriction.
     pub fn anonymous() -> Principal {
@@ -109,18 +168,9 @@ impl Principal {
         }
     }
 
-    /// The one conversion from what authentication proved to the caller every later layer sees
-    /// (MCP, tools, the whitelist domain). With authentication off there is no identity and no
-    /// scope restriction.
-    pub fn caller(&self, auth_enabled: bool, addr: Option<IpAddr>, request_id: &str) -> Caller {
-        Caller {
-            addr,
-            identity: auth_enabled.then(|| self.identity()),
-            request_id: Some(request_id.to_string()),
-            scopes: auth_enabled.then(|| self.scopes.iter().cloned().collect()),
-            security_groups: self.security_groups.clone(),
-            read_only: auth_enabled.then(|| self.read_only_setting()).flatten(),
-        }
+    /// The caller this principal makes ([`Authenticated::caller`]), for a principal used once.
+    pub fn caller(&self, auth_enabled: bool, addr: Option<IpAddr>, request_id: &Arc<str>) -> Caller {
+        Authenticated::new(self.clone()).caller(auth_enabled, addr, request_id)
     }
 
     /// What makes this credential read-only, as a refusal names it: an API key's `read_only`,
@@ -299,6 +349,8 @@ pub struct Authenticator {
     api_keys: ApiKeys,
     resource_metadata_url: Option<String>,
     authorization_servers: Vec<String>,
+    /// Every caller when authentication is off: made once, not per request.
+    anonymous: Arc<Authenticated>,
 }
 
 impl fmt::Debug for Authenticator {
@@ -350,6 +402,7 @@ impl Authenticator {
             api_keys: ApiKeys::new(&settings.api_keys),
             resource_metadata_url: settings.resource_metadata_url.clone(),
             authorization_servers: settings.authorization_servers.clone(),
+            anonymous: Arc::new(Authenticated::new(Principal::anonymous())),
         })
     }
 
@@ -360,9 +413,9 @@ impl Authenticator {
 
     /// Checks the `Authorization` header's value. With auth off, every caller is
     /// [`Principal::anonymous`].
-    pub async fn authenticate(&self, authorization_header: Option<&str>) -> Result<Arc<Principal>, Denial> {
+    pub async fn authenticate(&self, authorization_header: Option<&str>) -> Result<Arc<Authenticated>, Denial> {
         if !self.enabled {
-            return Ok(Arc::new(Principal::anonymous()));
+            return Ok(self.anonymous.clone());
         }
         let value = authorization_header.map(str::trim).unwrap_or("");
         let (scheme, credential) = value.split_once(' ').unwrap_or((value, ""));
@@ -374,7 +427,7 @@ impl Authenticator {
             return Err(Denial::InvalidToken(InvalidToken::Empty));
         }
         if credential.starts_with(apikey::PREFIX) {
-            return self.api_keys.verify(credential).map(Arc::new);
+            return self.api_keys.verify(credential);
         }
         if !self.jwt.accepts_asymmetric() && self.jwt.hs.is_none() {
             return Err(Denial::InvalidToken(InvalidToken::Malformed("not an API key")));

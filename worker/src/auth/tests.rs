@@ -423,10 +423,10 @@ async fn scopes_and_groups() {
     );
     assert_eq!(p.security_groups.as_deref(), Some(&["sg-01".to_string(), "sg-0abc*".to_string()][..]));
     assert!(
-        p.caller(true, None, "r").may_touch_group("sg-01")
-            && p.caller(true, None, "r").may_touch_group("sg-0abc123")
+        p.caller(true, None, &"r".into()).may_touch_group("sg-01")
+            && p.caller(true, None, &"r".into()).may_touch_group("sg-0abc123")
     );
-    assert!(!p.caller(true, None, "r").may_touch_group("sg-02"));
+    assert!(!p.caller(true, None, &"r".into()).may_touch_group("sg-02"));
 
     let no_scope = sign(
         Algorithm::HS256,
@@ -441,8 +441,8 @@ async fn scopes_and_groups() {
     let key = auth.authenticate(bearer(&api_key()).as_deref()).await.unwrap();
     assert_eq!((key.kind, key.identity().as_str()), (PrincipalKind::ApiKey, "key:ci"));
     assert!(
-        key.caller(true, None, "r").may_touch_group("sg-0abcdef")
-            && !key.caller(true, None, "r").may_touch_group("sg-1")
+        key.caller(true, None, &"r".into()).may_touch_group("sg-0abcdef")
+            && !key.caller(true, None, &"r".into()).may_touch_group("sg-1")
     );
 
     let bad_groups = sign(Algorithm::HS256, None, &with(claims(), json!({"security_groups": {"a": 1}})));
@@ -458,19 +458,19 @@ fn a_scope_is_required_only_when_not_granted() {
     assert_eq!(reader.require(None), Ok(()));
     assert_eq!(reader.require(Some(SCOPE_READ)), Ok(()));
     assert_eq!(reader.require(Some(SCOPE_WRITE)), Err(Denial::InsufficientScope { scope: SCOPE_WRITE }));
-    let caller = reader.caller(true, None, "r1");
+    let caller = reader.caller(true, None, &"r1".into());
     assert!(caller.has_scope(SCOPE_READ) && !caller.has_scope(SCOPE_WRITE));
     assert_eq!(caller.identity.as_deref(), Some("anonymous"));
     // A token is read-only by its scope set; a key also by its own `read_only`.
     assert_eq!(caller.read_only.as_deref(), Some("its scopes do not include whitelist:write"));
     let writer =
         Principal { scopes: [SCOPE_READ.to_string(), SCOPE_WRITE.to_string()].into(), ..reader.clone() };
-    assert_eq!(writer.caller(true, None, "r1").read_only, None);
+    assert_eq!(writer.caller(true, None, &"r1".into()).read_only, None);
     let key = Principal { subject: "ci".into(), kind: PrincipalKind::ApiKey, read_only: true, ..writer };
-    let setting = key.caller(true, None, "r1").read_only.unwrap_or_default();
+    let setting = key.caller(true, None, &"r1".into()).read_only.unwrap_or_default();
     assert!(setting.contains("[[auth.api_keys]] entry with id \"ci\""), "{setting}");
     // With authentication off, nothing is restricted and nobody is named.
-    let open = reader.caller(false, None, "r1");
+    let open = reader.caller(false, None, &"r1".into());
     assert!(open.has_scope(SCOPE_WRITE) && open.identity.is_none() && open.read_only.is_none());
 }
 
@@ -533,7 +533,7 @@ async fn disabled_means_anonymous() {
     assert!(!auth.enabled());
     let p = auth.authenticate(None).await.unwrap();
     assert_eq!(p.kind, PrincipalKind::Anonymous);
-    assert!(p.may(SCOPE_WRITE) && p.caller(true, None, "r").may_touch_group("sg-1"));
+    assert!(p.may(SCOPE_WRITE) && p.caller(true, None, &"r".into()).may_touch_group("sg-1"));
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::Principal;
+use super::Authenticated;
 
 /// Most tokens remembered; past it, the expired ones go, and if none had, all of them.
 const MAX_ENTRIES: usize = 4096;
@@ -18,7 +18,7 @@ pub(super) const MAX_AGE: Duration = Duration::from_secs(300);
 
 /// Who a remembered token names (shared, so a hit copies nothing) and until when, in Unix
 /// seconds.
-type Entry = (Arc<Principal>, u64);
+type Entry = (Arc<Authenticated>, u64);
 
 /// Token hash → [`Entry`].
 #[derive(Default)]
@@ -37,14 +37,14 @@ fn digest(token: &str) -> [u8; 32] {
 
 impl TokenCache {
     /// Who `token` names, if it verified before and has not expired since.
-    pub(super) fn get(&self, token: &str) -> Option<Arc<Principal>> {
+    pub(super) fn get(&self, token: &str) -> Option<Arc<Authenticated>> {
         let entries = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let (principal, until) = entries.get(&digest(token))?;
         (now() < *until).then(|| principal.clone())
     }
 
     /// Remembers a verified token whose `exp` is `exp` (Unix seconds), until then.
-    pub(super) fn put(&self, token: &str, principal: &Arc<Principal>, exp: u64) {
+    pub(super) fn put(&self, token: &str, principal: &Arc<Authenticated>, exp: u64) {
         let now = now();
         let until = exp.min(now.saturating_add(MAX_AGE.as_secs()));
         if until <= now {
@@ -68,7 +68,7 @@ mod tests {
     #[test]
     fn remembered_until_exp_and_bounded() {
         let c = TokenCache::default();
-        let p = Arc::new(Principal::anonymous());
+        let p = Arc::new(Authenticated::new(super::super::Principal::anonymous()));
         assert_eq!(c.get("t"), None);
         c.put("t", &p, now() + 60);
         assert_eq!(c.get("t"), Some(p.clone()));

@@ -12,7 +12,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime};
 
 use hyper::body::Incoming;
@@ -207,18 +207,19 @@ fn clipped(text: &str) -> &str {
 }
 
 /// The client's `X-Request-Id` if it is short and plain (it ends up in logs), else a new one.
-pub(super) fn request_id(req: &Request<Incoming>) -> String {
-    let given = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+/// Shared: the caller the tools see carries it too.
+pub(super) fn request_id(req: &Request<Incoming>) -> Arc<str> {
+    let given = req.headers().get(&super::X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
     let sane = (1..=128).contains(&given.len())
         && given.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
     if sane {
-        given.to_string()
+        given.into()
     } else {
         new_request_id()
     }
 }
 
-fn new_request_id() -> String {
+fn new_request_id() -> Arc<str> {
     // 96 bits from a keyed hash (SipHash, keys from the OS) of a per-thread counter: unique
     // and unguessable enough for an id that only joins log lines, at a fraction of a CSPRNG
     // draw per request.
@@ -227,12 +228,14 @@ fn new_request_id() -> String {
         count.set(n);
         (keys.hash_one(n), keys.hash_one(!n))
     });
-    let mut id = String::with_capacity(24);
-    for b in high.to_be_bytes().into_iter().chain(low.to_be_bytes().into_iter().take(4)) {
-        id.push(char::from(HEX[usize::from(b >> 4)]));
-        id.push(char::from(HEX[usize::from(b & 0xf)]));
+    let mut id = [0u8; 24];
+    let bytes = high.to_be_bytes().into_iter().chain(low.to_be_bytes().into_iter().take(4));
+    for (pair, b) in id.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
     }
-    id
+    // Hex digits: always UTF-8.
+    std::str::from_utf8(&id).unwrap_or("0").into()
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -247,7 +250,7 @@ mod tests {
 
     #[test]
     fn generated_request_ids_are_24_hex_digits_and_do_not_repeat() {
-        let ids: std::collections::HashSet<String> = (0..10_000).map(|_| new_request_id()).collect();
+        let ids: std::collections::HashSet<Arc<str>> = (0..10_000).map(|_| new_request_id()).collect();
         assert_eq!(ids.len(), 10_000);
         assert!(ids.iter().all(|id| id.len() == 24 && id.bytes().all(|b| b.is_ascii_hexdigit())));
         let other = std::thread::spawn(new_request_id).join().unwrap();

@@ -8,6 +8,7 @@
 //! `mcp.request_timeout`; a legacy `tools/call` that asks the client something answers with an
 //! event stream instead (see [`super::stream`]), within `request_timeout` plus the consent TTL.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -28,7 +29,7 @@ use super::response::{
 };
 use super::stream::{self, EventBody, StreamRequester};
 use super::{session, Body, State};
-use crate::auth::{Denial, Principal, SCOPE_WRITE};
+use crate::auth::{Authenticated, Denial, SCOPE_WRITE};
 use crate::caller::Caller;
 use crate::mcp::{parse_json, Outcome, Registry, RequesterHandle, TransportMeta};
 use crate::ratelimit::{Decision, Limiter, Unavailable};
@@ -40,7 +41,7 @@ pub(super) async fn endpoint(
     peer: Option<SocketAddr>,
     client_addr: Option<IpAddr>,
     state: &Arc<State>,
-    request_id: &str,
+    request_id: &Arc<str>,
     mcp_method: &mut Option<&'static str>,
 ) -> Response<Body> {
     let policy = &state.settings.mcp.policy;
@@ -53,8 +54,13 @@ pub(super) async fn endpoint(
     };
     let requests = state.limits.as_ref().map(|l| &l.requests);
     // Built only when there is a limit to key.
-    let client_key =
-        requests.map(|_| if state.auth.enabled() { principal.identity() } else { address_key(client_addr) });
+    let client_key = requests.map(|_| {
+        if state.auth.enabled() {
+            Cow::Borrowed(principal.identity_key())
+        } else {
+            Cow::Owned(address_key(client_addr))
+        }
+    });
     // A client already out of tokens is answered before its body is read.
     if let Some(limited) = peek(requests, client_key.as_deref()).await {
         state.metrics.rate_limited.inc();
@@ -127,7 +133,7 @@ pub(super) async fn endpoint(
             let requester = StreamRequester {
                 events: tx,
                 waiters: state.waiters.clone(),
-                identity: meta.caller.identity.clone(),
+                identity: meta.caller.identity.as_deref().map(str::to_owned),
             };
             meta.requester = Some(RequesterHandle(Arc::new(requester)));
             events = Some(rx);
@@ -203,7 +209,7 @@ async fn authenticate(
     peer: Option<SocketAddr>,
     client_addr: Option<IpAddr>,
     state: &State,
-) -> Result<Arc<Principal>, Response<Body>> {
+) -> Result<Arc<Authenticated>, Response<Body>> {
     let failures = state.limits.as_ref().map(|l| &l.auth_failures).filter(|_| state.auth.enabled());
     let key = failures.map(|_| address_key(client_addr));
     if let Some(limited) = peek(failures, key.as_deref()).await {
@@ -412,7 +418,7 @@ fn event_stream(
             let _ = body.send(stream::event(&reply));
         }
     });
-    let mut resp = Response::new(http_body_util::BodyExt::boxed_unsync(EventBody(chunks)));
+    let mut resp = Response::new(Body::Events(EventBody(chunks)));
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp

@@ -2,10 +2,11 @@
 //! 429s, each with its headers (`Allow`, `WWW-Authenticate`, `Retry-After`).
 
 use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
+use http_body_util::Full;
+use hyper::body::{Bytes, Frame, SizeHint};
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 use serde_json::json;
@@ -13,12 +14,46 @@ use serde_json::json;
 use super::guard::Refusal;
 use crate::auth::Denial;
 
-/// The response body type of every handler: whole (JSON, text) or an event stream.
-pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+/// The response body of every handler: whole (JSON, text) or an event stream. An enum, not a
+/// boxed body: the box was an allocation per response.
+pub enum Body {
+    /// All of it at once, with its length.
+    Whole(Full<Bytes>),
+    /// Server-sent events, as the call produces them.
+    Events(super::stream::EventBody),
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        // Both are `Unpin`.
+        match self.get_mut() {
+            Body::Whole(body) => Pin::new(body).poll_frame(cx),
+            Body::Events(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Whole(body) => body.is_end_stream(),
+            Body::Events(body) => body.is_end_stream(),
+        }
+    }
+
+    // The whole body's exact size is what makes hyper send `Content-Length`, not chunks.
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Whole(body) => body.size_hint(),
+            Body::Events(body) => body.size_hint(),
+        }
+    }
+}
 
 /// A body of these bytes.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).boxed_unsync()
+    Body::Whole(Full::new(bytes.into()))
 }
 
 /// A JSON response with the right content type.

@@ -10,7 +10,7 @@ use super::era::{self, Era};
 use super::headers;
 use super::info::ServerInfo;
 use super::jsonrpc::{
-    self, error_response, result_response, Message, Request, RequestId, RpcError, INTERNAL_ERROR,
+    self, error_response, Message, Request, RequestId, RpcError, INTERNAL_ERROR,
     METHOD_NOT_FOUND,
 };
 use super::listing::ToolLists;
@@ -43,7 +43,7 @@ enum Reply {
 impl Reply {
     fn into_outcome(self, id: &RequestId) -> Outcome {
         match self {
-            Reply::Value(result) => Outcome::Reply(result_response(id, result)),
+            Reply::Value(result) => Outcome::Raw(RawReply::result(id, &result)),
             Reply::Raw(result) => Outcome::Raw(RawReply::new(id, &result)),
         }
     }

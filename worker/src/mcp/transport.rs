@@ -91,7 +91,7 @@ impl TransportMeta {
             mcp_name: None,
             malformed: Vec::new(),
             params: Vec::new(),
-            caller: Arc::default(),
+            caller: nobody(),
             session_capabilities: None,
             requester: None,
         }
@@ -178,6 +178,13 @@ fn routing_header(name: &str) -> Option<&'static str> {
     [HEADER_PROTOCOL_VERSION, HEADER_METHOD, HEADER_NAME].into_iter().find(|h| name.eq_ignore_ascii_case(h))
 }
 
+/// The caller of a message nobody has said anything about yet, shared: HTTP replaces it with
+/// the authenticated one, so allocating it per request was waste.
+fn nobody() -> Arc<Caller> {
+    static NOBODY: OnceLock<Arc<Caller>> = OnceLock::new();
+    NOBODY.get_or_init(Arc::default).clone()
+}
+
 /// A header value as text: visible ASCII, space and tab only (RFC 9110), outer whitespace removed.
 fn header_text(raw: &[u8]) -> Option<String> {
     let ok = raw.iter().all(|&b| b == b'\t' || (0x20..=0x7e).contains(&b));
@@ -196,9 +203,10 @@ pub fn decode_header_value(value: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-/// A successful response whose result was serialised before (a prebuilt `tools/list` page):
-/// HTTP sends its text as it is; a `Value` is parsed only where one is asked for (batches,
-/// stdio, tests).
+/// A successful response as the text to send: a result serialised before (a prebuilt
+/// `tools/list` page), or one written straight from the method's `Value` (building a response
+/// `Value` around it cost five allocations and a tree to drop per request). HTTP sends the text
+/// as it is; a `Value` is parsed only where one is asked for (batches, stdio, tests).
 #[derive(Debug, Clone)]
 pub struct RawReply {
     text: String,
@@ -206,19 +214,44 @@ pub struct RawReply {
 }
 
 impl RawReply {
-    /// The response to `id` carrying `result` (serialised JSON), with the members in the order
-    /// a `Value` response serialises them (`id`, `jsonrpc`, `result`).
+    /// The response to `id` carrying `result` (serialised JSON).
     pub fn new(id: &RequestId, result: &str) -> RawReply {
-        let id = match id {
-            RequestId::Num(n) => n.to_string(),
-            RequestId::Str(s) => Value::String(s.clone()).to_string(),
+        let mut bytes = RawReply::head(id, result.len());
+        bytes.extend_from_slice(result.as_bytes());
+        RawReply::finish(bytes)
+    }
+
+    /// The response to `id` carrying `result`, serialised once, straight into its text.
+    pub fn result(id: &RequestId, result: &Value) -> RawReply {
+        let mut bytes = RawReply::head(id, 256);
+        let head = bytes.len();
+        // Into a `Vec`, a `Value` always serialises; the fallback is never taken.
+        if serde_json::to_writer(&mut bytes, result).is_err() {
+            bytes.truncate(head);
+            bytes.extend_from_slice(b"null");
+        }
+        RawReply::finish(bytes)
+    }
+
+    /// `{"id":…,"jsonrpc":"2.0","result":`: the members in the order a `Value` response
+    /// serialises them, so the bytes are the same either way.
+    fn head(id: &RequestId, room: usize) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(room + 64);
+        bytes.extend_from_slice(b"{\"id\":");
+        // A string or a number into a `Vec`: never fails.
+        let _ = match id {
+            RequestId::Str(s) => serde_json::to_writer(&mut bytes, s),
+            RequestId::Num(n) => serde_json::to_writer(&mut bytes, n),
         };
-        let mut text = String::with_capacity(result.len() + id.len() + 32);
-        text.push_str("{\"id\":");
-        text.push_str(&id);
-        text.push_str(",\"jsonrpc\":\"2.0\",\"result\":");
-        text.push_str(result);
-        text.push('}');
+        bytes.extend_from_slice(b",\"jsonrpc\":\"2.0\",\"result\":");
+        bytes
+    }
+
+    fn finish(mut bytes: Vec<u8>) -> RawReply {
+        bytes.push(b'}');
+        // serde_json writes UTF-8 and `new` is given a `&str`: the fallback is never taken.
+        let text = String::from_utf8(bytes)
+            .unwrap_or_else(|_| r#"{"id":null,"jsonrpc":"2.0","result":null}"#.to_string());
         RawReply { text, parsed: OnceLock::new() }
     }
 
@@ -297,8 +330,10 @@ impl Outcome {
     /// The revision an `initialize` reply settled on, so a stdio loop can pass it as
     /// [`TransportMeta::protocol_version`] for the rest of the stream.
     pub fn negotiated_version(&self) -> Option<ProtocolVersion> {
-        let Outcome::Reply(body) = self else {
-            return None;
+        let body = match self {
+            Outcome::Reply(body) => body,
+            Outcome::Raw(raw) => raw.value(),
+            Outcome::Accepted | Outcome::Reject { .. } => return None,
         };
         let version = body.get("result")?.get("protocolVersion")?.as_str()?;
         ProtocolVersion::parse(version)

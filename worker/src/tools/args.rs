@@ -16,7 +16,7 @@ pub(super) fn caller_of(ctx: &CallContext) -> Cow<'_, Caller> {
         return Cow::Borrowed(&ctx.caller);
     }
     let mut who = Caller::clone(&ctx.caller);
-    who.request_id = Some(ctx.request_id.to_value().to_string());
+    who.request_id = Some(ctx.request_id.to_value().to_string().into());
     Cow::Owned(who)
 }
 

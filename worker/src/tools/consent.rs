@@ -137,7 +137,7 @@ impl McpAsker<'_> {
 
     /// Who was asked: the caller, through which client.
     fn asked(&self) -> String {
-        let who = self.ctx.caller.identity.clone().unwrap_or_else(|| "anonymous".into());
+        let who = self.ctx.caller.identity.as_deref().unwrap_or("anonymous").to_string();
         match &self.ctx.client.client_name {
             Some(client) => format!("{who} via {client}"),
             None => who,

@@ -95,7 +95,7 @@ pub(crate) fn proposed(action: Action, spec: &RuleSpec, scope: &Scope, who: &Cal
             scope.profile.as_deref().unwrap_or("-"),
             scope.region.as_deref().unwrap_or("-")
         ),
-        requested_by: who.identity.clone().unwrap_or_else(|| "anonymous".into()),
+        requested_by: who.identity.as_deref().unwrap_or("anonymous").to_string(),
         source: who.addr,
     }
 }

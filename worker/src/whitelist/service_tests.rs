@@ -522,7 +522,7 @@ async fn the_per_group_cap_counts_only_this_services_rules() {
 async fn a_token_limited_to_some_groups_cannot_touch_others() {
     let s = Setup::new();
     let w = s.service(Policy::default());
-    let who = Caller { security_groups: Some(vec!["sg-0abc*".into()]), ..Caller::default() };
+    let who = Caller { security_groups: Some(vec!["sg-0abc*".into()].into()), ..Caller::default() };
     let err = w.add(&scope(), &add("1.2.3.4", None, None), &who).await.unwrap_err();
     assert!(matches!(err, Error::Policy(ref r) if r.setting.starts_with("security_groups")), "{err}");
     assert!(w.list(&scope(), G, &who).await.is_err());

@@ -16,7 +16,7 @@ impl Tool for Writer {
         Box::pin(async { Ok(ToolOutput::text("ok")) })
     }
     fn unavailable(&self, caller: &Caller) -> Option<String> {
-        caller.read_only.clone()
+        caller.read_only.as_deref().map(str::to_owned)
     }
 }
 

@@ -26,7 +26,7 @@ impl Tool for Echo {
         let reply = json!({
             "echo": args.get("message").cloned().unwrap_or_default(),
             "times": args.get("times").cloned().unwrap_or(json!(1)),
-            "caller": ctx.caller.identity,
+            "caller": ctx.caller.identity.as_deref(),
             "request": ctx.request_id.to_value(),
         });
         Box::pin(async move { Ok(ToolOutput::structured(reply)) })

@@ -71,7 +71,7 @@ impl Whitelist {
     pub async fn groups(&self, scope: &Scope, who: &Caller) -> Result<Vec<GroupInfo>, Error> {
         let patterns = match (&self.policy.allowed_security_groups, &who.security_groups) {
             (p, _) if !p.is_empty() => p.clone(),
-            (_, Some(c)) => c.clone(),
+            (_, Some(c)) => c.to_vec(),
             _ => Vec::new(),
         };
         let mut groups = Vec::new();

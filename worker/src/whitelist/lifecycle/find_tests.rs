@@ -45,7 +45,7 @@ async fn groups_are_read_page_by_page_and_only_allowed_ones_shown() {
     let ids: Vec<String> =
         w.groups(&scope(), &Caller::default()).await.unwrap().into_iter().map(|g| g.group_id).collect();
     assert_eq!(ids, [G, G2, G3]);
-    let narrow = Caller { security_groups: Some(vec![G2.into()]), ..Caller::default() };
+    let narrow = Caller { security_groups: Some(vec![G2.into()].into()), ..Caller::default() };
     let ids: Vec<String> =
         w.groups(&scope(), &narrow).await.unwrap().into_iter().map(|g| g.group_id).collect();
     assert_eq!(ids, [G2], "the caller's credential narrows it further");

@@ -84,7 +84,7 @@ async fn history_filters_pages_newest_first_and_hides_other_groups() {
     }
     assert_eq!(pages, all.entries, "pages of 3 give the same entries, none twice");
 
-    let narrow = Caller { security_groups: Some(vec![G2.into()]), ..alice.clone() };
+    let narrow = Caller { security_groups: Some(vec![G2.into()].into()), ..alice.clone() };
     let only = w.history(&HistoryQuery::default(), &narrow).await.unwrap();
     assert!(only.entries.iter().all(|e| e.group_id == G2) && only.entries.len() == 2, "{only:?}");
     let err = w
