@@ -220,8 +220,10 @@ if ((ALLOCS)); then
     libc=$(ldd "$SERVICE" | awk '/libc\.so\.6/ {print $3}')
     # Left by a run that was killed: replaced.
     perf probe -q -d 'awswl_bench:*' >/dev/null 2>&1 || true
-    perf probe -x "$libc" -a 'awswl_bench:malloc=malloc' -a 'awswl_bench:calloc=calloc' \
-        -a 'awswl_bench:realloc=realloc' >/dev/null ||
+    # Event names are global across groups: prefixed, so probes someone else named `malloc`
+    # do not stop this run.
+    perf probe -x "$libc" -a 'awswl_bench:awswl_malloc=malloc' -a 'awswl_bench:awswl_calloc=calloc' \
+        -a 'awswl_bench:awswl_realloc=realloc' >/dev/null ||
         { echo "bench/hotpath.sh: --allocs: perf probe could not add uprobes on $libc (root needed?)" >&2; exit 2; }
     PROBES=1
 fi
@@ -233,7 +235,7 @@ alloc_row() { # NAME URL PID [WRK_SCRIPT]
     # perf counts the given processes for as long as the command (wrk) runs.
     perf stat -x, -e 'awswl_bench:*' -p "$(tree_pids "$3" | paste -sd,)" -o "$log.stat" -- wrk "${wrk_args[@]}" "$2" >"$log.wrk"
     ALLOC_ROWS+=("$(awk -F, -v name="$1" -v n="$(awk '/ requests in / {print $1}' "$log.wrk")" '
-        /awswl_bench:/ { split($3, e, ":"); c[e[2]] = $1 }
+        /awswl_bench:/ { split($3, e, ":"); sub(/^awswl_/, "", e[2]); c[e[2]] = $1 }
         END { printf "%-24s %9.1f %9.1f %9.1f %9.1f", name, c["malloc"] / n, c["calloc"] / n, c["realloc"] / n,
               (c["malloc"] + c["calloc"] + c["realloc"]) / n }' "$log.stat")")
 }
