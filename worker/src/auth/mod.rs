@@ -413,7 +413,10 @@ impl Authenticator {
 
     /// Checks the `Authorization` header's value. With auth off, every caller is
     /// [`Principal::anonymous`].
-    pub async fn authenticate(&self, authorization_header: Option<&str>) -> Result<Arc<Authenticated>, Denial> {
+    pub async fn authenticate(
+        &self,
+        authorization_header: Option<&str>,
+    ) -> Result<Arc<Authenticated>, Denial> {
         if !self.enabled {
             return Ok(self.anonymous.clone());
         }

@@ -43,8 +43,7 @@ pub async fn handle(
     state: Arc<State>,
 ) -> Result<Response<Body>, Infallible> {
     let request_id = access::request_id(&req);
-    let span =
-        tracing::info_span!("request", request_id = &*request_id, mcp_method = tracing::field::Empty);
+    let span = tracing::info_span!("request", request_id = &*request_id, mcp_method = tracing::field::Empty);
     let started = std::time::Instant::now();
     // Resolved once: the access line and the MCP endpoint both need it.
     let client = client_addr(&req, peer, &state);

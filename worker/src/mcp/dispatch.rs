@@ -10,8 +10,7 @@ use super::era::{self, Era};
 use super::headers;
 use super::info::ServerInfo;
 use super::jsonrpc::{
-    self, error_response, Message, Request, RequestId, RpcError, INTERNAL_ERROR,
-    METHOD_NOT_FOUND,
+    self, error_response, Message, Request, RequestId, RpcError, INTERNAL_ERROR, METHOD_NOT_FOUND,
 };
 use super::listing::ToolLists;
 use super::methods::{self, CallInput};

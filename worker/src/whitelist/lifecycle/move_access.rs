@@ -78,10 +78,14 @@ impl Whitelist {
             description: None,
         };
         let plan = self.plan_add(scope, &add, who).map_err(nothing_moved)?;
-        let whose = args.user.clone().or_else(|| who.identity.as_deref().map(str::to_owned)).ok_or_else(|| Error::Invalid {
-            field: "user",
-            message: "name whose access to move (user), or call with an authenticated identity".into(),
-        })?;
+        let whose =
+            args.user.clone().or_else(|| who.identity.as_deref().map(str::to_owned)).ok_or_else(|| {
+                Error::Invalid {
+                    field: "user",
+                    message: "name whose access to move (user), or call with an authenticated identity"
+                        .into(),
+                }
+            })?;
         let query = Query { net: None, user: Some(whose.clone()) };
         let rules = self.fresh(scope, &plan.spec.group_id).await?;
         let added = self.who_added().await;
