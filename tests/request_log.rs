@@ -48,7 +48,12 @@ fn request_ids_are_echoed_and_on_every_line_of_the_request() {
         "POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nX-Request-Id: mcp-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{ping}",
         ping.len()
     );
-    assert_eq!(http::raw(&svc.addr, req.as_bytes()).unwrap().status, 200);
+    let pong = http::raw(&svc.addr, req.as_bytes()).unwrap();
+    assert_eq!(pong.status, 200);
+    // The reply is written as text straight from the result, framed by its length (not chunks).
+    assert_eq!(String::from_utf8_lossy(&pong.body), r#"{"id":1,"jsonrpc":"2.0","result":{}}"#);
+    assert_eq!(pong.header("content-length"), Some(pong.body.len().to_string().as_str()));
+    assert_eq!(pong.header("transfer-encoding"), None);
     svc.logs.wait(0, "access line with the MCP method", |v| {
         event(v) == "access"
             && v.pointer("/span/request_id").and_then(|r| r.as_str()) == Some("mcp-8")
