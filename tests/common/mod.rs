@@ -366,9 +366,6 @@ pub fn full_config(text: &str, dir: &Path) -> String {
         out.push_str("\n[log]\nformat = \"json\"\nlevel = \"info\"\n");
     }
     if !text.contains("[whitelist]") {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
-            .expect("chmod the test's directory");
         out.push_str(&format!("\n[whitelist]\nstate_dir = \"{}\"\n", dir.join("state").display()));
     }
     out

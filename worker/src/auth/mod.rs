@@ -30,13 +30,11 @@ mod tests;
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, DecodingKey};
 
-use crate::caller::Caller;
 use serde_json::{json, Value};
 
 pub use apikey::ApiKeyConfig;
@@ -109,11 +107,6 @@ impl Principal {
             Some(scope) if !self.may(scope) => Err(Denial::InsufficientScope { scope }),
             _ => Ok(()),
         }
-    }
-
-    /// The caller this principal makes ([`Authenticated::caller`]), for a principal used once.
-    pub fn caller(&self, auth_enabled: bool, addr: Option<IpAddr>, request_id: &Arc<str>) -> Caller {
-        Authenticated::new(self.clone()).caller(auth_enabled, addr, request_id)
     }
 
     /// What makes this credential read-only, as a refusal names it: an API key's `read_only`,

@@ -458,19 +458,19 @@ fn a_scope_is_required_only_when_not_granted() {
     assert_eq!(reader.require(None), Ok(()));
     assert_eq!(reader.require(Some(SCOPE_READ)), Ok(()));
     assert_eq!(reader.require(Some(SCOPE_WRITE)), Err(Denial::InsufficientScope { scope: SCOPE_WRITE }));
-    let caller = reader.caller(true, None, &"r1".into());
+    let caller = Authenticated::new(reader.clone()).caller(true, None, &"r1".into());
     assert!(caller.has_scope(SCOPE_READ) && !caller.has_scope(SCOPE_WRITE));
     assert_eq!(caller.identity.as_deref(), Some("anonymous"));
     // A token is read-only by its scope set; a key also by its own `read_only`.
     assert_eq!(caller.read_only.as_deref(), Some("its scopes do not include whitelist:write"));
     let writer =
         Principal { scopes: [SCOPE_READ.to_string(), SCOPE_WRITE.to_string()].into(), ..reader.clone() };
-    assert_eq!(writer.caller(true, None, &"r1".into()).read_only, None);
+    assert_eq!(Authenticated::new(writer.clone()).caller(true, None, &"r1".into()).read_only, None);
     let key = Principal { subject: "ci".into(), kind: PrincipalKind::ApiKey, read_only: true, ..writer };
-    let setting = key.caller(true, None, &"r1".into()).read_only.unwrap_or_default();
+    let setting = Authenticated::new(key).caller(true, None, &"r1".into()).read_only.unwrap_or_default();
     assert!(setting.contains("[[auth.api_keys]] entry with id \"ci\""), "{setting}");
     // With authentication off, nothing is restricted and nobody is named.
-    let open = reader.caller(false, None, &"r1".into());
+    let open = Authenticated::new(reader).caller(false, None, &"r1".into());
     assert!(open.has_scope(SCOPE_WRITE) && open.identity.is_none() && open.read_only.is_none());
 }
 

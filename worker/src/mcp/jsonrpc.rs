@@ -157,7 +157,9 @@ pub fn error_response(id: Option<&RequestId>, error: &RpcError) -> Value {
     response(id.map_or(Value::Null, RequestId::to_value), "error", error.to_value())
 }
 
-/// A success response.
+/// A success response as a `Value`: what [`crate::mcp::RawReply`]'s text must equal (replies
+/// themselves are written as text).
+#[cfg(test)]
 pub fn result_response(id: &RequestId, result: Value) -> Value {
     response(id.to_value(), "result", result)
 }
