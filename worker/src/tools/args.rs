@@ -98,15 +98,20 @@ pub(super) fn scope(args: &Map<String, Value>) -> Result<Scope, String> {
         }
         _ => None,
     };
-    let region = text_arg(args, "region").or_else(|| keys.as_ref().and_then(|(_, r)| r.clone()));
-    if let Some(r) = &region {
+    // Named by the argument it came in, so a refusal names what the caller gave.
+    let region = match text_arg(args, "region") {
+        Some(r) => Some(("region", r)),
+        None => keys.as_ref().and_then(|(_, r)| r.clone()).map(|r| ("credentials.region", r)),
+    };
+    if let Some((argument, r)) = &region {
         let shaped = r.len() <= 32
             && r.split('-').count() >= 3
             && r.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if !shaped {
-            return Err(format!("invalid region: {r:?} is not an AWS region name like eu-west-1"));
+            return Err(format!("invalid {argument}: {r:?} is not an AWS region name like eu-west-1"));
         }
     }
+    let region = region.map(|(_, r)| r);
     Ok(Scope { profile: text_arg(args, "profile"), region, keys: keys.map(|(k, _)| k) })
 }
 
@@ -130,5 +135,21 @@ mod tests {
         let ok = scope(&args(json!({"access_key_id": "AKIAABCDEFGHIJKLMNOP", "secret_access_key": "0123456789abcdef0123", "region": "eu-west-1"}))).unwrap();
         assert_eq!(ok.region.as_deref(), Some("eu-west-1"));
         assert!(scope(&json!({"region": "Mars"}).as_object().unwrap().clone()).is_err());
+    }
+
+    /// Found by `prop_tools`: a bad region inside `credentials` was refused as "invalid region",
+    /// naming an argument the call did not give.
+    #[test]
+    fn a_bad_region_is_named_by_the_argument_it_came_in() {
+        let keys =
+            json!({"access_key_id": "AKIAABCDEFGHIJKLMNOP", "secret_access_key": "0123456789abcdef0123"});
+        let mut inner = keys.clone();
+        inner["region"] = json!("");
+        let args = json!({"credentials": inner}).as_object().unwrap().clone();
+        let e = scope(&args).unwrap_err();
+        assert!(e.starts_with("invalid credentials.region: \"\""), "{e}");
+        let args = json!({"credentials": keys, "region": "Mars"}).as_object().unwrap().clone();
+        let e = scope(&args).unwrap_err();
+        assert!(e.starts_with("invalid region: \"Mars\""), "{e}");
     }
 }
