@@ -1,17 +1,17 @@
-//! The four operations — add, remove, list, check — and the expiry sweep, on top of the
-//! `Firewall` trait: input resolved and checked against policy before any AWS call, changes
-//! audited durably before the answer, reads cached with change counters shared by the host.
+//! The four operations — add, remove, list, check — on top of the `Firewall` trait: input
+//! resolved and checked against policy before any AWS call, changes audited durably before the
+//! answer, reads cached with change counters shared by the host. Beside it: the calls' shapes
+//! (`calls.rs`), the expiry sweep (`sweep.rs`), reads (`reads.rs`), plans and dry runs, and the
+//! lifecycle tools.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashSet;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
 use tracing::warn;
 
 use super::audit::{all_answered, answered, About, Change, LoggedEntry, Recorder};
@@ -32,169 +32,8 @@ use super::rules::{ExistingRule, RuleSpec};
 use super::target::{host_net, parse_cidr, parse_ports, NamedPort, Ports, Protocol};
 use crate::caller::Caller;
 
-/// What applies when a call leaves something out.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Defaults {
-    /// Port (number, range or name); 22 like the reference.
-    pub port: String,
-    /// Protocol.
-    pub protocol: Protocol,
-    /// Description template.
-    pub description_template: String,
-    /// `{user}` when the call names none.
-    pub user: String,
-    /// `{reason}` when the call gives none.
-    pub reason: String,
-}
-
-impl Default for Defaults {
-    fn default() -> Self {
-        Defaults {
-            port: "22".into(),
-            protocol: Protocol::Tcp,
-            description_template: description::DEFAULT_TEMPLATE.into(),
-            user: "MCP".into(),
-            reason: "API access".into(),
-        }
-    }
-}
-
-/// The rule a call names.
-#[derive(Debug, Clone, Default)]
-pub struct RuleArgs {
-    /// `security_group_id`.
-    pub group: String,
-    /// `ip_address`: address, CIDR or `"current"`.
-    pub ip_address: String,
-    /// `port`, if given.
-    pub port: Option<String>,
-    /// `protocol`, if given.
-    pub protocol: Option<String>,
-}
-
-/// Extra inputs of an add.
-#[derive(Debug, Clone, Default)]
-pub struct AddArgs {
-    /// The rule.
-    pub rule: RuleArgs,
-    /// Description template for this rule.
-    pub description: Option<String>,
-    /// `{user}`.
-    pub user: Option<String>,
-    /// `{reason}`.
-    pub reason: Option<String>,
-    /// `duration`, e.g. `"8h"`.
-    pub duration: Option<String>,
-}
-
 fn invalid(field: &'static str) -> impl Fn(String) -> Error {
     move |message| Error::Invalid { field, message }
-}
-
-/// A rule as the tools show it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RuleView {
-    /// EC2 rule id.
-    pub rule_id: String,
-    /// Group.
-    pub group_id: String,
-    /// Source network (absent for group or prefix-list sources).
-    pub cidr_ip: Option<String>,
-    /// Non-CIDR source.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
-    /// `tcp`, `udp`, `icmp`, `all`, or EC2's value for others.
-    pub protocol: String,
-    /// `22`, `8000-8100` or `all`.
-    pub port: String,
-    /// First port (-1: all).
-    pub from_port: i32,
-    /// Last port (-1: all).
-    pub to_port: i32,
-    /// Description.
-    pub description: String,
-    /// Expiry, RFC 3339, when the rule has one.
-    pub expires_at: Option<String>,
-    /// Added by this service.
-    pub managed: bool,
-}
-
-impl RuleView {
-    fn of(r: &ExistingRule, marker: Marker) -> RuleView {
-        RuleView {
-            rule_id: r.rule_id.clone(),
-            group_id: r.group_id.clone(),
-            cidr_ip: r.cidr.map(|c| c.to_string()),
-            source: r.other_source.clone(),
-            protocol: Protocol::from_ec2(&r.protocol).map_or(r.protocol.clone(), |p| p.to_string()),
-            port: r.ports().to_string(),
-            from_port: r.from_port,
-            to_port: r.to_port,
-            description: r.description.clone(),
-            expires_at: marker.expires().map(rfc3339),
-            managed: marker.managed(),
-        }
-    }
-
-    /// "tcp 22 from 203.0.113.7/32", for messages.
-    pub fn summary(&self) -> String {
-        format!(
-            "{} {} from {}",
-            self.protocol,
-            self.port,
-            self.cidr_ip.as_deref().or(self.source.as_deref()).unwrap_or("?")
-        )
-    }
-}
-
-/// Result of an add.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Added {
-    /// False when the rule was already there (and not renewed).
-    pub changed: bool,
-    /// True when the rule was there, managed, and given the new expiry (a renewal).
-    pub renewed: bool,
-    /// A renewal: the expiry before it, RFC 3339 (`None`: it had none).
-    pub previous_expires_at: Option<String>,
-    /// The rule (new, renewed or existing).
-    pub rule: RuleView,
-    /// For people.
-    pub message: String,
-}
-
-impl Added {
-    /// The answer when the identical rule is already there: success, nothing changed.
-    fn unchanged(rule: RuleView) -> Added {
-        let message = format!(
-            "{} is already allowed in {} (rule {}); nothing changed",
-            rule.summary(),
-            rule.group_id,
-            rule.rule_id
-        );
-        Added { changed: false, renewed: false, previous_expires_at: None, rule, message }
-    }
-}
-
-/// Result of a remove.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Removed {
-    /// False when no such rule existed.
-    pub changed: bool,
-    /// Rules removed.
-    pub removed: Vec<RuleView>,
-    /// For people.
-    pub message: String,
-}
-
-/// Result of a check.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Checked {
-    /// Whether the exact rule exists.
-    pub exists: bool,
-    /// The rule that matched.
-    pub rule: Option<RuleView>,
-    /// For people.
-    pub message: String,
 }
 
 /// Holds a group locked until dropped.
@@ -209,23 +48,6 @@ pub type GroupLockFuture<'a> = Pin<Box<dyn Future<Output = Result<GroupGuard, St
 pub trait GroupLocks: Send + Sync {
     /// Waits until this caller holds `group`'s lock (a validated group id).
     fn hold<'a>(&'a self, group: &'a str) -> GroupLockFuture<'a>;
-}
-
-/// Asked by the sweeper before each expired rule is revoked: whether this sweeper may still
-/// act (in a fleet, whether it still holds the sweeper lease). An error stops the sweep before
-/// the revoke, with nothing recorded or changed.
-pub trait SweepFence: Send + Sync {
-    /// `Ok` while this sweeper may act; else why not.
-    fn check(&self) -> futures_util::future::BoxFuture<'_, Result<(), String>>;
-}
-
-/// No fence: the host's sweeper, whose flock the kernel holds for it.
-pub struct Unfenced;
-
-impl SweepFence for Unfenced {
-    fn check(&self) -> futures_util::future::BoxFuture<'_, Result<(), String>> {
-        Box::pin(async { Ok(()) })
-    }
 }
 
 /// The whitelist service of one worker.
@@ -484,71 +306,6 @@ impl Whitelist {
         })
     }
 
-    /// Removes the group's rules whose verified expiry has passed; returns what was removed.
-    /// Rules whose marker does not verify are reported, never removed.
-    /// Nothing is removed through a read-only server or profile when `sweep_when_read_only` is
-    /// off (see [`Policy::may_sweep`]).
-    pub async fn sweep(&self, scope: &Scope, group: &str, now: SystemTime) -> Result<Vec<RuleView>, Error> {
-        self.sweep_fenced(scope, group, now, &Unfenced).await
-    }
-
-    /// [`Whitelist::sweep`], asking `fence` before each revoke; a fence that says no stops the
-    /// sweep (`Unavailable`) before that rule's intent is recorded.
-    pub async fn sweep_fenced(
-        &self,
-        scope: &Scope,
-        group: &str,
-        now: SystemTime,
-        fence: &dyn SweepFence,
-    ) -> Result<Vec<RuleView>, Error> {
-        if !self.policy.may_sweep(scope.profile.as_deref()) {
-            return Ok(Vec::new());
-        }
-        let rules = self.fresh(scope, group).await?;
-        let mut removed = Vec::new();
-        for r in rules.iter() {
-            match r.marker(&self.key) {
-                Marker::Valid { expires: Some(at) } if at <= now => {}
-                Marker::Invalid(why) => {
-                    self.report(r, why);
-                    continue;
-                }
-                _ => continue,
-            }
-            let spec = RuleSpec {
-                group_id: group.to_string(),
-                cidr: r.cidr.unwrap_or_else(|| host_net(IpAddr::from([0, 0, 0, 0]))),
-                protocol: Protocol::from_ec2(&r.protocol).unwrap_or(Protocol::All),
-                ports: r.ports(),
-            };
-            let who = Caller { identity: Some("expiry-sweeper".into()), ..Caller::default() };
-            let about = About {
-                action: "expire",
-                spec: &spec,
-                rule_id: Some(&r.rule_id),
-                description: &r.description,
-                expires: None,
-            };
-            let change = Change::new(about, &who, scope);
-            fence.check().await.map_err(|e| Error::Unavailable(format!("sweep of {group} stopped: {e}")))?;
-            change.intend(&self.recorder).await?;
-            let gone = self.firewall.revoke(scope, group, std::slice::from_ref(&r.rule_id));
-            let (change, gone) = answered(change, gone).await;
-            match gone {
-                Ok(()) => {}
-                Err(FirewallError::RuleNotFound) => {
-                    change.finish(&self.recorder, "not_present", None, None).await?;
-                    continue;
-                }
-                Err(e) => return Err(self.failed(&change, e).await),
-            }
-            self.versions.changed(group).await;
-            change.finish(&self.recorder, "expired", None, None).await?;
-            removed.push(self.view(r));
-        }
-        Ok(removed)
-    }
-
     /// A rule as the tools show it, "managed" only when its marker verifies.
     fn view(&self, r: &ExistingRule) -> RuleView {
         RuleView::of(r, r.marker(&self.key))
@@ -720,6 +477,8 @@ fn cache_key(scope: &Scope, group: &str) -> String {
     format!("{group}-{:x}", h.finish())
 }
 
+#[path = "calls.rs"]
+mod calls;
 #[path = "dry_run.rs"]
 mod dry_run;
 #[path = "lifecycle/mod.rs"]
@@ -728,12 +487,16 @@ mod lifecycle;
 mod plan;
 #[path = "reads.rs"]
 mod reads;
+#[path = "sweep.rs"]
+mod sweep;
 
+pub use calls::{AddArgs, Added, Checked, Defaults, Removed, RuleArgs, RuleView};
 pub use dry_run::{AwsVerdict, DryRun, PlannedRule};
 pub use lifecycle::{
     FindArgs, Found, History, HistoryQuery, MoveArgs, Moved, Relation, Renewal, Revocation, Revoked,
 };
 pub use plan::{ChangeKind, PlannedChange};
+pub use sweep::{SweepFence, Unfenced};
 
 #[cfg(test)]
 #[path = "service_tests.rs"]
